@@ -1,0 +1,105 @@
+"""The `ingestd` command line: argument parsing and dispatch; each verb's work lives in daemon/commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from daemon import __version__
+from daemon.config import load_config
+from daemon.errors import IngestdError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors exit 2 with one line instead of the whole usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"ingestd: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ingestd", description="SFTP drop-folder ingestion daemon.")
+    parser.add_argument("--version", action="version", version=f"ingestd {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (default: $INGESTD_CONFIG)")
+    # --config is accepted after the verb too: `ingestd keys list --config FILE`.
+    common = _Parser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML config file")
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
+    verbs.required = True
+
+    serve = verbs.add_parser("serve", help="run SFTP, watcher, workers, notifier and HTTP", parents=[common])
+    serve.set_defaults(handler="daemon.service:run_serve")
+
+    keys = verbs.add_parser("keys", help="register, list and revoke partners' SSH public keys")
+    key_verbs = keys.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    key_verbs.required = True
+    add = key_verbs.add_parser("add", help="register an OpenSSH public key for ACCOUNT", parents=[common])
+    add.add_argument("account")
+    add.add_argument("keyfile", help="public key file, or - for standard input")
+    add.add_argument("--name", help="a name for this key (default: the key's comment or its fingerprint)")
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(handler="daemon.commands.keys:add")
+    lst = key_verbs.add_parser("list", help="list registered keys", parents=[common])
+    lst.add_argument("account", nargs="?")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(handler="daemon.commands.keys:list_keys")
+    revoke = key_verbs.add_parser("revoke", help="revoke a key by name or SHA256 fingerprint", parents=[common])
+    revoke.add_argument("account")
+    revoke.add_argument("key", metavar="NAME|FINGERPRINT")
+    revoke.add_argument("--json", action="store_true")
+    revoke.set_defaults(handler="daemon.commands.keys:revoke")
+
+    imports = verbs.add_parser("imports", help="list and show imports")
+    import_verbs = imports.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    import_verbs.required = True
+    ilist = import_verbs.add_parser("list", help="imports, newest first", parents=[common])
+    ilist.add_argument("--account")
+    ilist.add_argument("--status")
+    ilist.add_argument("--limit", type=int, default=50)
+    ilist.add_argument("--json", action="store_true")
+    ilist.set_defaults(handler="daemon.commands.imports:list_imports")
+    ishow = import_verbs.add_parser("show", help="one import in detail", parents=[common])
+    ishow.add_argument("job_id", metavar="JOB_ID")
+    ishow.add_argument("--json", action="store_true")
+    ishow.set_defaults(handler="daemon.commands.imports:show")
+
+    profiles = verbs.add_parser("profiles", help="read ingested profiles")
+    profile_verbs = profiles.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    profile_verbs.required = True
+    pget = profile_verbs.add_parser("get", help="one profile by identity", parents=[common])
+    pget.add_argument("account")
+    pget.add_argument("identity")
+    pget.add_argument("--json", action="store_true")
+    pget.set_defaults(handler="daemon.commands.data:get_profile")
+
+    events = verbs.add_parser("events", help="read ingested events")
+    event_verbs = events.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    event_verbs.required = True
+    elist = event_verbs.add_parser("list", help="one identity's events, oldest first", parents=[common])
+    elist.add_argument("account")
+    elist.add_argument("identity")
+    elist.add_argument("--json", action="store_true")
+    elist.set_defaults(handler="daemon.commands.data:list_events")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, func_name = args.handler.split(":")
+    try:
+        config = load_config(args.config)
+        handler = getattr(importlib.import_module(module_name), func_name)
+        return int(handler(args, config) or 0)
+    except IngestdError as exc:
+        print(f"ingestd: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

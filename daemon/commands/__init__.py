@@ -1,0 +1,1 @@
+"""The work behind each `ingestd` verb; cli.py only parses and dispatches."""

@@ -1,0 +1,1 @@
+"""HTTP: health, metrics, the imports API and the activity log page."""

@@ -1,0 +1,1 @@
+"""Sinks: where validated rows land (sqlite, elasticsearch), behind one interface."""

@@ -1,0 +1,1 @@
+"""The drop-folder watcher: completed manifests become jobs."""

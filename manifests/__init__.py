@@ -1,0 +1,1 @@
+"""The manifest model and the columnar row-validation engine (pure: no servers)."""

@@ -1,0 +1,1 @@
+"""Notifications: emails rendered from templates, a persistent outbox, SMTP, webhooks."""

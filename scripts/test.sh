@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian machine with Python 3.11, then runs them.
+# Usage: bash scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Headless Chromium (activity-log page test) and the OpenSSH client come from Debian.
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v sftp >/dev/null 2>&1 || need+=(openssh-client)
+command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "scripts/test.sh: please install: ${need[*]}" >&2
+  fi
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m ruff check .
+python3 -m ruff format --check .
+python3 -m pytest "$@"
