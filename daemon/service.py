@@ -1,0 +1,102 @@
+"""`ingestd serve`: builds the components, starts them in order, stops them in reverse on a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any, Protocol
+
+from daemon import __version__
+from daemon.config import Config
+from daemon.logs import event, setup_logging
+from daemon.store import StateDB
+
+log = logging.getLogger("ingestd.service")
+
+
+class Component(Protocol):
+    """What the service needs of each part. Optional: `banner() -> list[str]`, `health() -> str | None`."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Service:
+    """Owns the start and stop order: store, sink, notifier, jobs, SFTP, HTTP; stop is the reverse."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.db = StateDB(config.state_db)
+        self.components: dict[str, Any] = {}
+        self._started: list[str] = []
+        self._stopping = asyncio.Event()
+
+    def build(self) -> None:
+        from daemon.http.app import HTTPService
+        from daemon.jobs.manager import JobManager
+        from daemon.sftp.server import SFTPService
+        from daemon.sinks import open_sink
+        from notifier.service import Notifier
+
+        config, db = self.config, self.db
+        sink = open_sink(config)
+        notifier = Notifier(config, db)
+        jobs = JobManager(config, db, sink, notifier)
+        sftp = SFTPService(config, db)
+        http = HTTPService(config, db, sink, health={"sftp": sftp, "sink": sink, "jobs": jobs})
+        self.components = {"sink": sink, "notifier": notifier, "jobs": jobs, "sftp": sftp, "http": http}
+
+    async def start(self) -> None:
+        for name, component in self.components.items():
+            await component.start()
+            self._started.append(name)
+
+    async def stop(self) -> None:
+        while self._started:
+            name = self._started.pop()
+            try:
+                await self.components[name].stop()
+            except Exception:
+                log.exception("stopping %s failed", name)
+        self.db.close()
+
+    def banner(self) -> str:
+        lines = [f"ingestd {__version__} serving"]
+        for component in self.components.values():
+            lines.extend(getattr(component, "banner", list)())
+        lines.append(f"  data   {self.config.data_dir.resolve()}")
+        return "\n".join(lines)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        self.build()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            print(self.banner(), flush=True)
+            event(log, "service.started", version=__version__)
+            await self._stopping.wait()
+            event(log, "service.stopping")
+        finally:
+            await self.stop()
+        event(log, "service.stopped")
+
+
+def run_serve(args: argparse.Namespace, config: Config) -> int:
+    setup_logging(config.log.format, config.log.level)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(Service(config).run())
+    except OSError as exc:
+        # Typically a port already in use: one line, not a traceback.
+        print(f"ingestd: error: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    return 0
