@@ -2,4 +2,8 @@
 
 pytest_plugins = [
     "tests.fixtures.common",
+    "tests.fixtures.sshkeys",
+    "tests.fixtures.daemon",
+    "tests.fixtures.noida",
+    "tests.fixtures.smtp",
 ]
