@@ -1,0 +1,132 @@
+"""The HTTP service: aiohttp in the daemon's event loop, with an optional bearer token."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from daemon.config import Config
+from daemon.http import api, pages
+from daemon.logs import event
+from daemon.store import StateDB
+
+log = logging.getLogger("ingestd.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPEN_PATHS = frozenset({"/healthz"})  # probes (Docker, load balancers) carry no token
+
+
+def _presented_token(header: str) -> str | None:
+    """The token from `Bearer <token>`, or the password of `Basic` (so a browser can log in)."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2]
+    return None
+
+
+def _is_api(path: str) -> bool:
+    return path.startswith("/api/") or path == "/api" or path == "/metrics"
+
+
+def auth_middleware(token: str) -> Any:
+    expected = token.encode("utf-8")
+
+    @web.middleware
+    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not expected or request.path in OPEN_PATHS:
+            return await handler(request)
+        presented = _presented_token(request.headers.get("Authorization", ""))
+        if presented is not None and hmac.compare_digest(presented.encode("utf-8"), expected):
+            return await handler(request)
+        message = "missing or wrong token: send 'Authorization: Bearer <http.token>'"
+        if _is_api(request.path):
+            response = api.json_error(401, message)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="ingestd"'
+        else:
+            # Browsers cannot send a bearer token but do prompt for Basic: any user name, the token as password.
+            response = pages.error_page(401, "Log in with any user name and the http.token as password.")
+            response.headers["WWW-Authenticate"] = 'Basic realm="ingestd", charset="UTF-8"'
+        return response
+
+    return check_token
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unknown paths and methods answer in the caller's language: JSON for the API, HTML for pages."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = f"{request.method} {request.path}: {exc.reason.lower()}"
+        if _is_api(request.path):
+            response = api.json_error(exc.status, message)
+        else:
+            response = pages.error_page(exc.status, message)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+
+
+def make_app(config: Config, db: StateDB, health: dict[str, Any] | None = None) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, auth_middleware(config.http.token)])
+    app["db"] = db
+    app["imports"] = api.ImportsReader(db)
+    app["health"] = dict(health or {})
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/metrics", api.prometheus)
+    app.router.add_get("/api/imports", api.list_imports)
+    app.router.add_get("/api/imports/{id}", api.get_import)
+    app.router.add_get("/", pages.index)
+    app.router.add_get("/imports/{id}", pages.detail)
+    return app
+
+
+class HTTPService:
+    """Health, metrics, the imports API and the activity log on http.host:http.port."""
+
+    def __init__(self, config: Config, db: StateDB, sink: Any = None, health: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.db = db
+        self.sink = sink
+        self.app = make_app(config, db, health)
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        # access_log=None: requests are not state changes; a short shutdown so a browser's keep-alive can't stall stop().
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        event(log, "http.started", host=self.config.http.host, port=self.port, auth=bool(self.config.http.token))
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+            event(log, "http.stopped")
+
+    def banner(self) -> list[str]:
+        host = self.config.http.host
+        shown = f"[{host}]" if ":" in host else host
+        return [f"  http   http://{shown}:{self.port if self.port is not None else self.config.http.port}"]
