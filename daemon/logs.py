@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -38,19 +39,32 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
-        body.update(getattr(record, "fields", {}))
+        for key, value in getattr(record, "fields", {}).items():
+            # A field never overwrites the envelope ("time", "level", ...): it gets a trailing underscore.
+            body[f"{key}_" if key in body else key] = value
         if record.exc_info:
             body["exception"] = self.formatException(record.exc_info)
         return json.dumps(body, default=str, ensure_ascii=False)
 
 
+# Quoted (JSON string escapes) when a value would otherwise break `key=value` parsing or the one-line rule.
+_NEEDS_QUOTES = re.compile(r'[\s"=\\]|[^\x20-\x7e\u00a0-\U0010ffff]')
+
+
 def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list | tuple | dict):
+        # Compact JSON is already unambiguous; quote it only if it holds whitespace.
+        text = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(text, ensure_ascii=False) if re.search(r"\s", text) else text
     text = str(value)
-    return json.dumps(text, ensure_ascii=False) if (" " in text or not text) else text
+    return json.dumps(text, ensure_ascii=False) if (not text or _NEEDS_QUOTES.search(text)) else text
 
 
-def setup_logging(fmt: str = "text", level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def setup_logging(fmt: str = "text", level: str = "info", stream: TextIO | None = None) -> None:
+    """Send every log record to stderr (or `stream`) as text lines or JSON lines."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
