@@ -1,0 +1,205 @@
+"""JobManager: the component the service starts — watcher, ordered scheduler, workers, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from typing import Any
+
+from daemon import metrics
+from daemon.config import Config
+from daemon.jobs.queue import Queue, Ready
+from daemon.jobs.worker import Worker
+from daemon.logs import event
+from daemon.store.db import StateDB
+from daemon.store.jobs import JobStore, iso
+from daemon.watch.watcher import DropWatcher
+
+log = logging.getLogger("ingestd.jobs")
+
+STOP_GRACE = 15.0  # seconds a running batch gets to reach its checkpoint at shutdown
+IDLE_TICK = 30.0  # the scheduler looks again at least this often, even without a file event
+RESCAN_EVERY = 60.0  # a safety net for watch events lost (e.g. inotify queue overflow)
+RETENTION_EVERY = 3600.0
+
+
+class JobManager:
+    """One job at a time per account in arrival order, `jobs.workers` accounts at once."""
+
+    def __init__(self, config: Config, db: StateDB, sink: Any, notifier: Any) -> None:
+        self.config = config
+        self.store = JobStore(db)
+        self.sink = sink
+        self.notifier = notifier
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.worker = Worker(config, self.store, sink, self._notify, self._stopping)
+        self.queue = Queue(config, self.store, self.worker.fail_pickup)
+        self.watcher = DropWatcher(config.drop_root, self.store, self.wake)
+        self._running: dict[str, asyncio.Task[None]] = {}  # account -> its job's task
+        self._tasks: list[asyncio.Task[None]] = []
+        self._next_check: float | None = None
+
+    # -- service interface ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.sink is None:
+            raise RuntimeError("jobs: no sink is available")
+        self._loop = asyncio.get_running_loop()
+        self.config.jobs_root.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.remove_expired)
+        # Watch first, then rescan: a file arriving in between is seen by one or both (enqueue de-duplicates).
+        await asyncio.to_thread(self.watcher.start)
+        queued = await asyncio.to_thread(self.watcher.rescan)
+        if queued:
+            event(log, "jobs.rescan", queued=len(queued))
+        self._tasks = [
+            asyncio.create_task(self._schedule_forever(), name="jobs-scheduler"),
+            asyncio.create_task(self._periodic(), name="jobs-housekeeping"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop taking jobs; running ones stop at their next checkpoint within STOP_GRACE, then are cancelled."""
+        self._stopping.set()
+        self.wake()
+        await asyncio.to_thread(self.watcher.stop)
+        for task in self._tasks:
+            task.cancel()
+        running = list(self._running.values())
+        if running:
+            _, late = await asyncio.wait(running, timeout=STOP_GRACE)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def banner(self) -> list[str]:
+        lines = [f"  jobs   {self.config.jobs.workers} workers, drop folders under {self.config.drop_root.resolve()}"]
+        if self.notifier is not None and not hasattr(self.notifier, "banner"):
+            smtp = self.config.smtp
+            target = f"smtp {smtp.host}:{smtp.port}" if smtp.host else f"files under {self.config.mail_dir.resolve()}"
+            lines.append(f"  mail   {target}")
+        return lines
+
+    def health(self) -> str | None:
+        for task in self._tasks:
+            if task.done() and not self._stopping.is_set():
+                return f"jobs: {task.get_name()} stopped"
+        return None
+
+    def wake(self) -> None:
+        """Look at the queue again soon; safe from any thread (the watcher calls it)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+            loop.call_soon_threadsafe(self._wake.set)
+
+    # -- scheduling -----------------------------------------------------------------------------
+
+    async def schedule_once(self) -> int:
+        """Settle what can be settled now and start workers for ready jobs; returns how many started."""
+        if self._stopping.is_set():
+            return 0
+        busy = set(self._running)
+        free = self.config.jobs.workers - len(busy)
+        plan = await asyncio.to_thread(self.queue.plan, busy, free)
+        self._next_check = plan.next_check
+        for ready in plan.ready:
+            self._start(ready)
+        metrics.QUEUE_DEPTH.set(await asyncio.to_thread(self.store.pending_count))
+        return len(plan.ready)
+
+    def _start(self, ready: Ready) -> None:
+        account = ready.job["account"]
+        task = asyncio.create_task(self.worker.run(ready), name=f"job-{ready.job['id']}")
+        self._running[account] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._running.pop(account, None)
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _schedule_forever(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                await self.schedule_once()
+            except Exception:
+                # Recorded, and tried again on the next tick: one bad head must not stop every account.
+                log.exception("scheduling failed")
+            timeout = IDLE_TICK
+            if self._next_check is not None:
+                timeout = min(timeout, max(0.05, self._next_check - time.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _periodic(self) -> None:
+        last_retention = time.monotonic()
+        while not self._stopping.is_set():
+            await asyncio.sleep(RESCAN_EVERY)
+            try:
+                if await asyncio.to_thread(self.watcher.rescan):
+                    self.wake()
+                if time.monotonic() - last_retention >= RETENTION_EVERY:
+                    last_retention = time.monotonic()
+                    await asyncio.to_thread(self.remove_expired)
+            except Exception:
+                log.exception("housekeeping failed")
+
+    async def run_until_idle(self, timeout: float = 120.0) -> None:
+        """For tests: rescan, then run jobs until none is running and none is ready (waiting jobs may remain)."""
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.watcher.rescan)
+        deadline = time.monotonic() + timeout
+        while True:
+            started = await self.schedule_once()
+            if not started and not self._running:
+                return
+            if self._running:
+                await asyncio.wait(list(self._running.values()), timeout=max(0.1, deadline - time.monotonic()))
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"jobs still running after {timeout}s")
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def remove_expired(self) -> list[int]:
+        """Remove the folders of jobs finished more than `jobs.retention_days` ago (0 keeps them)."""
+        days = self.config.jobs.retention_days
+        if days <= 0:
+            return []
+        removed = []
+        for job_id in self.store.finished_before(iso(time.time() - days * 86400)):
+            folder = self.config.jobs_root / str(job_id)
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(job_id)
+        if removed:
+            event(log, "jobs.retention", removed=len(removed), retention_days=days)
+        return removed
+
+    # -- notifications --------------------------------------------------------------------------
+
+    def _notify(self, kind: str, job_id: int, **extra: Any) -> None:
+        """The import dict plus the notifier's extra keys; a notifier error is logged, never fatal to the job."""
+        if self.notifier is None:
+            return
+        job = self.store.get_import(job_id) or {"id": job_id}
+        payload = {
+            **job,
+            "client_emails": [],
+            "problems": [],
+            "reasons": [],
+            "error_csv": None,
+            "progress": None,
+            **extra,
+        }
+        try:
+            self.notifier.notify(kind, payload)
+        except Exception:
+            log.exception("could not queue the %s notification of job %s", kind, job_id)

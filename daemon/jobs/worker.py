@@ -1,0 +1,299 @@
+"""One import from pickup to a final status: validate in a thread, sink each batch, checkpoint, report."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from daemon import metrics
+from daemon.config import Config
+from daemon.errors import JobFailed, RetryableError
+from daemon.jobs import messages
+from daemon.jobs.checkpoints import Checkpoint, ErrorFile
+from daemon.jobs.queue import Ready
+from daemon.logs import event
+from daemon.store.jobs import JobStore
+
+log = logging.getLogger("ingestd.jobs")
+
+ERRORS_FILE = "errors.csv"
+MAX_SINK_RETRY_DELAY = 30.0
+
+Notify = Callable[..., Any]  # notify(kind, job_id, **extra) -> None, synchronous (called in a thread)
+
+
+class Interrupted(Exception):
+    """The service is stopping: leave the job `processing`, it resumes from its checkpoint."""
+
+
+def _next(iterator: Iterator[Any]) -> Any:
+    return next(iterator, None)
+
+
+def partner_error_name(job_id: int, file_name: str) -> str:
+    """The error CSV's name in `drop/<account>/errors/`: `<job id>-<file stem>.errors.csv`."""
+    return f"{job_id}-{Path(file_name).stem}.errors.csv"
+
+
+class Worker:
+    """Runs one ready job; many Workers share the store, the sink and the stop signal."""
+
+    def __init__(self, config: Config, store: JobStore, sink: Any, notify: Notify, stopping: asyncio.Event) -> None:
+        self.config = config
+        self.store = store
+        self.sink = sink
+        self.notify = notify
+        self.stopping = stopping
+
+    async def run(self, ready: Ready) -> None:
+        from manifests.validate import FileError
+
+        job, manifest = ready.job, ready.manifest
+        emails = list(manifest.client_emails)
+        started = time.monotonic()
+        try:
+            if job["status"] != "processing":
+                await asyncio.to_thread(self._pickup, job, manifest)
+            else:
+                event(log, "job.resumed", account=job["account"], job_id=job["id"], rows_done=job["rows_total"])
+            await self._process(job, manifest)
+        except Interrupted:
+            event(log, "job.interrupted", account=job["account"], job_id=job["id"])
+        except FileError as exc:
+            await asyncio.to_thread(self._finish_failed, job, str(exc), [str(exc)], emails, started)
+        except JobFailed as exc:
+            await asyncio.to_thread(self._finish_failed, job, exc.reason, exc.details, emails, started)
+        except asyncio.CancelledError:
+            event(log, "job.cancelled", account=job["account"], job_id=job["id"])
+            raise
+        except Exception as exc:
+            log.exception("job %s failed with an internal error", job["id"])
+            await asyncio.to_thread(
+                self._finish_failed,
+                job,
+                messages.INTERNAL,
+                [],
+                emails,
+                started,
+                exception=f"{type(exc).__name__}: {exc}",
+            )
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.config.jobs_root / str(job_id)
+
+    # -- pickup ---------------------------------------------------------------------------------
+
+    def _pickup(self, job: dict[str, Any], manifest: Any) -> None:
+        """Move the CSV and the manifest into the job's folder, then mark the job processing."""
+        folder = self.job_dir(job["id"])
+        folder.mkdir(parents=True, exist_ok=True)
+        drop = self.config.drop_root / job["account"]
+        # The CSV first: a crash in between leaves the manifest where the queue finds it again.
+        for name in (manifest.file_name, job["manifest_name"]):
+            if (drop / name).exists() and not (folder / name).exists():
+                os.replace(drop / name, folder / name)
+        size = (folder / manifest.file_name).stat().st_size
+        now = time.time()
+        checkpoint = Checkpoint(processing_ts=int(now), started=now)
+        self.store.mark_processing(job["id"], manifest.file_name, manifest.type, size, checkpoint.to_dict())
+        job.update(status="processing", file_name=manifest.file_name, type=manifest.type)
+        event(log, "job.processing", account=job["account"], job_id=job["id"], file=manifest.file_name, size_bytes=size)
+        self.notify("picked_up", job["id"], client_emails=list(manifest.client_emails))
+
+    # -- the batch loop -------------------------------------------------------------------------
+
+    async def _process(self, job: dict[str, Any], manifest: Any) -> None:
+        from manifests.validate import validate_csv
+
+        folder = self.job_dir(job["id"])
+        checkpoint = Checkpoint.from_dict(await asyncio.to_thread(self.store.checkpoint, job["id"]))
+        errors = await asyncio.to_thread(ErrorFile, folder / ERRORS_FILE, checkpoint.error_bytes)
+        batches = validate_csv(
+            folder / manifest.file_name,
+            manifest,
+            account=job["account"],
+            processing_ts=checkpoint.processing_ts,
+            batch_rows=self.config.jobs.batch_rows,
+            skip_rows=checkpoint.rows_done,
+            restricted_events=self.config.jobs.restricted_events,
+        )
+        bytes_total = max(1, (folder / manifest.file_name).stat().st_size)
+        last_progress = time.monotonic()
+        header: list[str] = []
+        pending: asyncio.Future[Any] | None = asyncio.ensure_future(asyncio.to_thread(_next, batches))
+        try:
+            while pending is not None:
+                batch = await pending
+                pending = None
+                if batch is None:
+                    break
+                if self.stopping.is_set():
+                    raise Interrupted
+                # Validate the next batch while the sink writes this one.
+                pending = asyncio.ensure_future(asyncio.to_thread(_next, batches))
+                header = header or list(batch.header or [])
+                await self._batch(job, batch, header, checkpoint, errors)
+                if time.monotonic() - last_progress >= self.config.notify.progress_interval:
+                    last_progress = time.monotonic()
+                    fraction = min(1.0, batch.bytes_done / bytes_total)
+                    elapsed = time.time() - checkpoint.started
+                    eta = elapsed / fraction * (1 - fraction) if fraction > 0 else None
+                    progress = {"rows_done": checkpoint.rows_done, "fraction": fraction, "eta_seconds": eta}
+                    await asyncio.to_thread(
+                        self.notify,
+                        "progress",
+                        job["id"],
+                        client_emails=list(manifest.client_emails),
+                        progress=progress,
+                    )
+        finally:
+            if pending is not None:
+                pending.cancel()
+            await asyncio.to_thread(errors.close)
+        await asyncio.to_thread(self._finish, job, checkpoint, list(manifest.client_emails), errors.size)
+
+    async def _batch(
+        self, job: dict[str, Any], batch: Any, header: list[str], checkpoint: Checkpoint, errors: ErrorFile
+    ) -> None:
+        frame = batch.events if job["type"] == "event" else batch.profiles
+        good = 0 if frame is None else frame.height
+        failures = await self._write(job, frame) if good else []
+        bad = [(row.line, list(row.cells), list(row.problems)) for row in batch.bad]
+        bad += [(failure.line, [], [(None, failure.message)]) for failure in failures]
+        bad.sort(key=lambda item: item[0])
+        checkpoint.rows_done = batch.rows_done
+        checkpoint.rows_ingested += good - len(failures)
+        checkpoint.rows_failed += len(bad)
+        checkpoint.count_reasons([problems for _, _, problems in bad])
+        checkpoint.error_bytes = await asyncio.to_thread(errors.write, header, [(cells, p) for _, cells, p in bad])
+        await asyncio.to_thread(self.store.save_checkpoint, job["id"], checkpoint.to_dict(), batch.bytes_done)
+        metrics.ROWS_INGESTED.labels(job["type"]).inc(good - len(failures))
+        metrics.ROWS_FAILED.labels(job["type"]).inc(len(bad))
+
+    async def _write(self, job: dict[str, Any], frame: Any) -> list[Any]:
+        """Write one batch; while the store is unreachable the job is paused and the same batch retried."""
+        write = self.sink.write_events if job["type"] == "event" else self.sink.write_profiles
+        limit = self.config.elasticsearch.max_retry_delay if self.sink.name == "elasticsearch" else MAX_SINK_RETRY_DELAY
+        delay, paused = 1.0, False
+        while True:
+            try:
+                failures = await write(job["account"], frame)
+            except RetryableError as exc:
+                metrics.SINK_ERRORS.labels("retry").inc()
+                if not paused:
+                    paused = True
+                    await asyncio.to_thread(self.store.set_paused, job["id"], str(exc))
+                    event(log, "job.paused", logging.WARNING, account=job["account"], job_id=job["id"], reason=str(exc))
+                wait = max(0.05, min(max(exc.delay, delay), limit))
+                delay = min(delay * 2, limit)
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), wait)
+                except TimeoutError:
+                    continue
+                raise Interrupted from exc
+            if paused:
+                await asyncio.to_thread(self.store.set_paused, job["id"], None)
+                event(log, "job.unpaused", account=job["account"], job_id=job["id"])
+            if failures:
+                metrics.SINK_ERRORS.labels("row").inc(len(failures))
+            return list(failures)
+
+    # -- final statuses (run in a thread) -------------------------------------------------------
+
+    def _finish(self, job: dict[str, Any], checkpoint: Checkpoint, emails: list[str], error_bytes: int) -> None:
+        if checkpoint.rows_failed == 0:
+            status, error = "succeeded", None
+        elif checkpoint.rows_ingested == 0:
+            status, error = "failed", messages.ALL_ROWS_FAILED
+        else:
+            status, error = "completed_with_errors", None
+        self._final(job, status, error, [], emails, checkpoint, error_bytes)
+
+    def fail_pickup(self, job: dict[str, Any], reason: str, problems: list[str], emails: list[str]) -> None:
+        """Fail before processing: the manifest leaves the partner's folder (so no rescan queues it again)."""
+        folder = self.job_dir(job["id"])
+        folder.mkdir(parents=True, exist_ok=True)
+        source = self.config.drop_root / job["account"] / job["manifest_name"]
+        if source.exists():
+            os.replace(source, folder / job["manifest_name"])
+        self._final(job, "failed", reason, problems, emails, Checkpoint(), 0)
+
+    def _finish_failed(
+        self,
+        job: dict[str, Any],
+        reason: str,
+        problems: list[str],
+        emails: list[str],
+        started: float,
+        exception: str | None = None,
+    ) -> None:
+        checkpoint = Checkpoint.from_dict(self.store.checkpoint(job["id"]))
+        path = self.job_dir(job["id"]) / ERRORS_FILE
+        extra = {"exception": exception} if exception else {}
+        self._final(
+            job, "failed", reason, problems, emails, checkpoint, path.stat().st_size if path.exists() else 0, **extra
+        )
+
+    def _final(
+        self,
+        job: dict[str, Any],
+        status: str,
+        error: str | None,
+        problems: list[str],
+        emails: list[str],
+        checkpoint: Checkpoint,
+        error_bytes: int,
+        **details: Any,
+    ) -> None:
+        full = self.job_dir(job["id"]) / ERRORS_FILE
+        partner_copy = None
+        if error_bytes > 0:
+            name = partner_error_name(job["id"], job["file_name"] or job["manifest_name"])
+            target = self.config.drop_root / job["account"] / "errors"
+            target.mkdir(parents=True, exist_ok=True)
+            # A hidden name until complete: the partner never downloads half a file.
+            temp = target / f".{name}.part"
+            shutil.copyfile(full, temp)
+            os.replace(temp, target / name)
+            partner_copy = f"errors/{name}"
+        duration_ms = int((time.time() - checkpoint.started) * 1000) if checkpoint.started else None
+        reasons = checkpoint.top_reasons()
+        self.store.finish(
+            job["id"],
+            status,
+            error=error,
+            problems=problems,
+            reasons=reasons,
+            duration_ms=duration_ms,
+            error_csv=partner_copy,
+            **details,
+        )
+        metrics.IMPORTS.labels(status).inc()
+        if duration_ms is not None:
+            metrics.JOB_DURATION.observe(duration_ms / 1000)
+        event(
+            log,
+            f"job.{status}",
+            logging.WARNING if status == "failed" else logging.INFO,
+            account=job["account"],
+            job_id=job["id"],
+            rows_ingested=checkpoint.rows_ingested,
+            rows_failed=checkpoint.rows_failed,
+            elapsed_ms=duration_ms,
+            **({"error": error} if error else {}),
+            **details,
+        )
+        self.notify(
+            status,
+            job["id"],
+            client_emails=emails,
+            problems=problems,
+            reasons=reasons,
+            error_csv=str(full) if error_bytes > 0 else None,
+        )

@@ -1,0 +1,105 @@
+"""Watch the drop root: a completed `*.manifest` in `drop/<account>/` becomes a queued job."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from daemon.logs import event
+from daemon.store.jobs import JobStore
+
+log = logging.getLogger("ingestd.watch")
+
+ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def manifest_of(drop_root: Path, path: str | bytes) -> tuple[str, str] | None:
+    """(account, manifest name) when `path` is a manifest directly inside an account's folder."""
+    text = os.fsdecode(path)
+    try:
+        parts = Path(text).relative_to(drop_root).parts
+    except ValueError:
+        return None
+    if len(parts) != 2:
+        return None  # the drop root itself, errors/ and any deeper folder are not arrivals
+    account, name = parts
+    # Hidden names are uploads in progress (".ingestd-upload-*.part") or the partner's own dotfiles.
+    if name.startswith(".") or not name.endswith(".manifest") or not ACCOUNT.match(account):
+        return None
+    return account, name
+
+
+class DropWatcher:
+    """Turns manifests into jobs from watchdog's thread; `on_change` wakes the scheduler for any file."""
+
+    def __init__(self, drop_root: Path, store: JobStore, on_change: Callable[[], None]) -> None:
+        self.drop_root = drop_root.resolve()
+        self.store = store
+        self.on_change = on_change
+        self._observer: Observer | None = None
+
+    def arrived(self, account: str, name: str) -> int | None:
+        """Register a manifest seen in the drop folder; None when a job already waits for it."""
+        path = self.drop_root / account / name
+        job_id = self.store.enqueue(account, name, path.is_file)
+        if job_id is not None:
+            event(log, "job.queued", account=account, job_id=job_id, manifest=name)
+        return job_id
+
+    def rescan(self) -> list[int]:
+        """Queue every manifest already in the drop folders, oldest first (arrival while we were down)."""
+        found: list[tuple[float, str, str]] = []
+        if not self.drop_root.is_dir():
+            return []
+        for account_dir in self.drop_root.iterdir():
+            if not account_dir.is_dir() or not ACCOUNT.match(account_dir.name):
+                continue
+            for entry in os.scandir(account_dir):
+                match = manifest_of(self.drop_root, entry.path)
+                if match and entry.is_file():
+                    found.append((entry.stat().st_mtime, match[0], match[1]))
+        created = []
+        for _, account, name in sorted(found):
+            job_id = self.arrived(account, name)
+            if job_id is not None:
+                created.append(job_id)
+        return created
+
+    def start(self) -> None:
+        self.drop_root.mkdir(parents=True, exist_ok=True)
+        self._observer = Observer()
+        self._observer.schedule(_Handler(self), str(self.drop_root), recursive=True)
+        self._observer.daemon = True
+        self._observer.start()
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: DropWatcher) -> None:
+        self.watcher = watcher
+
+    def on_any_event(self, fs_event: FileSystemEvent) -> None:
+        if fs_event.is_directory and fs_event.event_type != "created":
+            return
+        # A rename (SFTP upload completed), a closed write (a copy by other means) or a new file.
+        path = fs_event.dest_path if fs_event.event_type == "moved" else fs_event.src_path
+        if fs_event.event_type in ("moved", "closed", "created"):
+            match = manifest_of(self.watcher.drop_root, path)
+            if match:
+                try:
+                    self.watcher.arrived(*match)
+                except Exception:
+                    log.exception("could not queue %s", path)
+        if fs_event.event_type in ("moved", "closed", "created", "deleted"):
+            self.watcher.on_change()
