@@ -62,12 +62,17 @@ class ImportsReader:
         return bool(rows)
 
 
+DB = web.AppKey("db", StateDB)
+IMPORTS = web.AppKey("imports", ImportsReader)
+HEALTH = web.AppKey("health", dict)
+
+
 async def list_imports(request: web.Request) -> web.Response:
     try:
         flt = parse_filter(request.query)
     except ParamError as exc:
         return json_error(400, str(exc), param=exc.param)
-    reader: ImportsReader = request.app["imports"]
+    reader = request.app[IMPORTS]
     # One row more than asked tells whether there is a next page.
     rows = await reader.list(flt, extra=1)
     more = len(rows) > flt.limit
@@ -85,7 +90,7 @@ async def get_import(request: web.Request) -> web.Response:
         job_id = parse_job_id(request.match_info["id"])
     except ParamError as exc:
         return json_error(400, str(exc), param=exc.param)
-    found = await request.app["imports"].get(job_id)
+    found = await request.app[IMPORTS].get(job_id)
     if found is None:
         return json_error(404, f"import {job_id} not found")
     return json_response(found)
@@ -123,7 +128,7 @@ async def health_report(db: StateDB, components: dict[str, Any]) -> dict[str, st
 
 
 async def healthz(request: web.Request) -> web.Response:
-    report = await health_report(request.app["db"], request.app["health"])
+    report = await health_report(request.app[DB], request.app[HEALTH])
     failing = {name: reason for name, reason in report.items() if reason != "ok"}
     if failing:
         reason = "; ".join(f"{name}: {text}" for name, text in failing.items())
@@ -140,6 +145,6 @@ def _refresh_gauges(db: StateDB) -> None:
 
 
 async def prometheus(request: web.Request) -> web.Response:
-    await asyncio.to_thread(_refresh_gauges, request.app["db"])
+    await asyncio.to_thread(_refresh_gauges, request.app[DB])
     body = generate_latest(metrics.REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

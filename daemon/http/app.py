@@ -83,9 +83,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def make_app(config: Config, db: StateDB, health: dict[str, Any] | None = None) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware(config.http.token)])
-    app["db"] = db
-    app["imports"] = api.ImportsReader(db)
-    app["health"] = dict(health or {})
+    app[api.DB] = db
+    app[api.IMPORTS] = api.ImportsReader(db)
+    app[api.HEALTH] = dict(health or {})
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/metrics", api.prometheus)
     app.router.add_get("/api/imports", api.list_imports)

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
+from daemon.http import api
 from daemon.http.params import ACTIVE_STATUSES, STATUSES, ImportFilter, ParamError, parse_filter, parse_job_id
 
 REFRESH_SECONDS = 5
@@ -20,6 +21,13 @@ _ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def format_count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value if value is not None else "—")
+
+
+_ENV.filters["count"] = format_count
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -68,7 +76,11 @@ def reason(item: dict[str, Any]) -> str:
     """One line saying why an import is where it is: the failure, the top row problem, a pause."""
     details = item.get("details") or {}
     if item.get("error"):
-        return str(item["error"])
+        problems = details.get("problems") or []
+        if not problems:
+            return str(item["error"])
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return f"{item['error']}: {problems[0]}{more}"
     if details.get("paused"):
         return f"paused: {details['paused']}"
     reasons = details.get("reasons") or []
@@ -81,8 +93,17 @@ def reason(item: dict[str, Any]) -> str:
     return ""
 
 
+def progress(item: dict[str, Any]) -> str:
+    """Share of the data file read so far, while processing (from the worker's checkpoints)."""
+    total, done = item.get("bytes_total") or 0, item.get("bytes_done") or 0
+    if item.get("status") != "processing" or total <= 0:
+        return ""
+    return f"{min(100, int(done * 100 / total))}%"
+
+
 def _view(item: dict[str, Any]) -> dict[str, Any]:
     return {
+        "progress": progress(item),
         **item,
         "created": format_time(item.get("created_at")),
         "started": format_time(item.get("started_at")),
@@ -117,7 +138,7 @@ async def index(request: web.Request) -> web.Response:
         flt = parse_filter(request.query)
     except ParamError as exc:
         return error_page(400, str(exc))
-    reader = request.app["imports"]
+    reader = request.app[api.IMPORTS]
     rows = await reader.list(flt, extra=1)
     more = len(rows) > flt.limit
     items = [_view(row) for row in rows[: flt.limit]]
@@ -140,7 +161,7 @@ async def detail(request: web.Request) -> web.Response:
         job_id = parse_job_id(request.match_info["id"])
     except ParamError as exc:
         return error_page(400, str(exc))
-    found = await request.app["imports"].get(job_id)
+    found = await request.app[api.IMPORTS].get(job_id)
     if found is None:
         return error_page(404, f"import {job_id} not found")
     item = _view(found)
