@@ -23,6 +23,7 @@ log = logging.getLogger("ingestd.jobs")
 STOP_GRACE = 15.0  # seconds a running batch gets to reach its checkpoint at shutdown
 IDLE_TICK = 30.0  # the scheduler looks again at least this often, even without a file event
 RESCAN_EVERY = 60.0  # a safety net for watch events lost (e.g. inotify queue overflow)
+RESCAN_MIN_AGE = 5.0  # a periodic rescan leaves alone files still being written by other means
 RETENTION_EVERY = 3600.0
 
 
@@ -144,7 +145,7 @@ class JobManager:
         while not self._stopping.is_set():
             await asyncio.sleep(RESCAN_EVERY)
             try:
-                if await asyncio.to_thread(self.watcher.rescan):
+                if await asyncio.to_thread(self.watcher.rescan, RESCAN_MIN_AGE):
                     self.wake()
                 if time.monotonic() - last_retention >= RETENTION_EVERY:
                     last_retention = time.monotonic()

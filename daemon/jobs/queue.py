@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,9 +15,6 @@ from daemon.logs import event
 from daemon.store.jobs import JobStore
 
 log = logging.getLogger("ingestd.jobs")
-
-# A manifest copied in by other means may be seen before its bytes are all there: give it a moment.
-FRESH_SECONDS = 2.0
 
 
 @dataclass
@@ -78,9 +74,6 @@ class Queue:
         try:
             manifest = load_manifest(raw)
         except ManifestError as exc:
-            if _fresh(path, now):
-                result.next_check = _earliest(result.next_check, now + FRESH_SECONDS)
-                return False
             self.fail(job, messages.BAD_MANIFEST, list(exc.problems), list(exc.client_emails))
             return True
         if not job["file_name"]:
@@ -112,13 +105,6 @@ class Queue:
             )
             return True
         result.next_check = _earliest(result.next_check, since + grace)
-        return False
-
-
-def _fresh(path: Path, now: float) -> bool:
-    try:
-        return now - os.stat(path).st_mtime < FRESH_SECONDS
-    except FileNotFoundError:
         return False
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,9 +53,12 @@ class DropWatcher:
             event(log, "job.queued", account=account, job_id=job_id, manifest=name)
         return job_id
 
-    def rescan(self) -> list[int]:
-        """Queue every manifest already in the drop folders, oldest first (arrival while we were down)."""
+    def rescan(self, min_age: float = 0.0) -> list[int]:
+        """Queue every manifest already in the drop folders, oldest first (arrival while we were down).
+
+        `min_age` skips files modified in the last seconds: one being copied in may not be complete."""
         found: list[tuple[float, str, str]] = []
+        now = time.time()
         if not self.drop_root.is_dir():
             return []
         for account_dir in self.drop_root.iterdir():
@@ -63,7 +67,9 @@ class DropWatcher:
             for entry in os.scandir(account_dir):
                 match = manifest_of(self.drop_root, entry.path)
                 if match and entry.is_file():
-                    found.append((entry.stat().st_mtime, match[0], match[1]))
+                    mtime = entry.stat().st_mtime
+                    if now - mtime >= min_age:
+                        found.append((mtime, match[0], match[1]))
         created = []
         for _, account, name in sorted(found):
             job_id = self.arrived(account, name)
@@ -92,9 +98,10 @@ class _Handler(FileSystemEventHandler):
     def on_any_event(self, fs_event: FileSystemEvent) -> None:
         if fs_event.is_directory and fs_event.event_type != "created":
             return
-        # A rename (SFTP upload completed), a closed write (a copy by other means) or a new file.
+        # A rename (an SFTP upload completed) or a closed write (a copy by other means): the file is whole.
+        # "created" alone is too early for a copy, its bytes may still be coming.
         path = fs_event.dest_path if fs_event.event_type == "moved" else fs_event.src_path
-        if fs_event.event_type in ("moved", "closed", "created"):
+        if fs_event.event_type in ("moved", "closed"):
             match = manifest_of(self.watcher.drop_root, path)
             if match:
                 try:
