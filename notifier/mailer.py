@@ -1,0 +1,98 @@
+"""Email transports: SMTP (plain, STARTTLS or implicit TLS, optional login) and .eml files; blocking, run in a thread."""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import ssl
+from pathlib import Path
+
+from daemon.config import SMTPConfig
+
+
+class DeliveryError(Exception):
+    """A delivery attempt failed; `permanent` means retrying the same message cannot help."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class SMTPMailer:
+    """One connection per message: emails are few, and a fresh connection survives server restarts."""
+
+    def __init__(self, config: SMTPConfig) -> None:
+        self.config = config
+
+    def describe(self) -> str:
+        security = "implicit TLS" if self.config.tls else "STARTTLS" if self.config.starttls else "plain"
+        login = f", login {self.config.username}" if self.config.username else ""
+        return f"smtp://{self.config.host}:{self.config.port} ({security}{login})"
+
+    def send(self, sender: str, recipients: list[str], data: bytes) -> dict[str, tuple[int, bytes]]:
+        """Deliver `data`; returns the recipients the server refused while accepting the others."""
+        config = self.config
+        try:
+            if config.tls:
+                client: smtplib.SMTP = smtplib.SMTP_SSL(
+                    config.host, config.port, timeout=config.timeout, context=ssl.create_default_context()
+                )
+            else:
+                client = smtplib.SMTP(config.host, config.port, timeout=config.timeout)
+            with client:
+                client.ehlo()
+                if config.starttls and not config.tls:
+                    client.starttls(context=ssl.create_default_context())
+                    client.ehlo()
+                if config.username:
+                    client.login(config.username, config.password)
+                utf8 = not all(address.isascii() for address in [sender, *recipients])
+                return client.sendmail(sender, recipients, data, mail_options=["SMTPUTF8"] if utf8 else [])
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            detail = "; ".join(f"{rcpt}: {code} {_text(msg)}" for rcpt, (code, msg) in exc.recipients.items())
+            raise DeliveryError(f"every recipient refused: {detail}", permanent=min(codes) >= 500) from None
+        except smtplib.SMTPDataError as exc:
+            raise DeliveryError(
+                f"message refused: {exc.smtp_code} {_text(exc.smtp_error)}", permanent=exc.smtp_code >= 500
+            ) from None
+        except smtplib.SMTPAuthenticationError as exc:
+            # Permanent for this password, but fixing the config must still deliver the queue: retry.
+            raise DeliveryError(f"login refused: {exc.smtp_code} {_text(exc.smtp_error)}") from None
+        except smtplib.SMTPResponseException as exc:
+            raise DeliveryError(f"server said {exc.smtp_code} {_text(exc.smtp_error)}") from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise DeliveryError(f"server does not support it: {exc}") from None
+        except ssl.SSLError as exc:
+            raise DeliveryError(f"TLS failed: {exc.reason or exc}") from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise DeliveryError(f"cannot reach {config.host}:{config.port}: {exc.strerror or exc}") from None
+
+
+class FileMailer:
+    """No SMTP server configured: each email becomes an .eml file a person (or a test) can open."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def describe(self) -> str:
+        return f".eml files in {self.folder}"
+
+    def write(self, name: str, data: bytes) -> Path:
+        """Atomic (temp file and rename) and idempotent: a retry overwrites the same name."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / name
+        temp = self.folder / f".{name}.tmp"
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, final)
+        except OSError as exc:
+            raise DeliveryError(f"cannot write {final}: {exc.strerror or exc}") from None
+        return final
+
+
+def _text(message: bytes | str) -> str:
+    return message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)

@@ -1,0 +1,150 @@
+"""Every partner-facing word of the notifications (subjects, headlines, next steps), in one place."""
+
+from __future__ import annotations
+
+# Event kinds passed to Notifier.notify(); also the webhook "event" field.
+KINDS = ("picked_up", "progress", "succeeded", "completed_with_errors", "failed")
+
+# Why a job failed; decides the subject's short reason and the next steps.
+FAILURE_KINDS = ("manifest", "no_data_file", "file_unreadable", "all_rows_failed", "internal")
+
+SUBJECTS = {
+    "picked_up": "[{account}] Picked up: {file}",
+    "progress": "[{account}] In progress, {percent} done: {file}",
+    "succeeded": "[{account}] Imported: {file} ({rows_ingested} rows)",
+    "completed_with_errors": "[{account}] Imported with errors: {file} ({rows_failed} of {rows_total} rows failed)",
+    "failed": "[{account}] Failed: {file} ({short_reason})",
+}
+
+SHORT_REASONS = {
+    "manifest": "manifest has errors",
+    "no_data_file": "no data file found",
+    "file_unreadable": "file couldn't be read",
+    "all_rows_failed": "all rows failed",
+    "internal": "internal error",
+}
+
+# The partner-facing reason when the job dict carries none.
+DEFAULT_REASONS = {
+    "manifest": "Incorrect details in manifest file",
+    "no_data_file": "No data file found",
+    "file_unreadable": "File couldn't be read",
+    "all_rows_failed": "All rows failed validation",
+    "internal": "Internal error while importing data",
+}
+
+OUTCOMES = {
+    "picked_up": "Picked up",
+    "progress": "In progress",
+    "succeeded": "Imported",
+    "completed_with_errors": "Imported with errors",
+    "failed": "Failed",
+}
+
+HEADLINES = {
+    "picked_up": "We picked up {file} and started importing it.",
+    "progress": "{file} is still being imported: {percent} done.",
+    "succeeded": "{file} was imported: all {rows_ingested} rows.",
+    "completed_with_errors": "{file} was imported, but {rows_failed} of {rows_total} rows were rejected.",
+    "failed": "{file} could not be imported: {reason}.",
+}
+
+# Extra words per failure kind, shown under the headline.
+FAILURE_EXPLANATIONS = {
+    "manifest": "The manifest {manifest} could not be used, so no row of the data file was read.",
+    "no_data_file": "The manifest {manifest} names the data file {file}, but no file by that name arrived in your folder.",
+    "file_unreadable": "The data file is not a CSV file we can read, so no row was imported.",
+    "all_rows_failed": "Every row of the file was rejected, so nothing was imported.",
+    "internal": "This is an error on our side, not a problem with your file. Our operations team has been told.",
+}
+
+NEXT_STEPS = {
+    "picked_up": [
+        "Nothing to do for now: you will get an email when the import finishes{progress_note}.",
+    ],
+    "progress": [
+        "Nothing to do: you will get an email when the import finishes.",
+    ],
+    "succeeded": [
+        "Nothing to do: the data is available now.",
+    ],
+    "completed_with_errors": [
+        "The rows that passed were imported; only the rows in the attached error file were left out.",
+        "Fix those rows using the last column, Failure Description, which lists every problem of each row.",
+        "Upload the fixed rows as a new data file (without the Failure Description column), "
+        "then a new manifest for it. Rows already imported need not be sent again.",
+    ],
+    "manifest": [
+        "Correct the manifest using the problems listed above.",
+        "Upload the data file again, then the corrected manifest under a new name (every manifest needs a unique name).",
+    ],
+    "no_data_file": [
+        'Check the file name in "fileName": it must match the data file exactly, including upper and lower case.',
+        "Upload the data file first, then a new manifest for it: the manifest always goes last.",
+    ],
+    "file_unreadable": [
+        "Check the file: it needs a header row, the same number of fields on every row, "
+        "and UTF-8 text (or the encoding named in the manifest).",
+        "Upload the corrected file again, then a new manifest for it.",
+    ],
+    "all_rows_failed": [
+        "The attached error file lists every row with its problems in the last column, Failure Description.",
+        "Fix the rows (the most common problems are listed above), then upload the file again and a new manifest for it.",
+    ],
+    "internal": [
+        "Try the import again: upload the data file again, then a new manifest for it.",
+        "If it fails again, contact us and mention job {job_id}.",
+    ],
+}
+
+PROGRESS_NOTE = ", and a progress update every {interval} while it runs"
+
+SECTION_TITLES = {
+    "facts": "Details",
+    "reasons": "Why rows were rejected",
+    "problems_manifest": "Problems in the manifest",
+    "problems": "Details of the problem",
+    "next_steps": "What to do next",
+    "attachment": "Error file",
+}
+
+FACT_LABELS = {
+    "account": "Account",
+    "file": "Data file",
+    "manifest": "Manifest",
+    "type": "Type",
+    "job_id": "Job id",
+    "status": "Status",
+    "rows_total": "Rows in file",
+    "rows_ingested": "Rows imported",
+    "rows_failed": "Rows rejected",
+    "rows_done": "Rows so far",
+    "progress": "Progress",
+    "eta": "Time left",
+    "received": "Received",
+    "started": "Started",
+    "finished": "Finished",
+    "duration": "Duration",
+    "running_for": "Running for",
+}
+
+TYPE_NAMES = {"event": "Events", "profile": "Profiles"}
+
+ETA_UNKNOWN = "still estimating"
+
+REASON_LINE = "{count} {rows}: {message}"
+MORE_REASONS = "… and {count} more kinds of problem on {rows} rows"
+MORE_PROBLEMS = "… and {count} more"
+
+ATTACHMENT_NOTES = {
+    "full": "Attached: {filename} ({rows} rejected rows, {size}).",
+    "gzip": "Attached: {filename}, compressed with gzip because the file ({size}) is over the {limit} attachment limit.",
+    "truncated": "Attached: {filename}, the first {rows} of {rows_failed} rejected rows only — the whole file "
+    "({size}) is too large to attach, even compressed (limit {limit}).",
+    "none": "The error file ({size}) is too large to attach (limit {limit}).",
+    "missing": "The error file could not be attached.",
+}
+SFTP_NOTE = "The complete error file is in your SFTP folder:"
+SFTP_COMMAND = "get {path}"
+
+FOOTER = "This email was sent by ingestd for the import of {file} into account {account} (job {job_id})."
