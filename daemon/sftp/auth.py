@@ -17,7 +17,7 @@ from daemon.store.keys import ACCOUNT_RE, KeyStore
 log = logging.getLogger("ingestd.sftp")
 
 _MAX_KEYS_PER_CONNECTION = 6  # as OpenSSH's MaxAuthTries: a client offering more keys is cut off
-_MAX_DELAY = 4.0
+_MAX_DELAY = 2.0
 BANNED = "Too many failed logins from this address; try again later"
 
 
@@ -28,7 +28,10 @@ class _Record:
 
 
 class LoginGuard:
-    """Failed logins per address: each refusal is answered more slowly, then the address is refused for a while."""
+    """Failed logins per address: each refusal is answered more slowly, then the address is refused for a while.
+
+    A success does not wipe the count: an address gets `max_failures` failed logins per `ban_time`.
+    """
 
     def __init__(self, max_failures: int, ban_time: float) -> None:
         self.max_failures = max_failures
@@ -60,9 +63,6 @@ class LoginGuard:
             record.failures.clear()
             return True
         return False
-
-    def succeeded(self, address: str) -> None:
-        self._records.pop(address, None)
 
 
 class AccountSSHServer(asyncssh.SSHServer):
@@ -138,7 +138,6 @@ class AccountSSHServer(asyncssh.SSHServer):
     def auth_completed(self) -> None:
         assert self._conn is not None
         self.account = self._conn.get_extra_info("username")
-        self._guard.succeeded(self.address)
         event(log, "login.succeeded", address=self.address, account=self.account, connection_id=self.connection_id)
 
     # No tunnels of any kind: SFTP is the only service.

@@ -1,0 +1,344 @@
+"""SFTP with real clients: OpenSSH `sftp` in batch mode and paramiko against `ingestd serve`."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from tests.fixtures.daemon import Daemon, daemon_env
+from tests.fixtures.sshkeys import make_keypair, paramiko_sftp, sftp_batch
+
+
+class Partner:
+    def __init__(self, account: str, private: Path, public: Path) -> None:
+        self.account, self.private, self.public = account, private, public
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Partner, Partner]]:
+    """One daemon for the module's read-mostly tests, with two partners (each test uses its own file names)."""
+    base = tmp_path_factory.mktemp("sftp")
+    data = base / "data"
+    daemon = Daemon(data, daemon_env(data, INGESTD_SFTP__MAX_AUTH_FAILURES="1000"))
+    daemon.start()
+    partners = []
+    for account in ("acme", "globex"):
+        private, public = make_keypair(base / "keys" / account)
+        daemon.add_key(account, public, name="laptop")
+        partners.append(Partner(account, private, public))
+    yield daemon, partners[0], partners[1]
+    daemon.stop()
+
+
+def visible(drop: Path) -> set[str]:
+    return {path.name for path in drop.iterdir()}
+
+
+def temp_files(drop: Path) -> list[str]:
+    return [path.name for path in drop.iterdir() if path.name.startswith(".ingestd-upload-")]
+
+
+def test_upload_with_openssh_then_list_and_get(served: tuple[Daemon, Partner, Partner], tmp_path: Path) -> None:
+    daemon, acme, _ = served
+    source = tmp_path / "events-1.csv"
+    source.write_bytes(b"identity,evtName\n1,Charged\n" * 1000)
+    back = tmp_path / "back.csv"
+    result = sftp_batch(daemon.sftp_port, "acme", acme.private, [f"put {source}", "ls -l", f"get events-1.csv {back}"])
+    assert result.returncode == 0, result.stderr
+    assert "events-1.csv" in result.stdout
+    assert back.read_bytes() == source.read_bytes()
+    drop = daemon.drop("acme")
+    assert (drop / "events-1.csv").read_bytes() == source.read_bytes()
+    assert temp_files(drop) == []
+    assert re.search(r"upload.completed account=acme file=events-1.csv size_bytes=27000 ", daemon.log())
+
+
+def test_paramiko_put_list_get_rm(served: tuple[Daemon, Partner, Partner], tmp_path: Path) -> None:
+    daemon, acme, _ = served
+    with paramiko_sftp(daemon.sftp_port, "acme", acme.private) as sftp:
+        with sftp.open("profiles-2.csv", "wb") as remote:
+            remote.write(b"identity,Name\n1,Ann\n")
+        assert "profiles-2.csv" in sftp.listdir(".")
+        assert sftp.stat("profiles-2.csv").st_size == 20
+        with sftp.open("profiles-2.csv", "rb") as remote:
+            assert remote.read() == b"identity,Name\n1,Ann\n"
+        sftp.remove("profiles-2.csv")
+        assert "profiles-2.csv" not in sftp.listdir(".")
+    assert not (daemon.drop("acme") / "profiles-2.csv").exists()
+
+
+def test_file_appears_only_when_the_upload_is_closed(served: tuple[Daemon, Partner, Partner]) -> None:
+    daemon, acme, _ = served
+    drop = daemon.drop("acme")
+    with paramiko_sftp(daemon.sftp_port, "acme", acme.private) as sftp:
+        remote = sftp.open("late.csv", "wb")
+        remote.write(b"identity\n" * 1000)
+        remote.flush()
+        # Written so far, but neither on disk under its name nor in a listing: only a hidden temp file.
+        assert "late.csv" not in visible(drop)
+        assert "late.csv" not in sftp.listdir(".")
+        assert not [name for name in sftp.listdir(".") if name.startswith(".")]
+        assert len(temp_files(drop)) == 1 and temp_files(drop)[0].endswith(".late.csv.part")
+        remote.close()
+        assert "late.csv" in sftp.listdir(".")
+    assert (drop / "late.csv").stat().st_size == 9000
+    assert temp_files(drop) == []
+
+
+def test_overwriting_a_file_replaces_it_whole(served: tuple[Daemon, Partner, Partner], tmp_path: Path) -> None:
+    daemon, acme, _ = served
+    with paramiko_sftp(daemon.sftp_port, "acme", acme.private) as sftp:
+        for content in (b"first version, longer\n", b"second\n"):
+            with sftp.open("again.csv", "wb") as remote:
+                remote.write(content)
+    assert (daemon.drop("acme") / "again.csv").read_bytes() == b"second\n"
+
+
+def test_partner_can_get_error_reports_but_not_upload_there(
+    served: tuple[Daemon, Partner, Partner], tmp_path: Path
+) -> None:
+    daemon, acme, _ = served
+    errors = daemon.drop("acme") / "errors"
+    errors.mkdir(exist_ok=True)
+    (errors / "7-events.csv.errors.csv").write_text("identity,Failure Description\n,identity: missing\n")
+    back = tmp_path / "report.csv"
+    source = tmp_path / "x.csv"
+    source.write_text("x\n")
+    result = sftp_batch(
+        daemon.sftp_port, "acme", acme.private, ["ls errors", f"get errors/7-events.csv.errors.csv {back}"]
+    )
+    assert result.returncode == 0, result.stderr
+    assert "7-events.csv.errors.csv" in result.stdout
+    assert back.read_text().startswith("identity,Failure Description")
+    refused = sftp_batch(daemon.sftp_port, "acme", acme.private, [f"put {source} errors/x.csv"])
+    assert refused.returncode != 0
+    assert "Permission denied" in refused.stderr
+    with paramiko_sftp(daemon.sftp_port, "acme", acme.private) as sftp, pytest.raises(PermissionError) as denied:
+        sftp.open("errors/x.csv", "wb")
+    assert "Uploads go to the top folder only" in str(denied.value)
+    assert not (errors / "x.csv").exists()
+
+
+def test_folders_cannot_be_created_or_removed(served: tuple[Daemon, Partner, Partner]) -> None:
+    daemon, acme, _ = served
+    (daemon.drop("acme") / "errors").mkdir(exist_ok=True)
+    for command in ("mkdir new", "rmdir errors"):
+        result = sftp_batch(daemon.sftp_port, "acme", acme.private, [command])
+        assert result.returncode != 0
+        assert "Permission denied" in result.stderr
+    assert not (daemon.drop("acme") / "new").exists()
+    assert (daemon.drop("acme") / "errors").is_dir()
+
+
+def test_rename_within_the_drop_folder(served: tuple[Daemon, Partner, Partner], tmp_path: Path) -> None:
+    # Clients such as WinSCP upload to "name.filepart" and rename at the end.
+    daemon, acme, _ = served
+    source = tmp_path / "a.csv"
+    source.write_text("identity\n1\n")
+    result = sftp_batch(
+        daemon.sftp_port, "acme", acme.private, [f"put {source} a.csv.filepart", "rename a.csv.filepart renamed.csv"]
+    )
+    assert result.returncode == 0, result.stderr
+    assert {"renamed.csv"} <= visible(daemon.drop("acme"))
+    assert "a.csv.filepart" not in visible(daemon.drop("acme"))
+
+
+def test_wrong_key_and_unknown_account_are_refused(served: tuple[Daemon, Partner, Partner], tmp_path: Path) -> None:
+    daemon, acme, globex = served
+    stranger, _ = make_keypair(tmp_path / "stranger")
+    for user, key in (("acme", stranger), ("acme", globex.private), ("nobody", acme.private)):
+        result = sftp_batch(daemon.sftp_port, user, key, ["ls"])
+        assert result.returncode != 0
+        assert "Permission denied (publickey)" in result.stderr
+    with pytest.raises(paramiko.AuthenticationException), paramiko_sftp(daemon.sftp_port, "acme", stranger):
+        pass
+
+
+def test_password_login_is_not_offered(served: tuple[Daemon, Partner, Partner]) -> None:
+    daemon, _, _ = served
+    transport = paramiko.Transport(("127.0.0.1", daemon.sftp_port))
+    try:
+        transport.start_client(timeout=30)
+        with pytest.raises(paramiko.BadAuthenticationType) as refused:
+            transport.auth_password("acme", "secret")
+        assert refused.value.allowed_types == ["publickey"]
+    finally:
+        transport.close()
+
+
+def test_two_accounts_see_only_their_own_files(served: tuple[Daemon, Partner, Partner], tmp_path: Path) -> None:
+    daemon, acme, globex = served
+    source = tmp_path / "secret-acme.csv"
+    source.write_text("identity\n1\n")
+    assert sftp_batch(daemon.sftp_port, "acme", acme.private, [f"put {source}"]).returncode == 0
+    listing = sftp_batch(daemon.sftp_port, "globex", globex.private, ["ls -la", "ls -la /", "ls -la .."])
+    assert listing.returncode == 0, listing.stderr
+    assert "secret-acme.csv" not in listing.stdout
+    assert "acme" not in listing.stdout.replace("globex", "")
+    for path in ("../acme/secret-acme.csv", "/acme/secret-acme.csv", "../../drop/acme/secret-acme.csv"):
+        result = sftp_batch(daemon.sftp_port, "globex", globex.private, [f"get {path} {tmp_path / 'stolen'}"])
+        assert result.returncode != 0, path
+    assert not (tmp_path / "stolen").exists()
+
+
+def test_paths_cannot_leave_the_root(served: tuple[Daemon, Partner, Partner], tmp_path: Path) -> None:
+    daemon, acme, _ = served
+    source = tmp_path / "up.csv"
+    source.write_text("identity\n1\n")
+    # '..' and absolute paths are taken inside the partner's root: the upload lands there, nowhere else.
+    result = sftp_batch(
+        daemon.sftp_port, "acme", acme.private, [f"put {source} ../../up-dotdot.csv", "cd ../..", "pwd"]
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Remote working directory: /" in result.stdout
+    assert (daemon.drop("acme") / "up-dotdot.csv").exists()
+    assert not (daemon.data_dir / "up-dotdot.csv").exists() and not (daemon.data_dir.parent / "up-dotdot.csv").exists()
+    for command in (f"get /etc/passwd {tmp_path / 'p'}", f"get ../../state.sqlite3 {tmp_path / 's'}", "ls /etc"):
+        assert sftp_batch(daemon.sftp_port, "acme", acme.private, [command]).returncode != 0, command
+    assert not (tmp_path / "p").exists() and not (tmp_path / "s").exists()
+
+
+def test_links_are_refused_and_planted_links_lead_nowhere(
+    served: tuple[Daemon, Partner, Partner], tmp_path: Path
+) -> None:
+    daemon, acme, _ = served
+    drop = daemon.drop("acme")
+    (drop / "target.csv").write_text("identity\n")
+    for command in ("symlink /etc/passwd pw", "symlink target.csv sym.csv", "ln target.csv hard.csv"):
+        result = sftp_batch(daemon.sftp_port, "acme", acme.private, [command])
+        assert result.returncode != 0, command
+    assert not {"pw", "sym.csv", "hard.csv"} & visible(drop)
+    # A link someone placed on the server by hand is neither listed nor followed.
+    (drop / "planted").symlink_to("/etc/passwd")
+    (drop / "planted-dir").symlink_to(daemon.data_dir)
+    result = sftp_batch(daemon.sftp_port, "acme", acme.private, ["ls -la"])
+    assert "planted" not in result.stdout
+    for command in (
+        f"get planted {tmp_path / 'x'}",
+        "ls planted-dir",
+        f"get planted-dir/state.sqlite3 {tmp_path / 'y'}",
+    ):
+        assert sftp_batch(daemon.sftp_port, "acme", acme.private, [command]).returncode != 0, command
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_hidden_names_cannot_be_created_or_touched(served: tuple[Daemon, Partner, Partner], tmp_path: Path) -> None:
+    daemon, acme, _ = served
+    drop = daemon.drop("acme")
+    (drop / ".ingestd-upload-0000.other.csv.part").write_text("someone else's upload")
+    source = tmp_path / "h.csv"
+    source.write_text("identity\n")
+    for command in (
+        f"put {source} .hidden.csv",
+        f"put {source} .ingestd-upload-1234.h.csv.part",
+        "rm .ingestd-upload-0000.other.csv.part",
+        "rename .ingestd-upload-0000.other.csv.part stolen.csv",
+        f"get .ingestd-upload-0000.other.csv.part {tmp_path / 'z'}",
+    ):
+        assert sftp_batch(daemon.sftp_port, "acme", acme.private, [command]).returncode != 0, command
+    assert (drop / ".ingestd-upload-0000.other.csv.part").read_text() == "someone else's upload"
+    assert not (drop / ".hidden.csv").exists() and not (drop / "stolen.csv").exists()
+    (drop / ".ingestd-upload-0000.other.csv.part").unlink()
+
+
+def test_shell_exec_and_forwarding_are_refused(served: tuple[Daemon, Partner, Partner]) -> None:
+    daemon, acme, _ = served
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect(
+        "127.0.0.1",
+        port=daemon.sftp_port,
+        username="acme",
+        key_filename=str(acme.private),
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=30,
+    )
+    try:
+        transport = client.get_transport()
+        assert transport is not None
+        for request in ("exec", "shell"):
+            channel = transport.open_session(timeout=30)
+            with pytest.raises(paramiko.SSHException):
+                if request == "exec":
+                    channel.exec_command("cat /etc/passwd")
+                else:
+                    channel.invoke_shell()
+            channel.close()
+        with pytest.raises(paramiko.ChannelException):
+            transport.open_channel("direct-tcpip", ("127.0.0.1", daemon.sftp_port), ("127.0.0.1", 0), timeout=30)
+        with pytest.raises(paramiko.SSHException):
+            transport.request_port_forward("127.0.0.1", 0)
+        # The connection is still good for what it is for.
+        sftp = client.open_sftp()
+        assert isinstance(sftp.listdir("."), list)
+        sftp.close()
+    finally:
+        client.close()
+
+
+def test_openssh_exec_is_refused(served: tuple[Daemon, Partner, Partner]) -> None:
+    import subprocess
+
+    daemon, acme, _ = served
+    base = ["ssh", "-p", str(daemon.sftp_port), "-i", str(acme.private), "-o", "BatchMode=yes"]
+    base += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes"]
+    base += ["-o", "LogLevel=ERROR", "acme@127.0.0.1"]
+    result = subprocess.run([*base, "echo", "pwned"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "pwned" not in result.stdout
+
+
+def test_revoked_key_is_refused_and_added_key_accepted_without_restart(
+    served: tuple[Daemon, Partner, Partner], tmp_path: Path
+) -> None:
+    daemon, _, _ = served
+    private, public = make_keypair(tmp_path / "rotating")
+    assert sftp_batch(daemon.sftp_port, "initech", private, ["ls"]).returncode != 0
+    daemon.add_key("initech", public, name="rotating")
+    assert sftp_batch(daemon.sftp_port, "initech", private, ["ls"]).returncode == 0
+    revoked = daemon.cli("keys", "revoke", "initech", "rotating")
+    assert revoked.returncode == 0, revoked.stderr
+    result = sftp_batch(daemon.sftp_port, "initech", private, ["ls"])
+    assert result.returncode != 0
+    assert "Permission denied (publickey)" in result.stderr
+
+
+def test_banner_shows_the_host_key_that_clients_see(served: tuple[Daemon, Partner, Partner]) -> None:
+    daemon = served[0]
+    match = re.search(r"^  sftp   127\.0\.0\.1:(\d+)  host key (SHA256:\S+)$", daemon.stdout(), re.MULTILINE)
+    assert match and int(match.group(1)) == daemon.sftp_port
+    transport = paramiko.Transport(("127.0.0.1", daemon.sftp_port))
+    try:
+        transport.start_client(timeout=30)
+        key = transport.get_remote_server_key()
+    finally:
+        transport.close()
+    import base64
+    import hashlib
+
+    seen = "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+    assert seen == match.group(2)
+    assert (daemon.data_dir / "host_keys").is_dir()
+
+
+def test_repeated_failures_from_one_address_are_banned(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon(INGESTD_SFTP__MAX_AUTH_FAILURES="3", INGESTD_SFTP__BAN_TIME="10m")
+    private, public = make_keypair(tmp_path / "good")
+    stranger, _ = make_keypair(tmp_path / "bad")
+    daemon.add_key("acme", public)
+    assert sftp_batch(daemon.sftp_port, "acme", private, ["ls"]).returncode == 0
+    for _ in range(3):
+        assert sftp_batch(daemon.sftp_port, "acme", stranger, ["ls"]).returncode != 0
+    # Now even the right key is turned away from this address for a while.
+    deadline = time.monotonic() + 30
+    result = sftp_batch(daemon.sftp_port, "acme", private, ["ls"])
+    while result.returncode == 0 and time.monotonic() < deadline:
+        result = sftp_batch(daemon.sftp_port, "acme", private, ["ls"])
+    assert result.returncode != 0
+    assert "login.failed" in daemon.log() and "banned=True" in daemon.log()
