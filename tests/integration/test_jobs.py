@@ -14,16 +14,7 @@ import pytest
 
 from daemon.config import Config
 from daemon.jobs.manager import JobManager
-
-try:
-    from daemon.sinks import open_sink
-except ImportError:  # TEMP until the sinks package exports it
-    from daemon.sinks.sqlite import SQLiteSink
-
-    def open_sink(config):  # type: ignore[no-redef]
-        return SQLiteSink(config.sink_db)
-
-
+from daemon.sinks import open_sink
 from daemon.store.db import StateDB
 
 ACCOUNT = "acme"

@@ -1,0 +1,305 @@
+"""Ingest throughput of a running daemon against a naive csv+sqlite3 import and a raw Elasticsearch _bulk load."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ACCOUNT = "bench"
+EVENT_MANIFEST = {
+    "fileName": "events.csv",
+    "type": "event",
+    "clientEmail": "bench@example.com",
+    "columns": {
+        "event_name": {"ctName": "evtName"},
+        "time_stamp": {"ctName": "ts", "dataType": "LONG"},
+        "item_price": {"ctName": "Price", "dataType": "FLOAT"},
+        "quantity": {"ctName": "Quantity", "dataType": "INTEGER"},
+        "delivered": {"ctName": "Delivered", "dataType": "BOOLEAN"},
+    },
+}
+PROFILE_MANIFEST = {
+    "fileName": "profiles.csv",
+    "type": "profile",
+    "clientEmail": "bench@example.com",
+    "columns": {
+        "time_stamp": {"ctName": "ts", "dataType": "LONG"},
+        "age": {"ctName": "Age", "dataType": "INTEGER"},
+        "married": {"ctName": "Married", "dataType": "BOOLEAN"},
+    },
+}
+
+
+def write_events(path: Path, rows: int) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write("identity,event_name,time_stamp,item_name,item_price,quantity,delivered\n")
+        for i in range(rows):
+            handle.write(
+                f"user{i % 50_000}@example.com,Purchased,{1_600_000_000 + i},Item {i % 977},{(i % 500) / 4},{i % 7},"
+                f"{'true' if i % 2 else 'false'}\n"
+            )
+
+
+def write_profiles(path: Path, rows: int) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write("identity,time_stamp,Name,City,age,married,Tags,Tags.operation\n")
+        for i in range(rows):
+            handle.write(
+                f"user{i}@example.com,{1_600_000_000 + i},User {i},City {i % 300},{18 + i % 60},"
+                f"{'yes' if i % 3 else 'no'},tag{i % 11},$add\n"
+            )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Daemon:
+    """`ingestd serve` in a subprocess on its own data dir."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.log = data_dir.parent / "daemon.log"
+        out = data_dir.parent / "daemon.out"
+        full = {k: v for k, v in os.environ.items() if not k.startswith("INGESTD_")}
+        full.update({"INGESTD_DATA_DIR": str(data_dir), "INGESTD_SFTP__PORT": "0", "INGESTD_HTTP__PORT": "0"}, **env)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as err, open(out, "wb") as stdout:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "daemon.cli", "serve"], env=full, stdout=stdout, stderr=err
+            )
+        deadline = time.monotonic() + 60
+        while "  data " not in out.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"daemon did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.05)
+
+    def peak_rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def job(self, manifest_name: str) -> tuple[str, int, int] | None:
+        conn = sqlite3.connect(f"file:{self.data_dir / 'state.sqlite3'}?mode=ro", uri=True, timeout=10)
+        try:
+            row = conn.execute(
+                "SELECT status, rows_ingested, rows_failed FROM jobs WHERE manifest_name = ? ORDER BY id DESC",
+                (manifest_name,),
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return None
+        finally:
+            conn.close()
+        return row
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def drop_and_wait(daemon: Daemon, csv_path: Path, manifest: dict[str, Any], name: str) -> tuple[float, tuple]:
+    """Copy the CSV in, then the manifest by rename (as an upload completes); seconds until a final status."""
+    folder = daemon.data_dir / "drop" / ACCOUNT
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(csv_path, folder / csv_path.name)
+    temp = folder / f".ingestd-upload-bench.{name}.part"
+    temp.write_text(json.dumps(manifest), encoding="utf-8")
+    start = time.perf_counter()
+    os.replace(temp, folder / name)
+    while True:
+        state = daemon.job(name)
+        if state and state[0] in ("succeeded", "completed_with_errors", "failed"):
+            return time.perf_counter() - start, state
+        if daemon.process.poll() is not None:
+            raise SystemExit(f"daemon died:\n{daemon.log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.02)
+
+
+def naive_sqlite(csv_path: Path, db_path: Path) -> float:
+    """stdlib csv.reader + sqlite3 executemany, 10,000-row transactions, one table: rows/s."""
+    start = time.perf_counter()
+    conn = sqlite3.connect(db_path)
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        columns = ", ".join(f"c{i} TEXT" for i in range(len(header)))
+        conn.execute(f"CREATE TABLE rows ({columns})")
+        insert = f"INSERT INTO rows VALUES ({', '.join('?' * len(header))})"
+        rows = 0
+        batch: list[list[str]] = []
+        for row in reader:
+            batch.append(row)
+            if len(batch) == 10_000:
+                with conn:
+                    conn.executemany(insert, batch)
+                rows += len(batch)
+                batch = []
+        if batch:
+            with conn:
+                conn.executemany(insert, batch)
+            rows += len(batch)
+    conn.close()
+    return rows / (time.perf_counter() - start)
+
+
+def raw_bulk(csv_path: Path, url: str, index: str, chunk: int = 5_000) -> float:
+    """The same event documents, serialised before the clock starts, sent as plain _bulk requests: rows/s."""
+    bodies: list[bytes] = []
+    lines: list[bytes] = []
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        for identity, name, ts, item, price, quantity, delivered in reader:
+            properties = {
+                "Name": item,
+                "Price": float(price),
+                "Quantity": int(quantity),
+                "Delivered": delivered == "true",
+            }
+            doc_id = hashlib.sha256(f"{ACCOUNT}|{identity}|{name}|{ts}|{json.dumps(properties)}".encode()).hexdigest()[
+                :32
+            ]
+            lines.append(json.dumps({"index": {"_index": index, "_id": doc_id}}).encode())
+            doc = {
+                "account": ACCOUNT,
+                "identity": identity,
+                "name": name,
+                "ts": int(ts) * 1000,
+                "properties": properties,
+            }
+            lines.append(json.dumps(doc).encode())
+            if len(lines) >= 2 * chunk:
+                bodies.append(b"\n".join(lines) + b"\n")
+                lines = []
+    if lines:
+        bodies.append(b"\n".join(lines) + b"\n")
+    rows = sum(body.count(b"\n") for body in bodies) // 2
+    start = time.perf_counter()
+    for body in bodies:
+        request = urllib.request.Request(
+            f"{url}/_bulk", data=body, headers={"Content-Type": "application/x-ndjson"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=300) as response:
+            if json.loads(response.read()).get("errors"):
+                raise SystemExit("raw _bulk load reported errors")
+    urllib.request.urlopen(urllib.request.Request(f"{url}/{index}/_refresh", method="POST"), timeout=300).read()
+    return rows / (time.perf_counter() - start)
+
+
+def start_noida(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A local Elasticsearch-compatible server (noida-db) on a free port, data under workdir."""
+    port = free_port()
+    binary = shutil.which("noida-db") or "noida-db"
+    process = subprocess.Popen(
+        [
+            binary,
+            "start",
+            "--only",
+            "elasticsearch",
+            "--elasticsearch-port",
+            str(port),
+            "--data-dir",
+            str(workdir / "noida"),
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return process, url
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("noida-db (Elasticsearch) did not start") from None
+            time.sleep(0.2)
+
+
+def run_sink(driver: str, workdir: Path, events: Path, profiles: Path, n_events: int, n_profiles: int, es_url: str):
+    env = {"INGESTD_SINK__DRIVER": driver}
+    if driver == "elasticsearch":
+        env["INGESTD_ELASTICSEARCH__URL"] = es_url
+        env["INGESTD_ELASTICSEARCH__INDEX_PREFIX"] = "benchingest"
+    daemon = Daemon(workdir / f"{driver}-data", env)
+    try:
+        ev_seconds, ev_state = drop_and_wait(daemon, events, EVENT_MANIFEST, "events.manifest")
+        pr_seconds, pr_state = drop_and_wait(daemon, profiles, PROFILE_MANIFEST, "profiles.manifest")
+        rss = daemon.peak_rss_mib()
+    finally:
+        daemon.stop()
+    print(
+        f"[{driver}] events:   {n_events:,} rows in {ev_seconds:.2f}s = {n_events / ev_seconds:,.0f} rows/s  ({ev_state[0]}, ingested {ev_state[1]:,}, failed {ev_state[2]:,})"
+    )
+    print(
+        f"[{driver}] profiles: {n_profiles:,} rows in {pr_seconds:.2f}s = {n_profiles / pr_seconds:,.0f} rows/s  ({pr_state[0]}, ingested {pr_state[1]:,}, failed {pr_state[2]:,})"
+    )
+    print(f"[{driver}] daemon peak RSS: {rss:,.0f} MiB")
+    return n_events / ev_seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--profiles", type=int, default=200_000)
+    parser.add_argument("--sink", choices=["sqlite", "elasticsearch", "both"], default="both")
+    parser.add_argument("--es-url", help="an Elasticsearch to use (default: start noida-db)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ingestd-bench-") as tmp:
+        workdir = Path(tmp)
+        events, profiles = workdir / "events.csv", workdir / "profiles.csv"
+        write_events(events, args.events)
+        write_profiles(profiles, args.profiles)
+        print(
+            f"files: {events.stat().st_size / 2**20:.0f} MiB events, {profiles.stat().st_size / 2**20:.0f} MiB profiles"
+        )
+        if args.sink in ("sqlite", "both"):
+            ours = run_sink("sqlite", workdir, events, profiles, args.events, args.profiles, "")
+            naive = naive_sqlite(events, workdir / "naive.sqlite3")
+            print(f"[sqlite] naive csv.reader + executemany: {naive:,.0f} rows/s")
+            print(f"[sqlite] ratio ingestd / naive: {ours / naive:.2f}  (target >= 1.0)")
+        if args.sink in ("elasticsearch", "both"):
+            noida = None
+            url = args.es_url
+            if url is None:
+                noida, url = start_noida(workdir)
+            try:
+                ours = run_sink("elasticsearch", workdir, events, profiles, args.events, args.profiles, url)
+                raw = raw_bulk(events, url, "benchraw-events")
+                print(f"[elasticsearch] raw pre-serialised _bulk: {raw:,.0f} rows/s")
+                print(f"[elasticsearch] ratio ingestd / raw _bulk: {ours / raw:.2f}  (target >= 0.7)")
+            finally:
+                if noida is not None:
+                    noida.send_signal(signal.SIGINT)
+                    try:
+                        noida.wait(30)
+                    except subprocess.TimeoutExpired:
+                        noida.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
