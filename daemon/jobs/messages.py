@@ -28,3 +28,16 @@ def _duration(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{int(seconds // 60)}m"
     return f"{seconds:g}s"
+
+
+def failure_kind(reason: str) -> str:
+    """The notifier's failure kind for a reason, which picks the email's wording and next steps."""
+    if reason in (BAD_MANIFEST, DUPLICATE_MANIFEST):
+        return "manifest"
+    if reason == NO_DATA_FILE:
+        return "no_data_file"
+    if reason == ALL_ROWS_FAILED:
+        return "all_rows_failed"
+    if reason == INTERNAL:
+        return "internal"
+    return "file_unreadable"  # the engine's FileError reasons: the file as a whole could not be read

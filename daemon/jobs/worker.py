@@ -296,4 +296,5 @@ class Worker:
             problems=problems,
             reasons=reasons,
             error_csv=str(full) if error_bytes > 0 else None,
+            **({"failure": messages.failure_kind(error)} if status == "failed" and error else {}),
         )

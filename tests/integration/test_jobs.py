@@ -190,3 +190,31 @@ def test_finished_job_folders_are_removed_after_the_retention_period(harness: Ha
     harness.db.query("UPDATE jobs SET finished_at = '2000-01-01T00:00:00Z'")
     assert harness.manager.remove_expired() == [job["id"]]
     assert not folder.exists()
+
+
+def notifications(harness: Harness, job_id: int) -> list[tuple[str, str]]:
+    """(event, recipients) of the emails queued for a job, in order."""
+    rows = harness.db.query(
+        "SELECT event, target FROM outbox WHERE job_id = ? AND kind = 'email' ORDER BY id", (job_id,)
+    )
+    return [(row["event"], row["target"]) for row in rows]
+
+
+def test_partner_and_ops_are_told_at_pickup_progress_and_the_end(config: Config) -> None:
+    config.notify.progress_interval = 0.0  # every batch is "a long time" here
+    config.notify.ops_emails = ["ops@example.com"]
+    config.jobs.batch_rows = 100
+    harness = Harness(config)
+    try:
+        harness.drop("p.csv", "identity,Name\n" + "".join(f"u{i},N{i}\n" for i in range(250)))
+        harness.drop("p.manifest", manifest("p.csv"))
+        harness.drop("broken.manifest", "{not json")
+        harness.run()
+        good, broken = harness.jobs()
+        sent = notifications(harness, good["id"])
+        assert [kind for kind, _ in sent] == ["picked_up", "progress", "progress", "progress", "succeeded"]
+        assert all("partner@example.com" in to and "ops@example.com" in to for _, to in sent)
+        assert [kind for kind, _ in notifications(harness, broken["id"])] == ["failed"]
+        assert "ops@example.com" in notifications(harness, broken["id"])[0][1]
+    finally:
+        harness.close()
