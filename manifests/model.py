@@ -1,0 +1,222 @@
+"""The manifest: a pydantic model, and load_manifest() whose errors a partner can act on."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from manifests import rules
+
+_EMAIL = re.compile(rules.EMAIL_PATTERN)
+_EMAIL_FIND = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_CLIENT_EMAIL = re.compile(r'"clientEmail"\s*:\s*(\[[^\]]*\]?|"(?:[^"\\]|\\.)*"?)', re.S)
+_TYPE_NAMES = {
+    "string_type": "a string",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "list_type": "a list",
+}
+
+
+class ManifestError(Exception):
+    """The manifest cannot be used; `problems` name the key path, what was expected and what was found."""
+
+    def __init__(self, problems: list[str], client_emails: list[str] | None = None) -> None:
+        super().__init__("Incorrect details in manifest file: " + "; ".join(problems))
+        self.problems = problems
+        self.client_emails = client_emails or []
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+
+
+class Column(_Strict):
+    """How one CSV column maps: `ct_name` (None keeps the header) and `data_type` (upper case)."""
+
+    ct_name: str | None = Field(None, alias="ctName")
+    data_type: str = Field("STRING", alias="dataType")
+
+    @field_validator("ct_name")
+    @classmethod
+    def _non_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(f"expected a property name, found {value!r}")
+        return value
+
+    @field_validator("data_type", mode="before")
+    @classmethod
+    def _data_type(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.strip().upper() in rules.DATA_TYPES:
+            return value.strip().upper()
+        hint = rules.did_you_mean(value, rules.DATA_TYPES)
+        raise ValueError(f"expected one of {', '.join(rules.DATA_TYPES)}, found {value!r}{hint}")
+
+
+class Manifest(_Strict):
+    """A validated manifest; `encoding`/`delimiter` are None when the partner left them out."""
+
+    file_name: str = Field(alias="fileName")
+    type: Literal["event", "profile"]
+    client_emails: list[str] = Field(alias="clientEmail")
+    columns: dict[str, Column] = Field(default_factory=dict)
+    encoding: str | None = None
+    delimiter: str | None = None
+
+    @field_validator("file_name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        bad = not value or value in (".", "..") or value.startswith(".") or any(c in value for c in "/\\\0")
+        if bad or value != value.strip():
+            raise ValueError(f"expected a plain file name in the same folder (no '/', no '..'), found {value!r}")
+        return value
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in rules.TYPES:
+            return value.strip().lower()
+        if isinstance(value, str):
+            raise ValueError(f"expected 'event' or 'profile', found {value!r}{rules.did_you_mean(value, rules.TYPES)}")
+        return value
+
+    @field_validator("client_emails", mode="before")
+    @classmethod
+    def _emails(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+        if not isinstance(value, list):
+            return value
+        if not value:
+            raise ValueError("expected at least one email address")
+        for item in value:
+            if not isinstance(item, str) or not _EMAIL.match(item.strip()):
+                raise ValueError(f"expected email addresses, found {item!r}")
+        return [item.strip() for item in value]
+
+    @field_validator("encoding", mode="before")
+    @classmethod
+    def _encoding(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        codec = rules.resolve_encoding(value)
+        if codec is None:
+            shown = list(rules.ENCODINGS.values())
+            hint = rules.did_you_mean(value, shown)
+            raise ValueError(f"expected one of {', '.join(shown)}, found {value!r}{hint}")
+        return codec
+
+    @field_validator("delimiter", mode="before")
+    @classmethod
+    def _delimiter(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        char = rules.resolve_delimiter(value)
+        if char is None:
+            shown = ", ".join(f"{name} {char!r}" for char, name in rules.DELIMITERS.items())
+            raise ValueError(f"expected one of {shown}, found {value!r}")
+        return char
+
+    def property_name(self, header: str) -> str:
+        """The property a CSV column lands in: its ctName, or the header itself."""
+        column = self.columns.get(header)
+        return column.ct_name if column and column.ct_name else header
+
+    def data_type(self, header: str) -> str:
+        column = self.columns.get(header)
+        return column.data_type if column else "STRING"
+
+
+def load_manifest(raw: bytes) -> Manifest:
+    """Parse and validate a manifest file's bytes; ManifestError lists every problem at once."""
+    text, problem = _decode(raw)
+    if problem:
+        raise ManifestError([problem], _recover_emails(raw.decode("utf-8", "replace")))
+    duplicates: list[str] = []
+    try:
+        data = json.loads(text, object_pairs_hook=lambda pairs: _no_duplicates(pairs, duplicates))
+    except json.JSONDecodeError as exc:
+        problem = f"the manifest is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        raise ManifestError([problem], _recover_emails(text)) from None
+    except RecursionError:
+        raise ManifestError(["the manifest is not valid JSON: it is nested too deeply"], []) from None
+    if not isinstance(data, dict):
+        raise ManifestError([f"the manifest must be a JSON object, found {_json_kind(data)}"], [])
+    problems = [f"duplicate key '{key}'" for key in duplicates]
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        problems += [_describe(error) for error in exc.errors()]
+        raise ManifestError(problems, _recover_emails(json.dumps(data.get("clientEmail")), key=False)) from None
+    if problems:
+        raise ManifestError(problems, manifest.client_emails)
+    return manifest
+
+
+def _decode(raw: bytes) -> tuple[str, str | None]:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        return "", f"the manifest is not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line})"
+    if not text.strip():
+        return "", "the manifest is empty"
+    return text, None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]], duplicates: list[str]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            duplicates.append(key)
+        result[key] = value
+    return result
+
+
+def _recover_emails(text: str, *, key: bool = True) -> list[str]:
+    """The partner's addresses from a manifest that failed, so they can be told why."""
+    if key:
+        match = _CLIENT_EMAIL.search(text)
+        if not match:
+            return []
+        text = match.group(1)
+    return list(dict.fromkeys(_EMAIL_FIND.findall(text)))
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One pydantic error as "key.path: expected ..., found ..." with a did-you-mean for unknown keys."""
+    loc = [str(part) for part in error["loc"]]
+    path = ".".join(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        name, parent = loc[-1], loc[:-1]
+        known = rules.COLUMN_KEYS if parent and parent[0] == "columns" else rules.MANIFEST_KEYS
+        where = f"{'.'.join(parent)}: " if parent else ""
+        return f"{where}unknown key '{name}'{rules.did_you_mean(name, known)}"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    if kind == "value_error":
+        return f"{path}: {error['msg'].removeprefix('Value error, ')}"
+    if kind == "literal_error":
+        return f"{path}: expected 'event' or 'profile', found {_show(error.get('input'))}"
+    expected = _TYPE_NAMES.get(kind)
+    if expected:
+        found = error.get("input")
+        shown = "null" if found is None else f"{_json_kind(found)} {_show(found)}"
+        return f"{path}: expected {expected}, found {shown}"
+    return f"{path}: {error['msg']}, found {_show(error.get('input'))}"
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,362 @@
+"""Reading a partner's CSV: decoding, delimiter sniffing, and bounded batches of rows with their line numbers."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from manifests import rules
+
+BLOCK_SIZE = 4 << 20  # pyarrow's parse block; also the longest row we accept
+_PEEK = 64 << 10
+
+
+class FileError(Exception):
+    """The file as a whole cannot be read; str() is the partner-facing reason."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        self.reason = rules.FILE_PREFIX + detail
+        super().__init__(self.reason)
+
+
+@dataclass
+class Ragged:
+    """A row whose field count differs from the header's: kept as text for the error CSV."""
+
+    line: int
+    text: str
+    fields: int
+
+
+@dataclass
+class RawBatch:
+    """Rows between two cuts: `frame` holds the well-formed ones (columns f0.., and `line`), in line order."""
+
+    frame: pl.DataFrame
+    ragged: list[Ragged] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return self.frame.height + len(self.ragged)
+
+    def split(self, n: int) -> tuple[RawBatch, RawBatch]:
+        """The first n rows (in file order) and the rest."""
+        if not self.ragged:
+            return RawBatch(self.frame.head(n)), RawBatch(self.frame.slice(n))
+        lines = pl.concat([self.frame["line"], pl.Series([r.line for r in self.ragged], dtype=pl.Int64)]).sort()
+        if n >= lines.len():
+            return self, RawBatch(self.frame.clear())
+        cut = lines[n]
+        head = RawBatch(self.frame.filter(pl.col("line") < cut), [r for r in self.ragged if r.line < cut])
+        tail = RawBatch(self.frame.filter(pl.col("line") >= cut), [r for r in self.ragged if r.line >= cut])
+        return head, tail
+
+    @property
+    def last_line(self) -> int:
+        last = self.frame["line"].max() if self.frame.height else 0
+        return max([int(last or 0)] + [r.line for r in self.ragged])  # type: ignore[arg-type]
+
+
+class _Source(io.RawIOBase):
+    """The raw file as UTF-8 bytes for pyarrow: BOM dropped, other encodings transcoded, bad bytes located."""
+
+    def __init__(self, handle: BinaryIO, encoding: str | None) -> None:
+        super().__init__()
+        self.handle = handle
+        self.bytes_done = 0
+        self._lines = 0  # newlines before the current chunk, to place an undecodable byte
+        self._out = b""
+        self._eof = False
+        head = handle.read(4)
+        self.bytes_done = len(head)
+        if encoding in (None, "utf-8") and head.startswith(codecs.BOM_UTF8):
+            head = head[3:]
+        elif encoding is None and head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            encoding = "utf-16"  # a UTF-16 byte order mark is unambiguous, even when not declared
+        self.codec = encoding or "utf-8"
+        self.shown = rules.ENCODINGS.get(self.codec, self.codec)
+        self._decoder = codecs.getincrementaldecoder(self.codec)("strict")
+        self._newline = b"\n\x00" if self.codec.startswith("utf-16") else b"\n"
+        self._pending = head
+
+    def readable(self) -> bool:
+        return True
+
+    def _convert(self, raw: bytes, final: bool) -> bytes:
+        try:
+            if self.codec == "utf-8":
+                # Valid ASCII needs no decoding; otherwise decode only to check and discard the text.
+                if not raw.isascii() or final:
+                    self._decoder.decode(raw, final)
+                out = raw
+            else:
+                out = self._decoder.decode(raw, final).encode("utf-8")
+        except UnicodeDecodeError as exc:
+            data = exc.object
+            line = self._lines + bytes(data[: exc.start]).count(self._newline) + 1
+            byte = data[exc.start] if exc.start < len(data) else 0
+            raise FileError(rules.file_undecodable(byte, line, self.shown)) from None
+        self._lines += raw.count(self._newline)
+        return out
+
+    def _fill(self, size: int) -> None:
+        while len(self._out) < size and not self._eof:
+            raw = self._pending + self.handle.read(max(size, _PEEK))
+            self._pending = b""
+            self.bytes_done += len(raw)
+            if not raw:
+                self._eof = True
+                self._out += self._convert(b"", True)
+                break
+            self._out += self._convert(raw, False)
+
+    def peek(self) -> bytes:
+        """The first bytes of converted text, without consuming them."""
+        self._fill(_PEEK)
+        return self._out[:_PEEK]
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = 1 << 62
+            self._fill(size)
+        else:
+            self._fill(size)
+        out, self._out = self._out[:size], self._out[size:]
+        return out
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def sniff_delimiter(text: str) -> str:
+    """The delimiter that splits the header line into the most fields (outside quotes); comma if none."""
+    line = text.split("\n", 1)[0]
+    counts = dict.fromkeys(rules.SNIFFED_DELIMITERS, 0)
+    quoted = False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in counts:
+            counts[char] += 1
+    best = max(rules.SNIFFED_DELIMITERS, key=lambda d: counts[d])  # ties: the earlier in the list
+    return best if counts[best] else ","
+
+
+class CsvReader:
+    """Streams a CSV as RawBatches of at most `batch_rows` rows; `header` is known after the first one."""
+
+    def __init__(self, path: str, *, encoding: str | None, delimiter: str | None) -> None:
+        self.path = path
+        self.encoding = encoding
+        self.delimiter = delimiter
+        self.header: list[str] = []
+        self._handle: BinaryIO | None = None
+        self._source: _Source | None = None
+        self._invalid: list[tuple[int, str, int]] = []
+        self._next_rec = 1  # pyarrow's record number (header = 1) of the next record
+        self._next_line = 1
+
+    @property
+    def bytes_done(self) -> int:
+        return self._source.bytes_done if self._source else 0
+
+    def _on_invalid(self, row: Any) -> str:
+        self._invalid.append((row.number, row.text, row.actual_columns))
+        return "skip"
+
+    def _open(self) -> Iterator[pa.RecordBatch]:
+        try:
+            self._handle = open(self.path, "rb")  # noqa: SIM115 - closed in batches()
+        except OSError as exc:
+            raise FileError(f"the data file cannot be opened ({exc.strerror})") from None
+        self._source = _Source(self._handle, self.encoding)
+        head = self._source.peek()
+        if not head.strip():
+            raise FileError(rules.FILE_EMPTY)
+        if self.delimiter is None:
+            self.delimiter = sniff_delimiter(head.decode("utf-8", "replace"))
+        names = [f"f{i}" for i in range(rules.MAX_COLUMNS + 1)]
+        return iter(
+            pacsv.open_csv(
+                self._source,
+                read_options=pacsv.ReadOptions(
+                    use_threads=False, block_size=BLOCK_SIZE, autogenerate_column_names=True
+                ),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=self.delimiter,
+                    quote_char='"',
+                    double_quote=True,
+                    escape_char=False,
+                    newlines_in_values=True,
+                    ignore_empty_lines=False,
+                    invalid_row_handler=self._on_invalid,
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(names, pa.large_string()),
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                    null_values=[],
+                ),
+            )
+        )
+
+    def _next(self, batches: Iterator[pa.RecordBatch]) -> pa.RecordBatch | None:
+        try:
+            return next(batches)
+        except StopIteration:
+            return None
+        except pa.ArrowInvalid as exc:
+            raise self._arrow_error(exc) from None
+
+    def _arrow_error(self, exc: Exception) -> FileError:
+        message = str(exc)
+        if "Empty CSV" in message:
+            return FileError(rules.FILE_EMPTY)
+        if "straddl" in message:
+            return FileError(rules.file_row_too_long(self._next_line, BLOCK_SIZE))
+        return FileError(rules.file_malformed(self._next_line, message.splitlines()[0][:200]))
+
+    def batches(self, batch_rows: int) -> Iterator[RawBatch]:
+        """RawBatches of exactly `batch_rows` rows (the last may be shorter); blank rows are dropped."""
+        try:
+            arrow = self._open()
+            pending: list[RawBatch] = []
+            count = 0
+            while True:
+                record_batch = self._next(arrow)
+                if record_batch is None:
+                    break
+                piece = self._piece(record_batch)
+                pending.append(piece)
+                count += piece.rows
+                while count >= batch_rows:
+                    whole = _concat(pending)
+                    head, tail = whole.split(batch_rows)
+                    yield head
+                    pending, count = [tail], tail.rows
+            if not self.header:
+                raise FileError(rules.FILE_EMPTY)
+            piece = self._piece(None)  # invalid rows after the last good one
+            whole = _concat([*pending, piece])
+            if whole.rows:
+                yield whole
+        finally:
+            if self._handle:
+                self._handle.close()
+
+    def _piece(self, record_batch: pa.RecordBatch | None) -> RawBatch:
+        frame = pl.DataFrame() if record_batch is None else pl.from_arrow(record_batch)
+        assert isinstance(frame, pl.DataFrame)
+        if not self.header:
+            if record_batch is None:
+                return RawBatch(pl.DataFrame())
+            self._take_header(frame.row(0))
+            frame = frame.slice(1)
+        columns = [f"f{i}" for i in range(len(self.header))]
+        if frame.width == 0:
+            frame = pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
+        good = frame.height
+        # Number this piece's records: good rows fill the numbers the invalid rows did not take.
+        invalid = sorted(self._invalid)
+        self._invalid = []
+        start = self._next_rec
+        positions: list[tuple[int, int]] = []  # (record offset in piece, count) runs of good rows
+        taken: list[tuple[int, str, int]] = []
+        rec, remaining, i = start, good, 0
+        while True:
+            if i < len(invalid) and invalid[i][0] <= rec:
+                if invalid[i][0] == rec:
+                    taken.append(invalid[i])
+                    rec += 1
+                i += 1
+                continue
+            if remaining == 0:
+                if record_batch is None and i < len(invalid):
+                    rec = invalid[i][0]  # defensive: numbers are contiguous, so this never skips
+                    continue
+                break
+            run = remaining if i >= len(invalid) else min(remaining, invalid[i][0] - rec)
+            positions.append((rec - start, run))
+            rec += run
+            remaining -= run
+        self._invalid = invalid[i:]
+        self._next_rec = rec
+        spans = self._spans(frame, columns)
+        starts: pl.Series | None = None
+        if not taken and spans is None:
+            lines = pl.int_range(self._next_line, self._next_line + good, dtype=pl.Int64, eager=True)
+            self._next_line += good
+        else:
+            # Each record's first line is the running sum of the lines every earlier record spans.
+            offsets = pl.concat(
+                [pl.int_range(o, o + run, dtype=pl.Int64, eager=True) for o, run in positions]
+                or [pl.Series([], dtype=pl.Int64)]
+            )
+            all_spans = pl.repeat(1, rec - start, dtype=pl.Int64, eager=True)
+            if spans is not None:
+                all_spans = all_spans.scatter(offsets, spans)
+            if taken:
+                all_spans = all_spans.scatter(
+                    [number - start for number, _, _ in taken], [text.count("\n") + 1 for _, text, _ in taken]
+                )
+            starts = all_spans.cum_sum() - all_spans + self._next_line
+            self._next_line += int(all_spans.sum())
+            lines = starts.gather(offsets)
+        frame = frame.with_columns(lines.alias("line"))
+        blank = pl.all_horizontal([pl.col(c).str.len_bytes() == 0 for c in columns])
+        frame = frame.filter(~blank)
+        ragged = (
+            [Ragged(int(starts[number - start]), text, fields) for number, text, fields in taken]
+            if starts is not None
+            else []
+        )
+        return RawBatch(frame, ragged)
+
+    def _spans(self, frame: pl.DataFrame, columns: list[str]) -> pl.Series | None:
+        """Physical lines per row when a quoted value holds a newline, else None (one line each)."""
+        if not frame.height or not columns:
+            return None
+        has = frame.select(pl.any_horizontal([pl.col(c).str.contains("\n", literal=True) for c in columns]).any())
+        if not has.item():
+            return None
+        counts = [pl.col(c).str.count_matches("\n", literal=True) for c in columns]
+        return frame.select((pl.sum_horizontal(counts) + 1).cast(pl.Int64)).to_series()
+
+    def _take_header(self, cells: tuple[Any, ...]) -> None:
+        names = [str(cell) for cell in cells]
+        if all(not name.strip() for name in names):
+            raise FileError(rules.FILE_NO_HEADER)
+        if len(names) > rules.MAX_COLUMNS:
+            raise FileError(rules.file_too_many_columns(len(names)))
+        seen: dict[str, int] = {}
+        for position, name in enumerate(names, 1):
+            if not name.strip():
+                raise FileError(rules.file_empty_name(position))
+            if name in seen:
+                raise FileError(rules.file_duplicate(name, seen[name], position))
+            seen[name] = position
+        self.header = names
+        self._next_rec = 2
+        self._next_line = 1 + sum(name.count("\n") for name in names) + 1
+
+    def split_cells(self, text: str) -> list[str]:
+        """A ragged row's cells, parsed the same way (RFC 4180 quoting) for the error CSV."""
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter or ","))
+        return [cell for row in rows for cell in row] if rows else [""]
+
+
+def _concat(pieces: list[RawBatch]) -> RawBatch:
+    frames = [p.frame for p in pieces if p.frame.width]
+    frame = pl.concat(frames, how="vertical") if frames else pl.DataFrame()
+    return RawBatch(frame, [r for p in pieces for r in p.ragged])

@@ -1,0 +1,170 @@
+"""validate_csv(): a CSV streamed in bounded batches through the columnar rules, good rows typed, bad rows explained."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from manifests import rules
+from manifests.model import Manifest
+from manifests.plan import Plan, build_plan
+from manifests.reader import CsvReader, FileError, RawBatch
+
+__all__ = ["DEFAULT", "BadRow", "Batch", "FileError", "validate_csv"]
+
+DEFAULT: Sequence[str] = rules.RESTRICTED_EVENTS
+
+EVENTS_SCHEMA = {
+    "line": pl.Int64,
+    "event_id": pl.String,
+    "identity": pl.String,
+    "name": pl.String,
+    "ts": pl.Int64,
+    "properties": pl.String,
+}
+PROFILES_SCHEMA = {"line": pl.Int64, "identity": pl.String, "ts": pl.Int64, "ops": pl.String}
+
+
+@dataclass
+class BadRow:
+    """A failed row: its first physical line, its original cells and every problem as (column or None, message)."""
+
+    line: int
+    cells: list[str]
+    problems: list[tuple[str | None, str]]
+
+
+@dataclass
+class Batch:
+    """One validated batch; `events` or `profiles` (by the manifest's type) holds the good rows."""
+
+    index: int
+    header: list[str]
+    rows: int
+    rows_done: int
+    last_line: int
+    bytes_done: int
+    events: pl.DataFrame | None = None
+    profiles: pl.DataFrame | None = None
+    bad: list[BadRow] = field(default_factory=list)
+
+
+def validate_csv(
+    path: str | os.PathLike[str],
+    manifest: Manifest,
+    *,
+    account: str,
+    processing_ts: int,
+    batch_rows: int = 50_000,
+    skip_rows: int = 0,
+    restricted_events: Sequence[str] = DEFAULT,
+) -> Iterator[Batch]:
+    """Batches of at most `batch_rows` rows; the first `skip_rows` data rows are read but not emitted.
+
+    Raises FileError when the file as a whole cannot be read (also midway, e.g. an undecodable byte)."""
+    if batch_rows < 1:
+        raise ValueError("batch_rows must be positive")
+    reader = CsvReader(os.fspath(path), encoding=manifest.encoding, delimiter=manifest.delimiter)
+    plan: Plan | None = None
+    done = index = 0
+    emitted = False
+    for raw in reader.batches(batch_rows):
+        if plan is None:
+            plan = build_plan(
+                manifest, reader.header, account=account, processing_ts=processing_ts, restricted=restricted_events
+            )
+        before, done = done, done + raw.rows
+        if done <= skip_rows:
+            index += 1
+            continue
+        if before < skip_rows:
+            raw = raw.split(skip_rows - before)[1]
+        yield _run(plan, reader, raw, index=index, rows_done=done)
+        emitted = True
+        index += 1
+    if plan is None:
+        build_plan(manifest, reader.header, account=account, processing_ts=processing_ts, restricted=restricted_events)
+    if not emitted:
+        empty = pl.DataFrame(schema=EVENTS_SCHEMA if manifest.type == "event" else PROFILES_SCHEMA)
+        yield Batch(
+            index=index,
+            header=list(reader.header),
+            rows=0,
+            rows_done=done,
+            last_line=0,
+            bytes_done=reader.bytes_done,
+            events=empty if manifest.type == "event" else None,
+            profiles=empty if manifest.type == "profile" else None,
+        )
+
+
+def _run(plan: Plan, reader: CsvReader, raw: RawBatch, *, index: int, rows_done: int) -> Batch:
+    checked = raw.frame.lazy().with_columns(
+        [check.failed.fill_null(False).alias(f"_p{j}") for j, check in enumerate(plan.checks)]
+    )
+    flags = [f"_p{j}" for j in range(len(plan.checks))]
+    checked = checked.with_columns(pl.any_horizontal(flags).alias("_bad") if flags else pl.lit(False).alias("_bad"))
+    frame = checked.collect()
+    good = frame.filter(~pl.col("_bad")).lazy()
+    outputs = [expr.alias(name) for name, expr in plan.outputs.items()]
+    if plan.hash_input is not None:
+        result = good.select([*outputs, plan.hash_input.alias("_key")]).collect()
+        result = result.with_columns(_event_ids(result["_key"]).alias("event_id")).select(list(EVENTS_SCHEMA))
+    else:
+        result = good.select(outputs).collect().select(list(PROFILES_SCHEMA))
+    bad = _bad_rows(plan, reader, frame.filter(pl.col("_bad")), raw)
+    header = list(reader.header)
+    return Batch(
+        index=index,
+        header=header,
+        rows=raw.rows,
+        rows_done=rows_done,
+        last_line=raw.last_line,
+        bytes_done=reader.bytes_done,
+        events=result if plan.kind == "event" else None,
+        profiles=result if plan.kind == "profile" else None,
+        bad=bad,
+    )
+
+
+def _bad_rows(plan: Plan, reader: CsvReader, failed: pl.DataFrame, raw: RawBatch) -> list[BadRow]:
+    rows: list[BadRow] = []
+    if failed.height:
+        flags = failed.select([f"_p{j}" for j in range(len(plan.checks))]).rows()
+        cells = failed.select(plan.columns).rows()
+        for line, row_cells, row_flags in zip(failed["line"].to_list(), cells, flags, strict=True):
+            problems = [(plan.checks[j].column, plan.checks[j].message) for j, hit in enumerate(row_flags) if hit]
+            rows.append(BadRow(int(line), list(row_cells), problems))
+    width = len(reader.header)
+    for ragged in raw.ragged:
+        problem = (None, rules.ragged_row(ragged.fields, width))
+        rows.append(BadRow(ragged.line, reader.split_cells(ragged.text), [problem]))
+    rows.sort(key=lambda row: row.line)
+    return rows
+
+
+def _event_ids(keys: pl.Series) -> pl.Series:
+    """32 hex characters of sha256 per row: polars-hash's plugin when installed, else hashlib (same digests)."""
+    if _plh is not None:
+        return keys.to_frame("k").select(_plh.col("k").chash.sha2_256().str.slice(0, 32)).to_series()
+    sha = hashlib.sha256
+    return pl.Series([sha(key.encode()).hexdigest()[:32] for key in keys.to_list()], dtype=pl.String)
+
+
+def _load_polars_hash() -> object | None:
+    try:
+        import polars_hash
+    except ImportError:
+        return None
+    try:
+        probe = pl.DataFrame({"k": ["abc"]}).select(polars_hash.col("k").chash.sha2_256()).item()
+    except Exception:  # an ABI mismatch with this polars: fall back to hashlib rather than fail
+        return None
+    return polars_hash if probe == hashlib.sha256(b"abc").hexdigest() else None
+
+
+_plh = _load_polars_hash()
