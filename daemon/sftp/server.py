@@ -29,7 +29,7 @@ ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
 # Larger SSH packets than asyncssh's 32 KiB default: one packet per SFTP write, far fewer per-packet costs.
 MAX_PACKET = 256 * 1024 - 1024
 WINDOW = 8 * 1024 * 1024
-UPLOAD_GRACE = 10.0  # seconds uploads in flight get to finish at shutdown
+UPLOAD_GRACE = 5.0  # seconds uploads in flight get to finish at shutdown
 
 
 def load_or_create_host_key(directory: Path) -> asyncssh.SSHKey:

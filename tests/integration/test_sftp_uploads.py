@@ -1,0 +1,164 @@
+"""Uploads that go wrong leave nothing visible: killed clients, dropped connections, size limit, daemon stop/crash."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from tests.fixtures.daemon import Daemon
+from tests.fixtures.sshkeys import make_keypair, paramiko_sftp, sftp_batch, sftp_command
+
+TEMP_PREFIX = ".ingestd-upload-"
+
+
+def temp_files(drop: Path) -> list[Path]:
+    return [path for path in drop.iterdir() if path.name.startswith(TEMP_PREFIX)] if drop.exists() else []
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def partner(daemon: Daemon, tmp_path: Path) -> Path:
+    private, public = make_keypair(tmp_path / "keys")
+    daemon.add_key("acme", public)
+    return private
+
+
+def test_killed_openssh_upload_leaves_nothing(daemon: Daemon, partner: Path, tmp_path: Path) -> None:
+    source = tmp_path / "big.csv"
+    with open(source, "wb") as handle:
+        handle.truncate(4 * 1024**3)  # sparse: reading it costs nothing, the upload takes seconds
+    drop = daemon.drop("acme")
+    client = subprocess.Popen(
+        sftp_command(daemon.sftp_port, "acme", partner),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: sftp and the ssh it runs die together
+    )
+    try:
+        assert client.stdin is not None
+        client.stdin.write(f"put {source}\n".encode())
+        client.stdin.flush()
+        wait_for(lambda: any(p.stat().st_size > 1024**2 for p in temp_files(drop)), "the upload to be under way")
+        assert "big.csv" not in os.listdir(drop)
+    finally:
+        os.killpg(client.pid, signal.SIGKILL)
+        client.wait(30)
+    wait_for(lambda: not temp_files(drop), "the temp file to be deleted")
+    assert "big.csv" not in os.listdir(drop)
+    wait_for(lambda: "upload.discarded account=acme file=big.csv reason=disconnected" in daemon.log(), "the log line")
+    listing = sftp_batch(daemon.sftp_port, "acme", partner, ["ls -la"])
+    assert listing.returncode == 0 and "big.csv" not in listing.stdout
+
+
+def test_dropped_connection_mid_upload_leaves_nothing(daemon: Daemon, partner: Path) -> None:
+    drop = daemon.drop("acme")
+    sock = socket.create_connection(("127.0.0.1", daemon.sftp_port), timeout=30)
+    transport = paramiko.Transport(sock)
+    transport.connect(username="acme", pkey=paramiko.PKey.from_path(partner))
+    sftp = paramiko.SFTPClient.from_transport(transport)
+    assert sftp is not None
+    remote = sftp.open("half.manifest", "wb")
+    remote.write(b'{"fileName": "half.csv", "type": "event", ')
+    remote.flush()
+    wait_for(lambda: len(temp_files(drop)) == 1, "the temp file")
+    sock.shutdown(socket.SHUT_RDWR)  # the network goes away; the file is never closed
+    transport.close()
+    wait_for(lambda: not temp_files(drop), "the temp file to be deleted")
+    assert "half.manifest" not in os.listdir(drop)
+
+
+def test_upload_over_the_size_limit_is_refused_and_leaves_nothing(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon(INGESTD_SFTP__MAX_FILE_SIZE="1MiB")
+    private, public = make_keypair(tmp_path / "keys")
+    daemon.add_key("acme", public)
+    drop = daemon.drop("acme")
+    exact, over = tmp_path / "exact.csv", tmp_path / "over.csv"
+    exact.write_bytes(b"x" * 1024**2)
+    over.write_bytes(b"x" * (3 * 1024**2))
+    result = sftp_batch(daemon.sftp_port, "acme", private, [f"put {over}"])
+    assert result.returncode != 0
+    assert "over.csv" not in os.listdir(drop) and not temp_files(drop)
+    with paramiko_sftp(daemon.sftp_port, "acme", private) as sftp:
+        remote = sftp.open("over.csv", "wb")  # not pipelined: each write's answer is checked
+        with pytest.raises(OSError, match="exceeds the maximum upload size of 1 MiB"):
+            for _ in range(3 * 32):
+                remote.write(b"x" * 32 * 1024)
+        remote.close()
+        assert "over.csv" not in sftp.listdir(".")
+        sftp.put(str(exact), "exact.csv")  # the limit itself is allowed
+    assert (drop / "exact.csv").stat().st_size == 1024**2
+    assert "over.csv" not in os.listdir(drop) and not temp_files(drop)
+    assert "reason=too_large" in daemon.log()
+
+
+def test_sigterm_lets_uploads_in_flight_finish_and_exits_0(daemon: Daemon, partner: Path) -> None:
+    drop = daemon.drop("acme")
+    with paramiko_sftp(daemon.sftp_port, "acme", partner) as sftp:
+        first, second = sftp.open("first.csv", "wb"), sftp.open("second.csv", "wb")
+        for remote in (first, second):
+            remote.write(b"identity\n" + b"1\n" * 10_000)
+            remote.flush()
+        wait_for(lambda: len(temp_files(drop)) == 2, "two temp files")
+        os.kill(daemon.process.pid, signal.SIGTERM)  # type: ignore[union-attr]
+        wait_for(lambda: "sftp.draining" in daemon.log(), "the daemon to start draining")
+        first.write(b"2\n")
+        first.close()
+        # While the second upload still runs, nothing new may start.
+        with pytest.raises(OSError, match="shutting down"):
+            sftp.open("late.csv", "wb")
+        second.close()
+    assert daemon.stop() == 0
+    for name in ("first.csv", "second.csv"):
+        assert (drop / name).read_bytes().startswith(b"identity\n1\n")
+    assert (drop / "first.csv").read_bytes().endswith(b"1\n2\n")
+    assert not temp_files(drop) and "late.csv" not in os.listdir(drop)
+
+
+@pytest.mark.slow
+def test_sigterm_discards_an_upload_that_does_not_finish(daemon: Daemon, partner: Path) -> None:
+    drop = daemon.drop("acme")
+    stop_result: list[int] = []
+    with paramiko_sftp(daemon.sftp_port, "acme", partner) as sftp:
+        remote = sftp.open("never.csv", "wb")
+        remote.write(b"identity\n1\n")
+        remote.flush()
+        wait_for(lambda: len(temp_files(drop)) == 1, "the temp file")
+        stopper = threading.Thread(target=lambda: stop_result.append(daemon.stop(timeout=60)))
+        stopper.start()
+        stopper.join(90)
+    assert stop_result == [0]
+    assert not temp_files(drop) and "never.csv" not in os.listdir(drop)
+
+
+def test_crash_mid_upload_then_restart_cleans_up_and_keeps_the_host_key(daemon: Daemon, partner: Path) -> None:
+    drop = daemon.drop("acme")
+    fingerprint = re.search(r"host key (SHA256:\S+)", daemon.stdout())
+    with paramiko_sftp(daemon.sftp_port, "acme", partner) as sftp:
+        remote = sftp.open("crash.csv", "wb")
+        remote.write(b"identity\n1\n")
+        remote.flush()
+        wait_for(lambda: len(temp_files(drop)) == 1, "the temp file")
+        daemon.kill()
+    assert temp_files(drop)  # a SIGKILL leaves the temp file behind, still hidden
+    daemon.start()
+    assert not temp_files(drop) and "crash.csv" not in os.listdir(drop)
+    assert fingerprint and f"host key {fingerprint.group(1)}" in daemon.stdout()
+    assert sftp_batch(daemon.sftp_port, "acme", partner, ["ls"]).returncode == 0
