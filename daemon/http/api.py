@@ -131,7 +131,10 @@ async def healthz(request: web.Request) -> web.Response:
     report = await health_report(request.app[DB], request.app[HEALTH])
     failing = {name: reason for name, reason in report.items() if reason != "ok"}
     if failing:
-        reason = "; ".join(f"{name}: {text}" for name, text in failing.items())
+        # Some components already prefix their own name ("jobs: ..."): don't say it twice.
+        reason = "; ".join(
+            text if text.startswith(f"{name}: ") else f"{name}: {text}" for name, text in failing.items()
+        )
         return json_response({"status": "unhealthy", "reason": reason, "checks": report}, status=503)
     return json_response({"status": "ok", "checks": report})
 

@@ -156,6 +156,7 @@ def test_healthz_is_503_naming_the_unhealthy_component(serve: Callable[..., Serv
     assert body["checks"]["state"] == "ok"
     assert body["checks"]["sink"] != "ok"
     assert "sftp" not in body["checks"]  # not built: skipped, not failing
+    asyncio.run_coroutine_threadsafe(sink.stop(), served.loop).result(30)
 
 
 def test_list_imports_newest_first_with_filters_and_paging(serve: Callable[..., Served]) -> None:
