@@ -56,7 +56,7 @@ def test_docs_emails_show_what_partners_receive_today(name: str, tmp_path: Path)
 
 def test_subjects_are_short_and_name_the_file_and_outcome(tmp_path: Path) -> None:
     subjects = {name: render_sample(name, tmp_path)[0].splitlines()[0] for name in SAMPLES}
-    for name, subject in subjects.items():
+    for subject in subjects.values():
         assert len(subject) <= len("Subject: ") + 78, subject
         assert "events.csv" in subject or "orders.manifest" in subject
     assert subjects["succeeded"] == "Subject: [acme] Imported: events.csv (50,000 rows)"
@@ -70,7 +70,13 @@ def test_subjects_are_short_and_name_the_file_and_outcome(tmp_path: Path) -> Non
 
 def test_every_failure_kind_has_its_own_next_steps(tmp_path: Path) -> None:
     steps = {}
-    for name in ("failed_manifest", "failed_no_data_file", "failed_file_unreadable", "failed_all_rows", "failed_internal"):
+    for name in (
+        "failed_manifest",
+        "failed_no_data_file",
+        "failed_file_unreadable",
+        "failed_all_rows",
+        "failed_internal",
+    ):
         text = render_sample(name, tmp_path)[0]
         steps[name] = text.split("What to do next", 1)[1].split("-- ", 1)[0]
     assert len(set(steps.values())) == len(steps)
