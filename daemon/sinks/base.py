@@ -1,0 +1,135 @@
+"""The Sink interface both drivers implement, and the profile-operation rules they share."""
+
+from __future__ import annotations
+
+import abc
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+
+PROFILE_OPS = ("$set", "$add", "$remove", "$delete")
+EVENT_COLUMNS = ("line", "event_id", "identity", "name", "ts", "properties")
+PROFILE_COLUMNS = ("line", "identity", "ts", "ops")
+
+
+@dataclass(frozen=True)
+class RowFailure:
+    """A row the sink refused; `message` goes to the error CSV's Failure Description."""
+
+    line: int
+    message: str
+
+
+class Sink(abc.ABC):
+    """Where validated rows land. Writes are idempotent: the worker may retry a batch after a crash or an outage."""
+
+    name: str
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Create the schema (tables, index templates); safe to call on an existing store."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def write_events(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
+        """Store the events frame; an event_id already stored is skipped (not a failure)."""
+
+    @abc.abstractmethod
+    async def write_profiles(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
+        """Apply each row's ops to its profile, in frame order."""
+
+    @abc.abstractmethod
+    async def get_profile(self, account: str, identity: str) -> dict[str, Any] | None:
+        """{"identity", "properties", "ts" (ISO 8601 UTC of the last applied row)} or None."""
+
+    @abc.abstractmethod
+    async def list_events(self, account: str, identity: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """[{"name", "ts" (ISO 8601 UTC), "properties"}], oldest first."""
+
+    @abc.abstractmethod
+    async def health(self) -> str | None:
+        """None when the store answers, else the reason."""
+
+    def banner(self) -> list[str]:
+        return [f"  sink   {self.name}"]
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as ISO 8601 UTC: "2020-01-08T17:14:27Z" (milliseconds shown only when not zero)."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    if ms % 1000:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _same(a: Any, b: Any) -> bool:
+    # JSON-typed equality: true is not 1, so a boolean and a number never de-duplicate each other.
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def apply_ops(properties: dict[str, Any], ops: list[list[Any]]) -> None:
+    """Apply [op, property, value] triples in order, in place. Mirrored by the painless script in elasticsearch.py."""
+    for op, key, value in ops:
+        if op == "$set":
+            properties[key] = value
+        elif op == "$delete":
+            properties.pop(key, None)
+        elif op == "$add":
+            current = properties.get(key)
+            if current is None:
+                properties[key] = [value]
+            else:
+                values = current if isinstance(current, list) else [current]
+                if not any(_same(item, value) for item in values):
+                    values.append(value)
+                properties[key] = values
+        elif op == "$remove":
+            current = properties.get(key)
+            if current is None:
+                continue
+            values = current if isinstance(current, list) else [current]
+            kept = [item for item in values if not _same(item, value)]
+            if kept:
+                # A scalar that did not match stays a scalar.
+                properties[key] = kept if isinstance(current, list) else current
+            else:
+                del properties[key]
+        else:
+            raise ValueError(f"Profile operation must be one of $add, $set, $remove, $delete, found {op}")
+
+
+def parse_ops(text: str) -> list[list[Any]]:
+    """The ops cell of a profiles frame; ValueError with a short reason when it is malformed."""
+    ops = json.loads(text)
+    if not isinstance(ops, list):
+        raise ValueError("profile operations are not a list")
+    for entry in ops:
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[1], str)):
+            raise ValueError(f"malformed profile operation {entry!r}")
+        if entry[0] not in PROFILE_OPS:
+            raise ValueError(f"Profile operation must be one of $add, $set, $remove, $delete, found {entry[0]}")
+    return ops
+
+
+INCOMPLETE_EVENT = "Event could not be stored: it lacks an id, identity, name, ts or properties"
+INCOMPLETE_PROFILE = "Profile could not be stored: it lacks an identity, ts or operations"
+
+
+def valid_events() -> pl.Expr:
+    """Rows the engine's contract promises: every column present and a 32-hex-digit event_id."""
+    present = pl.all_horizontal(pl.col(name).is_not_null() for name in EVENT_COLUMNS)
+    # properties is spliced into bulk bodies as is: it must at least look like a JSON object.
+    is_object = pl.col("properties").str.starts_with("{") & pl.col("properties").str.ends_with("}")
+    return present & pl.col("event_id").str.contains("^[0-9a-f]{32}$") & is_object
+
+
+def check_columns(frame: pl.DataFrame, expected: tuple[str, ...], kind: str) -> None:
+    """A frame missing a column is a programming error between engine and sink: say which."""
+    missing = [name for name in expected if name not in frame.columns]
+    if missing:
+        raise ValueError(f"{kind} frame lacks column(s) {', '.join(missing)}")

@@ -1,0 +1,390 @@
+"""The Elasticsearch sink: async bulk into a profiles index and monthly event indices behind an alias."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import polars as pl
+from elastic_transport import AsyncTransport, ConnectionError, ConnectionTimeout, SerializationError
+from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
+
+from daemon.config import ElasticsearchConfig
+from daemon.errors import RetryableError
+from daemon.logs import event
+from daemon.metrics import SINK_ERRORS
+from daemon.sinks.base import (
+    EVENT_COLUMNS,
+    INCOMPLETE_EVENT,
+    INCOMPLETE_PROFILE,
+    PROFILE_COLUMNS,
+    RowFailure,
+    Sink,
+    check_columns,
+    iso_ms,
+    parse_ops,
+    valid_events,
+)
+
+log = logging.getLogger("ingestd.sink")
+
+# Dates as epoch_millis or ISO 8601, never epoch_second (which noida-db, our test server, mishandles).
+_DATE = {"type": "date", "format": "strict_date_optional_time||epoch_millis"}
+# Partners' properties are stored, not indexed: one file's "Age" as text and another's as a number
+# must not turn into mapping conflicts that reject rows.
+_PROPERTIES = {"type": "object", "enabled": False}
+EVENT_MAPPINGS = {
+    "dynamic": "strict",
+    "properties": {
+        "account": {"type": "keyword"},
+        "identity": {"type": "keyword"},
+        "name": {"type": "keyword"},
+        "ts": _DATE,
+        "line": {"type": "long"},
+        "properties": _PROPERTIES,
+    },
+}
+PROFILE_MAPPINGS = {
+    "dynamic": "strict",
+    "properties": {
+        "account": {"type": "keyword"},
+        "identity": {"type": "keyword"},
+        "ts": _DATE,
+        "properties": _PROPERTIES,
+    },
+}
+
+# base.apply_ops in painless; the map is assigned back at the end (not mutated through a reference) so
+# that Elasticsearch and noida-db agree. Equality keeps true and 1 apart, as base._same does.
+APPLY_OPS = """
+Map p = ctx._source.properties;
+if (p == null) { p = new HashMap(); }
+for (def op : params.ops) {
+  String kind = op[0]; String key = op[1]; def value = op[2];
+  if (kind == '$set') { p[key] = value; }
+  else if (kind == '$delete') { p.remove(key); }
+  else if (kind == '$add') {
+    def current = p[key];
+    List values;
+    if (current == null) { values = new ArrayList(); }
+    else if (current instanceof List) { values = current; }
+    else { values = new ArrayList(); values.add(current); }
+    boolean found = false;
+    for (def item : values) {
+      if (item == value && (item instanceof Boolean) == (value instanceof Boolean)) { found = true; break; }
+    }
+    if (!found) { values.add(value); }
+    p[key] = values;
+  } else if (kind == '$remove') {
+    def current = p[key];
+    if (current == null) { continue; }
+    List values;
+    if (current instanceof List) { values = current; } else { values = new ArrayList(); values.add(current); }
+    List kept = new ArrayList();
+    for (def item : values) {
+      if (!(item == value && (item instanceof Boolean) == (value instanceof Boolean))) { kept.add(item); }
+    }
+    if (kept.isEmpty()) { p.remove(key); } else if (current instanceof List) { p[key] = kept; }
+  }
+}
+ctx._source.properties = p;
+ctx._source.account = params.account;
+ctx._source.identity = params.identity;
+ctx._source.ts = params.ts;
+"""
+
+_MAX_ID_BYTES = 512  # Elasticsearch refuses longer document ids
+_CHUNK_BYTES = 8 * 1024 * 1024
+_CHUNK_ACTIONS = 10_000
+_FILTER = "errors,items.*.status,items.*.error"
+
+
+class _CompatTransport(AsyncTransport):
+    """elasticsearch-py 9 asks for `compatible-with=9`, which Elasticsearch 8 refuses; 8 is understood by both."""
+
+    async def perform_request(self, method: str, target: str, *, headers: Any = None, **kwargs: Any) -> Any:
+        if headers:
+            headers = headers.copy()
+            for name in ("accept", "content-type"):
+                value = headers.get(name)
+                if value and "compatible-with=9" in value:
+                    headers[name] = value.replace("compatible-with=9", "compatible-with=8")
+        return await super().perform_request(method, target, headers=headers, **kwargs)
+
+
+def profile_id(account: str, identity: str) -> str:
+    """`account:identity`, or its sha256 when that would exceed Elasticsearch's 512-byte id limit."""
+    doc_id = f"{account}:{identity}"
+    if len(doc_id.encode()) <= _MAX_ID_BYTES:
+        return doc_id
+    return f"{account}:sha256:{hashlib.sha256(identity.encode()).hexdigest()}"
+
+
+class ElasticsearchSink(Sink):
+    """Writes are bulk requests; 429s, 5xx and connection errors are retried, then raised as RetryableError."""
+
+    name = "elasticsearch"
+    attempts = 4  # per request before giving up to the worker, which pauses the job and retries later
+    first_delay = 0.5
+
+    def __init__(self, config: ElasticsearchConfig) -> None:
+        self.config = config
+        self.url = config.url
+        prefix = config.index_prefix
+        self.profiles_index = f"{prefix}-profiles"
+        self.events_alias = f"{prefix}-events"
+        self.script_id = f"{prefix}-apply-profile-ops"
+        self._client: AsyncElasticsearch | None = None
+        self._schema_ready = False
+
+    def banner(self) -> list[str]:
+        return [f"  sink   elasticsearch {self.url} (indices {self.config.index_prefix}-*)"]
+
+    @property
+    def client(self) -> AsyncElasticsearch:
+        if self._client is None:
+            auth = (self.config.username, self.config.password) if self.config.username else None
+            self._client = AsyncElasticsearch(
+                self.url,
+                basic_auth=auth,
+                request_timeout=self.config.request_timeout,
+                max_retries=0,  # retries are ours, so an outage is reported instead of hidden
+                retry_on_timeout=False,
+                transport_class=_CompatTransport,
+            )
+        return self._client
+
+    async def start(self) -> None:
+        try:
+            await self._ensure_schema()
+        except RetryableError as exc:
+            # The daemon still starts; writes wait for Elasticsearch and create the schema then.
+            event(log, "sink.unavailable", logging.WARNING, driver=self.name, reason=str(exc))
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        prefix = self.config.index_prefix
+        await self._call(
+            self.client.indices.put_index_template,
+            name=f"{prefix}-events",
+            index_patterns=[f"{prefix}-events-*"],
+            priority=200,
+            template={"mappings": EVENT_MAPPINGS, "aliases": {self.events_alias: {}}},
+        )
+        await self._call(
+            self.client.indices.put_index_template,
+            name=f"{prefix}-profiles",
+            index_patterns=[self.profiles_index],
+            priority=200,
+            template={"mappings": PROFILE_MAPPINGS},
+        )
+        if not await self._call(self.client.indices.exists, index=self.profiles_index):
+            try:
+                await self._call(self.client.indices.create, index=self.profiles_index)
+            except ApiError as exc:
+                if exc.error != "resource_already_exists_exception":  # another process was quicker
+                    raise
+        await self._call(self.client.put_script, id=self.script_id, script={"lang": "painless", "source": APPLY_OPS})
+        self._schema_ready = True
+
+    async def _call(self, method: Any, **kwargs: Any) -> Any:
+        """One API call with back-off on 429, 5xx and connection errors; RetryableError when they persist."""
+        delay = self.first_delay
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await method(**kwargs)
+            except (ConnectionError, ConnectionTimeout, SerializationError) as exc:
+                reason = f"elasticsearch unreachable at {self.url}: {_short(exc)}"
+            except ApiError as exc:
+                if exc.meta.status != 429 and exc.meta.status < 500:
+                    raise
+                reason = f"elasticsearch at {self.url} answered {exc.meta.status} {exc.error}"
+            SINK_ERRORS.labels(kind="retry").inc()
+            if attempt == self.attempts:
+                raise RetryableError(reason, delay=min(delay, self.config.max_retry_delay))
+            event(log, "sink.retry", logging.WARNING, driver=self.name, attempt=attempt, reason=reason)
+            await asyncio.sleep(min(delay, self.config.max_retry_delay))
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    async def _bulk(self, actions: list[str], lines: list[list[int]]) -> list[RowFailure]:
+        """Send pre-serialised action+document pairs; `lines[i]` are the CSV lines behind action i.
+
+        Items refused with 429 are sent again with back-off; 409 on create means already stored (success).
+        """
+        failures: list[RowFailure] = []
+        for chunk in _chunks(actions):
+            pending = chunk
+            delay = self.first_delay
+            for attempt in range(1, self.attempts + 1):
+                body = "".join(actions[i] for i in pending)
+                response = await self._call(self.client.bulk, operations=body, filter_path=_FILTER)
+                if not response.get("errors"):
+                    break
+                rejected = []
+                for index, item in zip(pending, response["items"], strict=True):
+                    result = next(iter(item.values()))
+                    status = result.get("status", 0)
+                    if status < 300 or (status == 409 and "create" in item):
+                        continue
+                    if status == 429:
+                        rejected.append(index)
+                        continue
+                    message = _item_error(result)
+                    SINK_ERRORS.labels(kind="row").inc()
+                    failures.extend(RowFailure(line, message) for line in lines[index])
+                if not rejected:
+                    break
+                if attempt == self.attempts:
+                    raise RetryableError(f"elasticsearch at {self.url} is overloaded (429)", delay=delay)
+                SINK_ERRORS.labels(kind="retry").inc()
+                event(log, "sink.retry", logging.WARNING, driver=self.name, attempt=attempt, rejected=len(rejected))
+                await asyncio.sleep(min(delay, self.config.max_retry_delay))
+                delay *= 2
+                pending = rejected
+        return failures
+
+    async def write_events(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
+        check_columns(frame, EVENT_COLUMNS, "events")
+        await self._ensure_schema()
+        complete = valid_events()
+        failures = [RowFailure(line, INCOMPLETE_EVENT) for line in frame.filter(~complete)["line"].to_list()]
+        good = frame.filter(complete)
+        if good.is_empty():
+            return failures
+        # Serialised column-wise by polars: the properties cell is already a JSON object and is spliced in as is.
+        prefix = self.config.index_prefix
+        month = pl.from_epoch(pl.col("ts"), time_unit="ms").dt.strftime("%Y.%m")
+        head = pl.struct(pl.lit(account).alias("account"), "identity", "name", "ts", "line").struct.json_encode()
+        pairs = good.select(
+            pl.concat_str(
+                pl.lit(f'{{"create":{{"_index":"{prefix}-events-'),
+                month,
+                pl.lit('","_id":"'),
+                pl.col("event_id"),
+                pl.lit('"}}\n'),
+                head.str.head(-1),
+                pl.lit(',"properties":'),
+                pl.col("properties"),
+                pl.lit("}\n"),
+            ).alias("pair"),
+            "line",
+        )
+        actions = pairs["pair"].to_list()
+        lines = [[line] for line in pairs["line"].to_list()]
+        return failures + await self._bulk(actions, lines)
+
+    async def write_profiles(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
+        check_columns(frame, PROFILE_COLUMNS, "profiles")
+        await self._ensure_schema()
+        failures: list[RowFailure] = []
+        # One scripted upsert per identity carrying its rows' ops in order: order kept, batch idempotent.
+        grouped: dict[str, tuple[list[str], list[int], list[int]]] = {}
+        for line, identity, ts, ops in frame.select(PROFILE_COLUMNS).iter_rows():
+            if identity is None or ts is None or ops is None:
+                failures.append(RowFailure(line, INCOMPLETE_PROFILE))
+                continue
+            try:
+                # Checked here, as the sqlite sink does, so a bad row fails alone and with the same message.
+                parse_ops(ops)
+            except ValueError as exc:
+                failures.append(RowFailure(line, str(exc)))
+                continue
+            text = ops.strip()
+            ops_parts, tss, lines = grouped.setdefault(identity, ([], [], []))
+            if text[1:-1].strip():
+                ops_parts.append(text[1:-1])
+            tss.append(ts)
+            lines.append(line)
+        actions = []
+        for identity, (ops_parts, tss, _) in grouped.items():
+            head = json.dumps({"update": {"_index": self.profiles_index, "_id": profile_id(account, identity)}})
+            params = json.dumps({"account": account, "identity": identity, "ts": tss[-1]}, ensure_ascii=False)
+            actions.append(
+                f'{head}\n{{"scripted_upsert":true,"upsert":{{}},"script":{{"id":"{self.script_id}",'
+                f'"params":{{"ops":[{",".join(ops_parts)}],{params[1:]}}}}}\n'
+            )
+        return failures + await self._bulk(actions, [lines for _, _, lines in grouped.values()])
+
+    async def get_profile(self, account: str, identity: str) -> dict[str, Any] | None:
+        try:
+            response = await self._call(self.client.get, index=self.profiles_index, id=profile_id(account, identity))
+        except NotFoundError:
+            return None
+        source = response["_source"]
+        return {"identity": identity, "properties": source.get("properties") or {}, "ts": iso_ms(int(source["ts"]))}
+
+    async def list_events(self, account: str, identity: str, limit: int = 1000) -> list[dict[str, Any]]:
+        try:
+            # Reads come from people and scripts right after an import: make its last batch searchable.
+            await self._call(self.client.indices.refresh, index=self.events_alias)
+            response = await self._call(
+                self.client.search,
+                index=self.events_alias,
+                query={"bool": {"filter": [{"term": {"account": account}}, {"term": {"identity": identity}}]}},
+                sort=[{"ts": "asc"}, {"line": "asc"}],
+                size=min(limit, 10_000),
+                source_includes=["name", "ts", "properties"],
+            )
+        except NotFoundError:  # no event stored yet: the alias does not exist
+            return []
+        return [
+            {
+                "name": hit["_source"]["name"],
+                "ts": iso_ms(int(hit["_source"]["ts"])),
+                "properties": hit["_source"].get("properties") or {},
+            }
+            for hit in response["hits"]["hits"]
+        ]
+
+    async def health(self) -> str | None:
+        try:
+            await self.client.info()
+        except (ConnectionError, ConnectionTimeout) as exc:
+            return f"elasticsearch unreachable at {self.url}: {_short(exc)}"
+        except ApiError as exc:
+            return f"elasticsearch at {self.url} answered {exc.meta.status} {exc.error}"
+        return None
+
+
+def _chunks(actions: list[str]) -> Iterator[list[int]]:
+    """Indices of `actions` in requests of at most _CHUNK_ACTIONS actions and about _CHUNK_BYTES."""
+    chunk: list[int] = []
+    size = 0
+    for index, action in enumerate(actions):
+        if chunk and (len(chunk) >= _CHUNK_ACTIONS or size + len(action) > _CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(index)
+        size += len(action)
+    if chunk:
+        yield chunk
+
+
+def _item_error(result: dict[str, Any]) -> str:
+    error = result.get("error") or {}
+    if isinstance(error, dict):
+        reason = error.get("reason") or error.get("type") or "unknown error"
+        cause = error.get("caused_by")
+        while isinstance(cause, dict) and cause.get("caused_by"):  # the innermost cause says what was wrong
+            cause = cause["caused_by"]
+        if isinstance(cause, dict) and cause.get("reason") and cause["reason"] not in reason:
+            reason = f"{reason}: {cause['reason']}"
+    else:
+        reason = str(error)
+    return f"Elasticsearch refused the row ({result.get('status')}): {reason}"
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc.errors[0]) if getattr(exc, "errors", None) else str(exc)
+    return text.splitlines()[0][:200] if text else type(exc).__name__

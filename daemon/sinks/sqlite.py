@@ -1,0 +1,220 @@
+"""The embedded sink: profiles and events in their own SQLite file (config.sink_db), one transaction per batch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import polars as pl
+
+from daemon.errors import RetryableError
+from daemon.sinks.base import (
+    EVENT_COLUMNS,
+    INCOMPLETE_EVENT,
+    INCOMPLETE_PROFILE,
+    PROFILE_COLUMNS,
+    RowFailure,
+    Sink,
+    apply_ops,
+    check_columns,
+    iso_ms,
+    parse_ops,
+    valid_events,
+)
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    account TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    event_id BLOB NOT NULL,
+    name TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    line INTEGER NOT NULL,
+    properties TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (account, identity, event_id);
+CREATE TABLE IF NOT EXISTS profiles (
+    account TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    properties TEXT NOT NULL,
+    PRIMARY KEY (account, identity)
+) WITHOUT ROWID;
+"""
+
+# Errors that say "not now" rather than "never": another writer holds the lock, the disk is full or failing.
+_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PROTOCOL")
+
+_INSERT_EVENT = "INSERT OR IGNORE INTO events (account, identity, event_id, name, ts, line, properties) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_SELECT_PROFILES = (
+    "SELECT identity, ts, properties FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
+)
+_UPSERT_PROFILE = (
+    "INSERT INTO profiles (account, identity, ts, properties) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (account, identity) DO UPDATE SET ts = excluded.ts, properties = excluded.properties"
+)
+
+
+class SQLiteSink(Sink):
+    """One connection used from one worker thread: SQLite has a single writer anyway, and the event loop never blocks."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    def banner(self) -> list[str]:
+        return [f"  sink   sqlite {self.path.resolve()}"]
+
+    async def _run(self, func: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-sqlite")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorname", "").startswith(_TRANSIENT):
+                raise RetryableError(f"sqlite sink {self.path}: {exc}", delay=1.0) from exc
+            raise
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            # Bigger pages make the index shallower; it only applies to a new file (before the first table).
+            conn.execute("PRAGMA page_size=16384")
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a power cut may lose the last commits but never corrupts; the job's
+            # checkpoint is written after the batch commits, so a lost batch is simply written again.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            self._conn = conn
+        return self._conn
+
+    async def start(self) -> None:
+        await self._run(self._create_schema)
+
+    def _create_schema(self) -> None:
+        self._connection().executescript(SCHEMA)
+
+    async def stop(self) -> None:
+        if self._executor is None:
+            return
+        await self._run(self._close)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def write_events(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
+        check_columns(frame, EVENT_COLUMNS, "events")
+        return await self._run(self._write_events, account, frame)
+
+    def _write_events(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
+        complete = valid_events()
+        failures = [RowFailure(line, INCOMPLETE_EVENT) for line in frame.filter(~complete)["line"].to_list()]
+        # Sorted in index order, the inserts walk the unique index forwards instead of jumping around it.
+        rows = (
+            frame.filter(complete)
+            .select(
+                pl.lit(account), "identity", pl.col("event_id").str.decode("hex"), "name", "ts", "line", "properties"
+            )
+            .sort("identity", "event_id")
+        )
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_INSERT_EVENT, rows.iter_rows())
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return failures
+
+    async def write_profiles(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
+        check_columns(frame, PROFILE_COLUMNS, "profiles")
+        return await self._run(self._write_profiles, account, frame)
+
+    def _write_profiles(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
+        failures: list[RowFailure] = []
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            identities = frame["identity"].drop_nulls().unique().to_list()
+            profiles: dict[str, tuple[int, dict[str, Any]]] = {
+                identity: (ts, json.loads(properties))
+                for identity, ts, properties in conn.execute(_SELECT_PROFILES, (account, json.dumps(identities)))
+            }
+            touched: dict[str, None] = {}
+            for line, identity, ts, ops_text in frame.select(PROFILE_COLUMNS).iter_rows():
+                if identity is None or ts is None or ops_text is None:
+                    failures.append(RowFailure(line, INCOMPLETE_PROFILE))
+                    continue
+                try:
+                    ops = parse_ops(ops_text)
+                except ValueError as exc:
+                    failures.append(RowFailure(line, str(exc)))
+                    continue
+                _, properties = profiles.get(identity) or (ts, {})
+                apply_ops(properties, ops)
+                profiles[identity] = (ts, properties)
+                touched[identity] = None
+            conn.executemany(
+                _UPSERT_PROFILE,
+                (
+                    (account, identity, profiles[identity][0], json.dumps(profiles[identity][1], ensure_ascii=False))
+                    for identity in touched
+                ),
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return failures
+
+    async def get_profile(self, account: str, identity: str) -> dict[str, Any] | None:
+        return await self._run(self._get_profile, account, identity)
+
+    def _get_profile(self, account: str, identity: str) -> dict[str, Any] | None:
+        row = (
+            self._connection()
+            .execute("SELECT ts, properties FROM profiles WHERE account = ? AND identity = ?", (account, identity))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return {"identity": identity, "properties": json.loads(row[1]), "ts": iso_ms(row[0])}
+
+    async def list_events(self, account: str, identity: str, limit: int = 1000) -> list[dict[str, Any]]:
+        return await self._run(self._list_events, account, identity, limit)
+
+    def _list_events(self, account: str, identity: str, limit: int) -> list[dict[str, Any]]:
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT name, ts, properties FROM events WHERE account = ? AND identity = ? "
+                "ORDER BY ts, line, event_id LIMIT ?",
+                (account, identity, limit),
+            )
+            .fetchall()
+        )
+        return [{"name": name, "ts": iso_ms(ts), "properties": json.loads(props)} for name, ts, props in rows]
+
+    async def health(self) -> str | None:
+        try:
+            await self._run(lambda: self._connection().execute("SELECT 1").fetchone())
+        except (sqlite3.Error, RetryableError, OSError) as exc:
+            return f"sqlite sink {self.path}: {exc}"
+        return None

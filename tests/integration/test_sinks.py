@@ -1,0 +1,361 @@
+"""One suite, both sink drivers: sqlite and Elasticsearch (noida-db) must store and read back the same things."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from daemon.config import Config, load_config
+from daemon.errors import RetryableError
+from daemon.sinks import RowFailure, Sink, open_sink
+from tests.fixtures.noida import Noida
+
+ACCOUNT = "acme"
+JAN_8_2020 = 1578503667  # 2020-01-08T17:14:27Z
+
+
+def event_id(account: str, identity: str, name: str, ts: int, properties: dict[str, Any]) -> str:
+    text = json.dumps([account, identity, name, str(ts), properties], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def events_frame(rows: list[tuple[str, str, int, dict[str, Any]]], account: str = ACCOUNT) -> pl.DataFrame:
+    """(identity, name, ts in epoch seconds, properties) per row, as the validation engine hands them over."""
+    return pl.DataFrame(
+        {
+            "line": [index + 2 for index in range(len(rows))],
+            "event_id": [event_id(account, *row) for row in rows],
+            "identity": [row[0] for row in rows],
+            "name": [row[1] for row in rows],
+            "ts": [row[2] * 1000 for row in rows],
+            "properties": [json.dumps(row[3]) for row in rows],
+        },
+        schema={
+            "line": pl.Int64,
+            "event_id": pl.Utf8,
+            "identity": pl.Utf8,
+            "name": pl.Utf8,
+            "ts": pl.Int64,
+            "properties": pl.Utf8,
+        },
+    )
+
+
+def profiles_frame(rows: list[tuple[str, int, list[list[Any]]]], first_line: int = 2) -> pl.DataFrame:
+    """(identity, ts in epoch seconds, [[op, property, value], ...]) per row."""
+    return pl.DataFrame(
+        {
+            "line": [first_line + index for index in range(len(rows))],
+            "identity": [row[0] for row in rows],
+            "ts": [row[1] * 1000 for row in rows],
+            "ops": [json.dumps(row[2]) for row in rows],
+        },
+        schema={"line": pl.Int64, "identity": pl.Utf8, "ts": pl.Int64, "ops": pl.Utf8},
+    )
+
+
+class SinkRunner:
+    """A started sink and the event loop it lives on (its HTTP session belongs to that loop)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._runner = asyncio.Runner()
+        self.sink: Sink = open_sink(config)
+
+    def __call__(self, coro: Any) -> Any:
+        return self._runner.run(coro)
+
+    def close(self) -> None:
+        try:
+            self(self.sink.stop())
+        finally:
+            self._runner.close()
+
+
+def sink_config(data_dir: Path, driver: str, url: str = "", prefix: str = "") -> Config:
+    environ = {"INGESTD_DATA_DIR": str(data_dir), "INGESTD_SINK__DRIVER": driver}
+    if driver == "elasticsearch":
+        environ |= {"INGESTD_ELASTICSEARCH__URL": url, "INGESTD_ELASTICSEARCH__INDEX_PREFIX": prefix}
+    return load_config(environ=environ)
+
+
+@pytest.fixture(params=["sqlite", "elasticsearch"])
+def run(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[SinkRunner]:
+    """`run(run.sink.write_events(...))`: a started sink of each driver, stopped at teardown."""
+    if request.param == "elasticsearch":
+        server: Noida = request.getfixturevalue("noida")
+        config = sink_config(data_dir, "elasticsearch", server.url, request.getfixturevalue("es_prefix"))
+    else:
+        config = sink_config(data_dir, "sqlite")
+    runner = SinkRunner(config)
+    runner(runner.sink.start())
+    yield runner
+    runner.close()
+
+
+def test_profile_operations_follow_the_sample_file(run: SinkRunner) -> None:
+    sink = run.sink
+    failures = run(
+        sink.write_profiles(
+            ACCOUNT,
+            profiles_frame(
+                [
+                    (
+                        "john.doe@example.com",
+                        1574668407,
+                        [["$set", "Name", "JohnDoe-001"], ["$add", "Playlist", "Rock"]],
+                    ),
+                    ("jane.doe@example.com", 1574668408, [["$set", "Married", False], ["$remove", "Playlist", "Pop"]]),
+                    (
+                        "john.roe@example.com",
+                        1574668409,
+                        [["$set", "Phone", "+918876543213"], ["$set", "Married", True]],
+                    ),
+                    ("jane.roe@example.com", 1574668410, [["$set", "Phone", "+918876543213"], ["$set", "Age", 28]]),
+                    ("jane.roe@example.com", 1574668411, [["$delete", "Phone", None]]),
+                ]
+            ),
+        )
+    )
+    assert failures == []
+    assert run(sink.get_profile(ACCOUNT, "john.doe@example.com")) == {
+        "identity": "john.doe@example.com",
+        "properties": {"Name": "JohnDoe-001", "Playlist": ["Rock"]},
+        "ts": "2019-11-25T07:53:27Z",
+    }
+    assert run(sink.get_profile(ACCOUNT, "jane.doe@example.com"))["properties"] == {"Married": False}
+    assert run(sink.get_profile(ACCOUNT, "john.roe@example.com"))["properties"] == {
+        "Phone": "+918876543213",
+        "Married": True,
+    }
+    jane_roe = run(sink.get_profile(ACCOUNT, "jane.roe@example.com"))
+    assert jane_roe["properties"] == {"Age": 28}
+    assert jane_roe["ts"] == "2019-11-25T07:53:31Z"  # the last row applied
+
+
+def test_later_rows_win_within_and_across_batches(run: SinkRunner) -> None:
+    sink = run.sink
+    first = profiles_frame(
+        [("a", 100, [["$set", "Age", 21]]), ("a", 50, [["$set", "Age", 22], ["$set", "City", "Pune"]])]
+    )
+    second = profiles_frame([("a", 10, [["$set", "Age", 23]]), ("b", 10, [["$set", "Age", 40]])], first_line=4)
+    assert run(sink.write_profiles(ACCOUNT, first)) == []
+    assert run(sink.get_profile(ACCOUNT, "a"))["properties"] == {"Age": 22, "City": "Pune"}
+    assert run(sink.write_profiles(ACCOUNT, second)) == []
+    profile = run(sink.get_profile(ACCOUNT, "a"))
+    # File order wins, not the ts column: the second batch's row is the later one.
+    assert profile == {"identity": "a", "properties": {"Age": 23, "City": "Pune"}, "ts": "1970-01-01T00:00:10Z"}
+    assert run(sink.get_profile(ACCOUNT, "b"))["properties"] == {"Age": 40}
+
+
+def test_multi_value_properties_add_without_duplicates_and_remove(run: SinkRunner) -> None:
+    sink = run.sink
+    rows = [
+        ("u", 1, [["$set", "Tags", "gold"]]),
+        ("u", 2, [["$add", "Tags", "silver"], ["$add", "Tags", "gold"], ["$add", "Tags", "silver"]]),
+        ("u", 3, [["$add", "Codes", 1], ["$add", "Codes", True], ["$add", "Codes", 1]]),
+        ("u", 4, [["$remove", "Tags", "gold"], ["$remove", "Nothing", "x"]]),
+        ("u", 5, [["$add", "Single", "x"], ["$remove", "Single", "x"]]),
+        ("u", 6, [["$set", "Scalar", "keep"], ["$remove", "Scalar", "other"]]),
+    ]
+    assert run(sink.write_profiles(ACCOUNT, profiles_frame(rows))) == []
+    assert run(sink.get_profile(ACCOUNT, "u"))["properties"] == {
+        "Tags": ["silver"],
+        "Codes": [1, True],  # true is not 1
+        "Scalar": "keep",
+    }
+
+
+def test_writing_the_same_profile_batch_twice_changes_nothing(run: SinkRunner) -> None:
+    sink = run.sink
+    frame = profiles_frame(
+        [
+            ("p", 1, [["$set", "Level", 1], ["$add", "Badges", "a"]]),
+            ("p", 2, [["$add", "Badges", "b"], ["$remove", "Badges", "a"], ["$set", "Level", 2]]),
+            ("q", 3, [["$add", "Badges", "z"]]),
+        ]
+    )
+    run(sink.write_profiles(ACCOUNT, frame))
+    once = [run(sink.get_profile(ACCOUNT, identity)) for identity in ("p", "q")]
+    run(sink.write_profiles(ACCOUNT, frame))  # the worker retrying a batch after a crash
+    assert [run(sink.get_profile(ACCOUNT, identity)) for identity in ("p", "q")] == once
+    assert once[0]["properties"] == {"Level": 2, "Badges": ["b"]}
+
+
+def test_a_bad_profile_operation_fails_its_row_only(run: SinkRunner) -> None:
+    sink = run.sink
+    frame = profiles_frame([("good", 1, [["$set", "A", 1]]), ("bad", 1, [["$append", "A", 1]])])
+    failures = run(sink.write_profiles(ACCOUNT, frame))
+    assert [failure.line for failure in failures] == [3]
+    assert "Profile operation must be one of $add, $set, $remove, $delete" in failures[0].message
+    assert run(sink.get_profile(ACCOUNT, "good"))["properties"] == {"A": 1}
+
+
+def test_events_are_stored_once_and_listed_oldest_first(run: SinkRunner) -> None:
+    sink = run.sink
+    ring = {"Name": "Awesome Ring - 10", "Price": 123.0, "DeliveryDate": "2020-05-12T09:07:12Z", "DeliveryStatus": True}
+    rows = [
+        ("john.doe@example.com", "Purchased", JAN_8_2020, ring),
+        ("john.doe@example.com", "Purchased", JAN_8_2020, {**ring, "Name": "Awesome Ring - 11"}),
+        ("john.doe@example.com", "Charged", JAN_8_2020 - 86400, {"Amount": 5}),
+        ("jane.doe@example.com", "Purchased", JAN_8_2020, ring),
+        ("john.doe@example.com", "Viewed", JAN_8_2020 + 40 * 86400, {}),  # next month: another index in ES
+    ]
+    assert run(sink.write_events(ACCOUNT, events_frame(rows))) == []
+    assert run(sink.write_events(ACCOUNT, events_frame(rows))) == []  # a re-import: nothing new, no failure
+    assert run(sink.write_events(ACCOUNT, events_frame(rows[:1]))) == []
+    events = run(sink.list_events(ACCOUNT, "john.doe@example.com"))
+    assert events == [
+        {"name": "Charged", "ts": "2020-01-07T17:14:27Z", "properties": {"Amount": 5}},
+        {"name": "Purchased", "ts": "2020-01-08T17:14:27Z", "properties": ring},
+        {"name": "Purchased", "ts": "2020-01-08T17:14:27Z", "properties": {**ring, "Name": "Awesome Ring - 11"}},
+        {"name": "Viewed", "ts": "2020-02-17T17:14:27Z", "properties": {}},
+    ]
+    assert len(run(sink.list_events(ACCOUNT, "john.doe@example.com", limit=2))) == 2
+    assert [event["name"] for event in run(sink.list_events(ACCOUNT, "jane.doe@example.com"))] == ["Purchased"]
+
+
+def test_data_is_kept_per_account(run: SinkRunner) -> None:
+    sink = run.sink
+    run(sink.write_events("other", events_frame([("x", "Purchased", JAN_8_2020, {})], account="other")))
+    run(sink.write_profiles("other", profiles_frame([("x", 1, [["$set", "A", 1]])])))
+    assert run(sink.list_events(ACCOUNT, "x")) == []
+    assert run(sink.get_profile(ACCOUNT, "x")) is None
+    assert run(sink.get_profile("other", "x"))["properties"] == {"A": 1}
+    assert len(run(sink.list_events("other", "x"))) == 1
+    assert run(sink.list_events("other", "nobody")) == []
+
+
+def test_rows_breaking_the_frame_contract_become_row_failures(run: SinkRunner) -> None:
+    sink = run.sink
+    frame = events_frame([("a", "Purchased", JAN_8_2020, {"n": 1}), ("a", "Purchased", JAN_8_2020, {"n": 2})])
+    frame = frame.with_columns(name=pl.when(pl.col("line") == 3).then(None).otherwise(pl.col("name")))
+    failures = run(sink.write_events(ACCOUNT, frame))
+    assert failures == [RowFailure(3, "Event could not be stored: it lacks an id, identity, name, ts or properties")]
+    assert [event["properties"] for event in run(sink.list_events(ACCOUNT, "a"))] == [{"n": 1}]
+
+
+def test_identities_longer_than_an_elasticsearch_id_are_stored(run: SinkRunner) -> None:
+    identity = "x" * 1024  # the longest identity the row rules allow
+    assert run(run.sink.write_profiles(ACCOUNT, profiles_frame([(identity, 1, [["$set", "A", "é"]])]))) == []
+    assert run(run.sink.get_profile(ACCOUNT, identity))["properties"] == {"A": "é"}
+
+
+def test_health_is_none_when_the_store_answers(run: SinkRunner) -> None:
+    assert run(run.sink.health()) is None
+
+
+def test_sqlite_sink_uses_its_own_database_file(data_dir: Path) -> None:
+    runner = SinkRunner(sink_config(data_dir, "sqlite"))
+    try:
+        runner(runner.sink.start())
+        runner(runner.sink.write_events(ACCOUNT, events_frame([("a", "Purchased", JAN_8_2020, {})])))
+    finally:
+        runner.close()
+    assert runner.config.sink_db.exists()
+    assert not runner.config.state_db.exists()
+    # Another process (the CLI) reads what the daemon wrote.
+    reader = SinkRunner(sink_config(data_dir, "sqlite"))
+    try:
+        assert [event["name"] for event in reader(reader.sink.list_events(ACCOUNT, "a"))] == ["Purchased"]
+    finally:
+        reader.close()
+
+
+def _get_json(url: str) -> Any:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def test_elasticsearch_layout_is_monthly_event_indices_behind_an_alias(
+    noida: Noida, es_prefix: str, data_dir: Path
+) -> None:
+    runner = SinkRunner(sink_config(data_dir, "elasticsearch", noida.url, es_prefix))
+    try:
+        runner(runner.sink.start())
+        rows = [("a", "Purchased", JAN_8_2020, {}), ("a", "Purchased", JAN_8_2020 + 40 * 86400, {})]
+        runner(runner.sink.write_events(ACCOUNT, events_frame(rows)))
+        runner(runner.sink.write_profiles(ACCOUNT, profiles_frame([("a", 1, [["$set", "A", 1]])])))
+    finally:
+        runner.close()
+    aliases = _get_json(f"{noida.url}/_alias/{es_prefix}-events")
+    assert sorted(aliases) == [f"{es_prefix}-events-2020.01", f"{es_prefix}-events-2020.02"]
+    profile = _get_json(f"{noida.url}/{es_prefix}-profiles/_doc/{ACCOUNT}:a")
+    assert profile["_source"]["properties"] == {"A": 1}
+
+
+def test_elasticsearch_outage_raises_retryable_and_recovers(make_noida: Any, es_prefix: str, data_dir: Path) -> None:
+    server: Noida = make_noida()
+    runner = SinkRunner(sink_config(data_dir, "elasticsearch", server.url, es_prefix))
+    sink = runner.sink
+    sink.attempts, sink.first_delay = 2, 0.05  # keep the test short; the behaviour is the same
+    frame = events_frame([("a", "Purchased", JAN_8_2020, {"n": 1})])
+    try:
+        runner(sink.start())
+        server.stop()
+        with pytest.raises(RetryableError, match=f"elasticsearch unreachable at {server.url}"):
+            runner(sink.write_events(ACCOUNT, frame))
+        assert runner(sink.health()).startswith(f"elasticsearch unreachable at {server.url}")
+        server.start()
+        deadline = time.monotonic() + 30
+        while runner(sink.health()) is not None:
+            assert time.monotonic() < deadline, "sink never saw Elasticsearch again"
+            time.sleep(0.1)
+        assert runner(sink.write_events(ACCOUNT, frame)) == []  # the worker retries the same batch
+        assert len(runner(sink.list_events(ACCOUNT, "a"))) == 1
+    finally:
+        runner.close()
+
+
+def test_elasticsearch_down_at_start_does_not_stop_the_daemon(make_noida: Any, es_prefix: str, data_dir: Path) -> None:
+    server: Noida = make_noida()
+    server.stop()
+    runner = SinkRunner(sink_config(data_dir, "elasticsearch", server.url, es_prefix))
+    runner.sink.attempts, runner.sink.first_delay = 1, 0.05
+    try:
+        runner(runner.sink.start())  # logs that Elasticsearch is unavailable, does not raise
+        server.start()
+        # The first write creates the templates it could not create at start.
+        assert runner(runner.sink.write_events(ACCOUNT, events_frame([("a", "Purchased", JAN_8_2020, {})]))) == []
+        assert len(runner(runner.sink.list_events(ACCOUNT, "a"))) == 1
+    finally:
+        runner.close()
+
+
+def test_elasticsearch_refusals_become_row_failures(noida: Noida, es_prefix: str, data_dir: Path) -> None:
+    runner = SinkRunner(sink_config(data_dir, "elasticsearch", noida.url, es_prefix))
+    try:
+        runner(runner.sink.start())
+        january = ("a", "Purchased", JAN_8_2020, {"n": 1})
+        runner(runner.sink.write_events(ACCOUNT, events_frame([january])))
+        # An operator made January's index read-only: its rows fail, February's are stored.
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{noida.url}/{es_prefix}-events-2020.01/_settings",
+            data=json.dumps({"index.blocks.write": True}).encode(),
+            method="PUT",
+            headers={"content-type": "application/json"},
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+        rows = [january, ("a", "Purchased", JAN_8_2020, {"n": 2}), ("a", "Purchased", JAN_8_2020 + 40 * 86400, {})]
+        failures = runner(runner.sink.write_events(ACCOUNT, events_frame(rows)))
+        # Both January rows are refused (even the one already stored: the block is checked first).
+        assert [failure.line for failure in failures] == [2, 3]
+        assert "blocked" in failures[0].message
+        assert [event["ts"] for event in runner(runner.sink.list_events(ACCOUNT, "a"))] == [
+            "2020-01-08T17:14:27Z",
+            "2020-02-17T17:14:27Z",
+        ]
+    finally:
+        runner.close()
