@@ -133,6 +133,40 @@ def test_partner_guide_explains_every_message_partners_can_see(module: str, excl
     assert missing == [], f"partner-guide.md's troubleshooting tables do not explain: {missing}"
 
 
+def test_partner_guide_explains_every_row_and_file_problem() -> None:
+    rules = importlib.import_module("manifests.rules")
+    base = importlib.import_module("daemon.sinks.base")
+    guide = DOCS["partner-guide.md"]
+    row_table = {row[0] for row in _table(guide, "### In the error file")}
+    row_messages = [
+        value
+        for name, value in vars(rules).items()
+        if name.isupper() and isinstance(value, str) and re.match(r"^[A-Z][a-z]+ [a-z]", value)
+    ]
+    row_messages = [m for m in row_messages if m != rules.FILE_PREFIX]
+    row_messages += [*rules.TYPE_PROBLEMS.values(), base.INCOMPLETE_EVENT, base.INCOMPLETE_PROFILE]
+    assert len(row_messages) > 10
+    assert [m for m in row_messages if m not in row_table] == [], "row problems missing from the partner guide"
+    assert any(row.startswith(rules.ragged_row(3, 4).split(" 3 ")[0]) for row in row_table)
+
+    file_table = {row[0] for row in _table(guide, "#### File problems")}
+    details = [
+        value
+        for name, value in vars(rules).items()
+        if name.startswith("FILE_") and isinstance(value, str) and value[0].islower()
+    ]
+    details += [
+        rules.file_duplicate("x", 1, 2).split("'")[0],
+        rules.file_too_many_columns(300).split("300")[0],
+        rules.file_empty_name(3).split("3")[0],
+        rules.file_malformed(7, "x").split("7")[0],
+    ]
+    assert len(details) >= 6
+    missing = [d for d in details if not any(row.startswith(d.rstrip()) for row in file_table)]
+    assert missing == [], "file problems missing from the partner guide"
+    assert rules.FILE_PREFIX.strip() in guide
+
+
 def test_partner_guide_lists_every_job_status() -> None:
     from daemon.store.jobs import STATUSES
 
