@@ -79,6 +79,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
+    except Exception as exc:
+        # Recorded with its traceback for ops; the caller gets one line, never a stack trace.
+        log.exception("%s %s failed", request.method, request.path)
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        if _is_api(request.path):
+            return api.json_error(500, message)
+        return pages.error_page(500, message)
 
 
 def make_app(config: Config, db: StateDB, health: dict[str, Any] | None = None) -> web.Application:

@@ -286,3 +286,16 @@ def test_unknown_api_paths_and_methods_answer_in_json(serve: Callable[..., Serve
     page = served.get("/no-such-page")
     assert page.status == 404
     assert "<html" in page.text
+
+
+def test_a_broken_state_store_gives_a_one_line_500_and_the_server_keeps_serving(serve: Callable[..., Served]) -> None:
+    served = serve()
+    with served.db.transaction() as conn:
+        conn.execute("DROP TABLE jobs")
+    broken = served.get("/api/imports")
+    assert broken.status == 500
+    assert broken.json()["error"].startswith("internal error: OperationalError: no such table: jobs")
+    page = served.get("/")
+    assert page.status == 500
+    assert "Traceback" not in page.text
+    assert served.get("/healthz").status == 200
