@@ -140,11 +140,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def _refresh_gauges(db: StateDB) -> None:
-    # Depths are read from the state store at scrape time so they are right after a restart too.
-    queued = db.query("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'waiting_for_data')")[0][0]
-    pending = db.query("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")[0][0]
-    metrics.QUEUE_DEPTH.set(queued)
-    metrics.OUTBOX_DEPTH.set(pending)
+    # Depths are read from the state store at scrape time, through the owners' own queries, so they
+    # are right after a restart and whichever component last touched them.
+    from daemon.store.jobs import JobStore
+    from notifier.outbox import Outbox
+
+    metrics.QUEUE_DEPTH.set(JobStore(db).pending_count())
+    metrics.OUTBOX_DEPTH.set(Outbox(db).depth())
 
 
 async def prometheus(request: web.Request) -> web.Response:

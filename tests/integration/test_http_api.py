@@ -233,6 +233,12 @@ def test_metrics_are_prometheus_text_with_depths_read_from_the_store(serve: Call
     served.add_import("acme", "a.manifest", "queued")
     served.add_import("acme", "b.manifest", "waiting_for_data")
     served.add_import("acme", "c.manifest", "processing")
+    from notifier.outbox import Outbox
+
+    with served.db.transaction() as conn:
+        sent = Outbox.add(conn, "email", 1, "picked_up", "partner@example.com", b"Subject: a\r\n\r\nx")
+        Outbox.add(conn, "email", 1, "succeeded", "partner@example.com", b"Subject: b\r\n\r\ny")
+    Outbox(served.db).mark_sent(sent)
     response = served.get("/metrics")
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain")
@@ -250,7 +256,7 @@ def test_metrics_are_prometheus_text_with_depths_read_from_the_store(serve: Call
     ):
         assert f"# TYPE {name.removesuffix('_total').removesuffix('_bucket')}" in text, name
     assert re.search(r"^ingestd_queue_depth 2\.0$", text, re.MULTILINE)
-    assert re.search(r"^ingestd_outbox_depth 0\.0$", text, re.MULTILINE)
+    assert re.search(r"^ingestd_outbox_depth 1\.0$", text, re.MULTILINE)
 
 
 def test_token_guards_everything_but_healthz(serve: Callable[..., Served]) -> None:
