@@ -206,6 +206,13 @@ class ElasticsearchSink(Sink):
             except (ConnectionError, ConnectionTimeout, SerializationError) as exc:
                 reason = f"elasticsearch unreachable at {self.url}: {_short(exc)}"
             except ApiError as exc:
+                if exc.meta.status in (401, 403):
+                    # Wrong credentials are fixed by an operator, not by retrying now: pause, lose nothing.
+                    SINK_ERRORS.labels(kind="auth").inc()
+                    raise RetryableError(
+                        f"elasticsearch at {self.url} refused the credentials ({exc.meta.status} {exc.error})",
+                        delay=self.config.max_retry_delay,
+                    ) from exc
                 if exc.meta.status != 429 and exc.meta.status < 500:
                     raise
                 reason = f"elasticsearch at {self.url} answered {exc.meta.status} {exc.error}"
@@ -386,5 +393,6 @@ def _item_error(result: dict[str, Any]) -> str:
 
 
 def _short(exc: Exception) -> str:
-    text = str(exc.errors[0]) if getattr(exc, "errors", None) else str(exc)
+    # elastic_transport's str() is only "Connection error"; .message has the cause ("Cannot connect to host ...").
+    text = str(getattr(exc, "message", "") or exc)
     return text.splitlines()[0][:200] if text else type(exc).__name__

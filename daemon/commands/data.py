@@ -1,0 +1,94 @@
+"""`ingestd profiles get` and `ingestd events list`: read back what was ingested, from the configured sink."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from daemon.config import Config
+from daemon.errors import IngestdError, NotFoundError, UsageError
+from daemon.sinks import Sink, open_sink
+from daemon.store.keys import ACCOUNT_RE
+
+T = TypeVar("T")
+MAX_IDENTITY = 1024  # the row rules' limit: nothing longer was ever stored
+
+
+def get_profile(args: argparse.Namespace, config: Config) -> int:
+    account, identity = _check(args.account, args.identity)
+    profile = _read(config, lambda sink: sink.get_profile(account, identity))
+    if profile is None:
+        raise NotFoundError(f"no profile {identity!r} in account {account!r}")
+    if args.json:
+        print(json.dumps(profile, indent=2, ensure_ascii=False))
+        return 0
+    print(f"identity:   {profile['identity']}")
+    print(f"updated:    {profile['ts']}")
+    properties = profile["properties"]
+    if not properties:
+        print("properties: (none)")
+        return 0
+    print("properties:")
+    width = max(len(name) for name in properties)
+    for name in sorted(properties):
+        print(f"  {name.ljust(width)}  {_value(properties[name])}")
+    return 0
+
+
+def list_events(args: argparse.Namespace, config: Config) -> int:
+    account, identity = _check(args.account, args.identity)
+    events = _read(config, lambda sink: sink.list_events(account, identity))
+    if not events:
+        raise NotFoundError(f"no events for {identity!r} in account {account!r}")
+    if args.json:
+        print(json.dumps(events, indent=2, ensure_ascii=False))
+        return 0
+    name_width = max(len("NAME"), *(len(event["name"]) for event in events))
+    ts_width = max(len("TS"), *(len(event["ts"]) for event in events))
+    print(f"{'TS'.ljust(ts_width)}  {'NAME'.ljust(name_width)}  PROPERTIES")
+    for event in events:
+        properties = json.dumps(event["properties"], ensure_ascii=False)
+        print(f"{event['ts'].ljust(ts_width)}  {event['name'].ljust(name_width)}  {properties}")
+    return 0
+
+
+def _check(account: str, identity: str) -> tuple[str, str]:
+    if not ACCOUNT_RE.match(account):
+        raise UsageError(f"account {account!r}: expected letters, digits, '.', '_' or '-' (at most 64)")
+    if not identity.strip():
+        raise UsageError("identity: expected a non-empty identity")
+    if len(identity) > MAX_IDENTITY:
+        raise UsageError(f"identity: at most {MAX_IDENTITY} characters, found {len(identity)}")
+    return account, identity
+
+
+def _read(config: Config, query: Callable[[Sink], Awaitable[T]]) -> T | None:
+    """Run one read against the configured sink; None when the sqlite sink was never created."""
+    if config.sink.driver == "sqlite" and not config.sink_db.exists():
+        return None  # a read must not create a data directory
+    return asyncio.run(_query(config, query))
+
+
+async def _query(config: Config, query: Callable[[Sink], Awaitable[T]]) -> T:
+    sink = open_sink(config)
+    if config.sink.driver == "sqlite":
+        await sink.start()  # creates the tables of a sink file the daemon has not finished setting up
+    else:
+        sink.attempts = 1  # type: ignore[attr-defined]  # a person is waiting: say at once that Elasticsearch is down
+    try:
+        return await query(sink)
+    except IngestdError:
+        raise
+    except Exception as exc:
+        # The store answered something unexpected: one line naming it, not a traceback.
+        raise IngestdError(f"{config.sink.driver} sink: {type(exc).__name__}: {exc}") from exc
+    finally:
+        await sink.stop()
+
+
+def _value(value: Any) -> str:
+    # Strings as they are; everything else (numbers, booleans, multi-value arrays) as JSON, so true is not "True".
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
