@@ -192,3 +192,20 @@ def test_readme_http_table_matches_the_routes() -> None:
     app = make_app(Config(), StateDB.__new__(StateDB))  # routes only: the store is never queried
     routes = {f"{route.method} {route.resource.canonical}" for route in app.router.routes() if route.method != "HEAD"}
     assert documented == routes
+
+
+def test_ops_guide_log_events_are_ones_the_code_emits() -> None:
+    from daemon.store.jobs import FINAL
+
+    source = "\n".join(
+        path.read_text(encoding="utf-8")
+        for package in ("daemon", "notifier")
+        for path in (ROOT / package).rglob("*.py")
+    )
+    documented = [
+        name for row in _table(DOCS["ops-guide.md"], "### Logs") for name in re.findall(r"`([a-z_.]+)`", row[0])
+    ]
+    assert len(documented) > 10
+    # Final statuses are logged as f"job.{status}".
+    emitted = [name for name in documented if f'"{name}"' in source or (name.startswith("job.") and name[4:] in FINAL)]
+    assert sorted(set(documented) - set(emitted)) == [], "docs/ops-guide.md lists log events nothing emits"
