@@ -1,0 +1,276 @@
+"""Emails of real imports: files uploaded over SFTP to `ingestd serve`, mails received by a real SMTP server."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.daemon import Daemon
+from tests.fixtures.smtp import Received, SMTPServer
+from tests.fixtures.sshkeys import sftp_batch
+
+ACCOUNT = "acme"
+PARTNER = "partner@example.com"
+OPS = "ops@example.com"
+
+EVENTS_CSV = """\
+event_name,time_stamp,identity,cookie_id,item_name,item_price,item_delivery_date,status_delivered
+Purchased,1578503667,john.doe@example.com,cookie_123,Awesome Ring - 10,123,$D_1589274432,true
+Purchased,1578503667,john.doe@example.com,cookie_123,Awesome Ring - 11,123,$D_1589274432,false
+Purchased,1578503667,john.doe@example.com,cookie_123,Awesome Ring - 12,123,$D_1589274432,1
+Purchased,1578503667,john.doe@example.com,cookie_123,Awesome Ring - 13,123,$D_1589274432,0
+"""
+EVENTS_MANIFEST = {
+    "fileName": "events.csv",
+    "type": "event",
+    "columns": {
+        "event_name": {"ctName": "evtName"},
+        "time_stamp": {"ctName": "ts", "dataType": "INTEGER"},
+        "item_price": {"ctName": "Price", "dataType": "FLOAT"},
+        "status_delivered": {"ctName": "DeliveryStatus", "dataType": "BOOLEAN"},
+    },
+    "clientEmail": PARTNER,
+}
+
+
+def profile_manifest(file_name: str, **extra: Any) -> dict[str, Any]:
+    return {"fileName": file_name, "type": "profile", "clientEmail": PARTNER, **extra}
+
+
+class Partner:
+    """A partner's local folder and SFTP session to the daemon."""
+
+    def __init__(self, daemon: Daemon, key: Path, folder: Path) -> None:
+        self.daemon, self.key, self.folder = daemon, key, folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def upload(self, csv_name: str | None, csv_data: str | bytes, manifest_name: str, manifest: Any) -> None:
+        """`put` the CSV (if any), then the manifest, in one SFTP session."""
+        paths = []
+        if csv_name is not None:
+            paths.append(self._write(csv_name, csv_data))
+        paths.append(self._write(manifest_name, manifest if isinstance(manifest, str) else json.dumps(manifest)))
+        result = sftp_batch(self.daemon.sftp_port, ACCOUNT, self.key, [f'put "{p}" "{p.name}"' for p in paths])
+        assert result.returncode == 0, result.stderr
+
+    def get(self, remote: str) -> bytes:
+        local = self.folder / f"fetched-{time.monotonic_ns()}"
+        result = sftp_batch(self.daemon.sftp_port, ACCOUNT, self.key, [f'get "{remote}" "{local}"'])
+        assert result.returncode == 0, result.stderr
+        return local.read_bytes()
+
+    def _write(self, name: str, data: str | bytes) -> Path:
+        path = self.folder / name
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        return path
+
+
+@pytest.fixture
+def mail_daemon(
+    make_daemon: Callable[..., Daemon], smtp_server: SMTPServer, keypair: tuple[Path, Path], tmp_path: Path
+) -> Callable[..., tuple[Daemon, Partner]]:
+    """Factory: a daemon sending to `smtp_server` (ops copied), with the partner's key registered."""
+
+    def factory(**env: str) -> tuple[Daemon, Partner]:
+        daemon = make_daemon(
+            INGESTD_SMTP__HOST=smtp_server.host,
+            INGESTD_SMTP__PORT=str(smtp_server.port),
+            INGESTD_SMTP__MAX_RETRY_DELAY="1s",
+            INGESTD_NOTIFY__OPS_EMAILS=OPS,
+            **env,
+        )
+        daemon.add_key(ACCOUNT, keypair[1])
+        return daemon, Partner(daemon, keypair[0], tmp_path / "partner")
+
+    return factory
+
+
+def job_mails(server: SMTPServer, count: int, daemon: Daemon, timeout: float = 90) -> list[Received]:
+    try:
+        return server.wait_for(count, timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{daemon.log()[-4000:]}") from None
+
+
+def until_event(server: SMTPServer, event: str, daemon: Daemon, timeout: float = 90) -> list[Received]:
+    """Every email received by the time one for `event` arrived."""
+    deadline = time.monotonic() + timeout
+    while not any(mail.event == event for mail in list(server.messages)):
+        assert time.monotonic() < deadline, f"no {event} email\n{daemon.log()[-4000:]}"
+        time.sleep(0.1)
+    return list(server.messages)
+
+
+def events_of(mails: list[Received]) -> list[str]:
+    return [mail.event for mail in mails]
+
+
+def imports(daemon: Daemon) -> list[dict[str, Any]]:
+    result = daemon.cli("imports", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    return list(reversed(json.loads(result.stdout)))
+
+
+def test_pickup_then_success(mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer) -> None:
+    daemon, partner = mail_daemon()
+    partner.upload("events.csv", EVENTS_CSV, "events.manifest", EVENTS_MANIFEST)
+    picked, done = job_mails(smtp_server, 2, daemon)
+    (job,) = imports(daemon)
+    assert events_of([picked, done]) == ["picked_up", "succeeded"]
+    assert picked.subject == "[acme] Picked up: events.csv"
+    assert done.subject == "[acme] Imported: events.csv (4 rows)"
+    for mail in (picked, done):
+        assert mail.rcpt_tos == [PARTNER, OPS]
+        assert mail.message["X-Ingestd-Job"] == str(job["id"])
+    text = done.text()
+    assert "events.csv was imported: all 4 rows." in text
+    assert "Rows imported: 4" in text and f"Job id:        {job['id']}" in text
+    assert done.attachments() == []
+
+
+def test_pickup_progress_completion(
+    mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
+) -> None:
+    # Batches of 100 rows and a zero interval: a progress email after every batch but the last.
+    daemon, partner = mail_daemon(INGESTD_NOTIFY__PROGRESS_INTERVAL="0s", INGESTD_JOBS__BATCH_ROWS="100")
+    rows = "".join(f"user{index},Name {index}\n" for index in range(350))
+    partner.upload("big.csv", "identity,Name\n" + rows, "big.manifest", profile_manifest("big.csv"))
+    mails = until_event(smtp_server, "succeeded", daemon)
+    kinds = events_of(mails)
+    assert kinds[0] == "picked_up" and kinds[-1] == "succeeded"
+    progress = [mail for mail in mails if mail.event == "progress"]
+    assert progress, kinds
+    first = progress[0]
+    assert first.subject.startswith("[acme] In progress, ") and first.subject.endswith(" done: big.csv")
+    assert "Rows so far:   100" in first.text()
+    assert "Time left:" in first.text()
+    assert mails[-1].subject == "[acme] Imported: big.csv (350 rows)"
+
+
+def test_an_incorrect_manifest_is_reported_to_the_recovered_address_and_ops(
+    mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
+) -> None:
+    daemon, partner = mail_daemon()
+    manifest = {"filename": "a.csv", "type": "profile", "clientEmail": "someone@example.com"}
+    partner.upload("a.csv", "identity,Name\njohn,John\n", "a.manifest", manifest)
+    (mail,) = job_mails(smtp_server, 1, daemon)
+    assert mail.event == "failed"
+    assert mail.subject.endswith("(manifest has errors)")
+    assert mail.rcpt_tos == ["someone@example.com", OPS]
+    text = mail.text()
+    assert "did you mean 'fileName'?" in text
+    assert "Correct the manifest" in text
+
+
+def test_an_unparseable_manifest_still_tells_ops(
+    mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
+) -> None:
+    daemon, partner = mail_daemon()
+    partner.upload(None, "", "broken.manifest", "{not json")
+    (mail,) = job_mails(smtp_server, 1, daemon)
+    assert mail.rcpt_tos == [OPS]
+    assert mail.subject == "[acme] Failed: broken.manifest (manifest has errors)"
+
+
+def test_no_data_file_found(mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer) -> None:
+    daemon, partner = mail_daemon(INGESTD_JOBS__DATA_FILE_GRACE="1s")
+    partner.upload(None, "", "lost.manifest", profile_manifest("lost.csv"))
+    (mail,) = job_mails(smtp_server, 1, daemon)
+    assert mail.subject == "[acme] Failed: lost.csv (no data file found)"
+    assert "Upload the data file first" in mail.text()
+
+
+def test_a_file_that_cannot_be_read(
+    mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
+) -> None:
+    daemon, partner = mail_daemon()
+    partner.upload("bad.csv", b"identity,Name\njohn,J\xff\xfe\n", "bad.manifest", profile_manifest("bad.csv"))
+    mails = job_mails(smtp_server, 2, daemon)
+    assert events_of(mails) == ["picked_up", "failed"]
+    assert mails[1].subject == "[acme] Failed: bad.csv (file couldn't be read)"
+    assert "couldn't be read" in mails[1].text()
+
+
+def test_all_rows_failed_attaches_every_row(
+    mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
+) -> None:
+    daemon, partner = mail_daemon()
+    partner.upload(
+        "none.csv", "identity,Phone\n,+14155550100\njane,12345\n", "none.manifest", profile_manifest("none.csv")
+    )
+    _, failed = job_mails(smtp_server, 2, daemon)
+    (job,) = imports(daemon)
+    assert failed.subject == "[acme] Failed: none.csv (all rows failed)"
+    ((name, content),) = failed.attachments()
+    assert name == job["details"]["error_csv"].removeprefix("errors/")
+    assert content == partner.get(job["details"]["error_csv"])
+    assert content.decode().splitlines()[0] == "identity,Phone,Failure Description"
+
+
+def test_completed_with_errors_attaches_exactly_the_partners_error_csv(
+    mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
+) -> None:
+    daemon, partner = mail_daemon()
+    text = "identity,Name,Phone\njohn,John,+14155550100\n,Nobody,+14155550101\njane,Jane,12345\n"
+    partner.upload("mixed.csv", text, "mixed.manifest", profile_manifest("mixed.csv"))
+    _, mail = job_mails(smtp_server, 2, daemon)
+    (job,) = imports(daemon)
+    assert mail.subject == "[acme] Imported with errors: mixed.csv (2 of 3 rows failed)"
+    ((name, content),) = mail.attachments()
+    remote = job["details"]["error_csv"]
+    assert name == remote.removeprefix("errors/")
+    assert content == partner.get(remote)
+    body = mail.text()
+    assert f"get {remote}" in body
+    assert "1 row   Phone number is not valid" in body or "1 row   Phone: Phone number is not valid" in body
+
+
+def test_a_large_error_csv_is_compressed_then_cut_to_its_first_rows(
+    mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
+) -> None:
+    daemon, partner = mail_daemon(INGESTD_NOTIFY__MAX_ATTACHMENT="4KiB")
+    rng = random.Random(5)
+    noise = lambda: "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(30))  # noqa: E731
+    rows = "".join(f"user{index},{noise()},12345\n" for index in range(400))  # every Phone invalid, ~20 KB
+    partner.upload("many.csv", "identity,Note,Phone\n" + rows, "many.manifest", profile_manifest("many.csv"))
+    _, mail = job_mails(smtp_server, 2, daemon)
+    (job,) = imports(daemon)
+    full = partner.get(job["details"]["error_csv"])
+    ((name, content),) = mail.attachments()
+    assert len(content) <= 4096
+    first = gzip.decompress(content)
+    count = len(first.decode().splitlines()) - 1
+    assert full.startswith(first) and 0 < count < 400
+    assert name.endswith(f".first-{count}-rows.csv.gz")
+    assert f"the first {count:,} of 400 rejected rows only" in " ".join(mail.text().split())
+
+
+def test_smtp_down_and_a_daemon_restart_lose_no_email_and_send_none_twice(
+    mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
+) -> None:
+    daemon, partner = mail_daemon()
+    smtp_server.stop()
+    partner.upload("events.csv", EVENTS_CSV, "events.manifest", EVENTS_MANIFEST)
+    deadline = time.monotonic() + 90
+    while not [job for job in imports(daemon) if job["finished_at"]]:
+        assert time.monotonic() < deadline, daemon.log()[-4000:]
+        time.sleep(0.2)
+    daemon.stop()
+    smtp_server.start()
+    daemon.start()
+    mails = job_mails(smtp_server, 2, daemon)
+    assert events_of(mails) == ["picked_up", "succeeded"]
+    # A second import as a marker: once its emails are in, the first job's would have been resent by now.
+    partner.upload("events.csv", EVENTS_CSV, "again.manifest", EVENTS_MANIFEST)
+    mails = job_mails(smtp_server, 4, daemon)
+    assert events_of(mails) == ["picked_up", "succeeded", "picked_up", "succeeded"]
+    assert max(Counter(mail.message_id for mail in mails).values()) == 1
+    assert "notify.retry" in daemon.log()
