@@ -10,15 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-try:  # The engine's wording of a row's problems; the fallback keeps the same format.
-    from manifests.errors_csv import failure_description
-except ImportError:  # pragma: no cover - only while the engine is being written
-
-    def failure_description(problems: list[tuple[str | None, str]]) -> str:
-        return "; ".join(f"{col}: {msg}" if col else msg for col, msg in problems)
-
-
-FAILURE_COLUMN = "Failure Description"
+from manifests.errors_csv import FAILURE_COLUMN, failure_description
 
 
 @dataclass
