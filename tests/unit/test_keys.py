@@ -1,0 +1,176 @@
+"""`ingestd keys add|list|revoke`: accepted key types, clear refusals with exit 2, not-found with exit 1."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from daemon.cli import main
+from daemon.store import StateDB
+from daemon.store.keys import KeyStore
+from tests.fixtures.sshkeys import make_keypair
+
+
+@pytest.fixture
+def keys_dir(tmp_path: Path) -> Path:
+    return tmp_path / "keys"
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Run the real CLI in-process against a data dir under tmp_path: returns (exit code, stdout, stderr)."""
+    for name in [name for name in __import__("os").environ if name.upper().startswith("INGESTD_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("INGESTD_DATA_DIR", str(tmp_path / "data"))
+
+    def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
+        if stdin is not None:
+            monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def ssh_keygen_fingerprint(public: Path) -> str:
+    output = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(public)], capture_output=True, text=True)
+    return output.stdout.split()[1]
+
+
+@pytest.mark.parametrize(
+    ("key_type", "bits", "algorithm"),
+    [
+        ("ed25519", None, "ssh-ed25519"),
+        ("ecdsa", 256, "ecdsa-sha2-nistp256"),
+        ("ecdsa", 521, "ecdsa-sha2-nistp521"),
+        ("rsa", 2048, "ssh-rsa"),
+    ],
+)
+def test_accepted_key_types_print_the_ssh_keygen_fingerprint(cli, keys_dir, key_type, bits, algorithm) -> None:  # type: ignore[no-untyped-def]
+    _, public = make_keypair(keys_dir, name=f"id_{key_type}_{bits}", key_type=key_type, bits=bits)
+    code, out, err = cli("keys", "add", "acme", str(public))
+    assert (code, err) == (0, "")
+    fingerprint = ssh_keygen_fingerprint(public)
+    assert fingerprint.startswith("SHA256:") and fingerprint in out
+    code, out, _ = cli("keys", "list", "acme", "--json")
+    [key] = json.loads(out)
+    assert key["algorithm"] == algorithm and key["fingerprint"] == fingerprint
+    assert key["bits"] == (bits or 256)
+    assert key["name"] == f"id_{key_type}_{bits}"  # the key's comment
+
+
+def test_weak_rsa_key_is_refused(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+    _, public = make_keypair(keys_dir, name="weak", key_type="rsa", bits=1024)
+    code, out, err = cli("keys", "add", "acme", str(public))
+    assert code == 2 and out == ""
+    assert (
+        err
+        == f"ingestd: error: key file {public}: RSA key of 1024 bits is too weak; use at least 2048 bits, or ed25519\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "no public key found"),
+        ("hello world\n", "not an OpenSSH public key"),
+        ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA== x\n", "malformed ssh-ed25519 public key"),
+        ("ssh-ed25519 !!!notbase64 x\n", "malformed ssh-ed25519 public key"),
+        ("ssh-dss AAAAB3NzaC1kc3MAAACBAP8= old\n", "key type 'ssh-dss' is not accepted"),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----\n", "this is a private key"),
+    ],
+)
+def test_malformed_key_files_are_refused_with_a_reason(cli, tmp_path, content, message) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "key.pub"
+    path.write_text(content)
+    code, out, err = cli("keys", "add", "acme", str(path))
+    assert code == 2 and out == ""
+    assert err.startswith(f"ingestd: error: key file {path}: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_a_file_with_two_keys_is_refused(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+    _, first = make_keypair(keys_dir, name="one")
+    _, second = make_keypair(keys_dir, name="two")
+    both = keys_dir / "both.pub"
+    both.write_text(first.read_text() + second.read_text())
+    code, _, err = cli("keys", "add", "acme", str(both))
+    assert code == 2 and "contains 2 lines; add one key at a time" in err
+
+
+def test_missing_key_file_and_bad_account_are_usage_errors(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+    _, public = make_keypair(keys_dir)
+    assert cli("keys", "add", "acme", str(keys_dir / "nope.pub"))[2] == (
+        f"ingestd: error: key file {keys_dir / 'nope.pub'}: not found\n"
+    )
+    for account in (".acme", "ac me", "a" * 65, "acme/../x"):
+        code, _, err = cli("keys", "add", account, str(public))
+        assert code == 2 and f"invalid account {account!r}" in err
+
+
+def test_duplicate_key_or_name_is_refused_but_another_account_may_share_a_key(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+    _, public = make_keypair(keys_dir, name="laptop")
+    _, other = make_keypair(keys_dir, name="other")
+    assert cli("keys", "add", "acme", str(public))[0] == 0
+    code, _, err = cli("keys", "add", "acme", str(public), "--name", "again")
+    assert code == 2 and "is already registered for account 'acme' as 'laptop'" in err
+    code, _, err = cli("keys", "add", "acme", str(other), "--name", "laptop")
+    assert code == 2 and "already has a key named 'laptop'" in err
+    assert cli("keys", "add", "globex", str(public))[0] == 0
+    code, out, _ = cli("keys", "list", "--json")
+    assert [(key["account"], key["name"]) for key in json.loads(out)] == [("acme", "laptop"), ("globex", "laptop")]
+
+
+def test_add_from_stdin_with_a_name_creates_the_drop_folder(cli, keys_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, public = make_keypair(keys_dir)
+    code, out, _ = cli("keys", "add", "acme", "-", "--name", "ci-runner", "--json", stdin=public.read_text())
+    assert code == 0
+    added = json.loads(out)
+    assert added["name"] == "ci-runner" and added["account"] == "acme" and added["fingerprint"].startswith("SHA256:")
+    assert (tmp_path / "data" / "drop" / "acme").is_dir()
+
+
+def test_list_shows_a_table_and_unknown_accounts_exit_1(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+    _, public = make_keypair(keys_dir, name="laptop")
+    cli("keys", "add", "acme", str(public))
+    code, out, _ = cli("keys", "list")
+    assert code == 0
+    header, row = out.splitlines()
+    assert header.split() == ["ACCOUNT", "NAME", "TYPE", "BITS", "FINGERPRINT", "ADDED"]
+    assert row.split()[:4] == ["acme", "laptop", "ssh-ed25519", "256"]
+    code, out, err = cli("keys", "list", "nobody")
+    assert (code, out, err) == (1, "", "ingestd: error: no account 'nobody'\n")
+
+
+def test_revoke_by_name_or_fingerprint(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+    _, first = make_keypair(keys_dir, name="first")
+    _, second = make_keypair(keys_dir, name="second")
+    cli("keys", "add", "acme", str(first))
+    cli("keys", "add", "acme", str(second))
+    code, out, _ = cli("keys", "revoke", "acme", "first")
+    assert code == 0 and out.startswith("revoked key 'first' (SHA256:")
+    fingerprint = ssh_keygen_fingerprint(second)
+    code, out, _ = cli("keys", "revoke", "acme", fingerprint.removeprefix("SHA256:"), "--json")
+    assert code == 0 and json.loads(out)["name"] == "second"
+    assert json.loads(cli("keys", "list", "acme", "--json")[1]) == []
+    code, _, err = cli("keys", "revoke", "acme", "first")
+    assert code == 1 and "has no key named or with fingerprint 'first'" in err
+    code, _, err = cli("keys", "revoke", "nobody", "first")
+    assert code == 1 and "no account 'nobody'" in err
+
+
+def test_keystore_fingerprints_follow_adds_and_revokes(tmp_path: Path, keys_dir: Path) -> None:
+    # What a login reads: two stores on the same file see each other's changes at once.
+    writer = KeyStore(StateDB(tmp_path / "state.sqlite3"))
+    reader = KeyStore(StateDB(tmp_path / "state.sqlite3"))
+    _, public = make_keypair(keys_dir)
+    assert reader.fingerprints("acme") == set()
+    added = writer.add("acme", public.read_text())
+    assert reader.fingerprints("acme") == {added["fingerprint"]}
+    writer.revoke("acme", added["name"])
+    assert reader.fingerprints("acme") == set()
