@@ -216,7 +216,10 @@ def _facts(kind: str, job: dict[str, Any], progress: dict[str, Any], now: dateti
         facts.append((label["rows_total"], fmt_int(counts[0])))
         facts.append((label["rows_ingested"], fmt_int(counts[1])))
         facts.append((label["rows_failed"], fmt_int(counts[2])))
-    facts.append((label["started"], fmt_time(job.get("started_at"))))
+    if started is None:  # failed before pickup: when it arrived is what the partner knows
+        facts.append((label["received"], fmt_time(job.get("created_at"))))
+    else:
+        facts.append((label["started"], fmt_time(job.get("started_at"))))
     facts.append((label["finished"], fmt_time(job.get("finished_at"))))
     duration = _duration_seconds(job, started)
     if duration is not None:
@@ -279,6 +282,8 @@ def fmt_size(size: Any) -> str:
 
 def fmt_duration(seconds: Any) -> str:
     """12 s, 4 min 5 s, 2 h 5 min, 1 d 3 h: two units at most, enough for a person."""
+    if 0 < float(seconds or 0) < 0.5:
+        return "<1 s"
     total = round(float(seconds or 0))
     if total < 60:
         return f"{total} s"

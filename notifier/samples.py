@@ -78,13 +78,15 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
             "type": "",
             "error": "Incorrect details in manifest file",
             "problems": [
+                "fileName: required key is missing",
+                "type: expected 'event' or 'profile', found 'profiles' — did you mean 'profile'?",
+                "columns.Age.dataType: expected one of STRING, INTEGER, FLOAT, BOOLEAN, LONG, found 'INT'"
+                " — did you mean 'INTEGER'?",
                 "unknown key 'filename' — did you mean 'fileName'?",
-                "type: expected 'event' or 'profile', found 'events'",
-                "columns.price.dataType: expected one of STRING, INTEGER, FLOAT, BOOLEAN, LONG, found 'DOUBLE'",
             ],
-            "started_at": "2026-11-22T07:30:01Z",
+            "client_emails": ["partner@example.com"],  # recovered from the broken manifest
+            "started_at": None,  # it never got past pickup
             "finished_at": "2026-11-22T07:30:01Z",
-            "details": {"duration_ms": 40},
         },
     ),
     "failed_no_data_file": (

@@ -76,7 +76,8 @@ NEXT_STEPS = {
     ],
     "manifest": [
         "Correct the manifest using the problems listed above.",
-        "Upload the data file again, then the corrected manifest under a new name (every manifest needs a unique name).",
+        "Upload the corrected manifest under a new name (every manifest needs a unique name). "
+        "The data file can stay in your folder; if it is no longer there, upload it first.",
     ],
     "no_data_file": [
         'Check the file name in "fileName": it must match the data file exactly, including upper and lower case.',
