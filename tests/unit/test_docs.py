@@ -209,3 +209,27 @@ def test_ops_guide_log_events_are_ones_the_code_emits() -> None:
     # Final statuses are logged as f"job.{status}".
     emitted = [name for name in documented if f'"{name}"' in source or (name.startswith("job.") and name[4:] in FINAL)]
     assert sorted(set(documented) - set(emitted)) == [], "docs/ops-guide.md lists log events nothing emits"
+
+
+def test_readme_command_table_covers_every_verb_and_option() -> None:
+    import argparse
+
+    from daemon.cli import build_parser
+
+    documented = [_unquote(row[0]) for row in _table(README, "## Command line")]
+
+    def leaves(parser: argparse.ArgumentParser, prefix: str) -> list[tuple[str, argparse.ArgumentParser]]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += leaves(sub, f"{prefix} {name}")
+        return found or [(prefix, parser)]
+
+    for command, parser in leaves(build_parser(), "ingestd"):
+        line = next((doc for doc in documented if doc == command or doc.startswith(command + " ")), None)
+        assert line is not None, f"README.md's command table lacks `{command}`"
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option not in ("--help", "--config", "--version"):
+                    assert option in line, f"`{command}`: option {option} is not in README.md's command table"
