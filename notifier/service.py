@@ -134,7 +134,9 @@ class Notifier:
                 if not await self._deliver(item):
                     return
         except Exception:
+            # The state database itself failed: pause this channel a little rather than spin.
             log.exception("notifier: delivering %s failed unexpectedly", channel)
+            await asyncio.sleep(1.0)
         finally:
             self._drains.pop(channel, None)
             self._poke()
@@ -147,7 +149,10 @@ class Notifier:
             else:
                 status = await self.webhooks.post(item.target, item.payload, item.event, item.id)
                 where = f"{item.target} ({status})"
-        except DeliveryError as exc:
+        except Exception as caught:  # anything unexpected is retried with back-off, never a hot loop
+            exc = caught if isinstance(caught, DeliveryError) else DeliveryError(f"unexpected error: {caught!r}")
+            if not isinstance(caught, DeliveryError):
+                log.exception("notifier: unexpected error delivering outbox row %s", item.id)
             if exc.permanent:
                 await asyncio.to_thread(self.outbox.mark_failed, item.id, str(exc))
                 event(log, "notify.refused", logging.ERROR, **self._fields(item), error=str(exc))

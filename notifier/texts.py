@@ -53,7 +53,7 @@ HEADLINES = {
 FAILURE_EXPLANATIONS = {
     "manifest": "The manifest {manifest} could not be used, so no row of the data file was read.",
     "no_data_file": "The manifest {manifest} names the data file {file}, but no file by that name arrived in your folder.",
-    "file_unreadable": "The data file is not a CSV file we can read, so no row was imported.",
+    "file_unreadable": "The file could not be read as a whole, so no row was imported.",
     "all_rows_failed": "Every row of the file was rejected, so nothing was imported.",
     "internal": "This is an error on our side, not a problem with your file. Our operations team has been told.",
 }
