@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from daemon.store import StateDB
+from notifier.outbox import backoff
 from tests.fixtures.smtp import (
     SMTPServer,
     job,
@@ -287,3 +289,23 @@ def test_wrong_password_is_retried_and_reported_in_health(data_dir: Path, tls_fi
         health = notifier.health()
     assert health is not None and "login refused: 535" in health
     assert server.messages == [] and outbox_rows(config)[0]["failed_at"] is None
+
+
+def test_a_resend_after_a_crash_carries_the_same_message_id(data_dir: Path, smtp_server: SMTPServer) -> None:
+    config = notifier_config(data_dir, **_smtp_env(smtp_server))
+    with running(make_notifier(config)) as notifier:
+        notifier.notify("picked_up", job())
+        (first,) = smtp_server.wait_for(1)
+        wait_until(lambda: outbox_rows(config)[0]["sent_at"], what="marked sent")
+    # A crash after the server said 250 but before the row was marked: the row is still pending.
+    db = StateDB(config.state_db)
+    with db.transaction() as conn:
+        conn.execute("UPDATE outbox SET sent_at = NULL")
+    db.close()
+    with running(make_notifier(config)):
+        _, again = smtp_server.wait_for(2)
+    assert again.message_id == first.message_id and again.data == first.data
+
+
+def test_back_off_doubles_up_to_the_cap() -> None:
+    assert [backoff(attempt, cap=10) for attempt in range(1, 7)] == [1, 2, 4, 8, 10, 10]
