@@ -1,0 +1,236 @@
+"""Upload throughput of ingestd's SFTP server next to OpenSSH's sshd (internal-sftp), same client, same run.
+
+Prints MB/s for one big file and files/s for many small ones, for both servers, and the ratio
+ingestd / sshd. The client is OpenSSH `sftp` with its default options (cipher, buffer size, requests in
+flight); only the port, key and host-key checking are given. A private sshd is started on a free loopback
+port (openssh-server is installed with apt-get when missing).
+
+    python bench/sftp_upload.py                    # 1 GiB + 1,000 x 100 KiB, 3 rounds
+    python bench/sftp_upload.py --size 256MiB --files 200 --rounds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SIZE_UNITS = {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"(\d+)\s*(KiB|MiB|GiB)?", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size like 256MiB or 1GiB, found {text!r}")
+    return int(match.group(1)) * SIZE_UNITS.get(match.group(2) or "", 1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def find_sshd() -> str:
+    for candidate in (shutil.which("sshd"), "/usr/sbin/sshd"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    print("sshd not found: installing openssh-server", file=sys.stderr)
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*sudo, "apt-get", "update", "-q"], check=True, env=env)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "openssh-server"], check=True, env=env)
+    return "/usr/sbin/sshd"
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on port {port} within {timeout}s")
+
+
+class Server:
+    name = ""
+    port = 0
+    user = ""
+    upload_dir = Path()
+    process: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(30)
+
+
+class OpenSSHServer(Server):
+    """sshd -D on a free port, public-key auth for the current user, internal-sftp only."""
+
+    name = "openssh"
+
+    def __init__(self, work: Path, client_public: Path) -> None:
+        sshd = find_sshd()
+        self.port = free_port()
+        self.user = os.environ.get("USER") or __import__("getpass").getuser()
+        self.upload_dir = work / "sshd-uploads"
+        self.upload_dir.mkdir()
+        host_key = work / "sshd_host_ed25519_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+        authorized = work / "authorized_keys"
+        shutil.copy(client_public, authorized)
+        config = work / "sshd_config"
+        config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {host_key}",
+                    f"AuthorizedKeysFile {authorized}",
+                    f"PidFile {work / 'sshd.pid'}",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "StrictModes no",
+                    "UsePAM no",
+                    "Subsystem sftp internal-sftp",
+                    "ForceCommand internal-sftp",
+                    "",
+                ]
+            )
+        )
+        # sshd insists on an absolute path and on its privilege-separation directory.
+        Path("/run/sshd").mkdir(exist_ok=True) if os.geteuid() == 0 else None
+        self.process = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.process, "sshd")
+
+
+class IngestdServer(Server):
+    """`ingestd serve` (the whole daemon) on a free port with the client's key registered for account 'bench'."""
+
+    name = "ingestd"
+
+    def __init__(self, work: Path, client_public: Path) -> None:
+        data = work / "ingestd-data"
+        env = {name: value for name, value in os.environ.items() if not name.startswith("INGESTD_")}
+        env.update({"INGESTD_DATA_DIR": str(data), "INGESTD_SFTP__PORT": "0", "INGESTD_HTTP__PORT": "0"})
+        env["INGESTD_SFTP__MAX_FILE_SIZE"] = "64GiB"
+        self.user = "bench"
+        cli = [sys.executable, "-m", "daemon.cli"]
+        subprocess.run([*cli, "keys", "add", "bench", str(client_public)], check=True, env=env, capture_output=True)
+        self.upload_dir = data / "drop" / "bench"
+        self.stdout = work / "ingestd.out"
+        with open(self.stdout, "wb") as out, open(work / "ingestd.log", "wb") as err:
+            self.process = subprocess.Popen([*cli, "serve"], env=env, stdout=out, stderr=err)
+        deadline = time.monotonic() + 60
+        while not (match := re.search(r"^\s+sftp\s+\S+:(\d+)", self.stdout.read_text(), re.MULTILINE)):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"ingestd serve did not start: {(work / 'ingestd.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        self.port = int(match.group(1))
+
+
+def sftp(server: Server, key: Path, commands: list[str], verbose: bool = False) -> tuple[float, str]:
+    """Run OpenSSH sftp in batch mode; returns (seconds, stderr). Exits on failure."""
+    command = ["sftp", "-b", "-", "-P", str(server.port), "-i", str(key), "-o", "IdentitiesOnly=yes"]
+    command += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"]
+    if verbose:
+        command.append("-v")
+    command.append(f"{server.user}@127.0.0.1")
+    started = time.perf_counter()
+    result = subprocess.run(command, input="\n".join(commands) + "\n", capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"sftp to {server.name} failed: {result.stderr[-2000:]}")
+    return elapsed, result.stderr
+
+
+def clear(directory: Path) -> None:
+    for path in directory.iterdir():
+        if path.is_file():
+            path.unlink()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=parse_size, default=parse_size("1GiB"), help="big file size (default 1GiB)")
+    parser.add_argument("--files", type=int, default=1000, help="number of small files (default 1000)")
+    parser.add_argument("--file-size", type=parse_size, default=parse_size("100KiB"), help="small file size")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per measurement; the median is shown")
+    parser.add_argument("--workdir", type=Path, default=None, help="where to put files (default: a temp dir)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="ingestd-bench-", dir=args.workdir))
+    servers: list[Server] = []
+    try:
+        key = work / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        big = work / "big.bin"
+        with open(big, "wb") as handle:  # incompressible, written in chunks to keep memory flat
+            chunk = os.urandom(8 * 1024**2)
+            for offset in range(0, args.size, len(chunk)):
+                handle.write(chunk[: min(len(chunk), args.size - offset)])
+        small = work / "small"
+        small.mkdir()
+        payload = os.urandom(args.file_size)
+        for index in range(args.files):
+            (small / f"f{index:05d}.csv").write_bytes(payload)
+
+        servers = [OpenSSHServer(work, key.with_suffix(".pub")), IngestdServer(work, key.with_suffix(".pub"))]
+        for server in servers:
+            _, log = sftp(server, key, ["pwd"], verbose=True)
+            cipher = re.search(r"kex: client->server cipher: (\S+)", log)
+            print(f"{server.name:8} port {server.port}  cipher {cipher.group(1) if cipher else '?'}")
+
+        big_rates: dict[str, list[float]] = {server.name: [] for server in servers}
+        small_rates: dict[str, list[float]] = {server.name: [] for server in servers}
+        for _ in range(args.rounds):
+            for server in servers:  # interleaved, so background load affects both alike
+                target = "" if server.name == "ingestd" else f" {server.upload_dir}/big.bin"
+                seconds, _ = sftp(server, key, [f"put {big}{target}"])
+                assert (server.upload_dir / "big.bin").stat().st_size == args.size
+                big_rates[server.name].append(args.size / seconds / 1e6)
+                clear(server.upload_dir)
+                target = "" if server.name == "ingestd" else f" {server.upload_dir}/"
+                seconds, _ = sftp(server, key, [f"put {small}/*{target}"])
+                assert len(list(server.upload_dir.glob("f*.csv"))) == args.files
+                small_rates[server.name].append(args.files / seconds)
+                clear(server.upload_dir)
+
+        size = f"{args.size / 1024**2:.0f} MiB" if args.size < 1024**3 else f"{args.size / 1024**3:g} GiB"
+        print(f"\nOpenSSH sftp client defaults, {args.rounds} round(s), median; times include login")
+        print(f"{'':10}{'1 x ' + size:>18}{f'{args.files} x {args.file_size // 1024} KiB':>22}")
+        for server in servers:
+            mbs = statistics.median(big_rates[server.name])
+            fps = statistics.median(small_rates[server.name])
+            print(f"{server.name:10}{mbs:>13.0f} MB/s{fps:>15.0f} files/s")
+        ratio_big = statistics.median(big_rates["ingestd"]) / statistics.median(big_rates["openssh"])
+        ratio_small = statistics.median(small_rates["ingestd"]) / statistics.median(small_rates["openssh"])
+        print(f"{'ratio':10}{ratio_big:>18.2f}{ratio_small:>22.2f}   (ingestd / openssh, target >= 0.90)")
+        return 0
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
