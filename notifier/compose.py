@@ -101,7 +101,8 @@ def render_email(
 def _attachment(kind: str, job: dict[str, Any], limit: int) -> Attachment | None:
     if kind not in ATTACHING_KINDS or not job.get("error_csv"):
         return None
-    filename = partner_error_path(job).rpartition("/")[2]
+    # Control characters are legal in a file name but not in a MIME header.
+    filename = "".join(ch if ch.isprintable() else "_" for ch in partner_error_path(job).rpartition("/")[2])
     return prepare_attachment(Path(job["error_csv"]), filename, limit)
 
 

@@ -123,14 +123,17 @@ def build_context(
         problems = problems[:MAX_PROBLEMS]
     attachment_note, sftp_command = _attachment_notes(job, attachment, attachment_limit)
     sftp_text = texts.SFTP_NOTE if sftp_command else ""
+    wording = "progress_unknown" if kind == "progress" and progress.get("fraction") is None else kind
+    # A file name may hold any character; a header may not hold a line break.
+    subject = " ".join(texts.SUBJECTS[wording].format(**values).split())
     return {
         "kind": kind,
         "tone": TONES[kind],
         "badge_style": BADGES[TONES[kind]],
         "subject_file": file,
         "outcome": texts.OUTCOMES[kind],
-        "subject": texts.SUBJECTS[kind].format(**values),
-        "headline": texts.HEADLINES[kind].format(**values),
+        "subject": subject,
+        "headline": texts.HEADLINES[wording].format(**values),
         "explanation": texts.FAILURE_EXPLANATIONS[fkind].format(**values) if fkind else "",
         "facts_title": texts.SECTION_TITLES["facts"],
         "facts": _facts(kind, job, progress, now),

@@ -10,6 +10,7 @@ from email.utils import parseaddr
 from typing import Any
 
 from daemon.config import Config
+from daemon.errors import ConfigError
 from daemon.logs import event
 from daemon.metrics import OUTBOX_DEPTH
 from daemon.store import StateDB
@@ -27,8 +28,19 @@ IDLE_POLL = 5.0
 UNHEALTHY_AFTER = 3
 
 
+def check_addresses(config: Config) -> None:
+    """Refuse to start on an address that would break every email's headers; ConfigError names the key."""
+    named = [("smtp.sender", config.smtp.sender)] + [("notify.ops_emails", a) for a in config.notify.ops_emails]
+    for key, value in named:
+        address = parseaddr(value)[1]
+        local, _, domain = address.rpartition("@")
+        if not local or not domain or any(ch.isspace() or not ch.isprintable() for ch in value):
+            raise ConfigError(f"{key}: expected an email address like ops@example.com, found {value!r}")
+
+
 class Notifier:
     def __init__(self, config: Config, db: StateDB) -> None:
+        check_addresses(config)
         self.config = config
         self.db = db
         self.outbox = Outbox(db)

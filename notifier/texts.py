@@ -11,6 +11,7 @@ FAILURE_KINDS = ("manifest", "no_data_file", "file_unreadable", "all_rows_failed
 SUBJECTS = {
     "picked_up": "[{account}] Picked up: {file}",
     "progress": "[{account}] In progress, {percent} done: {file}",
+    "progress_unknown": "[{account}] In progress: {file}",
     "succeeded": "[{account}] Imported: {file} ({rows_ingested} rows)",
     "completed_with_errors": "[{account}] Imported with errors: {file} ({rows_failed} of {rows_total} rows failed)",
     "failed": "[{account}] Failed: {file} ({short_reason})",
@@ -44,6 +45,7 @@ OUTCOMES = {
 HEADLINES = {
     "picked_up": "We picked up {file} and started importing it.",
     "progress": "{file} is still being imported: {percent} done.",
+    "progress_unknown": "{file} is still being imported.",
     "succeeded": "{file} was imported: all {rows_ingested} rows.",
     "completed_with_errors": "{file} was imported, but {rows_failed} of {rows_total} rows were rejected.",
     "failed": "{file} could not be imported: {reason}.",

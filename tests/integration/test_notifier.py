@@ -309,3 +309,27 @@ def test_a_resend_after_a_crash_carries_the_same_message_id(data_dir: Path, smtp
 
 def test_back_off_doubles_up_to_the_cap() -> None:
     assert [backoff(attempt, cap=10) for attempt in range(1, 7)] == [1, 2, 4, 8, 10, 10]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"INGESTD_NOTIFY__OPS_EMAILS": "ops@example.com,not an address"}, "notify.ops_emails: expected an email"),
+        ({"INGESTD_SMTP__SENDER": "nobody"}, "smtp.sender: expected an email address"),
+    ],
+)
+def test_a_bad_address_in_the_config_is_refused_at_start(data_dir: Path, env: dict, message: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.fixtures.daemon import daemon_env
+
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "serve"],
+        env=daemon_env(data_dir, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr

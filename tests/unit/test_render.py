@@ -234,3 +234,24 @@ def test_error_csv_whose_header_alone_is_too_large_is_not_attached(tmp_path: Pat
     _csv(tmp_path / "e.csv", 3000)
     assert prepare_attachment(tmp_path / "e.csv", "x.csv", 20).mode == "none"
     assert prepare_attachment(tmp_path / "missing.csv", "x.csv", 20).mode == "missing"
+
+
+def test_progress_without_a_known_share_says_so_plainly(tmp_path: Path) -> None:
+    _, job = sample_job("progress", tmp_path)
+    job["progress"] = {"rows_done": 500, "fraction": None, "eta_seconds": None}
+    context = build_context("progress", job, progress_interval=7200, now=NOW)
+    assert context["subject"] == "[acme] In progress: events.csv"
+    assert ("Time left", "still estimating") in context["facts"]
+
+
+def test_a_line_break_in_a_file_name_cannot_break_the_headers(tmp_path: Path) -> None:
+    kind, job = sample_job("completed_with_errors", tmp_path)
+    job["file_name"] = "evil\r\nBcc: victim@example.com.csv"
+    email = compose_email(kind, job, sample_config(), now=NOW)
+    assert email is not None
+    message = message_from_bytes(email.data, policy=policy.default)
+    assert message["Bcc"] is None
+    assert message["Subject"].startswith("[acme] Imported with errors: evil Bcc: victim@example.com.csv (")
+    assert [part.get_filename() for part in message.iter_attachments()] == [
+        "42-evil__Bcc: victim@example.com.errors.csv"
+    ]
