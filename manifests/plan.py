@@ -1,4 +1,4 @@
-"""The row rules as polars expressions, planned once per file from the manifest and the header."""
+"""The row rules as polars expressions: planned once per file, specialised per batch for speed."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from manifests.model import Manifest
 from manifests.reader import FileError
 
 _ISO = "%Y-%m-%dT%H:%M:%SZ"
+# JSON string escapes, applied in one Aho-Corasick pass only to columns that need them.
+_ESCAPES = ["\\", '"', "\n", "\r", "\t"] + [chr(c) for c in range(32) if chr(c) not in "\n\r\t"]
+_ESCAPED = ["\\\\", '\\"', "\\n", "\\r", "\\t"] + [f"\\u{c:04x}" for c in range(32) if chr(c) not in "\n\r\t"]
 
 
 @dataclass
@@ -25,76 +28,110 @@ class Check:
 
 
 @dataclass
-class Property:
-    """A column that lands in a property: its typed JSON value and whether the cell has a value."""
+class Prop:
+    """A column that lands in a property (profiles: maybe with its `<col>.operation` column)."""
 
     index: int
     header: str
     name: str
-    present: pl.Expr
-    value_json: pl.Expr
-    operation: pl.Expr | None = None  # profiles: the `<col>.operation` cell, "" when empty
+    data_type: str
+    message: str
+    op_index: int | None = None
+    value: bool = True  # False for a `<col>.operation` whose `<col>` is not in the file
+
+    @property
+    def raw(self) -> pl.Expr:
+        return pl.col(f"f{self.index}")
+
+    @property
+    def present(self) -> pl.Expr:
+        return self.raw.str.len_bytes() > 0
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What one batch holds, so its expressions skip what cannot occur (dates, escapes, empty cells)."""
+
+    empty: tuple[bool, ...]
+    dated: tuple[bool, ...]
+    escape: tuple[bool, ...]
+    first_id_always: bool
+
+
+@dataclass
+class Compiled:
+    checks: list[Check]
+    outputs: dict[str, pl.Expr]
+    hash_input: pl.Expr | None
 
 
 @dataclass
 class Plan:
-    """Everything the engine evaluates per batch: checks, then the output columns of good rows."""
+    """Everything known before the first row: roles of the columns and the file-wide constants."""
 
     kind: str
-    columns: list[str]
-    checks: list[Check] = field(default_factory=list)
-    outputs: dict[str, pl.Expr] = field(default_factory=dict)
-    hash_input: pl.Expr | None = None
+    header: list[str]
+    props: list[Prop]
+    ids: list[Prop]  # identity keys present, in priority order
+    ts: Prop | None
+    event_name: Prop | None
+    op_indexes: list[int]
+    account: str
+    processing_ts: int
+    restricted: list[str]
+    _cache: dict[Stats, Compiled] = field(default_factory=dict)
 
+    @property
+    def columns(self) -> list[str]:
+        return [f"f{i}" for i in range(len(self.header))]
 
-def _typed(raw: pl.Expr, data_type: str) -> tuple[pl.Expr, pl.Expr]:
-    """(ok, JSON text) for a non-date cell of this data type; both only meaningful where the cell has a value."""
-    text = raw.str.strip_chars()
-    if data_type in ("INTEGER", "LONG"):
-        value = text.cast(pl.Int64, strict=False)
-        low, high = rules.INT32 if data_type == "INTEGER" else rules.INT64
-        return value.is_between(low, high), value.cast(pl.String)
-    if data_type == "FLOAT":
-        value = text.cast(pl.Float64, strict=False)
-        return value.is_finite(), value.cast(pl.String)
-    if data_type == "BOOLEAN":
-        lowered = text.str.to_lowercase()
-        truth = pl.when(lowered.is_in(list(rules.TRUE_WORDS))).then(pl.lit("true")).otherwise(pl.lit("false"))
-        return lowered.is_in([*rules.TRUE_WORDS, *rules.FALSE_WORDS]), truth
-    return raw.str.len_chars() <= rules.MAX_CHARS, _json_string(raw)
+    def stats_exprs(self) -> list[pl.Expr]:
+        exprs: list[pl.Expr] = []
+        for k, p in enumerate(self.props):
+            exprs.append((p.raw.str.len_bytes() == 0).any().alias(f"e{k}"))
+            exprs.append(p.raw.str.starts_with(rules.DATE_PREFIX).any().alias(f"d{k}"))
+            exprs.append(p.raw.str.contains_any(_ESCAPES).any().alias(f"x{k}"))
+        if self.ids:
+            first = self.ids[0].raw
+            usable = (first.str.len_bytes() > 0) & (first.str.len_chars() <= rules.MAX_CHARS)
+            exprs.append(usable.all().alias("first_id"))
+        return exprs
 
+    def stats(self, frame: pl.DataFrame) -> Stats:
+        if not frame.height:
+            n = len(self.props)
+            return Stats((True,) * n, (True,) * n, (True,) * n, False)
+        row = frame.select(self.stats_exprs()).row(0, named=True) if self.props or self.ids else {}
+        n = range(len(self.props))
+        return Stats(
+            tuple(bool(row[f"e{k}"]) for k in n),
+            tuple(bool(row[f"d{k}"]) for k in n),
+            tuple(bool(row[f"x{k}"]) for k in n),
+            bool(row.get("first_id", False)),
+        )
 
-def _json_string(value: pl.Expr) -> pl.Expr:
-    """A string as a JSON string literal, escaped by polars' JSON writer (no per-row Python)."""
-    return pl.struct(value.alias("v")).struct.json_encode().str.strip_prefix('{"v":').str.strip_suffix("}")
-
-
-def _date_seconds(raw: pl.Expr) -> pl.Expr:
-    return raw.str.slice(len(rules.DATE_PREFIX)).cast(pl.Int64, strict=False)
+    def compile(self, stats: Stats) -> Compiled:
+        if stats not in self._cache:
+            self._cache[stats] = _compile(self, stats)
+        return self._cache[stats]
 
 
 def build_plan(
     manifest: Manifest, header: list[str], *, account: str, processing_ts: int, restricted: Sequence[str]
 ) -> Plan:
-    """The checks and outputs for this file; FileError when the header and the manifest disagree."""
+    """The roles of the file's columns; FileError when the header and the manifest disagree."""
     _check_header(manifest, header)
-    plan = Plan(manifest.type, [f"f{i}" for i in range(len(header))])
     profile = manifest.type == "profile"
-    position = {name: i for i, name in enumerate(header)}
     op_columns: dict[str, int] = {}
     if profile:
         for i, name in enumerate(header):
             base = name.removesuffix(rules.OPERATION_SUFFIX)
             if name.endswith(rules.OPERATION_SUFFIX) and base:
                 op_columns[base] = i
-    op_indexes = set(op_columns.values())
-
-    props: list[Property] = []
-    ids: dict[str, tuple[int, pl.Expr]] = {}
-    ts_raw: pl.Expr | None = None
-    ts_head = ""
-    name_index: int | None = None
-    row_checks: list[Check] = []
+    op_indexes = sorted(op_columns.values())
+    props: list[Prop] = []
+    ids: dict[str, Prop] = {}
+    ts = event_name = None
     seen: dict[str, str] = {}
     for i, head in enumerate(header):
         if i in op_indexes:
@@ -103,145 +140,241 @@ def build_plan(
         if name in seen:
             raise FileError(rules.file_same_property(seen[name], head, name))
         seen[name] = head
-        raw = pl.col(f"f{i}")
-        present = raw.str.len_bytes() > 0
-        if name == rules.TS_KEY:
-            ts_raw, ts_head = raw, head
-            continue
-        if name == rules.EVENT_NAME_KEY and not profile:
-            name_index = i
-            plan.checks.append(Check(head, rules.EVENT_NAME_MISSING, ~present))
-            plan.checks.append(
-                Check(head, rules.EVENT_RESTRICTED, raw.is_in(pl.Series(list(restricted), dtype=pl.String)))
-            )
-            plan.checks.append(Check(head, rules.TYPE_PROBLEMS["STRING"], raw.str.len_chars() > rules.MAX_CHARS))
-            continue
         data_type = manifest.data_type(head)
-        message = rules.TYPE_PROBLEMS.get(data_type, "")
-        if name in rules.IDENTITY_KEYS:
+        message = rules.TYPE_PROBLEMS[data_type]
+        if name in rules.IDENTITY_KEYS or (name == rules.EVENT_NAME_KEY and not profile):
             data_type, message = "STRING", rules.TYPE_PROBLEMS["STRING"]
-            ids[name] = (i, raw)
         elif name.startswith(rules.MSG_PREFIX):
             data_type, message = "BOOLEAN", rules.BAD_MSG
+        prop = Prop(i, head, name, data_type, message, op_columns.pop(head, None))
+        if name == rules.TS_KEY:
+            ts = prop
+        elif name == rules.EVENT_NAME_KEY and not profile:
+            event_name = prop
+        else:
+            props.append(prop)
+            if name in rules.IDENTITY_KEYS:
+                ids[name] = prop
+    for base, i in op_columns.items():  # `<col>.operation` without `<col>`: only $delete means something
+        props.append(Prop(i, base, manifest.property_name(base), "STRING", "", i, value=False))
+    if not profile:
+        props.sort(key=lambda p: p.name)  # canonical key order, for the de-duplication id
+    return Plan(
+        kind=manifest.type,
+        header=header,
+        props=props,
+        ids=[ids[key] for key in rules.IDENTITY_KEYS if key in ids],
+        ts=ts,
+        event_name=event_name,
+        op_indexes=op_indexes,
+        account=account,
+        processing_ts=processing_ts,
+        restricted=list(restricted),
+    )
+
+
+def _checks(plan: Plan, stats: Stats) -> list[Check]:
+    checks: list[Check] = []
+    by_column = sorted(enumerate(plan.props), key=lambda kp: kp[1].index)
+    for k, p in by_column:
+        if not p.value:
+            continue
+        raw, present = p.raw, p.present
         is_date = raw.str.starts_with(rules.DATE_PREFIX)
-        seconds = _date_seconds(raw)
-        ok, typed_json = _typed(raw, data_type)
-        plan.checks.append(Check(head, message, present & ~is_date & ~ok.fill_null(False)))
-        date_ok = seconds.is_between(0, rules.MAX_DATE).fill_null(False)
-        plan.checks.append(Check(head, rules.BAD_DATE, is_date & ~date_ok))
-        if name == "Phone":
-            plan.checks.append(Check(head, rules.BAD_PHONE, present & ~raw.str.contains(rules.PHONE_PATTERN)))
-        if name == "Email":
-            plan.checks.append(Check(head, rules.BAD_EMAIL, present & ~raw.str.contains(rules.EMAIL_PATTERN)))
-        date_json = pl.concat_str([pl.lit('"'), pl.from_epoch(seconds, time_unit="s").dt.strftime(_ISO), pl.lit('"')])
-        value_json = pl.when(is_date).then(date_json).otherwise(typed_json)
-        operation = None
-        if head in op_columns:
-            operation = pl.col(f"f{op_columns.pop(head)}").str.strip_chars()
-        props.append(Property(i, head, name, present, value_json, operation))
-    if name_index is None and not profile:
-        row_checks.append(Check(None, rules.EVENT_NAME_MISSING, pl.lit(True)))
-    # `<col>.operation` without `<col>`: only $delete means something there.
-    for base, i in op_columns.items():
-        name = manifest.property_name(base)
-        props.append(Property(i, base, name, pl.lit(False), pl.lit("null"), pl.col(f"f{i}").str.strip_chars()))
-    for i in sorted(op_indexes):
+        ok = _ok(raw, p.data_type)
+        typed_bad = present & ~ok.fill_null(False)
+        if stats.dated[k]:
+            typed_bad = typed_bad & ~is_date
+            date_ok = _date_seconds(raw).is_between(0, rules.MAX_DATE).fill_null(False)
+            checks.append(Check(p.header, rules.BAD_DATE, is_date & ~date_ok))
+        checks.append(Check(p.header, p.message, typed_bad))
+        if p.name == "Phone":
+            checks.append(Check(p.header, rules.BAD_PHONE, present & ~raw.str.contains(rules.PHONE_PATTERN)))
+        if p.name == "Email":
+            checks.append(Check(p.header, rules.BAD_EMAIL, present & ~raw.str.contains(rules.EMAIL_PATTERN)))
+    for i in plan.op_indexes:
         cell = pl.col(f"f{i}").str.strip_chars()
         bad = (cell.str.len_bytes() > 0) & ~cell.is_in(list(rules.OPERATIONS))
-        plan.checks.append(Check(header[i], rules.BAD_OPERATION, bad))
-    plan.checks.sort(key=lambda check: position.get(check.column or "", len(header)))
+        checks.append(Check(plan.header[i], rules.BAD_OPERATION, bad))
+    if plan.ts is not None:
+        present = plan.ts.present
+        checks.append(Check(plan.ts.header, rules.BAD_TS, present & ~_ts_seconds(plan.ts.raw).is_not_null()))
+    if plan.event_name is not None:
+        raw, head = plan.event_name.raw, plan.event_name.header
+        checks.append(Check(head, rules.EVENT_NAME_MISSING, raw.str.len_bytes() == 0))
+        checks.append(Check(head, rules.EVENT_RESTRICTED, raw.is_in(plan.restricted)))
+        checks.append(Check(head, rules.TYPE_PROBLEMS["STRING"], raw.str.len_chars() > rules.MAX_CHARS))
+    position = {name: i for i, name in enumerate(plan.header)}
+    checks.sort(key=lambda check: position[check.column or ""])  # stable: a column's own order is kept
+    if plan.kind == "event" and plan.event_name is None:
+        checks.append(Check(None, rules.EVENT_NAME_MISSING, pl.lit(True)))
+    checks.append(Check(None, rules.IDENTITY_MISSING, _identity(plan).is_null()))
+    if plan.kind == "event" and len(plan.props) > rules.MAX_EVENT_PROPERTIES:
+        count = pl.sum_horizontal([_keeps(plan, p, stats).cast(pl.Int32) for p in plan.props])
+        checks.append(Check(None, rules.TOO_MANY_PROPERTIES, count > rules.MAX_EVENT_PROPERTIES))
+    return checks
 
-    # Identity: the first usable of identity, objectId, fbId, gpId; that key is not repeated in the properties.
-    candidates = [
-        (key, pl.when((raw.str.len_bytes() > 0) & (raw.str.len_chars() <= rules.MAX_CHARS)).then(raw))
-        for key in rules.IDENTITY_KEYS
-        if key in ids
-        for raw in [ids[key][1]]
-    ]
-    identity = pl.coalesce([c for _, c in candidates]) if candidates else pl.lit(None, dtype=pl.String)
-    chosen = (
-        pl.coalesce([pl.when(c.is_not_null()).then(pl.lit(key)) for key, c in candidates])
-        if candidates
-        else pl.lit(None, dtype=pl.String)
-    )
-    row_checks.append(Check(None, rules.IDENTITY_MISSING, identity.is_null()))
 
-    if not profile:
-        props = sorted(props, key=lambda p: p.name)  # canonical: keys sorted, for the de-duplication id
-        if len(props) > rules.MAX_EVENT_PROPERTIES:
-            count = pl.sum_horizontal([_keeps(p, chosen).cast(pl.Int32) for p in props])
-            row_checks.append(Check(None, rules.TOO_MANY_PROPERTIES, count > rules.MAX_EVENT_PROPERTIES))
-    plan.checks.extend(row_checks)
+def _ok(raw: pl.Expr, data_type: str) -> pl.Expr:
+    text = raw.str.strip_chars()
+    if data_type == "INTEGER":
+        return text.cast(pl.Int64, strict=False).is_between(*rules.INT32)
+    if data_type == "LONG":
+        return text.cast(pl.Int64, strict=False).is_not_null()
+    if data_type == "FLOAT":
+        return text.cast(pl.Float64, strict=False).is_finite()
+    if data_type == "BOOLEAN":
+        return text.str.to_lowercase().is_in([*rules.TRUE_WORDS, *rules.FALSE_WORDS])
+    return raw.str.len_chars() <= rules.MAX_CHARS
 
-    if ts_raw is not None:
-        ts_present = ts_raw.str.len_bytes() > 0
-        ts_dated = ts_raw.str.starts_with(rules.DATE_PREFIX)
-        seconds = (
-            pl.when(ts_dated)
-            .then(_date_seconds(ts_raw))
-            .otherwise(ts_raw.str.strip_chars().cast(pl.Int64, strict=False))
-        )
-        ts_ok = seconds.is_between(0, rules.MAX_TS).fill_null(False)
-        plan.checks.append(Check(ts_head, rules.BAD_TS, ts_present & ~ts_ok))
-        plan.checks.sort(key=lambda check: position.get(check.column or "", len(header)))
-        ts_ms = (pl.when(ts_present).then(seconds).otherwise(pl.lit(processing_ts)) * 1000).cast(pl.Int64)
-        ts_cell = ts_raw
+
+def _date_seconds(raw: pl.Expr) -> pl.Expr:
+    return raw.str.slice(len(rules.DATE_PREFIX)).cast(pl.Int64, strict=False)
+
+
+def _ts_seconds(raw: pl.Expr) -> pl.Expr:
+    """Epoch seconds of a ts cell (also as `$D_<epoch>`), null when not valid."""
+    dated = raw.str.starts_with(rules.DATE_PREFIX)
+    seconds = pl.when(dated).then(_date_seconds(raw)).otherwise(raw.str.strip_chars().cast(pl.Int64, strict=False))
+    return pl.when(seconds.is_between(0, rules.MAX_TS)).then(seconds)
+
+
+def _identity(plan: Plan) -> pl.Expr:
+    """The first usable of identity, objectId, fbId, gpId (non-empty, at most 1024 characters)."""
+    candidates = [_usable(p) for p in plan.ids]
+    return pl.coalesce(candidates) if candidates else pl.lit(None, dtype=pl.String)
+
+
+def _usable(p: Prop) -> pl.Expr:
+    return pl.when(p.present & (p.raw.str.len_chars() <= rules.MAX_CHARS)).then(p.raw)
+
+
+def _keeps(plan: Plan, p: Prop, stats: Stats) -> pl.Expr:
+    """The cell has a value and is not the key the row's identity came from."""
+    if p not in plan.ids:
+        return p.present
+    if stats.first_id_always:
+        return p.present if p is not plan.ids[0] else pl.lit(False)
+    earlier = [_usable(q).is_not_null() for q in plan.ids[: plan.ids.index(p)]]
+    chosen_here = _usable(p).is_not_null() & ~pl.any_horizontal(earlier) if earlier else _usable(p).is_not_null()
+    return p.present & ~chosen_here
+
+
+def _value(p: Prop, k: int, stats: Stats) -> tuple[str, pl.Expr, str]:
+    """(prefix, expression, suffix) whose concatenation is the cell's JSON value (where it has one)."""
+    raw = p.raw
+    if p.data_type == "STRING":
+        text = raw.str.replace_many(_ESCAPES, _ESCAPED) if stats.escape[k] else raw
+        if stats.dated[k]:
+            text = pl.when(raw.str.starts_with(rules.DATE_PREFIX)).then(_iso(raw)).otherwise(text)
+        return '"', text, '"'
+    stripped = raw.str.strip_chars()
+    if p.data_type in ("INTEGER", "LONG"):
+        typed = stripped.cast(pl.Int64, strict=False).cast(pl.String)
+    elif p.data_type == "FLOAT":
+        typed = stripped.cast(pl.Float64, strict=False).cast(pl.String)
     else:
-        ts_ms = pl.lit(processing_ts * 1000, dtype=pl.Int64)
-        ts_cell = pl.lit("")
-
-    plan.outputs["line"] = pl.col("line").cast(pl.Int64)
-    if profile:
-        plan.outputs["identity"] = identity
-        plan.outputs["ts"] = ts_ms
-        plan.outputs["ops"] = _ops_json(props, chosen)
-    else:
-        name_expr = pl.col(f"f{name_index}") if name_index is not None else pl.lit("")
-        properties = _properties_json(props, chosen)
-        plan.outputs["identity"] = identity
-        plan.outputs["name"] = name_expr
-        plan.outputs["ts"] = ts_ms
-        plan.outputs["properties"] = properties
-        plan.hash_input = pl.concat_str([pl.lit(account), identity, name_expr, ts_cell, properties], separator="\x1f")
-    return plan
+        truth = stripped.str.to_lowercase().is_in(list(rules.TRUE_WORDS))
+        typed = pl.when(truth).then(pl.lit("true")).otherwise(pl.lit("false"))
+    if stats.dated[k]:
+        dated = pl.concat_str([pl.lit('"'), _iso(raw), pl.lit('"')])
+        typed = pl.when(raw.str.starts_with(rules.DATE_PREFIX)).then(dated).otherwise(typed)
+    return "", typed, ""
 
 
-def _keeps(prop: Property, chosen: pl.Expr) -> pl.Expr:
-    """The cell has a value and is not the row's identity key."""
-    if prop.name in rules.IDENTITY_KEYS:
-        return prop.present & (chosen != pl.lit(prop.name)).fill_null(True)
-    return prop.present
+def _iso(raw: pl.Expr) -> pl.Expr:
+    seconds = _date_seconds(raw)
+    safe = pl.when(seconds.is_between(0, rules.MAX_DATE)).then(seconds)
+    return pl.from_epoch(safe, time_unit="s").dt.strftime(_ISO)
 
 
-def _properties_json(props: list[Property], chosen: pl.Expr) -> pl.Expr:
-    fragments = [
-        pl.when(_keeps(p, chosen)).then(pl.concat_str([pl.lit(json.dumps(p.name) + ":"), p.value_json])) for p in props
-    ]
-    if not fragments:
-        return pl.lit("{}")
-    inner = pl.concat_str(fragments, separator=",", ignore_nulls=True)
-    return pl.concat_str([pl.lit("{"), inner, pl.lit("}")])
+def _join(items: list[tuple[bool, list[pl.Expr | str]]], open_: str, close: str) -> pl.Expr:
+    """open_ + items joined by "," + close, where an item (always, parts) is left out when `always` is False
+    and any of its parts is null. Items that are always there join in one flat concat_str (fast); the
+    separators go before or after the first such item so that a missing item never leaves a stray comma."""
+    first = next((n for n, (always, _) in enumerate(items) if always), None)
+    if first is None:
+        if not items:
+            return pl.lit(open_ + close)
+        inner = pl.concat_str([_concat(parts) for _, parts in items], separator=",", ignore_nulls=True)
+        return pl.concat_str([pl.lit(open_), inner, pl.lit(close)])
+    elements: list[pl.Expr | str] = [open_]
+    for n, (always, parts) in enumerate(items):
+        lead = "," if n > first else ""
+        trail = "," if n < first else ""
+        piece = [lead, *parts, trail]
+        elements.extend(piece if always else [_concat(piece)])
+    elements.append(close)
+    return _concat(elements, ignore_nulls=True)
 
 
-def _ops_json(props: list[Property], chosen: pl.Expr) -> pl.Expr:
-    fragments = []
-    for p in props:
+def _concat(parts: list[pl.Expr | str], *, ignore_nulls: bool = False) -> pl.Expr:
+    merged: list[pl.Expr | str] = []
+    for part in parts:
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += part
+        elif not (isinstance(part, str) and not part):
+            merged.append(part)
+    exprs = [pl.lit(part) if isinstance(part, str) else part for part in merged]
+    return pl.concat_str(exprs, ignore_nulls=ignore_nulls) if len(exprs) > 1 else exprs[0]
+
+
+def _properties(plan: Plan, stats: Stats) -> pl.Expr:
+    items: list[tuple[bool, list[pl.Expr | str]]] = []
+    for k, p in enumerate(plan.props):
+        if p in plan.ids and stats.first_id_always and p is plan.ids[0]:
+            continue
+        prefix, value, suffix = _value(p, k, stats)
+        always = not stats.empty[k] and p not in plan.ids
+        keep = pl.when(_keeps(plan, p, stats)).then(value) if not always else value
+        items.append((always, [json.dumps(p.name) + ":" + prefix, keep, suffix]))
+    return _join(items, "{", "}")
+
+
+def _ops(plan: Plan, stats: Stats) -> pl.Expr:
+    items: list[tuple[bool, list[pl.Expr | str]]] = []
+    for k, p in enumerate(plan.props):
+        if p in plan.ids and stats.first_id_always and p is plan.ids[0]:
+            continue
         key = json.dumps(p.name)
-        op = (
-            pl.lit("$set")
-            if p.operation is None
-            else pl.when(p.operation == "").then(pl.lit("$set")).otherwise(p.operation)
-        )
-        fragments.append(
+        prefix, value, suffix = _value(p, k, stats) if p.value else ("", pl.lit(None, dtype=pl.String), "")
+        always = p.op_index is None and not stats.empty[k] and p not in plan.ids
+        if p.op_index is None:
+            keep = value if always else pl.when(_keeps(plan, p, stats)).then(value)
+            items.append((always, [f'["$set",{key},{prefix}', keep, f"{suffix}]"]))
+            continue
+        cell = pl.col(f"f{p.op_index}").str.strip_chars()
+        op = pl.when(cell.str.len_bytes() == 0).then(pl.lit("$set")).otherwise(cell)
+        entry = (
             pl.when(op == "$delete")
             .then(pl.lit(f'["$delete",{key},null]'))
-            .when(_keeps(p, chosen))
-            .then(pl.concat_str([pl.lit('["'), op, pl.lit(f'",{key},'), p.value_json, pl.lit("]")]))
+            .when(_keeps(plan, p, stats) if p.value else pl.lit(False))
+            .then(_concat(['["', op, f'",{key},{prefix}', value, f"{suffix}]"]))
         )
-    if not fragments:
-        return pl.lit("[]")
-    inner = pl.concat_str(fragments, separator=",", ignore_nulls=True)
-    return pl.concat_str([pl.lit("["), inner, pl.lit("]")])
+        items.append((False, [entry]))
+    return _join(items, "[", "]")
+
+
+def _compile(plan: Plan, stats: Stats) -> Compiled:
+    identity = _identity(plan)
+    if plan.ts is not None:
+        seconds = _ts_seconds(plan.ts.raw)
+        ts_ms = (pl.when(plan.ts.present).then(seconds).otherwise(pl.lit(plan.processing_ts)) * 1000).cast(pl.Int64)
+        ts_cell: pl.Expr = plan.ts.raw
+    else:
+        ts_ms = pl.lit(plan.processing_ts * 1000, dtype=pl.Int64)
+        ts_cell = pl.lit("")
+    outputs: dict[str, pl.Expr] = {"line": pl.col("line").cast(pl.Int64), "identity": identity}
+    if plan.kind == "profile":
+        outputs.update(ts=ts_ms, ops=_ops(plan, stats))
+        return Compiled(_checks(plan, stats), outputs, None)
+    name = plan.event_name.raw if plan.event_name is not None else pl.lit("")
+    properties = _properties(plan, stats)
+    outputs.update(name=name, ts=ts_ms, properties=properties, _ts_cell=ts_cell)
+    # Evaluated on the outputs: the ts cell as written, so a re-import with an empty ts de-duplicates.
+    parts = ["identity", "name", "_ts_cell", "properties"]
+    key = pl.concat_str([pl.lit(plan.account), *[pl.col(c) for c in parts]], separator="\x1f")
+    return Compiled(_checks(plan, stats), outputs, key)
 
 
 def _check_header(manifest: Manifest, header: list[str]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -73,6 +75,7 @@ class _Source(io.RawIOBase):
         super().__init__()
         self.handle = handle
         self.bytes_done = 0
+        self.quotes = False
         self._lines = 0  # newlines before the current chunk, to place an undecodable byte
         self._out = b""
         self._eof = False
@@ -106,6 +109,7 @@ class _Source(io.RawIOBase):
             byte = data[exc.start] if exc.start < len(data) else 0
             raise FileError(rules.file_undecodable(byte, line, self.shown)) from None
         self._lines += raw.count(self._newline)
+        self.quotes = self.quotes or b'"' in out
         return out
 
     def _fill(self, size: int) -> None:
@@ -164,6 +168,7 @@ class CsvReader:
         self._handle: BinaryIO | None = None
         self._source: _Source | None = None
         self._invalid: list[tuple[int, str, int]] = []
+        self._found: list[tuple[int, str, int]] = []  # filled by pyarrow's callback in the parsing thread
         self._next_rec = 1  # pyarrow's record number (header = 1) of the next record
         self._next_line = 1
 
@@ -172,7 +177,7 @@ class CsvReader:
         return self._source.bytes_done if self._source else 0
 
     def _on_invalid(self, row: Any) -> str:
-        self._invalid.append((row.number, row.text, row.actual_columns))
+        self._found.append((row.number, row.text, row.actual_columns))
         return "skip"
 
     def _open(self) -> Iterator[pa.RecordBatch]:
@@ -211,13 +216,24 @@ class CsvReader:
             )
         )
 
-    def _next(self, batches: Iterator[pa.RecordBatch]) -> pa.RecordBatch | None:
-        try:
-            return next(batches)
-        except StopIteration:
-            return None
-        except pa.ArrowInvalid as exc:
-            raise self._arrow_error(exc) from None
+    def _produce(self, arrow: Iterator[pa.RecordBatch], out: queue.Queue[Any], stop: threading.Event) -> None:
+        """Parse ahead in a thread (pyarrow releases the GIL), so parsing overlaps the rules on another core."""
+        item: tuple[Any, list[tuple[int, str, int]], BaseException | None]
+        while not stop.is_set():
+            try:
+                record_batch = next(arrow, None)
+                found, self._found = self._found, []
+                item = (record_batch, found, None)
+            except BaseException as exc:  # handed over to the consumer, which raises it
+                item = (None, [], exc)
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if item[0] is None:
+                return
 
     def _arrow_error(self, exc: Exception) -> FileError:
         message = str(exc)
@@ -229,12 +245,25 @@ class CsvReader:
 
     def batches(self, batch_rows: int) -> Iterator[RawBatch]:
         """RawBatches of exactly `batch_rows` rows (the last may be shorter); blank rows are dropped."""
+        stop = threading.Event()
+        thread: threading.Thread | None = None
         try:
-            arrow = self._open()
+            try:
+                arrow = self._open()
+            except pa.ArrowInvalid as exc:
+                raise self._arrow_error(exc) from None
+            out: queue.Queue[Any] = queue.Queue(maxsize=2)
+            thread = threading.Thread(target=self._produce, args=(arrow, out, stop), daemon=True)
+            thread.start()
             pending: list[RawBatch] = []
             count = 0
             while True:
-                record_batch = self._next(arrow)
+                record_batch, found, error = out.get()
+                if isinstance(error, pa.ArrowInvalid):
+                    raise self._arrow_error(error)
+                if error is not None:
+                    raise error
+                self._invalid.extend(found)
                 if record_batch is None:
                     break
                 piece = self._piece(record_batch)
@@ -252,6 +281,9 @@ class CsvReader:
             if whole.rows:
                 yield whole
         finally:
+            stop.set()
+            if thread is not None:
+                thread.join()
             if self._handle:
                 self._handle.close()
 
@@ -292,7 +324,7 @@ class CsvReader:
             remaining -= run
         self._invalid = invalid[i:]
         self._next_rec = rec
-        spans = self._spans(frame, columns)
+        spans = self._spans(frame, columns, record_batch)
         starts: pl.Series | None = None
         if not taken and spans is None:
             lines = pl.int_range(self._next_line, self._next_line + good, dtype=pl.Int64, eager=True)
@@ -314,8 +346,9 @@ class CsvReader:
             self._next_line += int(all_spans.sum())
             lines = starts.gather(offsets)
         frame = frame.with_columns(lines.alias("line"))
-        blank = pl.all_horizontal([pl.col(c).str.len_bytes() == 0 for c in columns])
-        frame = frame.filter(~blank)
+        if frame.height and columns and frame[columns[0]].str.len_bytes().min() == 0:
+            blank = pl.all_horizontal([pl.col(c).str.len_bytes() == 0 for c in columns])
+            frame = frame.filter(~blank)
         ragged = (
             [Ragged(int(starts[number - start]), text, fields) for number, text, fields in taken]
             if starts is not None
@@ -323,12 +356,11 @@ class CsvReader:
         )
         return RawBatch(frame, ragged)
 
-    def _spans(self, frame: pl.DataFrame, columns: list[str]) -> pl.Series | None:
+    def _spans(self, frame: pl.DataFrame, columns: list[str], record_batch: pa.RecordBatch | None) -> pl.Series | None:
         """Physical lines per row when a quoted value holds a newline, else None (one line each)."""
-        if not frame.height or not columns:
-            return None
-        has = frame.select(pl.any_horizontal([pl.col(c).str.contains("\n", literal=True) for c in columns]).any())
-        if not has.item():
+        if not frame.height or not columns or not self._source or not self._source.quotes:
+            return None  # no quote read so far: no value can hold a newline
+        if record_batch is None or not any(_has_newline(column) for column in record_batch.columns):
             return None
         counts = [pl.col(c).str.count_matches("\n", literal=True) for c in columns]
         return frame.select((pl.sum_horizontal(counts) + 1).cast(pl.Int64)).to_series()
@@ -354,6 +386,12 @@ class CsvReader:
         """A ragged row's cells, parsed the same way (RFC 4180 quoting) for the error CSV."""
         rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter or ","))
         return [cell for row in rows for cell in row] if rows else [""]
+
+
+def _has_newline(column: pa.Array) -> bool:
+    """A newline anywhere in a string column, found in its Arrow data buffer (one memchr-like scan)."""
+    data = column.buffers()[-1]
+    return data is not None and b"\n" in data.to_pybytes()
 
 
 def _concat(pieces: list[RawBatch]) -> RawBatch:

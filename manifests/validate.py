@@ -11,7 +11,7 @@ import polars as pl
 
 from manifests import rules
 from manifests.model import Manifest
-from manifests.plan import Plan, build_plan
+from manifests.plan import Check, Plan, build_plan
 from manifests.reader import CsvReader, FileError, RawBatch
 
 __all__ = ["DEFAULT", "BadRow", "Batch", "FileError", "validate_csv"]
@@ -103,24 +103,30 @@ def validate_csv(
 
 
 def _run(plan: Plan, reader: CsvReader, raw: RawBatch, *, index: int, rows_done: int) -> Batch:
-    checked = raw.frame.lazy().with_columns(
-        [check.failed.fill_null(False).alias(f"_p{j}") for j, check in enumerate(plan.checks)]
+    compiled = plan.compile(plan.stats(raw.frame))
+    flags = [f"_p{j}" for j in range(len(compiled.checks))]
+    # Checks and outputs in one pass, so polars computes shared sub-expressions (casts, dates) once.
+    frame = (
+        raw.frame.lazy()
+        .select(
+            [check.failed.fill_null(False).alias(flag) for flag, check in zip(flags, compiled.checks, strict=True)]
+            + [expr.alias(name) for name, expr in compiled.outputs.items()]
+        )
+        .with_columns(pl.any_horizontal(flags).alias("_bad") if flags else pl.lit(False).alias("_bad"))
+        .collect()
     )
-    flags = [f"_p{j}" for j in range(len(plan.checks))]
-    checked = checked.with_columns(pl.any_horizontal(flags).alias("_bad") if flags else pl.lit(False).alias("_bad"))
-    frame = checked.collect()
-    good = frame.filter(~pl.col("_bad")).lazy()
-    outputs = [expr.alias(name) for name, expr in plan.outputs.items()]
-    if plan.hash_input is not None:
-        result = good.select([*outputs, plan.hash_input.alias("_key")]).collect()
-        result = result.with_columns(_event_ids(result["_key"]).alias("event_id")).select(list(EVENTS_SCHEMA))
+    good = frame.filter(~pl.col("_bad"))
+    if compiled.hash_input is not None:
+        keys = good.select(compiled.hash_input).to_series()
+        result = good.with_columns(_event_ids(keys).alias("event_id")).select(list(EVENTS_SCHEMA))
     else:
-        result = good.select(outputs).collect().select(list(PROFILES_SCHEMA))
-    bad = _bad_rows(plan, reader, frame.filter(pl.col("_bad")), raw)
-    header = list(reader.header)
+        result = good.select(list(PROFILES_SCHEMA))
+    failed = frame.filter(pl.col("_bad"))
+    cells = raw.frame.filter(frame["_bad"]).select(plan.columns) if failed.height else None
+    bad = _bad_rows(compiled.checks, reader, failed.select(["line", *flags]), cells, raw)
     return Batch(
         index=index,
-        header=header,
+        header=list(reader.header),
         rows=raw.rows,
         rows_done=rows_done,
         last_line=raw.last_line,
@@ -131,13 +137,13 @@ def _run(plan: Plan, reader: CsvReader, raw: RawBatch, *, index: int, rows_done:
     )
 
 
-def _bad_rows(plan: Plan, reader: CsvReader, failed: pl.DataFrame, raw: RawBatch) -> list[BadRow]:
+def _bad_rows(
+    checks: list[Check], reader: CsvReader, failed: pl.DataFrame, cells: pl.DataFrame | None, raw: RawBatch
+) -> list[BadRow]:
     rows: list[BadRow] = []
-    if failed.height:
-        flags = failed.select([f"_p{j}" for j in range(len(plan.checks))]).rows()
-        cells = failed.select(plan.columns).rows()
-        for line, row_cells, row_flags in zip(failed["line"].to_list(), cells, flags, strict=True):
-            problems = [(plan.checks[j].column, plan.checks[j].message) for j, hit in enumerate(row_flags) if hit]
+    if cells is not None:
+        for (line, *hits), row_cells in zip(failed.rows(), cells.rows(), strict=True):
+            problems = [(checks[j].column, checks[j].message) for j, hit in enumerate(hits) if hit]
             rows.append(BadRow(int(line), list(row_cells), problems))
     width = len(reader.header)
     for ragged in raw.ragged:
