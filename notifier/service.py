@@ -34,7 +34,8 @@ def check_addresses(config: Config) -> None:
     for key, value in named:
         address = parseaddr(value)[1]
         local, _, domain = address.rpartition("@")
-        if not local or not domain or any(ch.isspace() or not ch.isprintable() for ch in value):
+        bare_ok = "<" in value or value.strip() == address  # parseaddr quietly drops spaces of "a@b c"
+        if not local or not domain or not bare_ok or not value.isprintable():
             raise ConfigError(f"{key}: expected an email address like ops@example.com, found {value!r}")
 
 
