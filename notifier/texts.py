@@ -135,7 +135,6 @@ TYPE_NAMES = {"event": "Events", "profile": "Profiles"}
 
 ETA_UNKNOWN = "still estimating"
 
-REASON_LINE = "{count} {rows}: {message}"
 MORE_REASONS = "… and {count} more kinds of problem on {rows} rows"
 MORE_PROBLEMS = "… and {count} more"
 

@@ -230,7 +230,7 @@ def test_completed_with_errors_attaches_exactly_the_partners_error_csv(
     assert content == partner.get(remote)
     body = mail.text()
     assert f"get {remote}" in body
-    assert "1 row   Phone number is not valid" in body or "1 row   Phone: Phone number is not valid" in body
+    assert "1 row:  Phone number is not valid" in body or "1 row:  Phone: Phone number is not valid" in body
 
 
 def test_a_large_error_csv_is_compressed_then_cut_to_its_first_rows(

@@ -145,7 +145,7 @@ def test_error_csv_is_attached_byte_for_byte(data_dir: Path, tmp_path: Path, smt
         (mail,) = smtp_server.wait_for(1)
     assert mail.subject == "[acme] Imported with errors: events.csv (1,204 of 1,214 rows failed)"
     assert mail.attachments() == [("7-events.errors.csv", data)]
-    assert "1,204 rows  Phone: Phone number is not valid" in mail.text()
+    assert "1,204 rows: Phone: Phone number is not valid" in mail.text()
     assert "get errors/7-events.errors.csv" in mail.text()
 
 

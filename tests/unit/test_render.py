@@ -87,8 +87,8 @@ def test_every_failure_kind_has_its_own_next_steps(tmp_path: Path) -> None:
 
 def test_reasons_are_grouped_with_thousands_separators(tmp_path: Path) -> None:
     text, html = render_sample("completed_with_errors", tmp_path)
-    assert "1,100 rows  Phone: Phone number is not valid" in text
-    assert "4 rows  Event name is mandatory" in text
+    assert "1,100 rows: Phone: Phone number is not valid" in text
+    assert "4 rows: Event name is mandatory" in text
     assert "1,100 rows</td>" in html
 
 
