@@ -123,12 +123,36 @@ class OpenSSHServer(Server):
         wait_port(self.port, self.process, "sshd")
 
 
+# --sftp-only: the SFTP component alone, to tell its cost from the rest of the daemon's (watcher, workers).
+SFTP_ONLY = """
+import asyncio, signal
+from daemon.config import load_config
+from daemon.logs import setup_logging
+from daemon.sftp.server import SFTPService
+from daemon.store import StateDB
+
+async def main():
+    config = load_config()
+    setup_logging(config.log.format, config.log.level)
+    service = SFTPService(config, StateDB(config.state_db))
+    await service.start()
+    print("\\n".join(service.banner()), flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await service.stop()
+
+asyncio.run(main())
+"""
+
+
 class IngestdServer(Server):
     """`ingestd serve` (the whole daemon) on a free port with the client's key registered for account 'bench'."""
 
     name = "ingestd"
 
-    def __init__(self, work: Path, client_public: Path) -> None:
+    def __init__(self, work: Path, client_public: Path, sftp_only: bool = False) -> None:
         data = work / "ingestd-data"
         env = {name: value for name, value in os.environ.items() if not name.startswith("INGESTD_")}
         env.update({"INGESTD_DATA_DIR": str(data), "INGESTD_SFTP__PORT": "0", "INGESTD_HTTP__PORT": "0"})
@@ -139,7 +163,8 @@ class IngestdServer(Server):
         self.upload_dir = data / "drop" / "bench"
         self.stdout = work / "ingestd.out"
         with open(self.stdout, "wb") as out, open(work / "ingestd.log", "wb") as err:
-            self.process = subprocess.Popen([*cli, "serve"], env=env, stdout=out, stderr=err)
+            command = [sys.executable, "-c", SFTP_ONLY] if sftp_only else [*cli, "serve"]
+            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
         deadline = time.monotonic() + 60
         while not (match := re.search(r"^\s+sftp\s+\S+:(\d+)", self.stdout.read_text(), re.MULTILINE)):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -175,6 +200,7 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=1000, help="number of small files (default 1000)")
     parser.add_argument("--file-size", type=parse_size, default=parse_size("100KiB"), help="small file size")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per measurement; the median is shown")
+    parser.add_argument("--sftp-only", action="store_true", help="run only ingestd's SFTP component, not serve")
     parser.add_argument("--workdir", type=Path, default=None, help="where to put files (default: a temp dir)")
     args = parser.parse_args()
 
@@ -194,7 +220,10 @@ def main() -> int:
         for index in range(args.files):
             (small / f"f{index:05d}.csv").write_bytes(payload)
 
-        servers = [OpenSSHServer(work, key.with_suffix(".pub")), IngestdServer(work, key.with_suffix(".pub"))]
+        servers = [
+            OpenSSHServer(work, key.with_suffix(".pub")),
+            IngestdServer(work, key.with_suffix(".pub"), args.sftp_only),
+        ]
         for server in servers:
             _, log = sftp(server, key, ["pwd"], verbose=True)
             cipher = re.search(r"kex: client->server cipher: (\S+)", log)
