@@ -69,8 +69,9 @@ def sink_events(daemon: Daemon) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-def test_a_killed_daemon_resumes_and_ends_with_exact_counts(
-    make_daemon: Callable[..., Daemon], keypair: tuple[Path, Path], tmp_path: Path
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_daemon_stopped_mid_import_resumes_and_ends_with_exact_counts(
+    how: str, make_daemon: Callable[..., Daemon], keypair: tuple[Path, Path], tmp_path: Path
 ) -> None:
     daemon = make_daemon(INGESTD_JOBS__BATCH_ROWS="5000")
     daemon.add_key(ACCOUNT, keypair[1])
@@ -85,9 +86,12 @@ def test_a_killed_daemon_resumes_and_ends_with_exact_counts(
             break
         assert time.monotonic() < deadline, f"never saw the job processing: {state}\n{daemon.log()[-3000:]}"
         time.sleep(0.02)
-    daemon.kill()
-    status, ingested_at_kill = job_row(daemon) or ("?", 0)
-    assert status == "processing" and 0 < ingested_at_kill < ROWS - bad, "the kill must land mid-import"
+    if how == "SIGKILL":
+        daemon.kill()  # a crash: nothing gets to clean up
+    else:
+        assert daemon.stop() == 0  # a graceful stop: the running batch reaches its checkpoint, then exit
+    status, ingested_at_stop = job_row(daemon) or ("?", 0)
+    assert status == "processing" and 0 < ingested_at_stop < ROWS - bad, "the stop must land mid-import"
 
     daemon.start()
     [job] = finished(daemon, 1)
@@ -98,3 +102,5 @@ def test_a_killed_daemon_resumes_and_ends_with_exact_counts(
     assert len(error_rows) == bad + 1  # the header, then each bad row exactly once
     assert len(set(error_rows)) == bad + 1
     assert "job.resumed" in daemon.log()
+    if how == "SIGTERM":
+        assert "job.interrupted" in daemon.log()
