@@ -274,3 +274,29 @@ def test_smtp_down_and_a_daemon_restart_lose_no_email_and_send_none_twice(
     assert events_of(mails) == ["picked_up", "succeeded", "picked_up", "succeeded"]
     assert max(Counter(mail.message_id for mail in mails).values()) == 1
     assert "notify.retry" in daemon.log()
+
+
+def test_webhooks_get_the_same_events_signed(
+    mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
+) -> None:
+    from notifier.webhooks import verify
+    from tests.integration.test_webhooks import HookReceiver
+
+    receiver = HookReceiver(statuses=[502])  # the first call fails and is retried
+    receiver.start()
+    try:
+        daemon, partner = mail_daemon(
+            INGESTD_WEBHOOKS__URLS=receiver.url,
+            INGESTD_WEBHOOKS__SECRET="hook-secret",
+            INGESTD_WEBHOOKS__MAX_RETRY_DELAY="1s",
+        )
+        partner.upload("events.csv", EVENTS_CSV, "events.manifest", EVENTS_MANIFEST)
+        mails = job_mails(smtp_server, 2, daemon)
+        calls = receiver.wait_for(3)
+    finally:
+        receiver.stop()
+    assert [json.loads(body)["event"] for _, body in calls] == ["picked_up", "picked_up", "succeeded"]
+    assert all(verify("hook-secret", body, headers["X-Ingestd-Signature"]) for headers, body in calls)
+    last = json.loads(calls[-1][1])["job"]
+    assert (last["status"], last["rows_ingested"]) == ("succeeded", 4)
+    assert events_of(mails) == ["picked_up", "succeeded"]
