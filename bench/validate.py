@@ -123,7 +123,8 @@ def run_parsers(csv_path: str) -> dict[str, float]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    header = Path(csv_path).open(encoding="utf-8").readline().rstrip("\n").split(",")
+    with open(csv_path, encoding="utf-8") as handle:
+        header = handle.readline().rstrip("\n").split(",")
     started = time.perf_counter()
     reader = pacsv.open_csv(
         csv_path,
