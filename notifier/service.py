@@ -40,6 +40,8 @@ def check_addresses(config: Config) -> None:
 
 
 class Notifier:
+    """Emails and webhooks for job events; nothing is sent that was not first stored in the outbox."""
+
     def __init__(self, config: Config, db: StateDB) -> None:
         check_addresses(config)
         self.config = config
@@ -124,7 +126,11 @@ class Notifier:
         assert self._wake is not None
         while not self._stopping:
             self._wake.clear()
-            heads = await asyncio.to_thread(self.outbox.heads)
+            try:
+                heads = await asyncio.to_thread(self.outbox.heads)
+            except Exception:  # e.g. the state database locked for longer than its timeout: try again
+                log.exception("notifier: reading the outbox failed")
+                heads = []
             now = time.time()
             wait = IDLE_POLL
             for item in heads:
