@@ -110,6 +110,14 @@ class Outbox:
         with self.db.transaction() as conn:
             return conn.execute(f"UPDATE outbox SET next_attempt = 0 WHERE {_PENDING}").rowcount
 
+    def prune(self, days: float) -> int:
+        """Delete rows delivered (or refused) more than `days` ago: their payloads can be megabytes."""
+        if days <= 0:
+            return 0
+        cutoff = datetime.fromtimestamp(time.time() - days * 86400, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with self.db.transaction() as conn:
+            return conn.execute("DELETE FROM outbox WHERE COALESCE(sent_at, failed_at) < ?", (cutoff,)).rowcount
+
     def depth(self) -> int:
         return int(self.db.query(f"SELECT COUNT(*) FROM outbox WHERE {_PENDING}")[0][0])
 

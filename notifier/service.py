@@ -24,6 +24,8 @@ log = logging.getLogger("ingestd.notifier")
 
 # The sender re-reads the outbox at least this often, even without a wake-up (rows added by another process).
 IDLE_POLL = 5.0
+# Settled rows older than the retention are deleted this often (and at start).
+PRUNE_EVERY = 3600.0
 # health() reports trouble once the oldest undelivered row has failed this many times.
 UNHEALTHY_AFTER = 3
 
@@ -55,6 +57,7 @@ class Notifier:
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
         self._drains: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._last_prune = 0.0
 
     # -- producer side: any thread, no network ---------------------------------------------------
 
@@ -81,6 +84,7 @@ class Notifier:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stopping = False
+        await self._prune()
         due = await asyncio.to_thread(self.outbox.retry_now)
         if due:
             event(log, "notify.resuming", pending=due)
@@ -122,10 +126,23 @@ class Notifier:
             with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
                 loop.call_soon_threadsafe(wake.set)
 
+    async def _prune(self) -> None:
+        """Settled rows follow the jobs' retention (`jobs.retention_days`, 0 keeps them)."""
+        self._last_prune = time.monotonic()
+        try:
+            removed = await asyncio.to_thread(self.outbox.prune, self.config.jobs.retention_days)
+        except Exception:  # housekeeping must not stop delivery
+            log.exception("notifier: pruning the outbox failed")
+            return
+        if removed:
+            event(log, "notify.pruned", removed=removed, retention_days=self.config.jobs.retention_days)
+
     async def _run(self) -> None:
         assert self._wake is not None
         while not self._stopping:
             self._wake.clear()
+            if time.monotonic() - self._last_prune >= PRUNE_EVERY:
+                await self._prune()
             try:
                 heads = await asyncio.to_thread(self.outbox.heads)
             except Exception:  # e.g. the state database locked for longer than its timeout: try again

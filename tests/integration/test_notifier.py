@@ -333,3 +333,19 @@ def test_a_bad_address_in_the_config_is_refused_at_start(data_dir: Path, env: di
     )
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_delivered_rows_are_removed_after_the_retention_period(data_dir: Path, smtp_server: SMTPServer) -> None:
+    config = notifier_config(data_dir, **_smtp_env(smtp_server), INGESTD_JOBS__RETENTION_DAYS="30")
+    with running(make_notifier(config)) as notifier:
+        notifier.notify("picked_up", job(1))
+        notifier.notify("picked_up", job(2))
+        smtp_server.wait_for(2)
+        wait_until(lambda: all(row["sent_at"] for row in outbox_rows(config)), what="both marked sent")
+    db = StateDB(config.state_db)
+    with db.transaction() as conn:  # as if the first had been delivered 31 days ago
+        conn.execute("UPDATE outbox SET sent_at = '2000-01-01T00:00:00.000000Z' WHERE job_id = 1")
+    db.close()
+    with running(make_notifier(config)):
+        pass
+    assert [row["job_id"] for row in outbox_rows(config)] == [2]
