@@ -349,3 +349,16 @@ def test_delivered_rows_are_removed_after_the_retention_period(data_dir: Path, s
     with running(make_notifier(config)):
         pass
     assert [row["job_id"] for row in outbox_rows(config)] == [2]
+
+
+def test_notify_from_many_threads_at_once_queues_and_delivers_every_email_once(
+    data_dir: Path, smtp_server: SMTPServer
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = notifier_config(data_dir, **_smtp_env(smtp_server), INGESTD_NOTIFY__OPS_EMAILS="")
+    notifier = make_notifier(config)
+    with running(notifier), ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda job_id: notifier.notify("picked_up", job(job_id)), range(1, 41)))
+        mails = smtp_server.wait_for(40)
+    assert sorted(int(mail.message["X-Ingestd-Job"]) for mail in mails) == list(range(1, 41))
