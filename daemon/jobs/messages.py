@@ -11,6 +11,8 @@ INTERNAL = "Internal error"
 
 
 def no_data_detail(file_name: str, grace_seconds: float) -> str:
+    if grace_seconds <= 0:
+        return f"{file_name} was no longer in your folder when its manifest was picked up"
     return f"{file_name} did not arrive in your folder within {_duration(grace_seconds)} of its manifest"
 
 

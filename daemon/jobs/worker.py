@@ -98,7 +98,10 @@ class Worker:
         for name in (manifest.file_name, job["manifest_name"]):
             if (drop / name).exists() and not (folder / name).exists():
                 os.replace(drop / name, folder / name)
-        size = (folder / manifest.file_name).stat().st_size
+        data = folder / manifest.file_name
+        if not data.is_file():  # removed by the partner between the queue's look and now
+            raise JobFailed(messages.NO_DATA_FILE, [messages.no_data_detail(manifest.file_name, 0)])
+        size = data.stat().st_size
         now = time.time()
         checkpoint = Checkpoint(processing_ts=int(now), started=now)
         self.store.mark_processing(job["id"], manifest.file_name, manifest.type, size, checkpoint.to_dict())

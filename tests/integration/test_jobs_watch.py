@@ -1,0 +1,111 @@
+"""The drop-folder watcher on a running job manager: what counts as an arrival, and what never does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.config import Config
+from daemon.jobs.manager import JobManager
+from daemon.sinks import open_sink
+from daemon.store.db import StateDB
+
+
+class Running:
+    """A started JobManager (watcher included) on its own event loop, which runs while `until()` polls."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.db = StateDB(config.state_db)
+        self.sink = open_sink(config)
+        self.manager = JobManager(config, self.db, self.sink, None)
+        self.loop = asyncio.new_event_loop()
+        self.loop.run_until_complete(self.sink.start())
+        self.loop.run_until_complete(self.manager.start())
+
+    def until(self, what: str, check: Any, timeout: float = 30) -> Any:
+        async def poll() -> Any:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                value = await asyncio.to_thread(check)
+                if value:
+                    return value
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"timed out waiting for {what}")
+
+        return self.loop.run_until_complete(poll())
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(reversed(self.manager.store.list_imports(limit=1000)))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.manager.stop())
+        self.loop.run_until_complete(self.sink.stop())
+        self.loop.close()
+        self.db.close()
+
+
+@pytest.fixture
+def running(config: Config) -> Iterator[Running]:
+    config.drop_root.joinpath("acme").mkdir(parents=True)
+    service = Running(config)
+    yield service
+    service.close()
+
+
+def manifest(file_name: str) -> str:
+    return json.dumps({"fileName": file_name, "type": "profile", "clientEmail": "partner@example.com"})
+
+
+def test_renamed_and_copied_manifests_become_jobs(running: Running, tmp_path: Path) -> None:
+    folder = running.config.drop_root / "acme"
+    (folder / "a.csv").write_text("identity,Name\nann,Ann\n")
+    temp = folder / ".ingestd-upload-1.a.manifest.part"
+    temp.write_text(manifest("a.csv"))
+    os.replace(temp, folder / "a.manifest")  # how an SFTP upload completes
+    outside = tmp_path / "b.manifest"
+    outside.write_text(manifest("b.csv"))
+    (folder / "b.csv").write_text("identity,Name\nbob,Bob\n")
+    shutil.copyfile(outside, folder / "b.manifest")  # how a copy by other means arrives
+    jobs = running.until(
+        "two finished jobs",
+        lambda: len(running.jobs()) == 2 and all(j["finished_at"] for j in running.jobs()) and running.jobs(),
+    )
+    assert [(job["manifest_name"], job["status"]) for job in jobs] == [
+        ("a.manifest", "succeeded"),
+        ("b.manifest", "succeeded"),
+    ]
+
+
+def test_a_new_accounts_folder_is_watched_too(running: Running) -> None:
+    folder = running.config.drop_root / "newco"
+    folder.mkdir()
+    (folder / "n.csv").write_text("identity,Name\nnia,Nia\n")
+    (folder / "n.manifest").write_text(manifest("n.csv"))
+    [job] = running.until("a job for the new account", running.jobs)
+    assert job["account"] == "newco"
+
+
+def test_hidden_files_nested_folders_and_other_names_are_not_arrivals(running: Running) -> None:
+    folder = running.config.drop_root / "acme"
+    (folder / ".ingestd-upload-2.x.manifest.part").write_text(manifest("x.csv"))
+    (folder / ".hidden.manifest").write_text(manifest("x.csv"))
+    (folder / "errors").mkdir()
+    (folder / "errors" / "e.manifest").write_text(manifest("x.csv"))
+    (folder / "sub").mkdir()
+    (folder / "sub" / "s.manifest").write_text(manifest("x.csv"))
+    (folder / "notes.txt").write_text("hello")
+    (running.config.drop_root / "root.manifest").write_text(manifest("x.csv"))
+    # A real arrival after all of them: once it is seen, the others would have been seen too.
+    (folder / "real.csv").write_text("identity,Name\nrae,Rae\n")
+    (folder / "real.manifest").write_text(manifest("real.csv"))
+    running.until("the real manifest's job", lambda: any(j["finished_at"] for j in running.jobs()))
+    assert [job["manifest_name"] for job in running.jobs()] == ["real.manifest"]
