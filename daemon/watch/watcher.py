@@ -53,7 +53,7 @@ class DropWatcher:
             event(log, "job.queued", account=account, job_id=job_id, manifest=name)
         return job_id
 
-    def rescan(self, min_age: float = 0.0) -> list[int]:
+    def rescan(self, min_age: float = 0.0, account: str | None = None) -> list[int]:
         """Queue every manifest already in the drop folders, oldest first (arrival while we were down).
 
         `min_age` skips files modified in the last seconds: one being copied in may not be complete."""
@@ -61,7 +61,8 @@ class DropWatcher:
         now = time.time()
         if not self.drop_root.is_dir():
             return []
-        for account_dir in self.drop_root.iterdir():
+        folders = [self.drop_root / account] if account else list(self.drop_root.iterdir())
+        for account_dir in folders:
             if not account_dir.is_dir() or not ACCOUNT.match(account_dir.name):
                 continue
             for entry in os.scandir(account_dir):
@@ -96,7 +97,9 @@ class _Handler(FileSystemEventHandler):
         self.watcher = watcher
 
     def on_any_event(self, fs_event: FileSystemEvent) -> None:
-        if fs_event.is_directory and fs_event.event_type != "created":
+        if fs_event.is_directory:
+            if fs_event.event_type == "created":
+                self._new_folder(os.fsdecode(fs_event.src_path))
             return
         # A rename (an SFTP upload completed) or a closed write (a copy by other means): the file is whole.
         # "created" alone is too early for a copy, its bytes may still be coming.
@@ -110,3 +113,13 @@ class _Handler(FileSystemEventHandler):
                     log.exception("could not queue %s", path)
         if fs_event.event_type in ("moved", "closed", "created", "deleted"):
             self.watcher.on_change()
+
+    def _new_folder(self, path: str) -> None:
+        # Files may land in a new account folder before its watch is in place: look at what is there.
+        folder = Path(path)
+        if folder.parent == self.watcher.drop_root and ACCOUNT.match(folder.name):
+            try:
+                if self.watcher.rescan(account=folder.name):
+                    self.watcher.on_change()
+            except Exception:
+                log.exception("could not scan the new folder %s", path)
