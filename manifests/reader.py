@@ -85,6 +85,8 @@ class _Source(io.RawIOBase):
             head = head[3:]
         elif encoding is None and head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
             encoding = "utf-16"  # a UTF-16 byte order mark is unambiguous, even when not declared
+        if encoding == "utf-16" and head[:2] not in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            encoding = "utf-16-le"  # no byte order mark: Windows' order, the usual one
         self.codec = encoding or "utf-8"
         self.shown = rules.ENCODINGS.get(self.codec, self.codec)
         self._decoder = codecs.getincrementaldecoder(self.codec)("strict")
@@ -108,15 +110,17 @@ class _Source(io.RawIOBase):
             line = self._lines + bytes(data[: exc.start]).count(self._newline) + 1
             byte = data[exc.start] if exc.start < len(data) else 0
             raise FileError(rules.file_undecodable(byte, line, self.shown)) from None
+        except UnicodeError:
+            raise FileError(rules.file_not_encoded(self.shown)) from None
         self._lines += raw.count(self._newline)
         self.quotes = self.quotes or b'"' in out
         return out
 
     def _fill(self, size: int) -> None:
         while len(self._out) < size and not self._eof:
-            raw = self._pending + self.handle.read(max(size, _PEEK))
-            self._pending = b""
-            self.bytes_done += len(raw)
+            fresh = self.handle.read(max(size, _PEEK))
+            self.bytes_done += len(fresh)
+            raw, self._pending = self._pending + fresh, b""
             if not raw:
                 self._eof = True
                 self._out += self._convert(b"", True)

@@ -155,6 +155,10 @@ def file_undecodable(byte: int, line: int, encoding: str) -> str:
     return f"byte 0x{byte:02x} at line {line} is not valid {encoding}"
 
 
+def file_not_encoded(encoding: str) -> str:
+    return f"the file is not valid {encoding} text"
+
+
 def file_row_too_long(line: int, limit: int) -> str:
     return f"the row starting near line {line} is longer than {limit // (1 << 20)} MiB (is a quoted field left open?)"
 

@@ -1,0 +1,151 @@
+"""Property-based: no generated CSV or manifest makes the engine raise anything but its own documented errors."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from manifests.model import ManifestError, load_manifest
+from manifests.validate import FileError, validate_csv
+
+NAMES = ["identity", "objectId", "evt", "ts", "Age", "Phone", "Email", "MSG-sms", "P", "P.operation", "x y", ""]
+CELLS = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            "a",
+            "1",
+            "-1",
+            "1.5",
+            "true",
+            "no",
+            "$D_1589274432",
+            "$D_x",
+            "$add",
+            "$delete",
+            "$bogus",
+            "+918876543211",
+            "a@example.com",
+            "App Launched",
+            "1574668407",
+            "99999999999999999999",
+            "NaN",
+            " 7 ",
+            '"',
+            '""',
+            "\r",
+            "\n",
+        ]
+    ),
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12),
+)
+DELIMITERS = st.sampled_from([",", ";", "\t", "|"])
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _quote(cell: str, delimiter: str) -> str:
+    if any(c in cell for c in (delimiter, '"', "\n", "\r")):
+        return '"' + cell.replace('"', '""') + '"'
+    return cell
+
+
+@st.composite
+def csv_files(draw: st.DrawFn) -> tuple[bytes, str]:
+    delimiter = draw(DELIMITERS)
+    header = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=6))
+    rows = draw(st.lists(st.lists(CELLS, min_size=0, max_size=7), max_size=8))
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    lines = [delimiter.join(_quote(c, delimiter) for c in row) for row in [header, *rows]]
+    text = newline.join(lines) + draw(st.sampled_from(["", newline]))
+    raw = text.encode("utf-8")
+    if draw(st.booleans()):  # sometimes damage the bytes
+        position = draw(st.integers(0, max(0, len(raw))))
+        raw = raw[:position] + draw(st.binary(max_size=3)) + raw[position:]
+    return raw, delimiter
+
+
+MANIFESTS = st.fixed_dictionaries(
+    {
+        "fileName": st.just("data.csv"),
+        "type": st.sampled_from(["event", "profile"]),
+        "clientEmail": st.just("p@example.com"),
+    },
+    optional={
+        "columns": st.dictionaries(
+            st.sampled_from(NAMES[:-1]),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "ctName": st.sampled_from(["identity", "evtName", "ts", "Phone", "objectId", "Age", "MSG-x"]),
+                    "dataType": st.sampled_from(["STRING", "INTEGER", "FLOAT", "BOOLEAN", "LONG"]),
+                },
+            ),
+            max_size=4,
+        ),
+        "encoding": st.sampled_from(["UTF-8", "cp1252", "latin1", "UTF-16"]),
+    },
+)
+
+
+@SETTINGS
+@given(csv_files(), MANIFESTS, st.integers(1, 4), st.integers(0, 5))
+def test_any_csv_gives_batches_or_a_file_error(csv_file, manifest_data, batch_rows, skip_rows):
+    raw, delimiter = csv_file
+    manifest = load_manifest(json.dumps({**manifest_data, "delimiter": delimiter}).encode())
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "data.csv"
+        path.write_bytes(raw)
+        try:
+            batches = list(
+                validate_csv(path, manifest, account="a", processing_ts=1, batch_rows=batch_rows, skip_rows=skip_rows)
+            )
+        except FileError as exc:
+            assert str(exc).startswith("File couldn't be read: ")
+            return
+    assert batches and all(batch.rows <= batch_rows for batch in batches)
+    for batch in batches:
+        frame = batch.events if manifest.type == "event" else batch.profiles
+        good = 0 if frame is None else frame.height
+        assert good + len(batch.bad) == batch.rows
+        for row in batch.bad:
+            assert row.problems and all(isinstance(message, str) and message for _, message in row.problems)
+        if frame is not None and good:
+            column = "properties" if manifest.type == "event" else "ops"
+            for value in frame[column].to_list():
+                json.loads(value)
+            assert frame["identity"].null_count() == 0
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@SETTINGS
+@given(
+    st.one_of(
+        st.binary(max_size=80),
+        JSONISH.map(lambda v: json.dumps(v).encode()),
+        MANIFESTS.flatmap(
+            lambda m: st.dictionaries(
+                st.sampled_from(["fileName", "type", "clientEmail", "columns", "encoding", "delimiter", "filename"]),
+                JSONISH,
+                max_size=3,
+            ).map(lambda extra: json.dumps({**m, **extra}).encode())
+        ),
+    )
+)
+def test_any_manifest_loads_or_raises_manifest_error(raw):
+    try:
+        manifest = load_manifest(raw)
+    except ManifestError as exc:
+        assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
+        assert isinstance(exc.client_emails, list)
+        return
+    assert manifest.type in ("event", "profile") and manifest.client_emails
