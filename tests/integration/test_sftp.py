@@ -342,3 +342,16 @@ def test_repeated_failures_from_one_address_are_banned(make_daemon, tmp_path: Pa
         result = sftp_batch(daemon.sftp_port, "acme", private, ["ls"])
     assert result.returncode != 0
     assert "login.failed" in daemon.log() and "banned=True" in daemon.log()
+
+
+def test_openssh_client_defaults_negotiate_aes_gcm(served: tuple[Daemon, Partner, Partner]) -> None:
+    # The server offers AES-GCM only (the fast cipher for asyncssh); OpenSSH's default client takes it.
+    import subprocess
+
+    daemon, acme, _ = served
+    command = ["sftp", "-v", "-b", "-", "-P", str(daemon.sftp_port), "-i", str(acme.private)]
+    command += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"]
+    command += ["-o", "IdentitiesOnly=yes", "acme@127.0.0.1"]
+    result = subprocess.run(command, input="pwd\n", capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "kex: client->server cipher: aes128-gcm@openssh.com" in result.stderr
