@@ -56,6 +56,9 @@ SHUTTING_DOWN = "Server is shutting down; try again shortly"
 TOO_LARGE = "File exceeds the maximum upload size of {limit}"
 DISCARDED = "Upload failed and was discarded: {reason}"
 NO_CHMOD = "Changing permissions, ownership or size is not supported"
+TOO_MANY_OPEN = "Too many files open at once in this session"
+
+MAX_OPEN_FILES = 64  # per session: enough for any parallel client, not enough to exhaust descriptors
 
 _WRITE_FLAGS = FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC
 _NAME_MAX = 255
@@ -174,6 +177,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         self._account = account
         self._connection_id = connection_id
         self._policy = policy
+        self._open_files = 0
 
     # -- paths ----------------------------------------------------------------------------------
 
@@ -221,6 +225,8 @@ class DropFolderSFTP(asyncssh.SFTPServer):
 
     @_sftp_errors
     def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
+        if self._open_files >= MAX_OPEN_FILES:
+            raise SFTPFailure(TOO_MANY_OPEN)
         if pflags & _WRITE_FLAGS:
             return self._open_upload(path, pflags)
         local = self._local(path)
@@ -228,6 +234,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise SFTPFailure(NOT_A_FILE)
+        self._open_files += 1
         return Download(fd)
 
     def _open_upload(self, path: bytes, pflags: int) -> Upload:
@@ -271,10 +278,12 @@ class DropFolderSFTP(asyncssh.SFTPServer):
             append=bool(pflags & FXF_APPEND),
         )
         self._policy.started(upload)
+        self._open_files += 1
         return upload
 
     def close(self, file_obj: object) -> None:
         if isinstance(file_obj, Download):
+            self._open_files -= 1
             os.close(file_obj.fd)
             return
         assert isinstance(file_obj, Upload)
@@ -294,6 +303,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
                 raise SFTPFailure(upload.failed or "") from None
         finally:
             self._policy.finished(upload)
+            self._open_files -= 1
         elapsed_ms = int((time.monotonic() - upload.started) * 1000)
         metrics.UPLOADS.labels(upload.account).inc()
         metrics.UPLOAD_BYTES.labels(upload.account).inc(upload.size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -355,3 +356,18 @@ def test_openssh_client_defaults_negotiate_aes_gcm(served: tuple[Daemon, Partner
     result = subprocess.run(command, input="pwd\n", capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "kex: client->server cipher: aes128-gcm@openssh.com" in result.stderr
+
+
+def test_a_session_cannot_hold_unlimited_files_open(served: tuple[Daemon, Partner, Partner]) -> None:
+    daemon, acme, _ = served
+    with paramiko_sftp(daemon.sftp_port, "acme", acme.private) as sftp:
+        handles = [sftp.open(f"many-{index}.csv", "wb") for index in range(64)]
+        with pytest.raises(OSError, match="Too many files open at once"):
+            sftp.open("one-too-many.csv", "wb")
+        handles.pop().close()
+        handles.append(sftp.open("one-more.csv", "wb"))
+        for handle in handles:
+            handle.write(b"identity\n")
+            handle.close()
+    names = set(os.listdir(daemon.drop("acme")))
+    assert {"many-0.csv", "many-62.csv", "one-more.csv"} <= names and "one-too-many.csv" not in names
