@@ -90,19 +90,29 @@ class Plan:
         for k, p in enumerate(self.props):
             exprs.append((p.raw.str.len_bytes() == 0).any().alias(f"e{k}"))
             exprs.append(p.raw.str.starts_with(rules.DATE_PREFIX).any().alias(f"d{k}"))
-            exprs.append(p.raw.str.contains_any(_ESCAPES).any().alias(f"x{k}"))
+            # Only strings are written as JSON strings (dates never need escaping).
+            escape = p.raw.str.contains_any(_ESCAPES).any() if p.data_type == "STRING" else pl.lit(False)
+            exprs.append(escape.alias(f"x{k}"))
         if self.ids:
             first = self.ids[0].raw
             usable = (first.str.len_bytes() > 0) & (first.str.len_chars() <= rules.MAX_CHARS)
             exprs.append(usable.all().alias("first_id"))
         return exprs
 
-    def stats(self, frame: pl.DataFrame) -> Stats:
-        if not frame.height:
-            n = len(self.props)
-            return Stats((True,) * n, (True,) * n, (True,) * n, False)
-        row = frame.select(self.stats_exprs()).row(0, named=True) if self.props or self.ids else {}
+    def stats(self, frame: pl.DataFrame, flags: dict[int, tuple[bool, bool, bool, bool]] | None = None) -> Stats:
         n = range(len(self.props))
+        if not frame.height:
+            return Stats((True,) * len(n), (True,) * len(n), (True,) * len(n), False)
+        if flags is not None and all(p.index in flags for p in self.props):
+            facts = [flags[p.index] for p in self.props]
+            first = flags.get(self.ids[0].index) if self.ids else None
+            return Stats(
+                tuple(f[0] for f in facts),
+                tuple(f[1] for f in facts),
+                tuple(f[2] for f in facts),
+                first is not None and not first[0] and not first[3],
+            )
+        row = frame.select(self.stats_exprs()).row(0, named=True) if self.props or self.ids else {}
         return Stats(
             tuple(bool(row[f"e{k}"]) for k in n),
             tuple(bool(row[f"d{k}"]) for k in n),

@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from manifests import rules
@@ -45,6 +46,9 @@ class RawBatch:
 
     frame: pl.DataFrame
     ragged: list[Ragged] = field(default_factory=list)
+    # Per column, conservatively (True may be a false alarm): (has an empty cell, may hold a `$D_` date,
+    # may need JSON escaping, has a cell over 1024 bytes). None: unknown, assume everything.
+    flags: dict[int, tuple[bool, bool, bool, bool]] | None = None
 
     @property
     def rows(self) -> int:
@@ -53,13 +57,13 @@ class RawBatch:
     def split(self, n: int) -> tuple[RawBatch, RawBatch]:
         """The first n rows (in file order) and the rest."""
         if not self.ragged:
-            return RawBatch(self.frame.head(n)), RawBatch(self.frame.slice(n))
+            return RawBatch(self.frame.head(n), flags=self.flags), RawBatch(self.frame.slice(n), flags=self.flags)
         lines = pl.concat([self.frame["line"], pl.Series([r.line for r in self.ragged], dtype=pl.Int64)]).sort()
         if n >= lines.len():
-            return self, RawBatch(self.frame.clear())
+            return self, RawBatch(self.frame.clear(), flags=self.flags)
         cut = lines[n]
-        head = RawBatch(self.frame.filter(pl.col("line") < cut), [r for r in self.ragged if r.line < cut])
-        tail = RawBatch(self.frame.filter(pl.col("line") >= cut), [r for r in self.ragged if r.line >= cut])
+        head = RawBatch(self.frame.filter(pl.col("line") < cut), [r for r in self.ragged if r.line < cut], self.flags)
+        tail = RawBatch(self.frame.filter(pl.col("line") >= cut), [r for r in self.ragged if r.line >= cut], self.flags)
         return head, tail
 
     @property
@@ -358,7 +362,8 @@ class CsvReader:
             if starts is not None
             else []
         )
-        return RawBatch(frame, ragged)
+        flags = _flags(record_batch, len(columns)) if record_batch is not None else None
+        return RawBatch(frame, ragged, flags)
 
     def _spans(self, frame: pl.DataFrame, columns: list[str], record_batch: pa.RecordBatch | None) -> pl.Series | None:
         """Physical lines per row when a quoted value holds a newline, else None (one line each)."""
@@ -398,7 +403,38 @@ def _has_newline(column: pa.Array) -> bool:
     return data is not None and b"\n" in data.to_pybytes()
 
 
+def _flags(record_batch: pa.RecordBatch, width: int) -> dict[int, tuple[bool, bool, bool, bool]] | None:
+    """Column facts from the Arrow buffers with vectorised kernels and memchr, not per-cell expressions."""
+    flags: dict[int, tuple[bool, bool, bool, bool]] = {}
+    for i in range(min(width, record_batch.num_columns)):
+        column = record_batch.column(i)
+        if not isinstance(column, pa.LargeStringArray) or column.offset:
+            return None
+        lengths = pc.binary_length(column)
+        data = column.buffers()[-1]
+        raw = data.to_pybytes() if data is not None else b""
+        smallest = pc.min(pa.Array.from_buffers(pa.uint8(), len(raw), [None, data])).as_py() if raw else None
+        escape = b'"' in raw or b"\\" in raw or (smallest is not None and smallest < 0x20)
+        empty = len(column) > 0 and pc.min(lengths).as_py() == 0
+        long = len(column) > 0 and pc.max(lengths).as_py() > rules.MAX_CHARS
+        flags[i] = (empty, rules.DATE_PREFIX.encode() in raw, escape, long)
+    return flags
+
+
+def _merge_flags(pieces: list[RawBatch]) -> dict[int, tuple[bool, bool, bool, bool]] | None:
+    merged: dict[int, tuple[bool, bool, bool, bool]] = {}
+    for piece in pieces:
+        if piece.flags is None:
+            if piece.frame.height:
+                return None
+            continue
+        for i, facts in piece.flags.items():
+            old = merged.get(i, (False, False, False, False))
+            merged[i] = (old[0] or facts[0], old[1] or facts[1], old[2] or facts[2], old[3] or facts[3])
+    return merged
+
+
 def _concat(pieces: list[RawBatch]) -> RawBatch:
     frames = [p.frame for p in pieces if p.frame.width]
     frame = pl.concat(frames, how="vertical") if frames else pl.DataFrame()
-    return RawBatch(frame, [r for p in pieces for r in p.ragged])
+    return RawBatch(frame, [r for p in pieces for r in p.ragged], _merge_flags(pieces))

@@ -103,7 +103,7 @@ def validate_csv(
 
 
 def _run(plan: Plan, reader: CsvReader, raw: RawBatch, *, index: int, rows_done: int) -> Batch:
-    compiled = plan.compile(plan.stats(raw.frame))
+    compiled = plan.compile(plan.stats(raw.frame, raw.flags))
     flags = [f"_p{j}" for j in range(len(compiled.checks))]
     # Checks and outputs in one pass, so polars computes shared sub-expressions (casts, dates) once.
     frame = (
