@@ -289,13 +289,15 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         assert isinstance(file_obj, Upload)
         upload = file_obj
         try:
+            if self._session_ended():
+                # Never raise here: asyncssh is cleaning up the session and would skip the other handles.
+                if upload.failed is None:
+                    upload.discard(
+                        "disconnected", DISCARDED.format(reason="the connection ended before the file was closed")
+                    )
+                return
             if upload.failed is not None:
                 raise SFTPFailure(upload.failed)
-            if self._session_ended():
-                upload.discard(
-                    "disconnected", DISCARDED.format(reason="the connection ended before the file was closed")
-                )
-                return
             try:
                 upload.commit()
             except OSError as exc:
@@ -404,7 +406,10 @@ class DropFolderSFTP(asyncssh.SFTPServer):
             for entry in entries:
                 if entry.name.startswith(b"."):
                     continue  # temp uploads and anything else hidden
-                info = entry.stat(follow_symlinks=False)
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # picked up by a job (moved out) while we were listing
                 if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
                     yield SFTPName(entry.name, attrs=SFTPAttrs.from_local(info))
 

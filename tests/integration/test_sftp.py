@@ -33,7 +33,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, P
         daemon.add_key(account, public, name="laptop")
         partners.append(Partner(account, private, public))
     yield daemon, partners[0], partners[1]
-    daemon.stop()
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()
 
 
 def visible(drop: Path) -> set[str]:

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paramiko
@@ -34,10 +34,12 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> N
 
 
 @pytest.fixture
-def partner(daemon: Daemon, tmp_path: Path) -> Path:
+def partner(daemon: Daemon, tmp_path: Path) -> Iterator[Path]:
     private, public = make_keypair(tmp_path / "keys")
     daemon.add_key("acme", public)
-    return private
+    yield private
+    # Every way an upload can fail is handled: nothing reaches the log as an unexpected exception.
+    assert "Traceback" not in daemon.log()
 
 
 def test_killed_openssh_upload_leaves_nothing(daemon: Daemon, partner: Path, tmp_path: Path) -> None:
@@ -105,8 +107,20 @@ def test_upload_over_the_size_limit_is_refused_and_leaves_nothing(make_daemon, t
         assert "over.csv" not in sftp.listdir(".")
         sftp.put(str(exact), "exact.csv")  # the limit itself is allowed
     assert (drop / "exact.csv").stat().st_size == 1024**2
+    # Refused, and then the client vanishes without closing: still nothing left, nothing unexpected logged.
+    sock = socket.create_connection(("127.0.0.1", daemon.sftp_port), timeout=30)
+    transport = paramiko.Transport(sock)
+    transport.connect(username="acme", pkey=paramiko.PKey.from_path(private))
+    sftp = paramiko.SFTPClient.from_transport(transport)
+    assert sftp is not None
+    remote = sftp.open("over.csv", "wb")
+    with pytest.raises(OSError, match="maximum upload size"):
+        remote.write(b"x" * (1024**2 + 1))
+    sock.shutdown(socket.SHUT_RDWR)
+    transport.close()
+    wait_for(lambda: daemon.log().count("reason=too_large") == 3, "three refusals in the log")
     assert "over.csv" not in os.listdir(drop) and not temp_files(drop)
-    assert "reason=too_large" in daemon.log()
+    assert "Traceback" not in daemon.log()
 
 
 def test_sigterm_lets_uploads_in_flight_finish_and_exits_0(daemon: Daemon, partner: Path) -> None:
