@@ -41,7 +41,7 @@ class Service:
         notifier = _optional("notifier.service", "Notifier", config, db)
         jobs = _optional("daemon.jobs.manager", "JobManager", config, db, sink, notifier)
         sftp = _optional("daemon.sftp.server", "SFTPService", config, db)
-        health = {"sftp": sftp, "sink": sink, "jobs": jobs}
+        health = {"sftp": sftp, "sink": sink, "jobs": jobs, "notifier": notifier}
         http = _optional("daemon.http.app", "HTTPService", config, db, sink, health=health)
         built = {"sink": sink, "notifier": notifier, "jobs": jobs, "sftp": sftp, "http": http}
         self.components = {name: component for name, component in built.items() if component is not None}
