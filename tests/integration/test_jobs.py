@@ -218,3 +218,17 @@ def test_partner_and_ops_are_told_at_pickup_progress_and_the_end(config: Config)
         assert "ops@example.com" in notifications(harness, broken["id"])[0][1]
     finally:
         harness.close()
+
+
+def test_an_unreadable_csv_fails_with_the_files_problem(harness: Harness) -> None:
+    harness.drop("empty.csv", "")
+    harness.drop("empty.manifest", manifest("empty.csv"))
+    folder = harness.config.drop_root / ACCOUNT
+    (folder / "latin.csv").write_bytes("identity,Name\njos\xe9,Jos\xe9\n".encode("latin-1"))
+    harness.drop("latin.manifest", manifest("latin.csv"))
+    harness.run()
+    empty, latin = harness.jobs()
+    for job in (empty, latin):
+        assert job["status"] == "failed"
+        assert job["error"].startswith("File couldn't be read"), job["error"]
+        assert job["details"]["problems"] == [job["error"]]

@@ -109,3 +109,40 @@ def test_hidden_files_nested_folders_and_other_names_are_not_arrivals(running: R
     (folder / "real.manifest").write_text(manifest("real.csv"))
     running.until("the real manifest's job", lambda: any(j["finished_at"] for j in running.jobs()))
     assert [job["manifest_name"] for job in running.jobs()] == ["real.manifest"]
+
+
+def big_profiles(path: Path, rows: int) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("identity,Name\n")
+        handle.writelines(f"u{i},N{i}\n" for i in range(rows))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_accounts_run_in_parallel_up_to_the_worker_count(config: Config, workers: int) -> None:
+    config.jobs.workers = workers
+    config.jobs.batch_rows = 2_000
+    for account in ("acme", "globex"):
+        config.drop_root.joinpath(account).mkdir(parents=True)
+    service = Running(config)
+    try:
+        acme, globex = config.drop_root / "acme", config.drop_root / "globex"
+        big_profiles(acme / "big.csv", 150_000)
+        (acme / "big.manifest").write_text(manifest("big.csv"))
+        service.until("acme's import under way", lambda: any(j["rows_ingested"] for j in service.jobs()))
+        (globex / "small.csv").write_text("identity,Name\ngus,Gus\n")
+        (globex / "small.manifest").write_text(manifest("small.csv"))
+
+        def small_done() -> dict[str, Any] | None:
+            jobs = {job["account"]: job for job in service.jobs()}
+            return jobs if jobs.get("globex", {}).get("finished_at") else None
+
+        jobs = service.until("globex's import", small_done, timeout=120)
+        if workers == 2:
+            # A second worker took the other account's file while the big one was still going.
+            assert jobs["acme"]["status"] == "processing"
+        else:
+            # One worker: the other account waited for it.
+            assert jobs["acme"]["status"] == "succeeded"
+        assert jobs["globex"]["status"] == "succeeded"
+    finally:
+        service.close()
