@@ -56,7 +56,6 @@ class Worker:
 
         job, manifest = ready.job, ready.manifest
         emails = list(manifest.client_emails)
-        started = time.monotonic()
         try:
             if job["status"] != "processing":
                 await asyncio.to_thread(self._pickup, job, manifest)
@@ -66,9 +65,9 @@ class Worker:
         except Interrupted:
             event(log, "job.interrupted", account=job["account"], job_id=job["id"])
         except FileError as exc:
-            await asyncio.to_thread(self._finish_failed, job, str(exc), [str(exc)], emails, started)
+            await asyncio.to_thread(self._finish_failed, job, str(exc), [str(exc)], emails)
         except JobFailed as exc:
-            await asyncio.to_thread(self._finish_failed, job, exc.reason, exc.details, emails, started)
+            await asyncio.to_thread(self._finish_failed, job, exc.reason, exc.details, emails)
         except asyncio.CancelledError:
             event(log, "job.cancelled", account=job["account"], job_id=job["id"])
             raise
@@ -80,7 +79,6 @@ class Worker:
                 messages.INTERNAL,
                 [],
                 emails,
-                started,
                 exception=f"{type(exc).__name__}: {exc}",
             )
 
@@ -157,7 +155,11 @@ class Worker:
                     )
         finally:
             if pending is not None:
-                pending.cancel()
+                # Let the validation thread finish its batch, so the file is closed and nothing runs on.
+                await asyncio.wait([pending])
+                if not pending.cancelled():
+                    pending.exception()  # retrieved: an error there is moot once we stop
+            batches.close()
             await asyncio.to_thread(errors.close)
         await asyncio.to_thread(self._finish, job, checkpoint, list(manifest.client_emails), errors.size)
 
@@ -233,7 +235,6 @@ class Worker:
         reason: str,
         problems: list[str],
         emails: list[str],
-        started: float,
         exception: str | None = None,
     ) -> None:
         checkpoint = Checkpoint.from_dict(self.store.checkpoint(job["id"]))
