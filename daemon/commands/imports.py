@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from daemon.config import Config
 from daemon.errors import NotFoundError, UsageError
@@ -12,12 +14,27 @@ from daemon.store.db import StateDB
 from daemon.store.jobs import STATUSES, JobStore
 from daemon.watch.watcher import ACCOUNT
 
+T = TypeVar("T")
+
 
 def _store(config: Config) -> JobStore | None:
     # Reading must not create a data directory: no state database means no imports yet.
     if not config.state_db.exists():
         return None
-    return JobStore(StateDB(config.state_db))
+    try:
+        return JobStore(StateDB(config.state_db))
+    except sqlite3.Error as exc:
+        raise UsageError(f"state database {config.state_db}: cannot be read ({exc})") from None
+
+
+def _read(config: Config, read: Callable[[JobStore], T], empty: T) -> T:
+    store = _store(config)
+    if store is None:
+        return empty
+    try:
+        return read(store)
+    except sqlite3.Error as exc:
+        raise UsageError(f"state database {config.state_db}: cannot be read ({exc})") from None
 
 
 def list_imports(args: argparse.Namespace, config: Config) -> int:
@@ -27,8 +44,9 @@ def list_imports(args: argparse.Namespace, config: Config) -> int:
         raise UsageError(f"status {args.status!r}: expected one of {', '.join(STATUSES)}")
     if args.limit < 1:
         raise UsageError(f"--limit {args.limit}: expected a positive number")
-    store = _store(config)
-    imports = store.list_imports(account=args.account, status=args.status, limit=args.limit) if store else []
+    imports = _read(
+        config, lambda store: store.list_imports(account=args.account, status=args.status, limit=args.limit), []
+    )
     if args.json:
         print(json.dumps(imports, indent=2, ensure_ascii=False))
         return 0
@@ -45,8 +63,7 @@ def show(args: argparse.Namespace, config: Config) -> int:
         raise UsageError(
             f"job id {args.job_id!r}: expected a positive whole number, as listed by 'ingestd imports list'"
         )
-    store = _store(config)
-    job = store.get_import(int(text)) if store else None
+    job = _read(config, lambda store: store.get_import(int(text)), None)
     if job is None:
         raise NotFoundError(f"no import with id {int(text)}")
     if args.json:

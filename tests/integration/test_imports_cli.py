@@ -100,3 +100,12 @@ def test_no_state_database_means_no_imports(tmp_path: Path) -> None:
     assert ingestd(data_dir, "imports", "list", "--json").stdout.strip() == "[]"
     assert ingestd(data_dir, "imports", "show", "1").returncode == 1
     assert not data_dir.exists()
+
+
+def test_a_damaged_state_database_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "state.sqlite3").write_bytes(b"this is not a database" * 100)
+    result = ingestd(data_dir, "imports", "list")
+    assert result.returncode == 2
+    assert "state database" in result.stderr and "Traceback" not in result.stderr
