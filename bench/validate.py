@@ -104,7 +104,7 @@ def run_engine(csv_path: str, manifest_path: str) -> dict[str, float]:
         good += 0 if frame is None else frame.height
         bad += len(batch.bad)
     seconds = time.perf_counter() - started
-    return {"rows": rows, "good": good, "bad": bad, "seconds": seconds, "rss_mb": _peak_rss_mb()}
+    return {"rows": rows, "good": good, "bad": bad, "seconds": seconds, "cpu": _cpu(), "rss_mb": _peak_rss_mb()}
 
 
 def run_reader(csv_path: str) -> dict[str, float]:
@@ -114,7 +114,7 @@ def run_reader(csv_path: str) -> dict[str, float]:
     with open(csv_path, encoding="utf-8", newline="") as handle:
         for _ in csv.reader(handle):
             rows += 1
-    return {"rows": rows - 1, "seconds": time.perf_counter() - started, "rss_mb": _peak_rss_mb()}
+    return {"rows": rows - 1, "seconds": time.perf_counter() - started, "cpu": _cpu(), "rss_mb": _peak_rss_mb()}
 
 
 def run_parsers(csv_path: str) -> dict[str, float]:
@@ -137,6 +137,12 @@ def run_parsers(csv_path: str) -> dict[str, float]:
     frame = pl.read_csv(csv_path, infer_schema=False)
     polars_seconds = time.perf_counter() - started
     return {"rows": rows, "pyarrow_stream": arrow, "polars_read_csv": polars_seconds, "polars_rows": frame.height}
+
+
+def _cpu() -> float:
+    """CPU seconds of this process, all threads (start-up included): a figure the machine's load skews less."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _peak_rss_mb() -> float:
@@ -171,6 +177,7 @@ def measure(kind: str, rows: int, folder: Path) -> dict[str, float]:
         f"  csv.reader  {base_rate / 1e6:6.2f} M rows/s  {size_mb / baseline['seconds']:6.1f} MB/s  ({baseline['seconds']:.2f}s)"
     )
     print(f"  ratio engine / csv.reader: {rate / base_rate:.2f}")
+    print(f"  CPU seconds: engine {engine['cpu']:.2f} (all threads), csv.reader {baseline['cpu']:.2f}")
     if rows <= 2_000_000:
         parsers = _child("parsers", str(csv_path))
         print(

@@ -10,7 +10,7 @@ import polars as pl
 
 from manifests import rules
 from manifests.model import Manifest
-from manifests.reader import FileError
+from manifests.reader import Facts, FileError
 
 _ISO = "%Y-%m-%dT%H:%M:%SZ"
 # JSON string escapes, applied in one Aho-Corasick pass only to columns that need them.
@@ -50,12 +50,20 @@ class Prop:
 
 @dataclass(frozen=True)
 class Stats:
-    """What one batch holds, so its expressions skip what cannot occur (dates, escapes, empty cells)."""
+    """What one batch holds, so its expressions skip what cannot occur (dates, escapes, empty cells, ...)."""
 
     empty: tuple[bool, ...]
     dated: tuple[bool, ...]
     escape: tuple[bool, ...]
     first_id_always: bool
+    long: tuple[bool, ...] = ()  # a cell may exceed 1024 characters
+    spaced: tuple[bool, ...] = ()  # a cell may need strip_chars
+    upper: tuple[bool, ...] = ()  # a cell may need to_lowercase
+    op_spaced: tuple[bool, ...] = ()  # per `.operation` column
+
+    def get(self, name: str, k: int) -> bool:
+        values: tuple[bool, ...] = getattr(self, name)
+        return values[k] if k < len(values) else True
 
 
 @dataclass
@@ -99,7 +107,7 @@ class Plan:
             exprs.append(usable.all().alias("first_id"))
         return exprs
 
-    def stats(self, frame: pl.DataFrame, flags: dict[int, tuple[bool, bool, bool, bool]] | None = None) -> Stats:
+    def stats(self, frame: pl.DataFrame, flags: dict[int, Facts] | None = None) -> Stats:
         n = range(len(self.props))
         if not frame.height:
             return Stats((True,) * len(n), (True,) * len(n), (True,) * len(n), False)
@@ -111,6 +119,10 @@ class Plan:
                 tuple(f[1] for f in facts),
                 tuple(f[2] for f in facts),
                 first is not None and not first[0] and not first[3],
+                long=tuple(f[3] for f in facts),
+                spaced=tuple(f[4] for f in facts),
+                upper=tuple(f[5] for f in facts),
+                op_spaced=tuple(flags[i][4] if i in flags else True for i in self.op_indexes),
             )
         row = frame.select(self.stats_exprs()).row(0, named=True) if self.props or self.ids else {}
         return Stats(
@@ -191,19 +203,25 @@ def _checks(plan: Plan, stats: Stats) -> list[Check]:
             continue
         raw, present = p.raw, p.present
         is_date = raw.str.starts_with(rules.DATE_PREFIX)
-        ok = _ok(raw, p.data_type)
-        typed_bad = present & ~ok.fill_null(False)
+        typed_bad: pl.Expr | None = None  # None: cannot happen in this batch
+        if p.data_type == "STRING":
+            if stats.get("long", k):  # else no cell of this batch is over 1024 bytes
+                typed_bad = present & (raw.str.len_chars() > rules.MAX_CHARS)
+        else:
+            ok = _ok(_clean(raw, stats, k), p.data_type, lowered=stats.get("upper", k))
+            typed_bad = present & ~ok.fill_null(False)
         if stats.dated[k]:
-            typed_bad = typed_bad & ~is_date
             date_ok = _date_seconds(raw).is_between(0, rules.MAX_DATE).fill_null(False)
             checks.append(Check(p.header, rules.BAD_DATE, is_date & ~date_ok))
-        checks.append(Check(p.header, p.message, typed_bad))
+            typed_bad = None if typed_bad is None else typed_bad & ~is_date
+        if typed_bad is not None:
+            checks.append(Check(p.header, p.message, typed_bad))
         if p.name == "Phone":
             checks.append(Check(p.header, rules.BAD_PHONE, present & ~raw.str.contains(rules.PHONE_PATTERN)))
         if p.name == "Email":
             checks.append(Check(p.header, rules.BAD_EMAIL, present & ~raw.str.contains(rules.EMAIL_PATTERN)))
-    for i in plan.op_indexes:
-        cell = pl.col(f"f{i}").str.strip_chars()
+    for n, i in enumerate(plan.op_indexes):
+        cell = pl.col(f"f{i}").str.strip_chars() if stats.get("op_spaced", n) else pl.col(f"f{i}")
         bad = (cell.str.len_bytes() > 0) & ~cell.is_in(list(rules.OPERATIONS))
         checks.append(Check(plan.header[i], rules.BAD_OPERATION, bad))
     if plan.ts is not None:
@@ -225,17 +243,24 @@ def _checks(plan: Plan, stats: Stats) -> list[Check]:
     return checks
 
 
-def _ok(raw: pl.Expr, data_type: str) -> pl.Expr:
-    text = raw.str.strip_chars()
+def _clean(raw: pl.Expr, stats: Stats, k: int) -> pl.Expr:
+    """The cell stripped and lower-cased, as far as this batch needs it."""
+    return raw.str.strip_chars() if stats.get("spaced", k) else raw
+
+
+def _ok(text: pl.Expr, data_type: str, *, lowered: bool = True) -> pl.Expr:
+    """Whether a non-date cell (already stripped as needed) is valid for this non-STRING type."""
     if data_type == "INTEGER":
         return text.cast(pl.Int64, strict=False).is_between(*rules.INT32)
     if data_type == "LONG":
         return text.cast(pl.Int64, strict=False).is_not_null()
     if data_type == "FLOAT":
         return text.cast(pl.Float64, strict=False).is_finite()
-    if data_type == "BOOLEAN":
-        return text.str.to_lowercase().is_in([*rules.TRUE_WORDS, *rules.FALSE_WORDS])
-    return raw.str.len_chars() <= rules.MAX_CHARS
+    return _lower(text, lowered).is_in([*rules.TRUE_WORDS, *rules.FALSE_WORDS])
+
+
+def _lower(text: pl.Expr, needed: bool) -> pl.Expr:
+    return text.str.to_lowercase() if needed else text
 
 
 def _date_seconds(raw: pl.Expr) -> pl.Expr:
@@ -278,13 +303,13 @@ def _value(p: Prop, k: int, stats: Stats) -> tuple[str, pl.Expr, str]:
         if stats.dated[k]:
             text = pl.when(raw.str.starts_with(rules.DATE_PREFIX)).then(_iso(raw)).otherwise(text)
         return '"', text, '"'
-    stripped = raw.str.strip_chars()
+    stripped = _clean(raw, stats, k)
     if p.data_type in ("INTEGER", "LONG"):
         typed = stripped.cast(pl.Int64, strict=False).cast(pl.String)
     elif p.data_type == "FLOAT":
         typed = stripped.cast(pl.Float64, strict=False).cast(pl.String)
     else:
-        truth = stripped.str.to_lowercase().is_in(list(rules.TRUE_WORDS))
+        truth = _lower(stripped, stats.get("upper", k)).is_in(list(rules.TRUE_WORDS))
         typed = pl.when(truth).then(pl.lit("true")).otherwise(pl.lit("false"))
     if stats.dated[k]:
         dated = pl.concat_str([pl.lit('"'), _iso(raw), pl.lit('"')])

@@ -18,6 +18,9 @@ import pyarrow.csv as pacsv
 
 from manifests import rules
 
+# What a batch's column may hold: (an empty cell, a `$D_` date, a character JSON must escape,
+# a cell over 1024 bytes, white space or non-ASCII, upper case).
+Facts = tuple[bool, bool, bool, bool, bool, bool]
 BLOCK_SIZE = 4 << 20  # pyarrow's parse block; also the longest row we accept
 _PEEK = 64 << 10
 
@@ -46,9 +49,8 @@ class RawBatch:
 
     frame: pl.DataFrame
     ragged: list[Ragged] = field(default_factory=list)
-    # Per column, conservatively (True may be a false alarm): (has an empty cell, may hold a `$D_` date,
-    # may need JSON escaping, has a cell over 1024 bytes). None: unknown, assume everything.
-    flags: dict[int, tuple[bool, bool, bool, bool]] | None = None
+    # Per column, conservatively (True may be a false alarm): see Facts. None: unknown, assume everything.
+    flags: dict[int, Facts] | None = None
 
     @property
     def rows(self) -> int:
@@ -403,9 +405,9 @@ def _has_newline(column: pa.Array) -> bool:
     return data is not None and b"\n" in data.to_pybytes()
 
 
-def _flags(record_batch: pa.RecordBatch, width: int) -> dict[int, tuple[bool, bool, bool, bool]] | None:
+def _flags(record_batch: pa.RecordBatch, width: int) -> dict[int, Facts] | None:
     """Column facts from the Arrow buffers with vectorised kernels and memchr, not per-cell expressions."""
-    flags: dict[int, tuple[bool, bool, bool, bool]] = {}
+    flags: dict[int, Facts] = {}
     for i in range(min(width, record_batch.num_columns)):
         column = record_batch.column(i)
         if not isinstance(column, pa.LargeStringArray) or column.offset:
@@ -413,28 +415,32 @@ def _flags(record_batch: pa.RecordBatch, width: int) -> dict[int, tuple[bool, bo
         lengths = pc.binary_length(column)
         data = column.buffers()[-1]
         raw = data.to_pybytes() if data is not None else b""
-        smallest = pc.min(pa.Array.from_buffers(pa.uint8(), len(raw), [None, data])).as_py() if raw else None
-        escape = b'"' in raw or b"\\" in raw or (smallest is not None and smallest < 0x20)
-        empty = len(column) > 0 and pc.min(lengths).as_py() == 0
-        long = len(column) > 0 and pc.max(lengths).as_py() > rules.MAX_CHARS
-        flags[i] = (empty, rules.DATE_PREFIX.encode() in raw, escape, long)
+        smallest = pc.min(pa.Array.from_buffers(pa.uint8(), len(raw), [None, data])).as_py() if raw else 0x7F
+        bounds = pc.min_max(lengths).as_py() if len(column) else {"min": 1, "max": 0}
+        empty = bounds["min"] == 0
+        long = bounds["max"] > rules.MAX_CHARS
+        escape = b'"' in raw or b"\\" in raw or smallest < 0x20
+        spaced = smallest <= 0x20 or not raw.isascii()  # strip_chars also strips Unicode spaces
+        # Short cells (booleans, operations) only: lower-casing a copy of a long buffer costs more than it saves.
+        upper = len(raw) > 8 * len(column) or raw.lower() != raw
+        flags[i] = (empty, rules.DATE_PREFIX.encode() in raw, escape, long, spaced, upper)
     return flags
 
 
-def _merge_flags(pieces: list[RawBatch]) -> dict[int, tuple[bool, bool, bool, bool]] | None:
-    merged: dict[int, tuple[bool, bool, bool, bool]] = {}
+def _merge_flags(pieces: list[RawBatch]) -> dict[int, Facts] | None:
+    merged: dict[int, Facts] = {}
     for piece in pieces:
         if piece.flags is None:
             if piece.frame.height:
                 return None
             continue
         for i, facts in piece.flags.items():
-            old = merged.get(i, (False, False, False, False))
-            merged[i] = (old[0] or facts[0], old[1] or facts[1], old[2] or facts[2], old[3] or facts[3])
+            old = merged.get(i)
+            merged[i] = facts if old is None else tuple(a or b for a, b in zip(old, facts, strict=True))  # type: ignore[assignment]
     return merged
 
 
 def _concat(pieces: list[RawBatch]) -> RawBatch:
     frames = [p.frame for p in pieces if p.frame.width]
-    frame = pl.concat(frames, how="vertical") if frames else pl.DataFrame()
+    frame = pl.concat(frames, how="vertical", rechunk=False) if frames else pl.DataFrame()
     return RawBatch(frame, [r for p in pieces for r in p.ragged], _merge_flags(pieces))

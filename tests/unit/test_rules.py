@@ -122,7 +122,16 @@ RECORDS = [
     ("profile", {"P": {"dataType": "FLOAT"}}, "identity,P", "a,-1.5e3", {"ops": [["$set", "P", -1500.0]]}),
     *[
         ("profile", {"B": {"dataType": "BOOLEAN"}}, "identity,B", f"a,{word}", {"ops": [["$set", "B", truth]]})
-        for word, truth in [("true", True), ("FALSE", False), ("1", True), ("0", False), ("Yes", True), ("n", False)]
+        for word, truth in [
+            ("true", True),
+            ("FALSE", False),
+            ("1", True),
+            ("0", False),
+            ("Yes", True),
+            ("n", False),
+            (" True ", True),
+            ("nO", False),
+        ]
     ],
     ("profile", {}, "identity,Born", "a,$D_1589274432", {"ops": [["$set", "Born", "2020-05-12T09:07:12Z"]]}),
     (
