@@ -99,7 +99,8 @@ ctx._source.ts = params.ts;
 
 _MAX_ID_BYTES = 512  # Elasticsearch refuses longer document ids
 _CHUNK_BYTES = 8 * 1024 * 1024
-_CHUNK_ACTIONS = 10_000
+_CHUNK_ACTIONS = 5_000
+_IN_FLIGHT = 2  # bulk requests at once per batch
 _FILTER = "errors,items.*.status,items.*.error"
 
 
@@ -227,38 +228,56 @@ class ElasticsearchSink(Sink):
     async def _bulk(self, actions: list[str], lines: list[list[int]]) -> list[RowFailure]:
         """Send pre-serialised action+document pairs; `lines[i]` are the CSV lines behind action i.
 
-        Items refused with 429 are sent again with back-off; 409 on create means already stored (success).
+        A few requests are in flight at once, so serialising and parsing here overlaps the server's work;
+        that is safe because a batch holds one action per document.
         """
+        gate = asyncio.Semaphore(_IN_FLIGHT)
+
+        async def send(chunk: list[int]) -> list[RowFailure]:
+            async with gate:
+                return await self._send_chunk(actions, lines, chunk)
+
+        tasks = [asyncio.ensure_future(send(chunk)) for chunk in _chunks(actions)]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return [failure for failures in results for failure in failures]
+
+    async def _send_chunk(self, actions: list[str], lines: list[list[int]], chunk: list[int]) -> list[RowFailure]:
+        """One bulk request; items refused with 429 are sent again with back-off; 409 on create = already stored."""
         failures: list[RowFailure] = []
-        for chunk in _chunks(actions):
-            pending = chunk
-            delay = self.first_delay
-            for attempt in range(1, self.attempts + 1):
-                body = "".join(actions[i] for i in pending)
-                response = await self._call(self.client.bulk, operations=body, filter_path=_FILTER)
-                if not response.get("errors"):
-                    break
-                rejected = []
-                for index, item in zip(pending, response["items"], strict=True):
-                    result = next(iter(item.values()))
-                    status = result.get("status", 0)
-                    if status < 300 or (status == 409 and "create" in item):
-                        continue
-                    if status == 429:
-                        rejected.append(index)
-                        continue
-                    message = _item_error(result)
-                    SINK_ERRORS.labels(kind="row").inc()
-                    failures.extend(RowFailure(line, message) for line in lines[index])
-                if not rejected:
-                    break
-                if attempt == self.attempts:
-                    raise RetryableError(f"elasticsearch at {self.url} is overloaded (429)", delay=delay)
-                SINK_ERRORS.labels(kind="retry").inc()
-                event(log, "sink.retry", logging.WARNING, driver=self.name, attempt=attempt, rejected=len(rejected))
-                await asyncio.sleep(min(delay, self.config.max_retry_delay))
-                delay *= 2
-                pending = rejected
+        pending = chunk
+        delay = self.first_delay
+        for attempt in range(1, self.attempts + 1):
+            body = "".join(actions[i] for i in pending)
+            response = await self._call(self.client.bulk, operations=body, filter_path=_FILTER)
+            if not response.get("errors"):
+                break
+            rejected = []
+            for index, item in zip(pending, response["items"], strict=True):
+                result = next(iter(item.values()))
+                status = result.get("status", 0)
+                if status < 300 or (status == 409 and "create" in item):
+                    continue
+                if status == 429:
+                    rejected.append(index)
+                    continue
+                message = _item_error(result)
+                SINK_ERRORS.labels(kind="row").inc()
+                failures.extend(RowFailure(line, message) for line in lines[index])
+            if not rejected:
+                break
+            if attempt == self.attempts:
+                raise RetryableError(f"elasticsearch at {self.url} is overloaded (429)", delay=delay)
+            SINK_ERRORS.labels(kind="retry").inc()
+            event(log, "sink.retry", logging.WARNING, driver=self.name, attempt=attempt, rejected=len(rejected))
+            await asyncio.sleep(min(delay, self.config.max_retry_delay))
+            delay *= 2
+            pending = rejected
         return failures
 
     async def write_events(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:

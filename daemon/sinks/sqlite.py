@@ -95,7 +95,7 @@ class SQLiteSink(Sink):
             # NORMAL in WAL mode: a power cut may lose the last commits but never corrupts; the job's
             # checkpoint is written after the batch commits, so a lost batch is simply written again.
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA cache_size=-262144")
             conn.execute("PRAGMA temp_store=MEMORY")
             self._conn = conn
         return self._conn
