@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 
 PROFILE_OPS = ("$set", "$add", "$remove", "$delete")
+_OPS = frozenset(PROFILE_OPS)
 EVENT_COLUMNS = ("line", "event_id", "identity", "name", "ts", "properties")
 PROFILE_COLUMNS = ("line", "identity", "ts", "ops")
 
@@ -104,15 +105,20 @@ def apply_ops(properties: dict[str, Any], ops: list[list[Any]]) -> None:
 
 
 def parse_ops(text: str) -> list[list[Any]]:
-    """The ops cell of a profiles frame; ValueError with a short reason when it is malformed."""
+    """The ops cell of a profiles frame; ValueError with a short reason when it is malformed.
+
+    Checked before any op of the row is applied, so a bad row changes nothing.
+    """
     ops = json.loads(text)
     if not isinstance(ops, list):
         raise ValueError("profile operations are not a list")
-    for entry in ops:
-        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[1], str)):
-            raise ValueError(f"malformed profile operation {entry!r}")
-        if entry[0] not in PROFILE_OPS:
-            raise ValueError(f"Profile operation must be one of $add, $set, $remove, $delete, found {entry[0]}")
+    try:
+        kinds = {op for op, _key, _value in ops}  # a set comprehension: this runs once per profile row
+    except (TypeError, ValueError):
+        raise ValueError(f"malformed profile operations {text[:200]}") from None
+    if not kinds <= _OPS:
+        found = sorted(str(kind) for kind in kinds - _OPS)[0]
+        raise ValueError(f"Profile operation must be one of $add, $set, $remove, $delete, found {found}")
     return ops
 
 

@@ -28,6 +28,7 @@ from daemon.sinks.base import (
 )
 
 T = TypeVar("T")
+_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -173,10 +174,7 @@ class SQLiteSink(Sink):
                 touched[identity] = None
             conn.executemany(
                 _UPSERT_PROFILE,
-                (
-                    (account, identity, profiles[identity][0], json.dumps(profiles[identity][1], ensure_ascii=False))
-                    for identity in touched
-                ),
+                ((account, identity, profiles[identity][0], _to_json(profiles[identity][1])) for identity in touched),
             )
         except BaseException:
             conn.execute("ROLLBACK")

@@ -359,3 +359,15 @@ def test_elasticsearch_refusals_become_row_failures(noida: Noida, es_prefix: str
         ]
     finally:
         runner.close()
+
+
+def test_identities_and_names_with_special_characters_round_trip(run: SinkRunner) -> None:
+    identity = 'a/b?c#d "quoted" back\\slash é 中'
+    name = 'Bought "it"\\now'
+    properties = {"Note": 'line\nbreak "q"', "Ünïcode": "✓"}
+    assert run(run.sink.write_events(ACCOUNT, events_frame([(identity, name, JAN_8_2020, properties)]))) == []
+    assert run(run.sink.list_events(ACCOUNT, identity)) == [
+        {"name": name, "ts": "2020-01-08T17:14:27Z", "properties": properties}
+    ]
+    assert run(run.sink.write_profiles(ACCOUNT, profiles_frame([(identity, 1, [["$set", "Note", 'x "y"']])]))) == []
+    assert run(run.sink.get_profile(ACCOUNT, identity))["properties"] == {"Note": 'x "y"'}
