@@ -258,7 +258,16 @@ def start_noida(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.2)
 
 
-def run_sink(driver: str, workdir: Path, events: Path, profiles: Path, n_events: int, n_profiles: int, es_url: str):
+def run_sink(
+    driver: str,
+    workdir: Path,
+    events: Path,
+    profiles: Path,
+    n_events: int,
+    n_profiles: int,
+    es_url: str,
+    verbose: bool = False,
+) -> float:
     env = {"INGESTD_SINK__DRIVER": driver}
     if driver == "elasticsearch":
         env["INGESTD_ELASTICSEARCH__URL"] = es_url
@@ -270,6 +279,10 @@ def run_sink(driver: str, workdir: Path, events: Path, profiles: Path, n_events:
         rss = daemon.peak_rss_mib()
     finally:
         daemon.stop()
+    if verbose:
+        for line in daemon.log.read_text(errors="replace").splitlines():
+            if " job." in line:
+                print(f"    {line}")
     print(
         f"[{driver}] events:   {n_events:,} rows in {ev_seconds:.2f}s = {n_events / ev_seconds:,.0f} rows/s  ({ev_state[0]}, ingested {ev_state[1]:,}, failed {ev_state[2]:,})"
     )
@@ -286,6 +299,7 @@ def main() -> int:
     parser.add_argument("--profiles", type=int, default=200_000)
     parser.add_argument("--sink", choices=["sqlite", "elasticsearch", "both"], default="both")
     parser.add_argument("--es-url", help="an Elasticsearch to use (default: start noida-db)")
+    parser.add_argument("--verbose", action="store_true", help="also print the daemon's job log lines")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ingestd-bench-") as tmp:
         workdir = Path(tmp)
@@ -296,7 +310,7 @@ def main() -> int:
             f"files: {events.stat().st_size / 2**20:.0f} MiB events, {profiles.stat().st_size / 2**20:.0f} MiB profiles"
         )
         if args.sink in ("sqlite", "both"):
-            ours = run_sink("sqlite", workdir, events, profiles, args.events, args.profiles, "")
+            ours = run_sink("sqlite", workdir, events, profiles, args.events, args.profiles, "", args.verbose)
             naive = naive_sqlite(events, workdir / "naive.sqlite3")
             print(f"[sqlite] naive csv.reader + executemany: {naive:,.0f} rows/s")
             print(f"[sqlite] ratio ingestd / naive: {ours / naive:.2f}  (target >= 1.0)")
@@ -306,7 +320,9 @@ def main() -> int:
             if url is None:
                 noida, url = start_noida(workdir)
             try:
-                ours = run_sink("elasticsearch", workdir, events, profiles, args.events, args.profiles, url)
+                ours = run_sink(
+                    "elasticsearch", workdir, events, profiles, args.events, args.profiles, url, args.verbose
+                )
                 raw = raw_bulk(events, url, "benchraw")
                 print(f"[elasticsearch] raw pre-serialised _bulk: {raw:,.0f} rows/s")
                 print(f"[elasticsearch] ratio ingestd / raw _bulk: {ours / raw:.2f}  (target >= 0.7)")
