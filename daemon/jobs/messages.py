@@ -20,6 +20,10 @@ def duplicate_detail(manifest_name: str) -> str:
     return f"a manifest named {manifest_name} was already imported; upload it again under a new name"
 
 
+def unreadable_detail(manifest_name: str, reason: str) -> str:
+    return f"{manifest_name} could not be read ({reason})"
+
+
 def vanished_detail(manifest_name: str) -> str:
     return f"{manifest_name} was removed from your folder before it was picked up"
 

@@ -57,7 +57,12 @@ class Queue:
             for job in self.store.heads():
                 if job["account"] in busy or any(r.job["account"] == job["account"] for r in result.ready):
                     continue
-                outcome = self._check(job, now, result, free_slots - len(result.ready))
+                try:
+                    outcome = self._check(job, now, result, free_slots - len(result.ready))
+                except Exception:
+                    # Logged and tried again next round; the other accounts go on meanwhile.
+                    log.exception("could not check job %s of %s", job["id"], job["account"])
+                    continue
                 settled = settled or outcome
         return result
 
@@ -70,6 +75,10 @@ class Queue:
             raw = path.read_bytes()
         except FileNotFoundError:
             self.fail(job, messages.UNREADABLE, [messages.vanished_detail(job["manifest_name"])], [])
+            return True
+        except OSError as exc:
+            detail = messages.unreadable_detail(job["manifest_name"], exc.strerror or str(exc))
+            self.fail(job, messages.UNREADABLE, [detail], [])
             return True
         try:
             manifest = load_manifest(raw)
