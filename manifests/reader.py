@@ -84,6 +84,7 @@ class _Source(io.RawIOBase):
         self.quotes = False
         self._lines = 0  # newlines before the current chunk, to place an undecodable byte
         self._out = b""
+        self._last = b""
         self._eof = False
         head = handle.read(4)
         self.bytes_done = len(head)
@@ -106,7 +107,7 @@ class _Source(io.RawIOBase):
         try:
             if self.codec == "utf-8":
                 # Valid ASCII needs no decoding; otherwise decode only to check and discard the text.
-                if not raw.isascii() or final:
+                if not raw.isascii() or final or self._decoder.getstate()[0]:
                     self._decoder.decode(raw, final)
                 out = raw
             else:
@@ -129,9 +130,16 @@ class _Source(io.RawIOBase):
             raw, self._pending = self._pending + fresh, b""
             if not raw:
                 self._eof = True
-                self._out += self._convert(b"", True)
+                self._emit(self._convert(b"", True))
+                if self._last not in (b"", b"\n"):
+                    self._emit(b"\n")  # pyarrow cannot read a one-line file without its line end
                 break
-            self._out += self._convert(raw, False)
+            self._emit(self._convert(raw, False))
+
+    def _emit(self, out: bytes) -> None:
+        if out:
+            self._out += out
+            self._last = out[-1:]
 
     def peek(self) -> bytes:
         """The first bytes of converted text, without consuming them."""
@@ -301,7 +309,7 @@ class CsvReader:
         frame = pl.DataFrame() if record_batch is None else pl.from_arrow(record_batch)
         assert isinstance(frame, pl.DataFrame)
         if not self.header:
-            if record_batch is None:
+            if record_batch is None or frame.height == 0:
                 return RawBatch(pl.DataFrame())
             self._take_header(frame.row(0))
             frame = frame.slice(1)

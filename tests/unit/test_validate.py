@@ -253,3 +253,23 @@ def test_the_frames_follow_the_interface(tmp_path):
     assert len(event_id) == 32
     profiles = run(tmp_path, "identity,x\na,1\n", manifest("profile")).batches[0].profiles
     assert list(profiles.columns) == ["line", "identity", "ts", "ops"]
+
+
+@pytest.mark.parametrize("data", ["identity,Age", "identity,Age\na,1", "identity,Age\r\na,1\r\n"])
+def test_the_last_line_needs_no_line_end(tmp_path, data):
+    result = run(tmp_path, data, manifest("profile"))
+    assert result.batches[0].header == ["identity", "Age"]
+    assert [row["ops"] for row in result.rows] == ([[["$set", "Age", "1"]]] if "a,1" in data else [])
+
+
+@pytest.mark.parametrize("shift", range(-2, 7))
+def test_characters_split_across_read_blocks(tmp_path, shift):
+    head = "identity,Name\n"
+    size = 64 * 1024 - len(head) - len("b,") - 1 + shift  # "é" straddles the first 64 KiB read
+    filler = "".join(f"a,{'x' * 98}\n" for _ in range(size // 101))
+    filler += "a," + "y" * (size - len(filler) - 3) + "\n"
+    data = (head + filler + "b,é\n" + "c," + "ü" * 500 + "\n").encode()
+    assert data[64 * 1024 - 1 + shift : 64 * 1024 + 1 + shift] == "é".encode()
+    result = run(tmp_path, data, manifest("profile"))
+    assert [row["ops"][0][2] for row in result.rows][-2:] == ["é", "ü" * 500]
+    assert result.bad == []
