@@ -25,6 +25,7 @@ IDLE_TICK = 30.0  # the scheduler looks again at least this often, even without 
 RESCAN_EVERY = 60.0  # a safety net for watch events lost (e.g. inotify queue overflow)
 RESCAN_MIN_AGE = 5.0  # a periodic rescan leaves alone files still being written by other means
 RETENTION_EVERY = 3600.0
+COOLDOWN = 30.0  # seconds an account is left alone after its job's task died unexpectedly
 
 
 class JobManager:
@@ -44,6 +45,7 @@ class JobManager:
         self._running: dict[str, asyncio.Task[None]] = {}  # account -> its job's task
         self._tasks: list[asyncio.Task[None]] = []
         self._next_check: float | None = None
+        self._cooldown: dict[str, float] = {}  # account -> monotonic time before which it is left alone
 
     # -- service interface ----------------------------------------------------------------------
 
@@ -110,8 +112,10 @@ class JobManager:
         """Settle what can be settled now and start workers for ready jobs; returns how many started."""
         if self._stopping.is_set():
             return 0
-        busy = set(self._running)
-        free = self.config.jobs.workers - len(busy)
+        now = time.monotonic()
+        self._cooldown = {account: until for account, until in self._cooldown.items() if until > now}
+        busy = set(self._running) | set(self._cooldown)
+        free = self.config.jobs.workers - len(self._running)
         plan = await asyncio.to_thread(self.queue.plan, busy, free)
         self._next_check = plan.next_check
         for ready in plan.ready:
@@ -124,8 +128,12 @@ class JobManager:
         task = asyncio.create_task(self.worker.run(ready), name=f"job-{ready.job['id']}")
         self._running[account] = task
 
-        def done(_: asyncio.Task[None]) -> None:
+        def done(finished: asyncio.Task[None]) -> None:
             self._running.pop(account, None)
+            if not finished.cancelled() and finished.exception() is not None:
+                # Even recording the failure failed (e.g. the state DB): try again later, not in a tight loop.
+                log.error("job %s stopped unexpectedly", ready.job["id"], exc_info=finished.exception())
+                self._cooldown[account] = time.monotonic() + COOLDOWN
             self._wake.set()
 
         task.add_done_callback(done)
