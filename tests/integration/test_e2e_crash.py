@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -104,3 +105,74 @@ def test_a_daemon_stopped_mid_import_resumes_and_ends_with_exact_counts(
     assert "job.resumed" in daemon.log()
     if how == "SIGTERM":
         assert "job.interrupted" in daemon.log()
+
+
+PROFILE_ROWS = 60_000
+IDENTITIES = 2_000
+
+
+def write_profiles(path: Path) -> dict[str, dict[str, object]]:
+    """Rows that $set, $add and $remove; returns each profile as a clean run leaves it."""
+    expected: dict[str, dict[str, object]] = {}
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write("identity,Name,Count,Tags,Tags.operation\n")
+        for i in range(PROFILE_ROWS):
+            identity = f"p{i % IDENTITIES}"
+            op = "$remove" if i % 5 == 4 else "$add"
+            tag = f"t{i % 3}"
+            handle.write(f"{identity},N{i},{i},{tag},{op}\n")
+            profile = expected.setdefault(identity, {"Tags": []})
+            profile["Name"], profile["Count"] = f"N{i}", i
+            tags = profile["Tags"]
+            assert isinstance(tags, list)
+            if op == "$add" and tag not in tags:
+                tags.append(tag)
+            elif op == "$remove" and tag in tags:
+                tags.remove(tag)
+    for profile in expected.values():
+        if not profile["Tags"]:
+            del profile["Tags"]
+    return expected
+
+
+def sink_profiles(daemon: Daemon) -> dict[str, dict[str, object]]:
+    conn = sqlite3.connect(daemon.data_dir / "sink.sqlite3", timeout=30)
+    try:
+        rows = conn.execute("SELECT identity, properties FROM profiles WHERE account = ?", (ACCOUNT,)).fetchall()
+    finally:
+        conn.close()
+    return {identity: json.loads(properties) for identity, properties in rows}
+
+
+@pytest.mark.slow
+def test_a_killed_profile_import_resumes_to_the_same_profiles_as_a_clean_run(
+    make_daemon: Callable[..., Daemon], keypair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    daemon = make_daemon(INGESTD_JOBS__BATCH_ROWS="1000")
+    daemon.add_key(ACCOUNT, keypair[1])
+    partner = Partner(daemon, keypair[0], tmp_path / "partner")
+    expected = write_profiles(partner.folder / "people.csv")
+    manifest = {
+        "fileName": "people.csv",
+        "type": "profile",
+        "clientEmail": "partner@example.com",
+        "columns": {"Count": {"dataType": "INTEGER"}},
+    }
+    partner.put(partner.folder / "people.csv", partner.file("people.manifest", manifest))
+    deadline = time.monotonic() + 120
+    while not ((state := job_row(daemon)) and state[0] == "processing" and state[1] > 0):
+        assert time.monotonic() < deadline, f"never saw the job processing: {state}\n{daemon.log()[-3000:]}"
+        time.sleep(0.02)
+    daemon.kill()
+    assert (job_row(daemon) or ("?", 0))[1] < PROFILE_ROWS, "the kill must land mid-import"
+    daemon.start()
+    [job] = finished(daemon, 1)
+    assert (job["status"], job["rows_ingested"]) == ("succeeded", PROFILE_ROWS)
+    profiles = sink_profiles(daemon)
+    for profile in profiles.values():
+        if "Tags" in profile:
+            profile["Tags"] = sorted(profile["Tags"])  # type: ignore[arg-type]
+    for profile in expected.values():
+        if "Tags" in profile:
+            profile["Tags"] = sorted(profile["Tags"])  # type: ignore[arg-type]
+    assert profiles == expected
