@@ -13,6 +13,7 @@ from daemon.config import Config
 from daemon.jobs import messages
 from daemon.logs import event
 from daemon.store.jobs import JobStore
+from manifests.model import ManifestError, load_manifest
 
 log = logging.getLogger("ingestd.jobs")
 
@@ -68,8 +69,6 @@ class Queue:
 
     def _check(self, job: dict[str, Any], now: float, result: Plan, free: int) -> bool:
         """True when the job reached a final status here (so the account's next job may move)."""
-        from manifests.model import ManifestError, load_manifest
-
         path = self.manifest_path(job)
         try:
             raw = path.read_bytes()

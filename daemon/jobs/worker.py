@@ -20,6 +20,9 @@ from daemon.jobs.queue import Ready
 from daemon.logs import event
 from daemon.store.jobs import JobStore
 
+# Imported with the daemon, not at the first job: polars and pyarrow take a moment to load.
+from manifests.validate import FileError, validate_csv
+
 log = logging.getLogger("ingestd.jobs")
 
 ERRORS_FILE = "errors.csv"
@@ -52,8 +55,6 @@ class Worker:
         self.stopping = stopping
 
     async def run(self, ready: Ready) -> None:
-        from manifests.validate import FileError
-
         job, manifest = ready.job, ready.manifest
         emails = list(manifest.client_emails)
         try:
@@ -110,8 +111,6 @@ class Worker:
     # -- the batch loop -------------------------------------------------------------------------
 
     async def _process(self, job: dict[str, Any], manifest: Any) -> None:
-        from manifests.validate import validate_csv
-
         folder = self.job_dir(job["id"])
         checkpoint = Checkpoint.from_dict(await asyncio.to_thread(self.store.checkpoint, job["id"]))
         errors = await asyncio.to_thread(ErrorFile, folder / ERRORS_FILE, checkpoint.error_bytes)
