@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncssh
@@ -18,6 +19,7 @@ log = logging.getLogger("ingestd.sftp")
 
 _MAX_KEYS_PER_CONNECTION = 6  # as OpenSSH's MaxAuthTries: a client offering more keys is cut off
 _MAX_DELAY = 2.0
+_PRUNE_ABOVE = 10_000  # addresses remembered before forgetting the ones with nothing recent
 BANNED = "Too many failed logins from this address; try again later"
 
 
@@ -33,9 +35,10 @@ class LoginGuard:
     A success does not wipe the count: an address gets `max_failures` failed logins per `ban_time`.
     """
 
-    def __init__(self, max_failures: int, ban_time: float) -> None:
+    def __init__(self, max_failures: int, ban_time: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_failures = max_failures
         self.ban_time = ban_time
+        self.clock = clock
         self._records: dict[str, _Record] = {}
 
     def _recent(self, address: str, now: float) -> _Record:
@@ -45,17 +48,24 @@ class LoginGuard:
 
     def banned(self, address: str) -> bool:
         record = self._records.get(address)
-        return record is not None and record.banned_until > time.monotonic()
+        return record is not None and record.banned_until > self.clock()
 
     def delay(self, address: str) -> float:
         """How long to wait before telling this address its key was refused."""
         record = self._records.get(address)
-        count = len(record.failures) if record else 0
+        now = self.clock()
+        count = sum(1 for t in record.failures if now - t < self.ban_time) if record else 0
         return 0.0 if count == 0 else min(0.25 * 2 ** (count - 1), _MAX_DELAY)
 
     def failed(self, address: str) -> bool:
         """Record a failed login; True when the address is now banned."""
-        now = time.monotonic()
+        now = self.clock()
+        if len(self._records) > _PRUNE_ABOVE:  # a scan from many addresses must not grow memory for ever
+            self._records = {
+                addr: rec
+                for addr, rec in self._records.items()
+                if rec.banned_until > now or any(now - t < self.ban_time for t in rec.failures)
+            }
         record = self._recent(address, now)
         record.failures.append(now)
         if len(record.failures) >= self.max_failures:
