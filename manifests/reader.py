@@ -97,7 +97,8 @@ class _Source(io.RawIOBase):
         self.codec = encoding or "utf-8"
         self.shown = rules.ENCODINGS.get(self.codec, self.codec)
         self._decoder = codecs.getincrementaldecoder(self.codec)("strict")
-        self._newline = b"\n\x00" if self.codec.startswith("utf-16") else b"\n"
+        big_endian = self.codec == "utf-16-be" or (self.codec == "utf-16" and head[:2] == codecs.BOM_UTF16_BE)
+        self._newline = {True: b"\x00\n", False: b"\n\x00"}[big_endian] if self.codec.startswith("utf-16") else b"\n"
         self._pending = head
 
     def readable(self) -> bool:

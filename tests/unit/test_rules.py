@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 
 from manifests import rules
@@ -91,13 +93,21 @@ PROBLEMS = [
 ]
 
 
+@pytest.fixture(params=["buffer facts", "polars facts"])
+def facts(request, monkeypatch):
+    """Both ways of learning a batch's facts: from the Arrow buffers, and the polars fallback."""
+    if request.param == "polars facts":
+        monkeypatch.setattr("manifests.reader._flags", lambda *args: None)
+    return request.param
+
+
 @pytest.mark.parametrize(("kind", "columns", "header", "row", "expected"), PROBLEMS)
-def test_a_bad_row_lists_every_problem_with_its_column(tmp_path, kind, columns, header, row, expected):
+def test_a_bad_row_lists_every_problem_with_its_column(tmp_path, facts, kind, columns, header, row, expected):
     result = run(tmp_path, f"{header}\n{row}\n", manifest(kind, columns))
     assert result.rows == []
     assert len(result.bad) == 1
     assert result.bad[0].line == 2
-    assert result.bad[0].cells == next(iter(__import__("csv").reader([row])))
+    assert result.bad[0].cells == next(csv.reader([row]))
     assert result.bad[0].problems == expected
 
 
@@ -191,7 +201,7 @@ RECORDS = [
 
 
 @pytest.mark.parametrize(("kind", "columns", "header", "row", "expected"), RECORDS)
-def test_a_good_row_becomes_a_typed_record(tmp_path, kind, columns, header, row, expected):
+def test_a_good_row_becomes_a_typed_record(tmp_path, facts, kind, columns, header, row, expected):
     result = run(tmp_path, f"{header}\n{row}\n", manifest(kind, columns))
     assert result.bad == []
     assert len(result.rows) == 1
