@@ -211,8 +211,17 @@ class SQLiteSink(Sink):
         return [{"name": name, "ts": iso_ms(ts), "properties": json.loads(props)} for name, ts, props in rows]
 
     async def health(self) -> str | None:
+        # Its own short-lived reader, so a health check never queues behind a big batch being written.
         try:
-            await self._run(lambda: self._connection().execute("SELECT 1").fetchone())
-        except (sqlite3.Error, RetryableError, OSError) as exc:
+            await asyncio.to_thread(self._probe)
+        except (sqlite3.Error, OSError) as exc:
             return f"sqlite sink {self.path}: {exc}"
         return None
+
+    def _probe(self) -> None:
+        # mode=rw: a missing file is reported, not silently created empty.
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True, timeout=5)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()

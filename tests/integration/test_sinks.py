@@ -371,3 +371,16 @@ def test_identities_and_names_with_special_characters_round_trip(run: SinkRunner
     ]
     assert run(run.sink.write_profiles(ACCOUNT, profiles_frame([(identity, 1, [["$set", "Note", 'x "y"']])]))) == []
     assert run(run.sink.get_profile(ACCOUNT, identity))["properties"] == {"Note": 'x "y"'}
+
+
+def test_sqlite_health_reports_a_missing_database(data_dir: Path) -> None:
+    runner = SinkRunner(sink_config(data_dir, "sqlite"))
+    try:
+        runner(runner.sink.start())
+        assert runner(runner.sink.health()) is None
+        runner.config.sink_db.unlink()  # an operator removed the file under a running daemon
+        reason = runner(runner.sink.health())
+        assert reason is not None and reason.startswith(f"sqlite sink {runner.config.sink_db}")
+        assert not runner.config.sink_db.exists()
+    finally:
+        runner.close()
