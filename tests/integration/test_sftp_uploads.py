@@ -87,6 +87,28 @@ def test_dropped_connection_mid_upload_leaves_nothing(daemon: Daemon, partner: P
     assert "half.manifest" not in os.listdir(drop)
 
 
+def test_session_closed_with_a_file_still_open_leaves_nothing(daemon: Daemon, partner: Path) -> None:
+    # The SSH connection stays up, but the SFTP session ends without closing the file: not a finished upload.
+    drop = daemon.drop("acme")
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect("127.0.0.1", port=daemon.sftp_port, username="acme", key_filename=str(partner), timeout=30)
+    try:
+        sftp = client.open_sftp()
+        remote = sftp.open("unclosed.csv", "wb")
+        remote.write(b"identity\n1\n")
+        remote.flush()
+        wait_for(lambda: len(temp_files(drop)) == 1, "the temp file")
+        sftp.close()
+        wait_for(lambda: not temp_files(drop), "the temp file to be deleted")
+        assert "unclosed.csv" not in os.listdir(drop)
+        again = client.open_sftp()  # the same connection still works
+        assert "unclosed.csv" not in again.listdir(".")
+        again.close()
+    finally:
+        client.close()
+
+
 def test_upload_over_the_size_limit_is_refused_and_leaves_nothing(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     daemon = make_daemon(INGESTD_SFTP__MAX_FILE_SIZE="256KiB")
     private, public = make_keypair(tmp_path / "keys")
