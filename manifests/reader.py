@@ -82,6 +82,7 @@ class _Source(io.RawIOBase):
         self.handle = handle
         self.bytes_done = 0
         self.quotes = False
+        self.quote_count = 0
         self._lines = 0  # newlines before the current chunk, to place an undecodable byte
         self._out = b""
         self._last = b""
@@ -121,7 +122,8 @@ class _Source(io.RawIOBase):
         except UnicodeError:
             raise FileError(rules.file_not_encoded(self.shown)) from None
         self._lines += raw.count(self._newline)
-        self.quotes = self.quotes or b'"' in out
+        self.quote_count += out.count(b'"')
+        self.quotes = self.quote_count > 0
         return out
 
     def _fill(self, size: int) -> None:
@@ -288,7 +290,8 @@ class CsvReader:
                 piece = self._piece(record_batch)
                 pending.append(piece)
                 count += piece.rows
-                while count >= batch_rows:
+                # Strictly more than a batch: the file's last rows wait for the end-of-file checks.
+                while count > batch_rows:
                     whole = _concat(pending)
                     head, tail = whole.split(batch_rows)
                     yield head
@@ -297,6 +300,10 @@ class CsvReader:
                 raise FileError(rules.FILE_EMPTY)
             piece = self._piece(None)  # invalid rows after the last good one
             whole = _concat([*pending, piece])
+            self._check_unclosed_quote(whole)
+            while whole.rows > batch_rows:
+                head, whole = whole.split(batch_rows)
+                yield head
             if whole.rows:
                 yield whole
         finally:
@@ -305,6 +312,20 @@ class CsvReader:
                 thread.join()
             if self._handle:
                 self._handle.close()
+
+    def _check_unclosed_quote(self, last: RawBatch) -> None:
+        """An odd number of quotes and a last row holding newlines: a quoted field swallowed the file's end."""
+        if not self._source or self._source.quote_count % 2 == 0 or not last.rows:
+            return
+        line = last.last_line
+        ragged = [r for r in last.ragged if r.line == line]
+        if ragged:
+            swallowed = "\n" in ragged[0].text
+        else:
+            row = last.frame.filter(pl.col("line") == line).drop("line")
+            swallowed = any("\n" in str(cell) for cell in row.row(0)) if row.height else False
+        if swallowed:
+            raise FileError(rules.file_unclosed_quote(line))
 
     def _piece(self, record_batch: pa.RecordBatch | None) -> RawBatch:
         frame = pl.DataFrame() if record_batch is None else pl.from_arrow(record_batch)

@@ -159,6 +159,10 @@ def file_not_encoded(encoding: str) -> str:
     return f"the file is not valid {encoding} text"
 
 
+def file_unclosed_quote(line: int) -> str:
+    return f'the quoted field in the row at line {line} is never closed (a " is missing)'
+
+
 def file_row_too_long(line: int, limit: int) -> str:
     return f"the row starting near line {line} is longer than {limit // (1 << 20)} MiB (is a quoted field left open?)"
 

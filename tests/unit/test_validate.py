@@ -273,3 +273,31 @@ def test_characters_split_across_read_blocks(tmp_path, shift):
     result = run(tmp_path, data, manifest("profile"))
     assert [row["ops"][0][2] for row in result.rows][-2:] == ["é", "ü" * 500]
     assert result.bad == []
+
+
+def test_a_long_row_in_the_middle_fails_alone(tmp_path):
+    data = 'identity,Note\na,ok\nb,"' + "x" * (5 << 20) + '"\nc,ok\n'
+    result = run(tmp_path, data, manifest("profile"))
+    assert [row["line"] for row in result.rows] == [2, 4]
+    assert [(row.line, row.problems) for row in result.bad] == [
+        (3, [("Note", "Value must be at most 1024 characters")])
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        ('identity,Note\na,ok\nb,"unclosed\nc,ok\nd,ok\n', 3),
+        ('identity,Note,Age\na,ok,1\nb,"unclosed,2\nc,ok,3\n', 3),
+        ('identity,Note\na,ok\nb,"""never\n', 3),
+    ],
+)
+def test_a_quote_never_closed_is_a_file_error(tmp_path, data, line):
+    with pytest.raises(FileError) as caught:
+        run(tmp_path, data, manifest("profile"), batch_rows=1)
+    assert f"the quoted field in the row at line {line} is never closed" in str(caught.value)
+
+
+def test_a_stray_quote_inside_a_value_is_read_as_written(tmp_path):
+    result = run(tmp_path, "identity,Height\na,5'11\"\nb,6'1\"\nc,x\n", manifest("profile"))
+    assert [row["ops"][0][2] for row in result.rows] == ["5'11\"", "6'1\"", "x"]
