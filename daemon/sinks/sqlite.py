@@ -53,7 +53,9 @@ CREATE TABLE IF NOT EXISTS profiles (
 # Errors that say "not now" rather than "never": another writer holds the lock, the disk is full or failing.
 _TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PROTOCOL")
 
-_INSERT_EVENT = "INSERT OR IGNORE INTO events (account, identity, event_id, name, ts, line, properties) VALUES (?, ?, ?, ?, ?, ?, ?)"
+# The account is the same for the whole batch: written into the statement as a quoted literal, so that
+# executemany binds six values per row, not seven.
+_INSERT_EVENT = "INSERT OR IGNORE INTO events (account, identity, event_id, name, ts, line, properties) VALUES ({}, ?, ?, ?, ?, ?, ?)"
 _SELECT_PROFILES = (
     "SELECT identity, ts, properties FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
 )
@@ -129,15 +131,13 @@ class SQLiteSink(Sink):
         # Sorted in index order, the inserts walk the unique index forwards instead of jumping around it.
         rows = (
             frame.filter(complete)
-            .select(
-                pl.lit(account), "identity", pl.col("event_id").str.decode("hex"), "name", "ts", "line", "properties"
-            )
+            .select("identity", pl.col("event_id").str.decode("hex"), "name", "ts", "line", "properties")
             .sort("identity", "event_id")
         )
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(_INSERT_EVENT, rows.iter_rows())
+            conn.executemany(_INSERT_EVENT.format(_sql_text(account)), rows.iter_rows())
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -225,3 +225,8 @@ class SQLiteSink(Sink):
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         finally:
             conn.close()
+
+
+def _sql_text(value: str) -> str:
+    """A string as an SQL literal: quotes doubled, so no value can end the literal early."""
+    return "'" + value.replace("'", "''") + "'"

@@ -384,3 +384,13 @@ def test_sqlite_health_reports_a_missing_database(data_dir: Path) -> None:
         assert not runner.config.sink_db.exists()
     finally:
         runner.close()
+
+
+def test_an_account_with_a_quote_stays_a_plain_value(run: SinkRunner) -> None:
+    # Accounts are validated upstream; the sink still never lets one change a statement.
+    account = "o'brien"
+    assert (
+        run(run.sink.write_events(account, events_frame([("a", "Purchased", JAN_8_2020, {})], account=account))) == []
+    )
+    assert len(run(run.sink.list_events(account, "a"))) == 1
+    assert run(run.sink.list_events("o", "a")) == []
