@@ -175,6 +175,19 @@ class ElasticsearchSink(Sink):
     async def _ensure_schema(self) -> None:
         if self._schema_ready:
             return
+        try:
+            await self._create_schema()
+        except ApiError as exc:
+            # An operator's problem (an old or locked-down cluster), not the partner's: pause jobs and say why.
+            raise RetryableError(
+                f"elasticsearch at {self.url} refused the index templates: {exc.meta.status} {exc.error} {exc.info}"[
+                    :500
+                ],
+                delay=self.config.max_retry_delay,
+            ) from exc
+        self._schema_ready = True
+
+    async def _create_schema(self) -> None:
         prefix = self.config.index_prefix
         await self._call(
             self.client.indices.put_index_template,
@@ -197,7 +210,6 @@ class ElasticsearchSink(Sink):
                 if exc.error != "resource_already_exists_exception":  # another process was quicker
                     raise
         await self._call(self.client.put_script, id=self.script_id, script={"lang": "painless", "source": APPLY_OPS})
-        self._schema_ready = True
 
     async def _call(self, method: Any, **kwargs: Any) -> Any:
         """One API call with back-off on 429, 5xx and connection errors; RetryableError when they persist."""
