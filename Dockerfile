@@ -30,8 +30,8 @@ VOLUME ["/data"]
 EXPOSE 2222 8080
 
 # /healthz answers 200 only when the SFTP listener, the state store and the sink are all healthy.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('INGESTD_HTTP__PORT', '8080') + '/healthz', timeout=4).status == 200 else 1)"]
+HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('INGESTD_HTTP__PORT', '8080') + '/healthz', timeout=9).status == 200 else 1)"]
 
 STOPSIGNAL SIGTERM
 CMD ["ingestd", "serve"]
