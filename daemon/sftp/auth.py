@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import asyncssh
 
-from daemon import metrics
 from daemon.logs import event
+from daemon.sftp.handler import Count
 from daemon.store.keys import ACCOUNT_RE, KeyStore
 
 log = logging.getLogger("ingestd.sftp")
@@ -80,8 +80,11 @@ class AccountSSHServer(asyncssh.SSHServer):
 
     _ids = itertools.count(1)
 
-    def __init__(self, keys: KeyStore, guard: LoginGuard, connections: set[asyncssh.SSHServerConnection]) -> None:
+    def __init__(
+        self, keys: KeyStore, guard: LoginGuard, connections: set[asyncssh.SSHServerConnection], count: Count
+    ) -> None:
         self._keys = keys
+        self._count = count
         self._guard = guard
         self._connections = connections
         self.connection_id = f"c{next(self._ids)}"
@@ -96,7 +99,7 @@ class AccountSSHServer(asyncssh.SSHServer):
         self.address = str(peer[0])
         if self._guard.banned(self.address):
             event(log, "login.refused", logging.WARNING, address=self.address, reason="banned")
-            metrics.LOGIN_FAILURES.inc()
+            self._count("LOGIN_FAILURES", 1, ())
             conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, BANNED)
             return
         self._connections.add(conn)
@@ -105,7 +108,7 @@ class AccountSSHServer(asyncssh.SSHServer):
         if self._conn is not None:
             self._connections.discard(self._conn)
         if self.account is None and self._attempts and not self._guard.banned(self.address):
-            metrics.LOGIN_FAILURES.inc()
+            self._count("LOGIN_FAILURES", 1, ())
             banned = self._guard.failed(self.address)
             event(
                 log,

@@ -60,6 +60,15 @@ TOO_MANY_OPEN = "Too many files open at once in this session"
 
 MAX_OPEN_FILES = 64  # per session: enough for any parallel client, not enough to exhaust descriptors
 
+Count = Callable[[str, float, tuple[str, ...]], None]  # (name in daemon.metrics, amount, label values)
+
+
+def count_locally(name: str, amount: float = 1.0, labels: tuple[str, ...] = ()) -> None:
+    """Update a daemon.metrics counter; the SFTP process sends these to the daemon instead."""
+    metric = getattr(metrics, name)
+    (metric.labels(*labels) if labels else metric).inc(amount)
+
+
 _WRITE_FLAGS = FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC
 _NAME_MAX = 255
 
@@ -83,6 +92,7 @@ class Upload:
     name: str
     connection_id: str
     append: bool
+    count: Count
     started: float = field(default_factory=time.monotonic)
     size: int = 0
     failed: str | None = None  # the partner-facing reason, once the upload is lost
@@ -96,7 +106,7 @@ class Upload:
             os.unlink(self.temp)
         if self.failed is None:
             self.failed = message
-            metrics.UPLOADS_FAILED.labels(reason).inc()
+            self.count("UPLOADS_FAILED", 1, (reason,))
             event(
                 log,
                 "upload.discarded",
@@ -130,6 +140,7 @@ class SessionPolicy:
     """Shared by every session of one server: limits, the shutdown flag and the uploads in flight."""
 
     max_file_size: int
+    count: Count = count_locally
     stopping: bool = False
     uploads: set[int] = field(default_factory=set)  # id() of open Upload objects
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -276,6 +287,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
             name=os.fsdecode(name),
             connection_id=self._connection_id,
             append=bool(pflags & FXF_APPEND),
+            count=self._policy.count,
         )
         self._policy.started(upload)
         self._open_files += 1
@@ -307,8 +319,8 @@ class DropFolderSFTP(asyncssh.SFTPServer):
             self._policy.finished(upload)
             self._open_files -= 1
         elapsed_ms = int((time.monotonic() - upload.started) * 1000)
-        metrics.UPLOADS.labels(upload.account).inc()
-        metrics.UPLOAD_BYTES.labels(upload.account).inc(upload.size)
+        upload.count("UPLOADS", 1, (upload.account,))
+        upload.count("UPLOAD_BYTES", upload.size, (upload.account,))
         event(
             log,
             "upload.completed",
