@@ -60,6 +60,8 @@ class Stats:
     spaced: tuple[bool, ...] = ()  # a cell may need strip_chars
     upper: tuple[bool, ...] = ()  # a cell may need to_lowercase
     op_spaced: tuple[bool, ...] = ()  # per `.operation` column
+    ts_dated: bool = True  # the ts column may hold a `$D_` date
+    ts_spaced: bool = True  # the ts column may need strip_chars
 
     def get(self, name: str, k: int) -> bool:
         values: tuple[bool, ...] = getattr(self, name)
@@ -114,6 +116,7 @@ class Plan:
         if flags is not None and all(p.index in flags for p in self.props):
             facts = [flags[p.index] for p in self.props]
             first = flags.get(self.ids[0].index) if self.ids else None
+            ts = flags.get(self.ts.index) if self.ts is not None else None
             return Stats(
                 tuple(f[0] for f in facts),
                 tuple(f[1] for f in facts),
@@ -123,6 +126,8 @@ class Plan:
                 spaced=tuple(f[4] for f in facts),
                 upper=tuple(f[5] for f in facts),
                 op_spaced=tuple(flags[i][4] if i in flags else True for i in self.op_indexes),
+                ts_dated=ts is None or ts[1],
+                ts_spaced=ts is None or ts[4],
             )
         row = frame.select(self.stats_exprs()).row(0, named=True) if self.props or self.ids else {}
         return Stats(
@@ -131,6 +136,28 @@ class Plan:
             tuple(bool(row[f"x{k}"]) for k in n),
             bool(row.get("first_id", False)),
         )
+
+    def wanted_facts(self) -> dict[int, Facts]:
+        """Per column, the facts (see reader.Facts) that stats() and the compiled rules read; the reader skips the rest."""
+        wanted: dict[int, list[bool]] = {}
+
+        def want(index: int, *facts: int) -> None:
+            slots = wanted.setdefault(index, [False] * 6)
+            for fact in facts:
+                slots[fact] = True
+
+        for p in self.props:
+            want(p.index, 0, 1)  # empty cells, dates: every property
+            want(p.index, *((2, 3) if p.data_type == "STRING" else (4,)))  # escapes, length / strip
+            if p.data_type == "BOOLEAN":
+                want(p.index, 5)  # lower-casing
+        if self.ids:
+            want(self.ids[0].index, 0, 3)
+        for i in self.op_indexes:
+            want(i, 4)
+        if self.ts is not None:
+            want(self.ts.index, 1, 4)
+        return {i: (a, b, c, d, e, f) for i, (a, b, c, d, e, f) in wanted.items()}
 
     def compile(self, stats: Stats) -> Compiled:
         if stats not in self._cache:
@@ -226,7 +253,7 @@ def _checks(plan: Plan, stats: Stats) -> list[Check]:
         checks.append(Check(plan.header[i], rules.BAD_OPERATION, bad))
     if plan.ts is not None:
         present = plan.ts.present
-        checks.append(Check(plan.ts.header, rules.BAD_TS, present & ~_ts_seconds(plan.ts.raw).is_not_null()))
+        checks.append(Check(plan.ts.header, rules.BAD_TS, present & ~_ts_seconds(plan.ts.raw, stats).is_not_null()))
     if plan.event_name is not None:
         raw, head = plan.event_name.raw, plan.event_name.header
         checks.append(Check(head, rules.EVENT_NAME_MISSING, raw.str.len_bytes() == 0))
@@ -267,10 +294,11 @@ def _date_seconds(raw: pl.Expr) -> pl.Expr:
     return raw.str.slice(len(rules.DATE_PREFIX)).cast(pl.Int64, strict=False)
 
 
-def _ts_seconds(raw: pl.Expr) -> pl.Expr:
+def _ts_seconds(raw: pl.Expr, stats: Stats) -> pl.Expr:
     """Epoch seconds of a ts cell (also as `$D_<epoch>`), null when not valid."""
+    plain = (raw.str.strip_chars() if stats.ts_spaced else raw).cast(pl.Int64, strict=False)
     dated = raw.str.starts_with(rules.DATE_PREFIX)
-    seconds = pl.when(dated).then(_date_seconds(raw)).otherwise(raw.str.strip_chars().cast(pl.Int64, strict=False))
+    seconds = pl.when(dated).then(_date_seconds(raw)).otherwise(plain) if stats.ts_dated else plain
     return pl.when(seconds.is_between(0, rules.MAX_TS)).then(seconds)
 
 
@@ -393,7 +421,7 @@ def _ops(plan: Plan, stats: Stats) -> pl.Expr:
 def _compile(plan: Plan, stats: Stats) -> Compiled:
     identity = _identity(plan)
     if plan.ts is not None:
-        seconds = _ts_seconds(plan.ts.raw)
+        seconds = _ts_seconds(plan.ts.raw, stats)
         ts_ms = (pl.when(plan.ts.present).then(seconds).otherwise(pl.lit(plan.processing_ts)) * 1000).cast(pl.Int64)
         ts_cell: pl.Expr = plan.ts.raw
     else:

@@ -23,6 +23,8 @@ from manifests import rules
 Facts = tuple[bool, bool, bool, bool, bool, bool]
 BLOCK_SIZE = 4 << 20  # pyarrow's parse block; also the longest row we accept
 _PEEK = 64 << 10
+_ALL: Facts = (True, True, True, True, True, True)
+_DATE = rules.DATE_PREFIX.encode()
 
 
 class FileError(Exception):
@@ -192,6 +194,8 @@ class CsvReader:
         self._found: list[tuple[int, str, int]] = []  # filled by pyarrow's callback in the parsing thread
         self._next_rec = 1  # pyarrow's record number (header = 1) of the next record
         self._next_line = 1
+        # Per column, the facts the rules read (set once the plan is known; until then all of them).
+        self.wanted: dict[int, Facts] | None = None
 
     @property
     def bytes_done(self) -> int:
@@ -394,7 +398,7 @@ class CsvReader:
             if starts is not None
             else []
         )
-        flags = _flags(record_batch, len(columns)) if record_batch is not None else None
+        flags = _flags(record_batch, len(columns), self.wanted) if record_batch is not None else None
         return RawBatch(frame, ragged, flags)
 
     def _spans(self, frame: pl.DataFrame, columns: list[str], record_batch: pa.RecordBatch | None) -> pl.Series | None:
@@ -435,25 +439,36 @@ def _has_newline(column: pa.Array) -> bool:
     return data is not None and b"\n" in data.to_pybytes()
 
 
-def _flags(record_batch: pa.RecordBatch, width: int) -> dict[int, Facts] | None:
-    """Column facts from the Arrow buffers with vectorised kernels and memchr, not per-cell expressions."""
+def _flags(record_batch: pa.RecordBatch, width: int, wanted: dict[int, Facts] | None = None) -> dict[int, Facts] | None:
+    """Column facts from the Arrow buffers with vectorised kernels and memchr, not per-cell expressions.
+
+    `wanted`: per column, the facts the rules use (None: all of them, for every column); a fact not
+    wanted is not computed and reported as True, the conservative answer."""
     flags: dict[int, Facts] = {}
     for i in range(min(width, record_batch.num_columns)):
+        need = _ALL if wanted is None else wanted.get(i)
+        if need is None:
+            continue  # no rule reads this column's facts
         column = record_batch.column(i)
         if not isinstance(column, pa.LargeStringArray) or column.offset:
             return None
-        lengths = pc.binary_length(column)
-        data = column.buffers()[-1]
-        raw = data.to_pybytes() if data is not None else b""
-        smallest = pc.min(pa.Array.from_buffers(pa.uint8(), len(raw), [None, data])).as_py() if raw else 0x7F
-        bounds = pc.min_max(lengths).as_py() if len(column) else {"min": 1, "max": 0}
-        empty = bounds["min"] == 0
-        long = bounds["max"] > rules.MAX_CHARS
-        escape = b'"' in raw or b"\\" in raw or smallest < 0x20
-        spaced = smallest <= 0x20 or not raw.isascii()  # strip_chars also strips Unicode spaces
-        # Short cells (booleans, operations) only: lower-casing a copy of a long buffer costs more than it saves.
-        upper = len(raw) > 8 * len(column) or raw.lower() != raw
-        flags[i] = (empty, rules.DATE_PREFIX.encode() in raw, escape, long, spaced, upper)
+        empty = long = True
+        if need[0] or need[3]:
+            bounds = pc.min_max(pc.binary_length(column)).as_py() if len(column) else {"min": 1, "max": 0}
+            empty, long = bounds["min"] == 0, bounds["max"] > rules.MAX_CHARS
+        dated = escape = spaced = upper = True
+        if need[1] or need[2] or need[4] or need[5]:
+            data = column.buffers()[-1]
+            raw = data.to_pybytes() if data is not None else b""
+            if need[2] or need[4]:
+                smallest = pc.min(pa.Array.from_buffers(pa.uint8(), len(raw), [None, data])).as_py() if raw else 0x7F
+                escape = b'"' in raw or b"\\" in raw or smallest < 0x20
+                spaced = smallest <= 0x20 or not raw.isascii()  # strip_chars also strips Unicode spaces
+            # memchr for "$" first: a multi-byte search over a buffer without it costs several times more.
+            dated = b"$" in raw and _DATE in raw
+            # Short cells (booleans, operations) only: lower-casing a copy of a long buffer costs more than it saves.
+            upper = not need[5] or len(raw) > 8 * len(column) or raw.lower() != raw
+        flags[i] = (empty, dated, escape, long, spaced, upper)
     return flags
 
 

@@ -77,6 +77,7 @@ def validate_csv(
             plan = build_plan(
                 manifest, reader.header, account=account, processing_ts=processing_ts, restricted=restricted_events
             )
+            reader.wanted = plan.wanted_facts()
         before, done = done, done + raw.rows
         if done <= skip_rows:
             index += 1

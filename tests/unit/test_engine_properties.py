@@ -6,6 +6,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -149,3 +150,51 @@ def test_any_manifest_loads_or_raises_manifest_error(raw):
         assert isinstance(exc.client_emails, list)
         return
     assert manifest.type in ("event", "profile") and manifest.client_emails
+
+
+FAST_PATH_CELLS = st.one_of(
+    CELLS,
+    st.sampled_from([" TRUE ", "Yes", "N", "\t1\t", " $D_1589274432", "$D_1589274432 ", " 1574668407 ", "1e3"]),
+    st.sampled_from([" $add", "$SET", "\u00a07\u00a0", "É", "x" * 1025, 'a"b', "a\\b", "\x01", "$", "$D", "-0"]),
+)
+
+
+@st.composite
+def fast_path_files(draw: st.DrawFn) -> tuple[bytes, str]:
+    header = draw(st.lists(st.sampled_from(NAMES[:-1]), min_size=1, max_size=6, unique=True))
+    rows = draw(st.lists(st.lists(FAST_PATH_CELLS, min_size=len(header), max_size=len(header)), max_size=8))
+    lines = [",".join(_quote(c, ",") for c in row) for row in [header, *rows]]
+    return ("\n".join(lines) + "\n").encode("utf-8"), ","
+
+
+def _outcome(raw: bytes, manifest_data: dict[str, object], batch_rows: int) -> object:
+    manifest = load_manifest(json.dumps(manifest_data).encode())
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "data.csv"
+        path.write_bytes(raw)
+        try:
+            batches = list(validate_csv(path, manifest, account="a", processing_ts=1, batch_rows=batch_rows))
+        except FileError as exc:
+            return str(exc)
+    return [
+        (
+            (b.index, b.rows, b.rows_done, b.last_line, b.bytes_done, b.header),
+            None if b.events is None else b.events.rows(),
+            None if b.profiles is None else b.profiles.rows(),
+            [(row.line, row.cells, row.problems) for row in b.bad],
+        )
+        for b in batches
+    ]
+
+
+@SETTINGS
+@given(st.one_of(csv_files(), fast_path_files()), MANIFESTS, st.integers(1, 4))
+def test_buffer_facts_give_the_same_batches_as_assuming_everything(csv_file, manifest_data, batch_rows):
+    """The per-batch fast paths (skipped strips, dates, escapes, lower-casing) never change an outcome."""
+    raw, delimiter = csv_file
+    data = {**manifest_data, "delimiter": delimiter}
+    fast = _outcome(raw, data, batch_rows)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("manifests.reader._flags", lambda *args, **kwargs: None)
+        slow = _outcome(raw, data, batch_rows)
+    assert fast == slow
