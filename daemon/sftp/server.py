@@ -19,6 +19,7 @@ from daemon.store import StateDB
 log = logging.getLogger("ingestd.sftp")
 
 START_TIMEOUT = 60.0
+RESTART_DELAY = 1.0  # before replacing an SFTP process that died
 
 
 class SFTPService:
@@ -39,6 +40,12 @@ class SFTPService:
         self._stopping = False
 
     async def start(self) -> None:
+        await self._spawn(self.config)
+        self._relay = asyncio.create_task(self._relay_forever(), name="sftp-relay")
+
+    async def _spawn(self, config: Config) -> None:
+        if self._process is not None and self._process.stdin is not None:
+            self._process.stdin.close()  # the previous, dead process's pipe
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -47,7 +54,7 @@ class SFTPService:
             stdout=asyncio.subprocess.PIPE,
         )  # stderr is the daemon's: the child logs there in the same format
         assert self._process.stdin is not None and self._process.stdout is not None
-        self._process.stdin.write(self.config.model_dump_json().encode() + b"\n")
+        self._process.stdin.write(config.model_dump_json().encode() + b"\n")
         await self._process.stdin.drain()
         try:
             line = await asyncio.wait_for(self._process.stdout.readline(), START_TIMEOUT)
@@ -60,7 +67,24 @@ class SFTPService:
             raise UsageError(message.get("error") or f"sftp: the SFTP process exited with status {code}")
         ready = message["ready"]
         self.host, self.port, self.fingerprint = ready["host"], ready["port"], ready["fingerprint"]
-        self._relay = asyncio.create_task(self._relay_counts(), name="sftp-relay")
+
+    async def _relay_forever(self) -> None:
+        """Relay metrics; if the SFTP process dies, start a new one on the same port (partners reconnect)."""
+        delay = RESTART_DELAY
+        while True:
+            await self._relay_counts()
+            if self._stopping:
+                return
+            await asyncio.sleep(delay)
+            # Same port as before, even when the config said 0 (any): clients already know it.
+            sftp = self.config.sftp.model_copy(update={"port": self.port})
+            try:
+                await self._spawn(self.config.model_copy(update={"sftp": sftp}))
+                event(log, "sftp.process_restarted", port=self.port)
+                delay = RESTART_DELAY
+            except UsageError as exc:
+                event(log, "sftp.restart_failed", logging.ERROR, reason=str(exc), retry_in_s=delay)
+                delay = min(delay * 2, 60.0)
 
     async def _relay_counts(self) -> None:
         assert self._process is not None and self._process.stdout is not None
@@ -90,6 +114,15 @@ class SFTPService:
         if self._process is None:
             return
         self._stopping = True
+        await self._terminate()
+        if self._relay is not None:
+            self._relay.cancel()
+            with contextlib.suppress(BaseException):
+                await self._relay
+        await self._terminate()  # one the relay may have been starting at that very moment
+
+    async def _terminate(self) -> None:
+        assert self._process is not None
         if self._process.returncode is None:
             self._process.send_signal(signal.SIGTERM)
             try:
@@ -99,9 +132,6 @@ class SFTPService:
                 await self._kill()
         if self._process.stdin is not None:
             self._process.stdin.close()
-        if self._relay is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._relay, 5)
 
     async def _kill(self) -> None:
         assert self._process is not None
