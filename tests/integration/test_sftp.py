@@ -372,3 +372,22 @@ def test_a_session_cannot_hold_unlimited_files_open(served: tuple[Daemon, Partne
             handle.close()
     names = set(os.listdir(daemon.drop("acme")))
     assert {"many-0.csv", "many-62.csv", "one-more.csv"} <= names and "one-too-many.csv" not in names
+
+
+def test_serve_reports_a_busy_sftp_port_in_one_line(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = daemon_env(tmp_path / "data", INGESTD_SFTP__PORT=str(port))
+        result = subprocess.run(
+            [sys.executable, "-m", "daemon.cli", "serve"], env=env, capture_output=True, text=True, timeout=120
+        )
+    assert result.returncode == 2
+    assert f"ingestd: error: sftp: cannot listen on 127.0.0.1:{port}:" in result.stderr
+    assert "address already in use" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
