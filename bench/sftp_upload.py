@@ -1,13 +1,4 @@
-"""Upload throughput of ingestd's SFTP server next to OpenSSH's sshd (internal-sftp), same client, same run.
-
-Prints MB/s for one big file and files/s for many small ones, for both servers, and the ratio
-ingestd / sshd. The client is OpenSSH `sftp` with its default options (cipher, buffer size, requests in
-flight); only the port, key and host-key checking are given. A private sshd is started on a free loopback
-port (openssh-server is installed with apt-get when missing).
-
-    python bench/sftp_upload.py                    # 1 GiB + 1,000 x 100 KiB, 3 rounds
-    python bench/sftp_upload.py --size 256MiB --files 200 --rounds 1
-"""
+"""Upload throughput of ingestd's SFTP server next to OpenSSH's sshd (internal-sftp), same client, same run."""
 
 from __future__ import annotations
 
@@ -23,6 +14,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+USAGE = """
+Prints MB/s for one big file and files/s for many small ones, for both servers, and the ratio
+ingestd / sshd. The client is OpenSSH `sftp` with its default options (cipher, buffer size, requests in
+flight); only the port, key and host-key checking are given. A private sshd is started on a free loopback
+port (openssh-server is installed with apt-get when missing).
+
+    python bench/sftp_upload.py                    # 1 GiB + 1,000 x 100 KiB, 3 rounds
+    python bench/sftp_upload.py --size 256MiB --files 200 --rounds 1
+"""
 
 SIZE_UNITS = {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 
@@ -212,7 +213,9 @@ def clear(directory: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, epilog=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=parse_size, default=parse_size("1GiB"), help="big file size (default 1GiB)")
     parser.add_argument("--files", type=int, default=1000, help="number of small files (default 1000)")
     parser.add_argument("--file-size", type=parse_size, default=parse_size("100KiB"), help="small file size")

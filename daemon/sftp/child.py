@@ -1,10 +1,9 @@
-"""The SFTP process: `python -m daemon.sftp.child`, started and stopped by SFTPService.
+"""The SFTP process, `python -m daemon.sftp.child`: started, watched and stopped by SFTPService."""
 
-Protocol with the daemon: the first line on stdin is the config as JSON; stdin stays open and its end
-means the daemon is gone. On stdout, one JSON object per line: `{"ready": {...}}` once listening, or
-`{"error": "..."}` and exit 2; then `{"count": [metric, amount, labels]}` for each metric update.
-SIGTERM or SIGINT: stop as SFTPListener.stop does (uploads in flight get their grace), exit 0.
-"""
+# Protocol with the daemon: the first line on stdin is the config as JSON; stdin stays open and its end
+# means the daemon is gone. On stdout, one JSON object per line: {"ready": {...}} once listening, or
+# {"error": "..."} and exit 2; then {"count": [metric, amount, labels]} for each metric update.
+# SIGTERM or SIGINT: stop as SFTPListener.stop does (uploads in flight get their grace), exit 0.
 
 from __future__ import annotations
 
