@@ -23,6 +23,7 @@ from manifests import rules
 Facts = tuple[bool, bool, bool, bool, bool, bool]
 BLOCK_SIZE = 4 << 20  # pyarrow's parse block; also the longest row we accept
 _PEEK = 64 << 10
+_RECOUNT = 16 << 20  # read size when counting in the file again
 _ALL: Facts = (True, True, True, True, True, True)
 _DATE = rules.DATE_PREFIX.encode()
 
@@ -83,9 +84,9 @@ class _Source(io.RawIOBase):
         super().__init__()
         self.handle = handle
         self.bytes_done = 0
-        self.quotes = False
-        self.quote_count = 0
-        self._lines = 0  # newlines before the current chunk, to place an undecodable byte
+        self.quotes = False  # a quote has been read: a value may hold a newline
+        self._quote_count = 0  # transcoded files only: UTF-8 ones count theirs when asked (odd_quotes)
+        self._lines = 0  # transcoded files only: newlines before the current chunk, to place an undecodable byte
         self._out = b""
         self._last = b""
         self._eof = False
@@ -118,19 +119,50 @@ class _Source(io.RawIOBase):
                 out = self._decoder.decode(raw, final).encode("utf-8")
         except UnicodeDecodeError as exc:
             data = exc.object
-            line = self._lines + bytes(data[: exc.start]).count(self._newline) + 1
+            if self.codec == "utf-8":
+                # The decoder's input (its held-back bytes, then raw) is the file's bytes up to bytes_done.
+                line = self._newlines_before(self.bytes_done - len(data) + exc.start) + 1
+            else:
+                line = self._lines + bytes(data[: exc.start]).count(self._newline) + 1
             byte = data[exc.start] if exc.start < len(data) else 0
             raise FileError(rules.file_undecodable(byte, line, self.shown)) from None
         except UnicodeError:
             raise FileError(rules.file_not_encoded(self.shown)) from None
-        self._lines += raw.count(self._newline)
-        self.quote_count += out.count(b'"')
-        self.quotes = self.quote_count > 0
+        if self.codec == "utf-8":
+            # Counting newlines and quotes of every block costs a quarter of the parse; only errors need them.
+            self.quotes = self.quotes or b'"' in out
+        else:
+            self._lines += raw.count(self._newline)
+            self._quote_count += out.count(b'"')
+            self.quotes = self._quote_count > 0
         return out
+
+    def _count_in_file(self, needle: bytes, end: int | None = None) -> int:
+        """Occurrences of a byte in the file's first `end` bytes (all of it when None), read again from disk."""
+        self.handle.seek(0)
+        count = 0
+        left = end
+        while left is None or left > 0:
+            block = self.handle.read(_RECOUNT if left is None else min(_RECOUNT, left))
+            if not block:
+                break
+            count += block.count(needle)
+            left = None if left is None else left - len(block)
+        return count
+
+    def _newlines_before(self, position: int) -> int:
+        return self._count_in_file(b"\n", position)
+
+    def odd_quotes(self) -> bool:
+        """Whether the text holds an odd number of double quotes (UTF-8: counted now, from the file)."""
+        if self.codec != "utf-8":
+            return self._quote_count % 2 == 1
+        # A byte order mark holds no quote, so the file's bytes count the same as the text's.
+        return self.quotes and self._count_in_file(b'"') % 2 == 1
 
     def _fill(self, size: int) -> None:
         while len(self._out) < size and not self._eof:
-            fresh = self.handle.read(max(size, _PEEK))
+            fresh = self.handle.read(max(size - len(self._out), _PEEK))  # a block read whole, not re-sliced
             self.bytes_done += len(fresh)
             raw, self._pending = self._pending + fresh, b""
             if not raw:
@@ -319,7 +351,7 @@ class CsvReader:
 
     def _check_unclosed_quote(self, last: RawBatch) -> None:
         """An odd number of quotes and a last row holding newlines: a quoted field swallowed the file's end."""
-        if not self._source or self._source.quote_count % 2 == 0 or not last.rows:
+        if not self._source or not self._source.quotes or not last.rows:
             return
         line = last.last_line
         ragged = [r for r in last.ragged if r.line == line]
@@ -328,7 +360,7 @@ class CsvReader:
         else:
             row = last.frame.filter(pl.col("line") == line).drop("line")
             swallowed = any("\n" in str(cell) for cell in row.row(0)) if row.height else False
-        if swallowed:
+        if swallowed and self._source.odd_quotes():
             raise FileError(rules.file_unclosed_quote(line))
 
     def _piece(self, record_batch: pa.RecordBatch | None) -> RawBatch:

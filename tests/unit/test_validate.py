@@ -301,3 +301,39 @@ def test_a_quote_never_closed_is_a_file_error(tmp_path, data, line):
 def test_a_stray_quote_inside_a_value_is_read_as_written(tmp_path):
     result = run(tmp_path, "identity,Height\na,5'11\"\nb,6'1\"\nc,x\n", manifest("profile"))
     assert [row["ops"][0][2] for row in result.rows] == ["5'11\"", "6'1\"", "x"]
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+@pytest.mark.parametrize("bad", [b"\xff", b"\xe2\x82"])
+def test_an_undecodable_byte_deep_in_a_large_file_names_its_line(tmp_path, bom, bad):
+    # Past the first 4 MiB parse block and several reads; rows hold quoted newlines, which count as lines.
+    rows = "".join(f'u{i},"two\nlines"\n' if i % 3 == 0 else f"u{i},caf\u00e9\n" for i in range(300_000))
+    data = bom + b"identity,Note\n" + rows.encode() + b"z," + bad + b"\nlast,ok\n"
+    line = 2 + 300_000 + 100_000
+    with pytest.raises(FileError) as caught:
+        run(tmp_path, data, manifest("profile"))
+    assert str(caught.value) == f"File couldn't be read: byte 0x{bad[0]:02x} at line {line} is not valid UTF-8"
+
+
+def test_a_multibyte_character_cut_off_at_the_end_names_its_line(tmp_path):
+    with pytest.raises(FileError) as caught:
+        run(tmp_path, b"identity,City\na,ok\nb,\xc3", manifest("profile"))
+    assert str(caught.value) == "File couldn't be read: byte 0xc3 at line 3 is not valid UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("tail", "error"),
+    [
+        ('z,"two\nlines"\n', False),  # quotes even: a last value may hold a newline
+        ('z,"never closed\nc,ok\n', True),
+        ('z,a"b\ny,"two\nlines"\n', True),  # a stray quote makes the count odd: read as a field left open
+    ],
+)
+def test_the_quote_count_of_a_large_file_decides_an_open_last_field(tmp_path, tail, error):
+    rows = "".join(f'u{i},"say ""hi"", {i}"\n' for i in range(200_000))
+    data = "identity,Note\n" + rows + tail
+    if error:
+        with pytest.raises(FileError, match="is never closed"):
+            run(tmp_path, data, manifest("profile"))
+    else:
+        assert run(tmp_path, data, manifest("profile")).rows[-1]["ops"] == [["$set", "Note", "two\nlines"]]
