@@ -116,15 +116,19 @@ def _run(plan: Plan, reader: CsvReader, raw: RawBatch, *, index: int, rows_done:
         .with_columns(pl.any_horizontal(flags).alias("_bad") if flags else pl.lit(False).alias("_bad"))
         .collect()
     )
-    good = frame.filter(~pl.col("_bad"))
+    mask = frame["_bad"]
+    any_bad = bool(mask.any())
+    # Select before filtering, so only the columns kept are copied; a batch without bad rows is not filtered.
+    outputs = frame.select(list(compiled.outputs))
+    good = outputs.filter(~mask) if any_bad else outputs
     if compiled.hash_input is not None:
         keys = good.select(compiled.hash_input).to_series()
         result = good.with_columns(_event_ids(keys).alias("event_id")).select(list(EVENTS_SCHEMA))
     else:
         result = good.select(list(PROFILES_SCHEMA))
-    failed = frame.filter(pl.col("_bad"))
-    cells = raw.frame.filter(frame["_bad"]).select(plan.columns) if failed.height else None
-    bad = _bad_rows(compiled.checks, reader, failed.select(["line", *flags]), cells, raw)
+    failed = frame.select(["line", *flags]).filter(mask) if any_bad else None
+    cells = raw.frame.select(plan.columns).filter(mask) if any_bad else None
+    bad = _bad_rows(compiled.checks, reader, failed, cells, raw)
     return Batch(
         index=index,
         header=list(reader.header),
@@ -139,13 +143,18 @@ def _run(plan: Plan, reader: CsvReader, raw: RawBatch, *, index: int, rows_done:
 
 
 def _bad_rows(
-    checks: list[Check], reader: CsvReader, failed: pl.DataFrame, cells: pl.DataFrame | None, raw: RawBatch
+    checks: list[Check], reader: CsvReader, failed: pl.DataFrame | None, cells: pl.DataFrame | None, raw: RawBatch
 ) -> list[BadRow]:
     rows: list[BadRow] = []
-    if cells is not None:
+    if failed is not None and cells is not None:
+        # Bad rows share a few patterns of failed checks: each pattern's problems are listed once.
+        patterns: dict[tuple[bool, ...], list[tuple[str | None, str]]] = {}
         for (line, *hits), row_cells in zip(failed.rows(), cells.rows(), strict=True):
-            problems = [(checks[j].column, checks[j].message) for j, hit in enumerate(hits) if hit]
-            rows.append(BadRow(int(line), list(row_cells), problems))
+            key = tuple(hits)
+            problems = patterns.get(key)
+            if problems is None:
+                problems = patterns[key] = [(checks[j].column, checks[j].message) for j, hit in enumerate(hits) if hit]
+            rows.append(BadRow(int(line), list(row_cells), list(problems)))
     width = len(reader.header)
     for ragged in raw.ragged:
         problem = (None, rules.ragged_row(ragged.fields, width))
