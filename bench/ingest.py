@@ -75,8 +75,8 @@ class Daemon:
 
     def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
         self.data_dir = data_dir
-        self.log = data_dir.parent / "daemon.log"
-        out = data_dir.parent / "daemon.out"
+        self.log = data_dir.parent / f"{data_dir.name}.log"
+        out = data_dir.parent / f"{data_dir.name}.out"
         full = {k: v for k, v in os.environ.items() if not k.startswith("INGESTD_")}
         full.update({"INGESTD_DATA_DIR": str(data_dir), "INGESTD_SFTP__PORT": "0", "INGESTD_HTTP__PORT": "0"}, **env)
         data_dir.mkdir(parents=True, exist_ok=True)
