@@ -323,6 +323,11 @@ def _keeps(plan: Plan, p: Prop, stats: Stats) -> pl.Expr:
     return p.present & ~chosen_here
 
 
+def _kept_when_present(plan: Plan, p: Prop, stats: Stats) -> bool:
+    """_keeps() is just `present` for this property (not an identity key that may be the row's identity)."""
+    return p not in plan.ids or (stats.first_id_always and p is not plan.ids[0])
+
+
 def _value(p: Prop, k: int, stats: Stats) -> tuple[str, pl.Expr, str]:
     """(prefix, expression, suffix) whose concatenation is the cell's JSON value (where it has one)."""
     raw = p.raw
@@ -388,7 +393,7 @@ def _properties(plan: Plan, stats: Stats) -> pl.Expr:
         if p in plan.ids and stats.first_id_always and p is plan.ids[0]:
             continue
         prefix, value, suffix = _value(p, k, stats)
-        always = not stats.empty[k] and p not in plan.ids
+        always = not stats.empty[k] and _kept_when_present(plan, p, stats)
         keep = pl.when(_keeps(plan, p, stats)).then(value) if not always else value
         items.append((always, [json.dumps(p.name) + ":" + prefix, keep, suffix]))
     return _join(items, "{", "}")
@@ -401,12 +406,14 @@ def _ops(plan: Plan, stats: Stats) -> pl.Expr:
             continue
         key = json.dumps(p.name)
         prefix, value, suffix = _value(p, k, stats) if p.value else ("", pl.lit(None, dtype=pl.String), "")
-        always = p.op_index is None and not stats.empty[k] and p not in plan.ids
+        always = p.op_index is None and not stats.empty[k] and _kept_when_present(plan, p, stats)
         if p.op_index is None:
             keep = value if always else pl.when(_keeps(plan, p, stats)).then(value)
             items.append((always, [f'["$set",{key},{prefix}', keep, f"{suffix}]"]))
             continue
-        cell = pl.col(f"f{p.op_index}").str.strip_chars()
+        cell = pl.col(f"f{p.op_index}")
+        if stats.get("op_spaced", plan.op_indexes.index(p.op_index)):
+            cell = cell.str.strip_chars()
         op = pl.when(cell.str.len_bytes() == 0).then(pl.lit("$set")).otherwise(cell)
         entry = (
             pl.when(op == "$delete")
