@@ -18,6 +18,7 @@ __all__ = ["DEFAULT", "BadRow", "Batch", "FileError", "validate_csv"]
 
 DEFAULT: Sequence[str] = rules.RESTRICTED_EVENTS
 
+_SPLIT_HASH = 10_000  # rows from which event ids are hashed on two threads
 EVENTS_SCHEMA = {
     "line": pl.Int64,
     "event_id": pl.String,
@@ -166,7 +167,18 @@ def _bad_rows(
 def _event_ids(keys: pl.Series) -> pl.Series:
     """32 hex characters of sha256 per row: polars-hash's plugin when installed, else hashlib (same digests)."""
     if _plh is not None:
-        return keys.to_frame("k").select(_plh.col("k").chash.sha2_256().str.slice(0, 32)).to_series()
+        digest = _plh.col("k").chash.sha2_256().str.slice(0, 32)
+        if keys.len() < _SPLIT_HASH or pl.thread_pool_size() < 2:
+            return keys.to_frame("k").select(digest).to_series()
+        # The plugin hashes a column on one thread: two halves, collected together, use two cores.
+        half = keys.len() // 2
+        parts = pl.collect_all(
+            [
+                keys.slice(start, length).to_frame("k").lazy().select(digest)
+                for start, length in ((0, half), (half, None))
+            ]
+        )
+        return pl.concat([part.to_series() for part in parts], rechunk=False)
     sha = hashlib.sha256
     return pl.Series([sha(key.encode()).hexdigest()[:32] for key in keys.to_list()], dtype=pl.String)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 
 import pytest
 
@@ -252,3 +253,23 @@ def test_event_ids_are_deterministic_and_ignore_processing_time(tmp_path):
     assert not set(ids) & {row["event_id"] for row in other.rows}
     reordered = run(tmp_path, "Price,t,who,evt\n1,,a,E\n", spec)
     assert reordered.rows[0]["event_id"] == ids[0]
+
+
+def _recipe(account: str, identity: str, name: str, ts_cell: str, properties: str) -> str:
+    """The documented event id: sha256 of the account, identity, name, ts cell as written and properties JSON."""
+    key = "\x1f".join([account, identity, name, ts_cell, properties])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+@pytest.mark.parametrize("rows", [3, 12_001])  # a large batch hashes its ids on two threads
+def test_event_ids_follow_the_recipe_in_small_and_large_batches(tmp_path, rows):
+    spec = manifest("event", {**EVENT, "t": {"ctName": "ts"}, "Price": {"dataType": "FLOAT"}})
+    cells = [(f"u{i}", "" if i % 5 == 0 else str(1574668407 + i)) for i in range(rows)]
+    data = "evt,who,t,Price,Note\n" + "".join(f"E,{who},{ts},{i % 7},n{i}\n" for i, (who, ts) in enumerate(cells))
+    frame = run(tmp_path, data, spec).batches[0].events
+    assert frame.height == rows
+    expected = [
+        _recipe("acme", who, "E", ts, f'{{"Note":"n{i}","Price":{i % 7}.0}}') for i, (who, ts) in enumerate(cells)
+    ]
+    assert frame["properties"][1] == '{"Note":"n1","Price":1.0}'
+    assert frame["event_id"].to_list() == expected
