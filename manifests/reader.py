@@ -274,15 +274,19 @@ class CsvReader:
         )
 
     def _produce(self, arrow: Iterator[pa.RecordBatch], out: queue.Queue[Any], stop: threading.Event) -> None:
-        """Parse ahead in a thread (pyarrow releases the GIL), so parsing overlaps the rules on another core."""
-        item: tuple[Any, list[tuple[int, str, int]], BaseException | None]
+        """Parse ahead in a thread (pyarrow releases the GIL), so parsing overlaps the rules on another core.
+
+        The pieces (Arrow to polars, line numbers, buffer facts) are made here too, in file order; the
+        consumer touches the numbering state only after the last item, when this thread has finished."""
+        item: tuple[RawBatch | None, BaseException | None]
         while not stop.is_set():
             try:
                 record_batch = next(arrow, None)
                 found, self._found = self._found, []
-                item = (record_batch, found, None)
+                self._invalid.extend(found)
+                item = (None if record_batch is None else self._piece(record_batch), None)
             except BaseException as exc:  # handed over to the consumer, which raises it
-                item = (None, [], exc)
+                item = (None, exc)
             while not stop.is_set():
                 try:
                     out.put(item, timeout=0.1)
@@ -315,15 +319,13 @@ class CsvReader:
             pending: list[RawBatch] = []
             count = 0
             while True:
-                record_batch, found, error = out.get()
+                piece, error = out.get()
                 if isinstance(error, pa.ArrowInvalid):
                     raise self._arrow_error(error)
                 if error is not None:
                     raise error
-                self._invalid.extend(found)
-                if record_batch is None:
+                if piece is None:
                     break
-                piece = self._piece(record_batch)
                 pending.append(piece)
                 count += piece.rows
                 # Strictly more than a batch: the file's last rows wait for the end-of-file checks.
