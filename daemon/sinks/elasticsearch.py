@@ -296,11 +296,18 @@ class ElasticsearchSink(Sink):
     async def write_events(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
         check_columns(frame, EVENT_COLUMNS, "events")
         await self._ensure_schema()
+        # Serialising a batch is CPU work: done in a thread so the event loop stays free.
+        failures, actions, lines = await asyncio.to_thread(self._event_actions, account, frame)
+        if not actions:
+            return failures
+        return failures + await self._bulk(actions, lines)
+
+    def _event_actions(self, account: str, frame: pl.DataFrame) -> tuple[list[RowFailure], list[str], list[list[int]]]:
         complete = valid_events()
         failures = [RowFailure(line, INCOMPLETE_EVENT) for line in frame.filter(~complete)["line"].to_list()]
         good = frame.filter(complete)
         if good.is_empty():
-            return failures
+            return failures, [], []
         # Serialised column-wise by polars: the properties cell is already a JSON object and is spliced in as is.
         prefix = self.config.index_prefix
         month = pl.from_epoch(pl.col("ts"), time_unit="ms").dt.strftime("%Y.%m")
@@ -319,13 +326,19 @@ class ElasticsearchSink(Sink):
             ).alias("pair"),
             "line",
         )
-        actions = pairs["pair"].to_list()
-        lines = [[line] for line in pairs["line"].to_list()]
-        return failures + await self._bulk(actions, lines)
+        return failures, pairs["pair"].to_list(), [[line] for line in pairs["line"].to_list()]
 
     async def write_profiles(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
         check_columns(frame, PROFILE_COLUMNS, "profiles")
         await self._ensure_schema()
+        failures, actions, lines = await asyncio.to_thread(self._profile_actions, account, frame)
+        if not actions:
+            return failures
+        return failures + await self._bulk(actions, lines)
+
+    def _profile_actions(
+        self, account: str, frame: pl.DataFrame
+    ) -> tuple[list[RowFailure], list[str], list[list[int]]]:
         failures: list[RowFailure] = []
         # One scripted upsert per identity carrying its rows' ops in order: order kept, batch idempotent.
         grouped: dict[str, tuple[list[str], list[int], list[int]]] = {}
@@ -353,7 +366,7 @@ class ElasticsearchSink(Sink):
                 f'{head}\n{{"scripted_upsert":true,"upsert":{{}},"script":{{"id":"{self.script_id}",'
                 f'"params":{{"ops":[{",".join(ops_parts)}],{params[1:]}}}}}\n'
             )
-        return failures + await self._bulk(actions, [lines for _, _, lines in grouped.values()])
+        return failures, actions, [lines for _, _, lines in grouped.values()]
 
     async def get_profile(self, account: str, identity: str) -> dict[str, Any] | None:
         try:
