@@ -16,6 +16,7 @@ import pytest
 from daemon.config import Config, load_config
 from daemon.errors import RetryableError
 from daemon.sinks import RowFailure, Sink, open_sink
+from daemon.sinks.base import iso_ms
 from tests.fixtures.noida import Noida
 
 ACCOUNT = "acme"
@@ -394,3 +395,20 @@ def test_an_account_with_a_quote_stays_a_plain_value(run: SinkRunner) -> None:
     )
     assert len(run(run.sink.list_events(account, "a"))) == 1
     assert run(run.sink.list_events("o", "a")) == []
+
+
+def test_a_large_batch_with_repeats_stores_each_event_once_in_line_order(run: SinkRunner) -> None:
+    # Big enough to span many insert statements: repeats land in the same and in other statements.
+    rows = [(f"u{i % 7}", "Viewed", JAN_8_2020 + i % 5, {"n": i % 40}) for i in range(1_000)]
+    assert run(run.sink.write_events(ACCOUNT, events_frame(rows))) == []
+    assert run(run.sink.write_events(ACCOUNT, events_frame(rows[500:] + rows[:500]))) == []
+    first_seen = {json.dumps(row): row for row in reversed(rows)}  # each distinct event at its first line
+    distinct = sorted(first_seen.values(), key=rows.index)
+    assert len(distinct) == 280
+    for identity in ("u0", "u6"):
+        # Oldest first; events with the same ts in the order they first appear in the file.
+        expected = sorted((row for row in distinct if row[0] == identity), key=lambda row: row[2])
+        events = run(run.sink.list_events(ACCOUNT, identity, limit=10_000))
+        assert [(event["ts"], event["properties"]) for event in events] == [
+            (iso_ms(row[2] * 1000), row[3]) for row in expected
+        ]
