@@ -263,7 +263,7 @@ def _checks(plan: Plan, stats: Stats) -> list[Check]:
     checks.sort(key=lambda check: position[check.column or ""])  # stable: a column's own order is kept
     if plan.kind == "event" and plan.event_name is None:
         checks.append(Check(None, rules.EVENT_NAME_MISSING, pl.lit(True)))
-    checks.append(Check(None, rules.IDENTITY_MISSING, _identity(plan).is_null()))
+    checks.append(Check(None, rules.IDENTITY_MISSING, _identity(plan, stats).is_null()))
     if plan.kind == "event" and len(plan.props) > rules.MAX_EVENT_PROPERTIES:
         count = pl.sum_horizontal([_keeps(plan, p, stats).cast(pl.Int32) for p in plan.props])
         checks.append(Check(None, rules.TOO_MANY_PROPERTIES, count > rules.MAX_EVENT_PROPERTIES))
@@ -302,8 +302,10 @@ def _ts_seconds(raw: pl.Expr, stats: Stats) -> pl.Expr:
     return pl.when(seconds.is_between(0, rules.MAX_TS)).then(seconds)
 
 
-def _identity(plan: Plan) -> pl.Expr:
+def _identity(plan: Plan, stats: Stats) -> pl.Expr:
     """The first usable of identity, objectId, fbId, gpId (non-empty, at most 1024 characters)."""
+    if stats.first_id_always:
+        return plan.ids[0].raw  # the buffers show every cell of the first key usable: no per-cell tests
     candidates = [_usable(p) for p in plan.ids]
     return pl.coalesce(candidates) if candidates else pl.lit(None, dtype=pl.String)
 
@@ -426,7 +428,7 @@ def _ops(plan: Plan, stats: Stats) -> pl.Expr:
 
 
 def _compile(plan: Plan, stats: Stats) -> Compiled:
-    identity = _identity(plan)
+    identity = _identity(plan, stats)
     if plan.ts is not None:
         seconds = _ts_seconds(plan.ts.raw, stats)
         ts_ms = (pl.when(plan.ts.present).then(seconds).otherwise(pl.lit(plan.processing_ts)) * 1000).cast(pl.Int64)
