@@ -59,6 +59,7 @@ _TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQ
 # roughly halves the Python-side cost of a batch. Bounded by SQLite's host-parameter limit (999 on old builds).
 _EVENTS_PER_STATEMENT = 160
 _EVENT_VALUES = 6
+_WAL_CHECKPOINT_BYTES = 64 * 2**20
 _SELECT_PROFILES = (
     "SELECT identity, ts, properties FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
 )
@@ -102,6 +103,12 @@ class SQLiteSink(Sink):
             # state database, so a power cut cannot leave a checkpoint past rows that were lost. It costs
             # one fsync per batch of thousands of rows.
             conn.execute("PRAGMA synchronous=FULL")
+            # A batch dirties most of the event index, so a checkpoint after every commit (the default 1,000
+            # pages) copies the whole index each time; every 64 MiB of WAL instead, and the WAL file is cut
+            # back to that size after a checkpoint.
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_BYTES // page_size}")
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_CHECKPOINT_BYTES}")
             conn.execute("PRAGMA cache_size=-262144")
             conn.execute("PRAGMA temp_store=MEMORY")
             self._conn = conn
