@@ -109,7 +109,11 @@ def parse_ops(text: str) -> list[list[Any]]:
 
     Checked before any op of the row is applied, so a bad row changes nothing.
     """
-    ops = json.loads(text)
+    return check_ops(json.loads(text), text)
+
+
+def check_ops(ops: Any, text: str) -> list[list[Any]]:
+    """parse_ops for an ops cell already decoded from `text` (named in the error)."""
     if not isinstance(ops, list):
         raise ValueError("profile operations are not a list")
     try:

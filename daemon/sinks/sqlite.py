@@ -24,13 +24,15 @@ from daemon.sinks.base import (
     Sink,
     apply_ops,
     check_columns,
+    check_ops,
     iso_ms,
-    parse_ops,
     valid_events,
 )
 
 T = TypeVar("T")
 _to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# json.loads' own scanner, called without its three Python wrapper layers (a third of a small cell's cost).
+_scan_json = json.JSONDecoder().scan_once
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -55,17 +57,12 @@ CREATE TABLE IF NOT EXISTS profiles (
 # Errors that say "not now" rather than "never": another writer holds the lock, the disk is full or failing.
 _TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PROTOCOL")
 
-# Event rows per INSERT statement: one sqlite3_step (and one GIL release) per chunk instead of per row
-# roughly halves the Python-side cost of a batch. Bounded by SQLite's host-parameter limit (999 on old builds).
-_EVENTS_PER_STATEMENT = 160
-_EVENT_VALUES = 6
+# Rows per INSERT statement: one sqlite3_step (and one GIL release) per chunk instead of per row roughly
+# halves the Python-side cost of a batch. Bounded by SQLite's host-parameter limit (999 on old builds).
+_ROWS_PER_STATEMENT = 160
 _WAL_CHECKPOINT_BYTES = 64 * 2**20
 _SELECT_PROFILES = (
     "SELECT identity, ts, properties FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
-)
-_UPSERT_PROFILE = (
-    "INSERT INTO profiles (account, identity, ts, properties) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (account, identity) DO UPDATE SET ts = excluded.ts, properties = excluded.properties"
 )
 
 
@@ -151,16 +148,9 @@ class SQLiteSink(Sink):
             itertools.chain.from_iterable(zip(*(column.to_list() for column in rows.iter_columns()), strict=True))
         )
         conn = self._connection()
-        per = min(_EVENTS_PER_STATEMENT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _EVENT_VALUES)
-        step = per * _EVENT_VALUES
-        whole = len(values) // step * step
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if whole:
-                chunks = (values[start : start + step] for start in range(0, whole, step))
-                conn.executemany(_insert_events(account, per), chunks)
-            if whole < len(values):
-                conn.execute(_insert_events(account, (len(values) - whole) // _EVENT_VALUES), values[whole:])
+            _insert_chunked(conn, _insert_events, account, values, 6)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -178,16 +168,17 @@ class SQLiteSink(Sink):
         try:
             identities = frame["identity"].drop_nulls().unique().to_list()
             profiles: dict[str, tuple[int, dict[str, Any]]] = {
-                identity: (ts, json.loads(properties))
+                identity: (ts, _loads(properties))
                 for identity, ts, properties in conn.execute(_SELECT_PROFILES, (account, json.dumps(identities)))
             }
             touched: dict[str, None] = {}
-            for line, identity, ts, ops_text in frame.select(PROFILE_COLUMNS).iter_rows():
+            columns = (frame[name].to_list() for name in PROFILE_COLUMNS)
+            for line, identity, ts, ops_text in zip(*columns, strict=True):
                 if identity is None or ts is None or ops_text is None:
                     failures.append(RowFailure(line, INCOMPLETE_PROFILE))
                     continue
                 try:
-                    ops = parse_ops(ops_text)
+                    ops = check_ops(_loads(ops_text), ops_text)
                 except ValueError as exc:
                     failures.append(RowFailure(line, str(exc)))
                     continue
@@ -195,10 +186,12 @@ class SQLiteSink(Sink):
                 apply_ops(properties, ops)
                 profiles[identity] = (ts, properties)
                 touched[identity] = None
-            conn.executemany(
-                _UPSERT_PROFILE,
-                ((account, identity, profiles[identity][0], _to_json(profiles[identity][1])) for identity in touched),
-            )
+            values = [
+                value
+                for identity in touched
+                for value in (identity, profiles[identity][0], _to_json(profiles[identity][1]))
+            ]
+            _insert_chunked(conn, _upsert_profiles, account, values, 3)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -248,6 +241,39 @@ class SQLiteSink(Sink):
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         finally:
             conn.close()
+
+
+def _loads(text: str) -> Any:
+    """json.loads, the same result and errors: text that is not exactly one JSON value goes through json.loads."""
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
+
+
+def _insert_chunked(
+    conn: sqlite3.Connection, statement: Callable[[str, int], str], account: str, values: list[Any], width: int
+) -> None:
+    """Insert a flat list of `width` values per row, `_ROWS_PER_STATEMENT` rows per statement, in order."""
+    per = min(_ROWS_PER_STATEMENT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
+    step = per * width
+    whole = len(values) // step * step
+    if whole:
+        conn.executemany(statement(account, per), (values[start : start + step] for start in range(0, whole, step)))
+    if whole < len(values):
+        conn.execute(statement(account, (len(values) - whole) // width), values[whole:])
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_profiles(account: str, rows: int) -> str:
+    """Insert or replace `rows` profiles (identity, ts, properties); the account is a quoted literal."""
+    row = f"({_sql_text(account)}, ?, ?, ?)"
+    return (
+        "INSERT INTO profiles (account, identity, ts, properties) VALUES "
+        + ", ".join([row] * rows)
+        + " ON CONFLICT (account, identity) DO UPDATE SET ts = excluded.ts, properties = excluded.properties"
+    )
 
 
 @functools.lru_cache(maxsize=64)

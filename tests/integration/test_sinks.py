@@ -200,6 +200,29 @@ def test_a_bad_profile_operation_fails_its_row_only(run: SinkRunner) -> None:
     assert run(sink.get_profile(ACCOUNT, "good"))["properties"] == {"A": 1}
 
 
+def test_an_ops_cell_that_is_not_one_json_array_fails_its_row_only(run: SinkRunner) -> None:
+    frame = profiles_frame([("a", 1, []), ("b", 1, []), ("c", 1, [])]).with_columns(
+        ops=pl.Series(['[["$set","A",1]] [["$set","A",2]]', ' [["$set","B",2]]\n', '[["$set","C",3]'])
+    )
+    failures = run(run.sink.write_profiles(ACCOUNT, frame))
+    assert [failure.line for failure in failures] == [2, 4]
+    assert run(run.sink.get_profile(ACCOUNT, "a")) is None
+    assert run(run.sink.get_profile(ACCOUNT, "b"))["properties"] == {"B": 2}  # surrounding blanks are fine
+    assert run(run.sink.get_profile(ACCOUNT, "c")) is None
+
+
+def test_a_large_profile_batch_merges_with_stored_profiles(run: SinkRunner) -> None:
+    # Many identities (many upsert statements), each touched by several rows in and across batches.
+    rows = [(f"p{i % 300}", i, [["$set", "Last", i], ["$add", "Seen", i % 4]]) for i in range(1_200)]
+    assert run(run.sink.write_profiles(ACCOUNT, profiles_frame(rows[:700]))) == []
+    assert run(run.sink.write_profiles(ACCOUNT, profiles_frame(rows[700:], first_line=702))) == []
+    for identity in ("p0", "p299"):
+        last = max(i for i in range(1_200) if f"p{i % 300}" == identity)
+        profile = run(run.sink.get_profile(ACCOUNT, identity))
+        assert profile["properties"] == {"Last": last, "Seen": [last % 4]}
+        assert profile["ts"] == iso_ms(last * 1000)
+
+
 def test_events_are_stored_once_and_listed_oldest_first(run: SinkRunner) -> None:
     sink = run.sink
     ring = {"Name": "Awesome Ring - 10", "Price": 123.0, "DeliveryDate": "2020-05-12T09:07:12Z", "DeliveryStatus": True}
