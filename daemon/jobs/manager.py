@@ -38,6 +38,7 @@ class JobManager:
         self.notifier = notifier
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._wake_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.worker = Worker(config, self.store, sink, self._notify, self._stopping)
         self.queue = Queue(config, self.store, self.worker.fail_pickup)
@@ -103,8 +104,15 @@ class JobManager:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
+        if self._wake_pending:
+            return  # one wake-up already on its way: a burst of arrivals costs one scheduling pass
+        self._wake_pending = True
         with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
-            loop.call_soon_threadsafe(self._wake.set)
+            loop.call_soon_threadsafe(self._woken)
+
+    def _woken(self) -> None:
+        self._wake_pending = False
+        self._wake.set()
 
     # -- scheduling -----------------------------------------------------------------------------
 

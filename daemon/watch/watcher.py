@@ -111,8 +111,17 @@ class _Handler(FileSystemEventHandler):
                     self.watcher.arrived(*match)
                 except Exception:
                     log.exception("could not queue %s", path)
-        if fs_event.event_type in ("moved", "closed", "created", "deleted"):
+        # Only a whole, visible file in an account's folder (or one leaving it) can unblock a job; the
+        # temp files of uploads in progress (many events per upload) must not wake the scheduler.
+        if fs_event.event_type in ("moved", "closed", "deleted") and self._visible(path):
             self.watcher.on_change()
+
+    def _visible(self, path: str | bytes) -> bool:
+        try:
+            parts = Path(os.fsdecode(path)).relative_to(self.watcher.drop_root).parts
+        except ValueError:
+            return False
+        return len(parts) == 2 and not parts[1].startswith(".")
 
     def _new_folder(self, path: str) -> None:
         # Files may land in a new account folder before its watch is in place: look at what is there.
