@@ -36,15 +36,20 @@ class Service:
         self._stopping = asyncio.Event()
 
     def build(self) -> None:
+        from daemon.http.app import HTTPService
+        from daemon.jobs.manager import JobManager
+        from daemon.sftp.server import SFTPService
+        from daemon.sinks import open_sink
+        from notifier.service import Notifier
+
         config, db = self.config, self.db
-        sink = _optional("daemon.sinks", "open_sink", config)
-        notifier = _optional("notifier.service", "Notifier", config, db)
-        jobs = _optional("daemon.jobs.manager", "JobManager", config, db, sink, notifier)
-        sftp = _optional("daemon.sftp.server", "SFTPService", config, db)
+        sink = open_sink(config)
+        notifier = Notifier(config, db)
+        jobs = JobManager(config, db, sink, notifier)
+        sftp = SFTPService(config, db)
         health = {"sftp": sftp, "sink": sink, "jobs": jobs, "notifier": notifier}
-        http = _optional("daemon.http.app", "HTTPService", config, db, sink, health=health)
-        built = {"sink": sink, "notifier": notifier, "jobs": jobs, "sftp": sftp, "http": http}
-        self.components = {name: component for name, component in built.items() if component is not None}
+        http = HTTPService(config, db, sink, health=health)
+        self.components = {"sink": sink, "notifier": notifier, "jobs": jobs, "sftp": sftp, "http": http}
 
     async def start(self) -> None:
         for name, component in self.components.items():
@@ -96,15 +101,3 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
         print(f"ingestd: error: {exc.strerror or exc}", file=sys.stderr)
         return 2
     return 0
-
-
-def _optional(module: str, attr: str, *args: Any, **kwargs: Any) -> Any:
-    """Build a component; while the parts are being written, one that does not exist yet is skipped."""
-    import importlib
-
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ModuleNotFoundError, AttributeError) as exc:
-        log.warning("component %s.%s not available yet: %s", module, attr, exc)
-        return None
-    return factory(*args, **kwargs)
