@@ -139,6 +139,18 @@ class Worker:
                 pending = asyncio.ensure_future(asyncio.to_thread(_next, batches))
                 header = header or list(batch.header or [])
                 await self._batch(job, batch, header, checkpoint, errors)
+                event(
+                    log,
+                    "job.progress",
+                    account=job["account"],
+                    job_id=job["id"],
+                    rows_done=checkpoint.rows_done,
+                    rows_ingested=checkpoint.rows_ingested,
+                    rows_failed=checkpoint.rows_failed,
+                    bytes_done=batch.bytes_done,
+                    size_bytes=bytes_total,
+                    elapsed_ms=int((time.time() - checkpoint.started) * 1000),
+                )
                 if time.monotonic() - last_progress >= self.config.notify.progress_interval:
                     last_progress = time.monotonic()
                     fraction = min(1.0, batch.bytes_done / bytes_total)

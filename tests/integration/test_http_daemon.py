@@ -180,6 +180,8 @@ def test_json_log_lines_record_each_state_change(live: Live) -> None:
     assert upload["account"] == "acme" and upload["size_bytes"] > 0 and "elapsed_ms" in upload
     queued = next(r for r in records if r["event"] == "job.queued" and r.get("job_id") == live.profiles_id)
     assert queued["account"] == "acme"
+    progress = next(r for r in records if r["event"] == "job.progress" and r.get("job_id") == live.profiles_id)
+    assert progress["rows_done"] == 5 and progress["size_bytes"] > 0 and "elapsed_ms" in progress
     done = next(r for r in records if r["event"] == "job.succeeded" and r.get("job_id") == live.profiles_id)
     assert done["account"] == "acme" and done["rows_ingested"] == 5 and "elapsed_ms" in done
 
