@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -35,9 +37,13 @@ def forward_count(name: str, amount: float = 1.0, labels: tuple[str, ...] = ()) 
 
 def _watch_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
     """Block on stdin until the daemon closes it (or dies): then stop, so no orphan keeps the port."""
-    while sys.stdin.buffer.read(4096):
+    # os.read, not sys.stdin: a daemon thread blocked inside the buffered reader's lock makes
+    # interpreter shutdown abort with "could not acquire lock for <stdin>".
+    fd = sys.stdin.fileno()
+    while os.read(fd, 4096):
         pass
-    loop.call_soon_threadsafe(stop.set)
+    with contextlib.suppress(RuntimeError):  # the loop already closed: we are stopping anyway
+        loop.call_soon_threadsafe(stop.set)
 
 
 async def serve(config: Config) -> int:
