@@ -12,58 +12,10 @@ from typing import Any
 import pytest
 
 from tests.fixtures.daemon import Daemon
+from tests.fixtures.samples import EVENTS_CSV, EVENTS_MANIFEST, PROFILES_CSV, PROFILES_MANIFEST
 from tests.fixtures.sshkeys import sftp_batch
 
 ACCOUNT = "acme"
-
-# The reference page's samples (../shared/samples), embedded so the test runs anywhere.
-PROFILES_CSV = """\
-time_stamp,identity,cookie_id,id_name,id_email,id_phone,id_phone.operation,is_married,age,Playlist,Playlist.operation,MSG-SMS,MSG-DNDSMS
-1574668407,john.doe@example.com,dummy_cookie-001,JohnDoe-001,john.doe@example.com,+918876543211,,true,21,Rock,$add,true,false
-1574668408,jane.doe@example.com,dummy_cookie-002,JaneDoe-002,jane.doe@example.com,+918876543212,,false,22,Pop,$remove,false,true
-1574668409,john.roe@example.com,dummy_cookie-003,JohnRoe-003,john.roe@example.com,+918876543213,$set,1,25,,,1,0
-1574668410,jane.roe@example.com,dummy_cookie-004,JaneRoe-004,jane.roe@example.com,+918876543213,$delete,0,28,,,0,1
-,jane.roe5@example.com,dummy_cookie-005,JaneRoe-005,jane.roe5@example.com,+918876543213,,,32,,,,
-"""
-PROFILES_MANIFEST = {
-    "fileName": "profiles.csv",
-    "type": "profile",
-    "columns": {
-        "time_stamp": {"ctName": "ts", "dataType": "INTEGER"},
-        "identity": {"ctName": "identity", "dataType": "STRING"},
-        "cookie_id": {"ctName": "objectId", "dataType": "STRING"},
-        "id_name": {"ctName": "Name", "dataType": "STRING"},
-        "id_email": {"ctName": "Email", "dataType": "STRING"},
-        "id_phone": {"ctName": "Phone", "dataType": "STRING"},
-        "is_married": {"ctName": "Married", "dataType": "BOOLEAN"},
-        "age": {"ctName": "Age", "dataType": "INTEGER"},
-        "MSG-SMS": {"ctName": "MSG-sms", "dataType": "BOOLEAN"},
-        "MSG-DNDSMS": {"ctName": "MSG-dndSMS", "dataType": "BOOLEAN"},
-    },
-    "clientEmail": "partner@example.com",
-}
-EVENTS_CSV = """\
-event_name,time_stamp,identity,cookie_id,item_name,item_price,item_delivery_date,status_delivered
-Purchased,1578503667,john.doe@example.com,cookie_123,Awesome Ring - 10,123,$D_1589274432,true
-Purchased,1578503667,john.doe@example.com,cookie_123,Awesome Ring - 11,123,$D_1589274432,false
-Purchased,1578503667,john.doe@example.com,cookie_123,Awesome Ring - 12,123,$D_1589274432,1
-Purchased,1578503667,john.doe@example.com,cookie_123,Awesome Ring - 13,123,$D_1589274432,0
-"""
-EVENTS_MANIFEST = {
-    "fileName": "events.csv",
-    "type": "event",
-    "columns": {
-        "event_name": {"ctName": "evtName", "dataType": "STRING"},
-        "time_stamp": {"ctName": "ts", "dataType": "INTEGER"},
-        "identity": {"ctName": "identity", "dataType": "STRING"},
-        "cookie_id": {"ctName": "objectId", "dataType": "STRING"},
-        "item_name": {"ctName": "Name", "dataType": "STRING"},
-        "item_price": {"ctName": "Price", "dataType": "FLOAT"},
-        "item_delivery_date": {"ctName": "DeliveryDate", "dataType": "STRING"},
-        "status_delivered": {"ctName": "DeliveryStatus", "dataType": "BOOLEAN"},
-    },
-    "clientEmail": "partner@example.com",
-}
 
 
 class Partner:

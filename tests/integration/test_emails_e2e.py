@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.daemon import Daemon
+from tests.fixtures.samples import EVENTS_CSV
 from tests.fixtures.smtp import Received, SMTPServer
 from tests.fixtures.sshkeys import sftp_batch
 
@@ -21,13 +22,6 @@ ACCOUNT = "acme"
 PARTNER = "partner@example.com"
 OPS = "ops@example.com"
 
-EVENTS_CSV = """\
-event_name,time_stamp,identity,cookie_id,item_name,item_price,item_delivery_date,status_delivered
-Purchased,1578503667,john.doe@example.com,cookie_123,Awesome Ring - 10,123,$D_1589274432,true
-Purchased,1578503667,john.doe@example.com,cookie_123,Awesome Ring - 11,123,$D_1589274432,false
-Purchased,1578503667,john.doe@example.com,cookie_123,Awesome Ring - 12,123,$D_1589274432,1
-Purchased,1578503667,john.doe@example.com,cookie_123,Awesome Ring - 13,123,$D_1589274432,0
-"""
 EVENTS_MANIFEST = {
     "fileName": "events.csv",
     "type": "event",

@@ -15,19 +15,12 @@ from typing import Any
 import pytest
 
 from tests.fixtures.daemon import Daemon, daemon_env
+from tests.fixtures.samples import SAMPLES
 from tests.fixtures.sshkeys import make_keypair, sftp_batch
 from tests.integration.test_activity_page import cells, chromium_dom, row
 from tests.integration.test_http_api import Response, fetch
 
-SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "samples"
 FINAL = {"succeeded", "completed_with_errors", "failed"}
-
-
-def _samples() -> Path:
-    for candidate in (SAMPLES.resolve(), Path("/work/shared/samples")):
-        if (candidate / "profiles.csv").exists():
-            return candidate
-    pytest.skip("the reference sample files (shared/samples) are not available")
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 120) -> Any:
@@ -65,7 +58,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             pytest.skip(f"the daemon does not serve SFTP and HTTP yet:\n{daemon.stdout()}")
         private, public = make_keypair(root / "keys")
         daemon.add_key("acme", public)
-        samples = _samples()
+        samples = SAMPLES
         upload = root / "upload"
         upload.mkdir()
         shutil.copy(samples / "profiles.csv", upload / "profiles.csv")
@@ -135,7 +128,7 @@ def _sample(text: str, name: str, **labels: str) -> float | None:
 def test_metrics_count_the_uploads_imports_and_rows(live: Live) -> None:
     text = live.get("/metrics").text
     assert _sample(text, "ingestd_uploads_total", account="acme") == 3.0
-    size = sum((_samples() / name).stat().st_size for name in ("profiles.csv", "profiles.manifest"))
+    size = sum((SAMPLES / name).stat().st_size for name in ("profiles.csv", "profiles.manifest"))
     assert (_sample(text, "ingestd_upload_bytes_total", account="acme") or 0) > size
     assert _sample(text, "ingestd_imports_total", status="succeeded") == 1.0
     assert _sample(text, "ingestd_imports_total", status="failed") == 1.0

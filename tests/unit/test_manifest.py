@@ -7,7 +7,7 @@ import json
 import pytest
 
 from manifests.model import ManifestError, load_manifest
-from tests.fixtures.engine import SAMPLES
+from tests.fixtures.samples import SAMPLES
 
 BASE = {"fileName": "data.csv", "type": "event", "clientEmail": "partner@example.com"}
 

@@ -8,7 +8,8 @@ import pytest
 
 from manifests.model import load_manifest
 from manifests.validate import FileError
-from tests.fixtures.engine import PROCESSING_TS, SAMPLES, manifest, run
+from tests.fixtures.engine import PROCESSING_TS, manifest, run
+from tests.fixtures.samples import SAMPLES
 
 
 def sample(tmp_path, kind):
