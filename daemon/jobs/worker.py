@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import shutil
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
+
+import polars as pl
 
 from daemon import metrics
 from daemon.config import Config
@@ -21,7 +25,7 @@ from daemon.logs import event
 from daemon.store.jobs import JobStore
 
 # Imported with the daemon, not at the first job: polars and pyarrow take a moment to load.
-from manifests.validate import FileError, validate_csv
+from manifests.validate import Batch, FileError, validate_csv
 
 log = logging.getLogger("ingestd.jobs")
 
@@ -35,8 +39,103 @@ class Interrupted(Exception):
     """The service is stopping: leave the job `processing`, it resumes from its checkpoint."""
 
 
-def _next(iterator: Iterator[Any]) -> Any:
-    return next(iterator, None)
+_END = object()
+
+
+class Validated:
+    """Validation in its own thread, running ahead of the sink by up to `ahead` batches.
+
+    `take(rows)` waits for the next validated batch and joins to it whatever else is ready, up to `rows`
+    rows: one sink write and one checkpoint. When the sink is the slower side, writes grow to about
+    `rows` rows, and fewer, larger commits cost far less than many small ones (a commit rewrites every
+    index page it touched); when validation is slower, the sink gets each batch as soon as it is ready.
+    An error from the file midway is raised only after the rows before it were handed on."""
+
+    def __init__(self, batches: Generator[Batch, None, None], ahead: int) -> None:
+        self._batches = batches
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, ahead))
+        self._held: Any = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="ingestd-validate", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            for batch in self._batches:
+                if not self._put(batch):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # a FileError, or anything else: raised to the worker in row order
+            self._put(exc)
+        finally:
+            self._batches.close()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, wait: bool) -> Any:
+        while not self._stop.is_set():
+            try:
+                return self._queue.get(timeout=0.1) if wait else self._queue.get_nowait()
+            except queue.Empty:
+                if not wait:
+                    return None
+        return _END
+
+    def take(self, rows: int) -> Batch | None:
+        """The next batch joined with those ready behind it, or None at the end; blocks (call it in a thread)."""
+        item = self._held if self._held is not None else self._get(wait=True)
+        self._held = None
+        if item is _END:
+            self._held = _END
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        parts: list[Batch] = [item]
+        total = item.rows
+        while total < rows:
+            item = self._get(wait=False)
+            if item is None:
+                break
+            if not isinstance(item, Batch):
+                self._held = item
+                break
+            parts.append(item)
+            total += item.rows
+        return _join(parts)
+
+    def close(self) -> None:
+        """Stop validating and wait for the thread (it finishes the batch in hand); blocks."""
+        self._stop.set()
+        self._thread.join()
+
+
+def _join(batches: list[Batch]) -> Batch:
+    if len(batches) == 1:
+        return batches[0]
+    first, last = batches[0], batches[-1]
+
+    def frames(kind: str) -> pl.DataFrame | None:
+        parts = [frame for frame in (getattr(batch, kind) for batch in batches) if frame is not None]
+        return pl.concat(parts, rechunk=False) if parts else None
+
+    return Batch(
+        index=last.index,
+        header=first.header,
+        rows=sum(batch.rows for batch in batches),
+        rows_done=last.rows_done,
+        last_line=last.last_line,
+        bytes_done=last.bytes_done,
+        events=frames("events"),
+        profiles=frames("profiles"),
+        bad=[row for batch in batches for row in batch.bad],
+    )
 
 
 def partner_error_name(job_id: int, file_name: str) -> str:
@@ -114,7 +213,7 @@ class Worker:
         folder = self.job_dir(job["id"])
         checkpoint = Checkpoint.from_dict(await asyncio.to_thread(self.store.checkpoint, job["id"]))
         errors = await asyncio.to_thread(ErrorFile, folder / ERRORS_FILE, checkpoint.error_bytes)
-        batches = validate_csv(
+        validated = validate_csv(
             folder / manifest.file_name,
             manifest,
             account=job["account"],
@@ -123,20 +222,15 @@ class Worker:
             skip_rows=checkpoint.rows_done,
             restricted_events=self.config.jobs.restricted_events,
         )
+        jobs = self.config.jobs
+        batches = Validated(validated, ahead=-(-jobs.commit_rows // jobs.batch_rows) + 1)
         bytes_total = max(1, (folder / manifest.file_name).stat().st_size)
         last_progress = time.monotonic()
         header: list[str] = []
-        pending: asyncio.Future[Any] | None = asyncio.ensure_future(asyncio.to_thread(_next, batches))
         try:
-            while pending is not None:
-                batch = await pending
-                pending = None
-                if batch is None:
-                    break
+            while (batch := await asyncio.to_thread(batches.take, jobs.commit_rows)) is not None:
                 if self.stopping.is_set():
                     raise Interrupted
-                # Validate the next batch while the sink writes this one.
-                pending = asyncio.ensure_future(asyncio.to_thread(_next, batches))
                 header = header or list(batch.header or [])
                 await self._batch(job, batch, header, checkpoint, errors)
                 event(
@@ -165,12 +259,8 @@ class Worker:
                         progress=progress,
                     )
         finally:
-            if pending is not None:
-                # Let the validation thread finish its batch, so the file is closed and nothing runs on.
-                await asyncio.wait([pending])
-                if not pending.cancelled():
-                    pending.exception()  # retrieved: an error there is moot once we stop
-            batches.close()
+            # The validation thread finishes the batch in hand, so the file is closed and nothing runs on.
+            await asyncio.to_thread(batches.close)
             await asyncio.to_thread(errors.close)
         await asyncio.to_thread(self._finish, job, checkpoint, list(manifest.client_emails), errors.size)
 

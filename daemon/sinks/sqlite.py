@@ -60,6 +60,8 @@ _TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQ
 # Rows per INSERT statement: one sqlite3_step (and one GIL release) per chunk instead of per row roughly
 # halves the Python-side cost of a batch. Bounded by SQLite's host-parameter limit (999 on old builds).
 _ROWS_PER_STATEMENT = 160
+# Rows turned into Python values at a time within one write.
+_PYTHON_ROWS = 50_000
 _WAL_CHECKPOINT_BYTES = 64 * 2**20
 _SELECT_PROFILES = (
     "SELECT identity, ts, properties FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
@@ -143,14 +145,18 @@ class SQLiteSink(Sink):
             .select("identity", pl.col("event_id").str.decode("hex"), "name", "ts", "line", "properties")
             .sort("identity", "event_id", "line")
         )
-        # One flat list of values in row order (cheaper than a tuple per row), cut into statement-sized chunks.
-        values = list(
-            itertools.chain.from_iterable(zip(*(column.to_list() for column in rows.iter_columns()), strict=True))
-        )
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            _insert_chunked(conn, _insert_events, account, values, 6)
+            # A slice at a time as one flat list of values in row order (cheaper than a tuple per row), so
+            # the Python objects of a large write never all exist at once.
+            for part in rows.iter_slices(_PYTHON_ROWS):
+                values = list(
+                    itertools.chain.from_iterable(
+                        zip(*(column.to_list() for column in part.iter_columns()), strict=True)
+                    )
+                )
+                _insert_chunked(conn, _insert_events, account, values, 6)
         except BaseException:
             conn.execute("ROLLBACK")
             raise

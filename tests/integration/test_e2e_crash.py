@@ -74,7 +74,7 @@ def sink_events(daemon: Daemon) -> tuple[int, int]:
 def test_a_daemon_stopped_mid_import_resumes_and_ends_with_exact_counts(
     how: str, make_daemon: Callable[..., Daemon], keypair: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    daemon = make_daemon(INGESTD_JOBS__BATCH_ROWS="5000")
+    daemon = make_daemon(INGESTD_JOBS__BATCH_ROWS="5000", INGESTD_JOBS__COMMIT_ROWS="5000")
     daemon.add_key(ACCOUNT, keypair[1])
     partner = Partner(daemon, keypair[0], tmp_path / "partner")
     bad = write_events(partner.folder / "big.csv")
@@ -148,7 +148,7 @@ def sink_profiles(daemon: Daemon) -> dict[str, dict[str, object]]:
 def test_a_killed_profile_import_resumes_to_the_same_profiles_as_a_clean_run(
     make_daemon: Callable[..., Daemon], keypair: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    daemon = make_daemon(INGESTD_JOBS__BATCH_ROWS="1000")
+    daemon = make_daemon(INGESTD_JOBS__BATCH_ROWS="1000", INGESTD_JOBS__COMMIT_ROWS="1000")
     daemon.add_key(ACCOUNT, keypair[1])
     partner = Partner(daemon, keypair[0], tmp_path / "partner")
     expected = write_profiles(partner.folder / "people.csv")

@@ -48,7 +48,12 @@ def test_an_elasticsearch_outage_pauses_the_import_and_loses_nothing(
 ) -> None:
     server = make_noida()
     daemon = es_daemon(
-        make_daemon, server, "outage", INGESTD_JOBS__BATCH_ROWS="500", INGESTD_ELASTICSEARCH__MAX_RETRY_DELAY="1s"
+        make_daemon,
+        server,
+        "outage",
+        INGESTD_JOBS__BATCH_ROWS="500",
+        INGESTD_JOBS__COMMIT_ROWS="500",
+        INGESTD_ELASTICSEARCH__MAX_RETRY_DELAY="1s",
     )
     daemon.add_key(ACCOUNT, keypair[1])
     partner = Partner(daemon, keypair[0], tmp_path / "partner")

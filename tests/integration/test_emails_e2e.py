@@ -134,7 +134,9 @@ def test_pickup_progress_completion(
     mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
 ) -> None:
     # Batches of 100 rows and a zero interval: a progress email after every batch but the last.
-    daemon, partner = mail_daemon(INGESTD_NOTIFY__PROGRESS_INTERVAL="0s", INGESTD_JOBS__BATCH_ROWS="100")
+    daemon, partner = mail_daemon(
+        INGESTD_NOTIFY__PROGRESS_INTERVAL="0s", INGESTD_JOBS__BATCH_ROWS="100", INGESTD_JOBS__COMMIT_ROWS="100"
+    )
     rows = "".join(f"user{index},Name {index}\n" for index in range(350))
     partner.upload("big.csv", "identity,Name\n" + rows, "big.manifest", profile_manifest("big.csv"))
     mails = until_event(smtp_server, "succeeded", daemon)

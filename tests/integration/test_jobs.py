@@ -203,7 +203,7 @@ def notifications(harness: Harness, job_id: int) -> list[tuple[str, str]]:
 def test_partner_and_ops_are_told_at_pickup_progress_and_the_end(config: Config) -> None:
     config.notify.progress_interval = 0.0  # every batch is "a long time" here
     config.notify.ops_emails = ["ops@example.com"]
-    config.jobs.batch_rows = 100
+    config.jobs.batch_rows = config.jobs.commit_rows = 100
     harness = Harness(config)
     try:
         harness.drop("p.csv", "identity,Name\n" + "".join(f"u{i},N{i}\n" for i in range(250)))

@@ -120,7 +120,7 @@ def big_profiles(path: Path, rows: int) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_accounts_run_in_parallel_up_to_the_worker_count(config: Config, workers: int) -> None:
     config.jobs.workers = workers
-    config.jobs.batch_rows = 2_000
+    config.jobs.batch_rows = config.jobs.commit_rows = 2_000
     for account in ("acme", "globex"):
         config.drop_root.joinpath(account).mkdir(parents=True)
     service = Running(config)
