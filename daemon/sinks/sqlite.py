@@ -38,7 +38,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     account TEXT NOT NULL,
     identity TEXT NOT NULL,
-    event_id BLOB NOT NULL,
+    event_id TEXT NOT NULL,
     name TEXT NOT NULL,
     ts INTEGER NOT NULL,
     line INTEGER NOT NULL,
@@ -142,7 +142,7 @@ class SQLiteSink(Sink):
         # repeat within the batch sorts after its first line, so the first line is the one kept.
         rows = (
             frame.filter(complete)
-            .select("identity", pl.col("event_id").str.decode("hex"), "name", "ts", "line", "properties")
+            .select("identity", "event_id", "name", "ts", "line", "properties")
             .sort("identity", "event_id", "line")
         )
         conn = self._connection()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+import xxhash
 
 from daemon.config import Config, load_config
 from daemon.errors import RetryableError
@@ -25,7 +25,7 @@ JAN_8_2020 = 1578503667  # 2020-01-08T17:14:27Z
 
 def event_id(account: str, identity: str, name: str, ts: int, properties: dict[str, Any]) -> str:
     text = json.dumps([account, identity, name, str(ts), properties], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return str(xxhash.xxh3_128_intdigest(text.encode()))
 
 
 def events_frame(rows: list[tuple[str, str, int, dict[str, Any]]], account: str = ACCOUNT) -> pl.DataFrame:
