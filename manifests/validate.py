@@ -29,7 +29,7 @@ EVENTS_SCHEMA = {
 PROFILES_SCHEMA = {"line": pl.Int64, "identity": pl.String, "ts": pl.Int64, "ops": pl.String}
 
 
-@dataclass
+@dataclass(slots=True)
 class BadRow:
     """A failed row: its first physical line, its original cells and every problem as (column or None, message)."""
 
