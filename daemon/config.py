@@ -169,7 +169,7 @@ class JobsConfig(_Section):
     workers: int = Field(2, ge=1, le=64)
     data_file_grace: Duration = "15m"  # type: ignore[assignment]
     batch_rows: int = Field(50_000, ge=100, le=1_000_000)
-    # Validated batches are joined into sink writes of at least this many rows; each is one checkpoint.
+    # sqlite sink: validated batches ready at once are joined into writes of about this many rows at most.
     commit_rows: int = Field(500_000, ge=100, le=10_000_000)
     retention_days: float = Field(30, ge=0)  # job folders older than this are removed; 0 keeps them
     restricted_events: StrList = DEFAULT_RESTRICTED_EVENTS

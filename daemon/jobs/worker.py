@@ -222,13 +222,14 @@ class Worker:
             skip_rows=checkpoint.rows_done,
             restricted_events=self.config.jobs.restricted_events,
         )
-        jobs = self.config.jobs
-        batches = Validated(validated, ahead=-(-jobs.commit_rows // jobs.batch_rows) + 1)
+        batch_rows = self.config.jobs.batch_rows
+        commit_rows = max(batch_rows, self.config.jobs.commit_rows) if self.sink.joins_batches else batch_rows
+        batches = Validated(validated, ahead=-(-commit_rows // batch_rows) + 1)
         bytes_total = max(1, (folder / manifest.file_name).stat().st_size)
         last_progress = time.monotonic()
         header: list[str] = []
         try:
-            while (batch := await asyncio.to_thread(batches.take, jobs.commit_rows)) is not None:
+            while (batch := await asyncio.to_thread(batches.take, commit_rows)) is not None:
                 if self.stopping.is_set():
                     raise Interrupted
                 header = header or list(batch.header or [])

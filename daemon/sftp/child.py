@@ -70,7 +70,9 @@ async def serve(config: Config) -> int:
 def main() -> int:
     config = Config.model_validate_json(sys.stdin.buffer.readline())
     setup_logging(config.log.format, config.log.level)
-    return asyncio.run(serve(config))
+    import uvloop
+
+    return uvloop.run(serve(config))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ class Sink(abc.ABC):
     """Where validated rows land. Writes are idempotent: the worker may retry a batch after a crash or an outage."""
 
     name: str
+    # Whether the worker should join validated batches into writes of up to `jobs.commit_rows` rows: for
+    # a store whose commit costs by the pages it touches rather than by the rows it holds.
+    joins_batches: bool = False
 
     @abc.abstractmethod
     async def start(self) -> None:

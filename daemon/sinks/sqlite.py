@@ -72,6 +72,7 @@ class SQLiteSink(Sink):
     """One connection used from one worker thread: SQLite has a single writer anyway, and the event loop never blocks."""
 
     name = "sqlite"
+    joins_batches = True  # a commit rewrites every index page it touched: few large commits beat many small ones
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
