@@ -74,7 +74,8 @@ def sink_events(daemon: Daemon) -> tuple[int, int]:
 def test_a_daemon_stopped_mid_import_resumes_and_ends_with_exact_counts(
     how: str, make_daemon: Callable[..., Daemon], keypair: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    daemon = make_daemon(INGESTD_JOBS__BATCH_ROWS="5000", INGESTD_JOBS__COMMIT_ROWS="5000")
+    # Batches ready at once are joined into writes of up to 15,000 rows, as the default config does at scale.
+    daemon = make_daemon(INGESTD_JOBS__BATCH_ROWS="5000", INGESTD_JOBS__COMMIT_ROWS="15000")
     daemon.add_key(ACCOUNT, keypair[1])
     partner = Partner(daemon, keypair[0], tmp_path / "partner")
     bad = write_events(partner.folder / "big.csv")
