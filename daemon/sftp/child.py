@@ -70,9 +70,7 @@ async def serve(config: Config) -> int:
 def main() -> int:
     config = Config.model_validate_json(sys.stdin.buffer.readline())
     setup_logging(config.log.format, config.log.level)
-    import uvloop
-
-    return uvloop.run(serve(config))
+    return asyncio.run(serve(config))
 
 
 if __name__ == "__main__":

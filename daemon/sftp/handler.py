@@ -160,23 +160,6 @@ class SessionPolicy:
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-Spare = tuple[int, bytes]  # (fd, path) of an empty temp file made ahead of the upload that will use it
-
-
-def _create_spare(root: bytes) -> Spare:
-    temp = os.path.join(root, f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}".encode())
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    return fd, temp
-
-
-def _remove_spare(future: asyncio.Future[Spare]) -> None:
-    if future.cancelled() or future.exception() is not None:
-        return
-    fd, temp = future.result()
-    os.close(fd)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temp)
-
 
 def _sftp_errors(method: _F) -> _F:
     """Turn the few non-OSError failures (bad bytes in a name) into SFTP errors; OSErrors asyncssh maps itself."""
@@ -206,7 +189,6 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         self._connection_id = connection_id
         self._policy = policy
         self._open_files = 0
-        self._spare: asyncio.Future[Spare] | None = None
 
     # -- paths ----------------------------------------------------------------------------------
 
@@ -292,22 +274,11 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         elif not pflags & FXF_CREAT:
             raise SFTPNoSuchFile(NO_SUCH_FILE)
         name = parts[0]
-        spare, self._spare = self._spare, None
-        if spare is not None and not spare.done():
-            return self._open_with(spare, final, name, pflags)  # type: ignore[return-value]
-        return self._start(spare, final, name, pflags)
-
-    async def _open_with(self, spare: asyncio.Future[Spare], final: bytes, name: bytes, pflags: int) -> Upload:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(spare)
-        return self._start(spare, final, name, pflags)
-
-    def _start(self, spare: asyncio.Future[Spare] | None, final: bytes, name: bytes, pflags: int) -> Upload:
-        if spare is not None and not spare.cancelled() and spare.exception() is None:
-            fd, temp = spare.result()
-        else:
-            fd, temp = _create_spare(self._root)
-        self._spare = asyncio.get_running_loop().run_in_executor(None, _create_spare, self._root)
+        # Keep the temp name within NAME_MAX; the random part alone keeps it unique.
+        keep = _NAME_MAX - len(TEMP_PREFIX) - 17 - len(TEMP_SUFFIX)
+        temp_name = f"{TEMP_PREFIX}{secrets.token_hex(8)}.".encode() + name[:keep] + TEMP_SUFFIX.encode()
+        temp = os.path.join(self._root, temp_name)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         upload = Upload(
             fd=fd,
             temp=temp,
@@ -361,9 +332,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         )
 
     def exit(self) -> None:
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            spare.add_done_callback(_remove_spare)
+        return None
 
     # -- data -----------------------------------------------------------------------------------
 
