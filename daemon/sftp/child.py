@@ -2,7 +2,8 @@
 
 # Protocol with the daemon: the first line on stdin is the config as JSON; stdin stays open and its end
 # means the daemon is gone. On stdout, one JSON object per line: {"ready": {...}} once listening, or
-# {"error": "..."} and exit 2; then {"count": [metric, amount, labels]} for each metric update.
+# {"error": "..."} and exit 2; then {"counts": [[metric, amount, labels], ...]}: the metric updates of the
+# last COUNT_DELAY seconds, added up per metric and labels.
 # SIGTERM or SIGINT: stop as SFTPListener.stop does (uploads in flight get their grace), exit 0.
 
 from __future__ import annotations
@@ -22,17 +23,39 @@ from daemon.sftp.listener import SFTPListener
 from daemon.store import StateDB
 
 _lock = threading.Lock()
+COUNT_DELAY = 0.2  # seconds: a burst of small uploads costs the daemon one line, not two per file
+
+
+class CountRelay:
+    """Adds up metric updates and sends them to the daemon in one line at most every COUNT_DELAY seconds."""
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __call__(self, name: str, amount: float = 1.0, labels: tuple[str, ...] = ()) -> None:
+        key = (name, labels)
+        self._pending[key] = self._pending.get(key, 0.0) + amount
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(COUNT_DELAY, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            send({"counts": [[name, amount, list(labels)] for (name, labels), amount in pending.items()]})
 
 
 def send(message: dict[str, object]) -> None:
     line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
-    with _lock:
-        sys.stdout.buffer.write(line)
-        sys.stdout.buffer.flush()
-
-
-def forward_count(name: str, amount: float = 1.0, labels: tuple[str, ...] = ()) -> None:
-    send({"count": [name, amount, list(labels)]})
+    # Unbuffered, so nothing is left to flush at exit. A daemon that is gone (killed) closed the pipe:
+    # there is no one left to tell, and we are stopping anyway.
+    view, fd = memoryview(line), sys.stdout.fileno()
+    with _lock, contextlib.suppress(BrokenPipeError):
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def _watch_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -47,7 +70,8 @@ def _watch_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
 
 
 async def serve(config: Config) -> int:
-    listener = SFTPListener(config, StateDB(config.state_db), count=forward_count)
+    relay = CountRelay()
+    listener = SFTPListener(config, StateDB(config.state_db), count=relay)
     try:
         await listener.start()
     except OSError as exc:
@@ -64,6 +88,7 @@ async def serve(config: Config) -> int:
     send({"ready": {"host": listener.host, "port": listener.port, "fingerprint": listener.fingerprint}})
     await stop.wait()
     await listener.stop()
+    relay.flush()
     return 0
 
 

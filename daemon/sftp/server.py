@@ -90,8 +90,8 @@ class SFTPService:
         assert self._process is not None and self._process.stdout is not None
         while line := await self._process.stdout.readline():
             try:
-                name, amount, labels = json.loads(line)["count"]
-                count_locally(name, amount, tuple(labels))
+                for name, amount, labels in json.loads(line)["counts"]:
+                    count_locally(name, amount, tuple(labels))
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("sftp: unexpected output from the SFTP process: %r", line[:200])
         code = await self._process.wait()

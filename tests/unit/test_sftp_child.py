@@ -1,0 +1,37 @@
+"""The SFTP process's metric relay: updates are added up and reach the daemon in one line."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from daemon.sftp import child
+
+
+def test_counts_are_added_up_per_metric_and_labels_and_sent_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[dict[str, object]] = []
+    monkeypatch.setattr(child, "send", sent.append)
+
+    async def burst() -> None:
+        relay = child.CountRelay()
+        relay("UPLOADS", 1, ("acme",))
+        relay("UPLOAD_BYTES", 100, ("acme",))
+        relay("UPLOADS", 1, ("acme",))
+        relay("UPLOADS", 1, ("globex",))
+        relay("LOGIN_FAILURES", 1, ())
+        assert sent == []  # nothing until the relay's timer fires or it is flushed
+        relay.flush()
+        relay.flush()  # nothing new: no empty line
+
+    asyncio.run(burst())
+    assert sent == [
+        {
+            "counts": [
+                ["UPLOADS", 2.0, ["acme"]],
+                ["UPLOAD_BYTES", 100.0, ["acme"]],
+                ["UPLOADS", 1.0, ["globex"]],
+                ["LOGIN_FAILURES", 1.0, []],
+            ]
+        }
+    ]
