@@ -259,12 +259,15 @@ class DropFolderSFTP(asyncssh.SFTPServer):
             raise SFTPPermissionDenied(HIDDEN_NAME) from None
         if len(parts) != 1:
             raise SFTPPermissionDenied(TOP_FOLDER_ONLY if parts else NOT_A_FILE)
-        final = self._local(path)
+        # One component under the root: its lstat is _local's link check and the existing-file check at once.
+        final = os.path.join(self._root, parts[0])
         try:
             existing = os.lstat(final)
         except FileNotFoundError:
             existing = None
         if existing is not None:
+            if stat.S_ISLNK(existing.st_mode):
+                raise SFTPNoSuchFile(NO_SUCH_FILE)  # as _local treats a link planted by hand
             if not stat.S_ISREG(existing.st_mode):
                 raise SFTPFailure(NOT_A_FILE)
             if pflags & FXF_EXCL:
