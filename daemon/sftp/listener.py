@@ -83,6 +83,7 @@ class SFTPListener:
             sftp_factory=self._sftp_factory,
             allow_scp=False,
             allow_pty=False,
+            line_editor=False,  # no terminals: the editor layer would only pass every SFTP packet through
             agent_forwarding=False,
             x11_forwarding=False,
             rdns_lookup=False,
