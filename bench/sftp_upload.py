@@ -75,6 +75,11 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """CPU used so far by the server and its live descendants (ingestd's SFTP process included)."""
+        own, descendants = self.cpu_split()
+        return own + descendants
+
+    def cpu_split(self) -> tuple[float, float]:
+        """CPU used so far by the server's own process, and by its live descendants."""
         assert self.process is not None
         stats: dict[int, list[str]] = {}
         for entry in Path("/proc").iterdir():
@@ -83,12 +88,17 @@ class Server:
                     stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
                 except OSError:
                     continue  # exited meanwhile
-        tree, total = {self.process.pid}, 0.0
+        tree, own, descendants = {self.process.pid}, 0.0, 0.0
         for pid in sorted(stats):  # children have larger pids than their parents, nearly always
             if pid in tree or int(stats[pid][1]) in tree:
                 tree.add(pid)
-                total += sum(int(value) for value in stats[pid][11:13])
-        return total / os.sysconf("SC_CLK_TCK")
+                ticks = sum(int(value) for value in stats[pid][11:13])
+                if pid == self.process.pid:
+                    own += ticks
+                else:
+                    descendants += ticks
+        hertz = os.sysconf("SC_CLK_TCK")
+        return own / hertz, descendants / hertz
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -253,6 +263,8 @@ def main() -> int:
         small_rates: dict[str, list[float]] = {server.name: [] for server in servers}
         big_cpu: dict[str, list[float]] = {server.name: [] for server in servers}
         small_cpu: dict[str, list[float]] = {server.name: [] for server in servers}
+        small_sftp_cpu: list[float] = []  # ingestd's SFTP process alone: serve's child, or --sftp-only's own
+        sftp_part = 0 if args.sftp_only else 1
         for _ in range(args.rounds):
             for server in servers:  # interleaved, so background load affects both alike
                 target = "" if server.name == "ingestd" else f" {server.upload_dir}/big.bin"
@@ -263,9 +275,11 @@ def main() -> int:
                 big_rates[server.name].append(args.size / seconds / 1e6)
                 clear(server.upload_dir)
                 target = "" if server.name == "ingestd" else f" {server.upload_dir}/"
-                cpu = server.cpu_seconds()
+                cpu, sftp_cpu = server.cpu_seconds(), server.cpu_split()[sftp_part]
                 seconds, _ = sftp(server, key, [f"put {small}/*{target}"])
                 small_cpu[server.name].append(server.cpu_seconds() - cpu)
+                if server.name == "ingestd":
+                    small_sftp_cpu.append(server.cpu_split()[sftp_part] - sftp_cpu)
                 assert len(list(server.upload_dir.glob("f*.csv"))) == args.files
                 small_rates[server.name].append(args.files / seconds)
                 clear(server.upload_dir)
@@ -283,7 +297,8 @@ def main() -> int:
         # sshd's sessions are short-lived processes that end before they can be measured: only ingestd's CPU.
         print(
             f"ingestd CPU: {statistics.median(big_cpu['ingestd']):.2f} s for the big file, "
-            f"{statistics.median(small_cpu['ingestd']):.2f} s for the small files (median; steadier than wall time)"
+            f"{statistics.median(small_cpu['ingestd']):.2f} s for the small files (median; steadier than wall time), "
+            f"of which the SFTP process {statistics.median(small_sftp_cpu):.2f} s"
         )
         return 0
     finally:
