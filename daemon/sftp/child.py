@@ -25,6 +25,7 @@ from daemon.store import StateDB
 
 _lock = threading.Lock()
 COUNT_DELAY = 0.2  # seconds: a burst of small uploads costs the daemon one line, not two per file
+COUNTS_PER_LINE = 200
 
 
 class CountRelay:
@@ -44,9 +45,11 @@ class CountRelay:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._pending:
-            pending, self._pending = self._pending, {}
-            send({"counts": [[name, amount, list(labels)] for (name, labels), amount in pending.items()]})
+        pending, self._pending = self._pending, {}
+        counts = [[name, amount, list(labels)] for (name, labels), amount in pending.items()]
+        # Lines well below the 64 KiB the daemon's reader takes, however many accounts were busy.
+        for start in range(0, len(counts), COUNTS_PER_LINE):
+            send({"counts": counts[start : start + COUNTS_PER_LINE]})
 
 
 def send(message: dict[str, object]) -> None:

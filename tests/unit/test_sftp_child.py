@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -35,3 +36,18 @@ def test_counts_are_added_up_per_metric_and_labels_and_sent_in_one_line(monkeypa
             ]
         }
     ]
+
+
+def test_many_busy_accounts_are_sent_in_lines_the_daemon_can_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[dict[str, list[list[object]]]] = []
+    monkeypatch.setattr(child, "send", sent.append)
+
+    async def burst() -> None:
+        relay = child.CountRelay()
+        for number in range(1000):
+            relay("UPLOADS", 1, (f"account-{number}",))
+        relay.flush()
+
+    asyncio.run(burst())
+    assert [len(message["counts"]) for message in sent] == [200] * 5
+    assert all(len(json.dumps(message)) < 64 * 1024 for message in sent)
