@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import xxhash
 
 ACCOUNT = "bench"
 EVENT_MANIFEST = {
@@ -190,9 +191,9 @@ def raw_bulk(csv_path: Path, url: str, prefix: str, chunk: int = 5_000) -> float
                 "Quantity": int(quantity),
                 "Delivered": delivered == "true",
             }
-            doc_id = hashlib.sha256(f"{ACCOUNT}|{identity}|{name}|{ts}|{json.dumps(properties)}".encode()).hexdigest()[
-                :32
-            ]
+            doc_id = str(
+                xxhash.xxh3_128_intdigest(f"{ACCOUNT}|{identity}|{name}|{ts}|{json.dumps(properties)}".encode())
+            )
             month = time.strftime("%Y.%m", time.gmtime(int(ts)))
             lines.append(json.dumps({"create": {"_index": f"{prefix}-events-{month}", "_id": doc_id}}).encode())
             doc = {
