@@ -21,6 +21,7 @@ from daemon.watch.watcher import DropWatcher
 log = logging.getLogger("ingestd.jobs")
 
 STOP_GRACE = 15.0  # seconds a running batch gets to reach its checkpoint at shutdown
+WAKE_DELAY = 0.25  # seconds from a file event to the scheduling pass it asks for
 IDLE_TICK = 30.0  # the scheduler looks again at least this often, even without a file event
 RESCAN_EVERY = 60.0  # a safety net for watch events lost (e.g. inotify queue overflow)
 RESCAN_MIN_AGE = 5.0  # a periodic rescan leaves alone files still being written by other means
@@ -108,7 +109,8 @@ class JobManager:
             return  # one wake-up already on its way: a burst of arrivals costs one scheduling pass
         self._wake_pending = True
         with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
-            loop.call_soon_threadsafe(self._woken)
+            # A short delay first, so a burst of uploads (a thousand small files) costs a few passes, not one each.
+            loop.call_soon_threadsafe(loop.call_later, WAKE_DELAY, self._woken)
 
     def _woken(self) -> None:
         self._wake_pending = False

@@ -9,7 +9,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from daemon.logs import event
@@ -81,7 +90,9 @@ class DropWatcher:
     def start(self) -> None:
         self.drop_root.mkdir(parents=True, exist_ok=True)
         self._observer = Observer()
-        self._observer.schedule(_Handler(self), str(self.drop_root), recursive=True)
+        # Only the events the handler acts on: the kernel then stops reporting every open and write of an
+        # upload in progress (about six events per small file, each a trip through watchdog's thread).
+        self._observer.schedule(_Handler(self), str(self.drop_root), recursive=True, event_filter=_EVENTS)
         self._observer.daemon = True
         self._observer.start()
 
@@ -90,6 +101,9 @@ class DropWatcher:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+
+
+_EVENTS = [FileMovedEvent, DirMovedEvent, FileClosedEvent, FileDeletedEvent, DirDeletedEvent, DirCreatedEvent]
 
 
 class _Handler(FileSystemEventHandler):
