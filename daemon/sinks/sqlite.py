@@ -6,6 +6,7 @@ import asyncio
 import functools
 import itertools
 import json
+import logging
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 import polars as pl
 
 from daemon.errors import RetryableError
+from daemon.logs import event
 from daemon.sinks.base import (
     EVENT_COLUMNS,
     INCOMPLETE_EVENT,
@@ -30,21 +32,28 @@ from daemon.sinks.base import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("ingestd.sink")
 _to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 # json.loads' own scanner, called without its three Python wrapper layers (a third of a small cell's cost).
 _scan_json = json.JSONDecoder().scan_once
 
-SCHEMA = """
+# An event id (128 bits) is kept as two signed 64-bit integers, id_hi and id_lo: 16 bytes in the unique index
+# where its 39 decimal digits took 40, and a commit rewrites every index page it touches.
+EVENTS_TABLE = """
 CREATE TABLE IF NOT EXISTS events (
     account TEXT NOT NULL,
     identity TEXT NOT NULL,
-    event_id TEXT NOT NULL,
+    id_hi INTEGER NOT NULL,
+    id_lo INTEGER NOT NULL,
     name TEXT NOT NULL,
     ts INTEGER NOT NULL,
     line INTEGER NOT NULL,
     properties TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (account, identity, event_id);
+)"""
+EVENTS_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (account, identity, id_hi, id_lo)"
+SCHEMA = f"""
+{EVENTS_TABLE};
+{EVENTS_INDEX};
 CREATE TABLE IF NOT EXISTS profiles (
     account TEXT NOT NULL,
     identity TEXT NOT NULL,
@@ -62,6 +71,7 @@ _TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQ
 _ROWS_PER_STATEMENT = 160
 # Rows turned into Python values at a time within one write.
 _PYTHON_ROWS = 50_000
+_TWO_64 = pl.lit(2**64, dtype=pl.UInt128)
 _SELECT_PROFILES = (
     "SELECT identity, ts, properties FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
 )
@@ -116,7 +126,11 @@ class SQLiteSink(Sink):
         await self._run(self._create_schema)
 
     def _create_schema(self) -> None:
-        self._connection().executescript(SCHEMA)
+        conn = self._connection()
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        if "event_id" in columns:
+            _migrate_event_ids(conn)
+        conn.executescript(SCHEMA)
 
     async def stop(self) -> None:
         if self._executor is None:
@@ -141,8 +155,17 @@ class SQLiteSink(Sink):
         # repeat within the batch sorts after its first line, so the first line is the one kept.
         rows = (
             frame.filter(complete)
-            .select("identity", "event_id", "name", "ts", "line", "properties")
-            .sort("identity", "event_id", "line")
+            .with_columns(pl.col("event_id").cast(pl.UInt128))
+            .select(
+                "identity",
+                (pl.col("event_id") // _TWO_64).cast(pl.UInt64).reinterpret(signed=True).alias("id_hi"),
+                pl.col("event_id").cast(pl.UInt64, wrap_numerical=True).reinterpret(signed=True).alias("id_lo"),
+                "name",
+                "ts",
+                "line",
+                "properties",
+            )
+            .sort("identity", "id_hi", "id_lo", "line")
         )
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
@@ -155,7 +178,7 @@ class SQLiteSink(Sink):
                         zip(*(column.to_list() for column in part.iter_columns()), strict=True)
                     )
                 )
-                _insert_chunked(conn, _insert_events, account, values, 6)
+                _insert_chunked(conn, _insert_events, account, values, 7)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -224,7 +247,7 @@ class SQLiteSink(Sink):
             self._connection()
             .execute(
                 "SELECT name, ts, properties FROM events WHERE account = ? AND identity = ? "
-                "ORDER BY ts, line, event_id LIMIT ?",
+                "ORDER BY ts, line, id_hi, id_lo LIMIT ?",
                 (account, identity, limit),
             )
             .fetchall()
@@ -246,6 +269,35 @@ class SQLiteSink(Sink):
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         finally:
             conn.close()
+
+
+def _migrate_event_ids(conn: sqlite3.Connection) -> None:
+    """Events stored before 2026-11-30 (one event_id column: 16 bytes of sha256, or a decimal string) move to the
+    two-integer layout in one transaction; an interrupted start leaves the old table as it was."""
+
+    def half(value: bytes | str, high: int) -> int:
+        number = int.from_bytes(value[:16], "big") if isinstance(value, bytes) else int(value)
+        part = (number >> 64 if high else number) & (2**64 - 1)
+        return part - 2**64 if part >= 2**63 else part
+
+    conn.create_function("id_half", 2, half, deterministic=True)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE events RENAME TO events_before_id_columns")
+        conn.execute("DROP INDEX IF EXISTS events_key")
+        conn.execute(EVENTS_TABLE)
+        conn.execute(EVENTS_INDEX)
+        moved = conn.execute(
+            "INSERT OR IGNORE INTO events (account, identity, id_hi, id_lo, name, ts, line, properties) "
+            "SELECT account, identity, id_half(event_id, 1), id_half(event_id, 0), name, ts, line, properties "
+            "FROM events_before_id_columns ORDER BY rowid"
+        ).rowcount
+        conn.execute("DROP TABLE events_before_id_columns")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    event(log, "sink.migrated", logging.WARNING, table="events", layout="id_hi/id_lo", rows=moved)
 
 
 def _loads(text: str) -> Any:
@@ -283,10 +335,11 @@ def _upsert_profiles(account: str, rows: int) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _insert_events(account: str, rows: int) -> str:
-    """INSERT OR IGNORE of `rows` events; the batch's account is a quoted literal, so each row binds six values."""
-    row = f"({_sql_text(account)}, ?, ?, ?, ?, ?, ?)"
-    return "INSERT OR IGNORE INTO events (account, identity, event_id, name, ts, line, properties) VALUES " + ", ".join(
-        [row] * rows
+    """INSERT OR IGNORE of `rows` events; the batch's account is a quoted literal, so each row binds seven values."""
+    row = f"({_sql_text(account)}, ?, ?, ?, ?, ?, ?, ?)"
+    return (
+        "INSERT OR IGNORE INTO events (account, identity, id_hi, id_lo, name, ts, line, properties) VALUES "
+        + ", ".join([row] * rows)
     )
 
 

@@ -62,7 +62,7 @@ def sink_events(daemon: Daemon) -> tuple[int, int]:
     conn = sqlite3.connect(daemon.data_dir / "sink.sqlite3", timeout=30)
     try:
         total, distinct = conn.execute(
-            "SELECT COUNT(*), COUNT(DISTINCT event_id) FROM events WHERE account = ?", (ACCOUNT,)
+            "SELECT COUNT(*), COUNT(DISTINCT printf('%d:%d', id_hi, id_lo)) FROM events WHERE account = ?", (ACCOUNT,)
         ).fetchone()
     finally:
         conn.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -292,6 +293,36 @@ def test_sqlite_sink_uses_its_own_database_file(data_dir: Path) -> None:
         assert [event["name"] for event in reader(reader.sink.list_events(ACCOUNT, "a"))] == ["Purchased"]
     finally:
         reader.close()
+
+
+def test_sqlite_events_stored_with_an_older_id_column_are_kept_at_start(data_dir: Path) -> None:
+    """A sink file from before 2026-11-30 (one event_id column: sha256 bytes, or a decimal string) still lists its
+    events after an upgrade, and new imports de-duplicate as usual."""
+    config = sink_config(data_dir, "sqlite")
+    config.sink_db.parent.mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(config.sink_db)
+    old.executescript(
+        "CREATE TABLE events (account TEXT NOT NULL, identity TEXT NOT NULL, event_id BLOB NOT NULL, "
+        "name TEXT NOT NULL, ts INTEGER NOT NULL, line INTEGER NOT NULL, properties TEXT NOT NULL);"
+        "CREATE UNIQUE INDEX events_key ON events (account, identity, event_id);"
+    )
+    ts = JAN_8_2020 * 1000
+    old.executemany(
+        "INSERT INTO events VALUES (?, 'a', ?, ?, ?, ?, '{}')",
+        [(ACCOUNT, bytes(range(16)), "Old", ts, 2), (ACCOUNT, "12345678901234567890123", "Newer", ts, 3)],
+    )
+    old.commit()
+    old.close()
+    runner = SinkRunner(config)
+    try:
+        runner(runner.sink.start())
+        rows = [("a", "Purchased", JAN_8_2020 + 1, {})]
+        assert runner(runner.sink.write_events(ACCOUNT, events_frame(rows))) == []
+        assert runner(runner.sink.write_events(ACCOUNT, events_frame(rows))) == []
+        names = [event["name"] for event in runner(runner.sink.list_events(ACCOUNT, "a"))]
+    finally:
+        runner.close()
+    assert names == ["Old", "Newer", "Purchased"]
 
 
 def _get_json(url: str) -> Any:
