@@ -21,7 +21,7 @@ from daemon.watch.watcher import DropWatcher
 log = logging.getLogger("ingestd.jobs")
 
 STOP_GRACE = 15.0  # seconds a running batch gets to reach its checkpoint at shutdown
-WAKE_DELAY = 0.25  # seconds from a file event to the scheduling pass it asks for
+WAKE_DELAY = 0.25  # least seconds between two scheduling passes asked for by file events
 IDLE_TICK = 30.0  # the scheduler looks again at least this often, even without a file event
 RESCAN_EVERY = 60.0  # a safety net for watch events lost (e.g. inotify queue overflow)
 RESCAN_MIN_AGE = 5.0  # a periodic rescan leaves alone files still being written by other means
@@ -40,6 +40,7 @@ class JobManager:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._wake_pending = False
+        self._last_wake = float("-inf")
         self._loop: asyncio.AbstractEventLoop | None = None
         self.worker = Worker(config, self.store, sink, self._notify, self._stopping)
         self.queue = Queue(config, self.store, self.worker.fail_pickup)
@@ -109,11 +110,17 @@ class JobManager:
             return  # one wake-up already on its way: a burst of arrivals costs one scheduling pass
         self._wake_pending = True
         with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
-            # A short delay first, so a burst of uploads (a thousand small files) costs a few passes, not one each.
-            loop.call_soon_threadsafe(loop.call_later, WAKE_DELAY, self._woken)
+            loop.call_soon_threadsafe(self._wake_soon, loop)
+
+    def _wake_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        # At once after a quiet spell, else WAKE_DELAY after the last pass: a lone manifest starts without
+        # delay, a burst of uploads (a thousand small files) costs a few passes, not one each.
+        loop.call_later(max(0.0, self._last_wake + WAKE_DELAY - loop.time()), self._woken)
 
     def _woken(self) -> None:
         self._wake_pending = False
+        if self._loop is not None:
+            self._last_wake = self._loop.time()
         self._wake.set()
 
     # -- scheduling -----------------------------------------------------------------------------
