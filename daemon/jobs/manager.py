@@ -101,21 +101,22 @@ class JobManager:
                 return f"jobs: {task.get_name()} stopped"
         return None
 
-    def wake(self) -> None:
-        """Look at the queue again soon; safe from any thread (the watcher calls it)."""
+    def wake(self, urgent: bool = False) -> None:
+        """Look at the queue again soon (`urgent`: at once, a job was queued); safe from any thread."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        if self._wake_pending:
+        if self._wake_pending and not urgent:
             return  # one wake-up already on its way: a burst of arrivals costs one scheduling pass
         self._wake_pending = True
         with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
-            loop.call_soon_threadsafe(self._wake_soon, loop)
+            loop.call_soon_threadsafe(self._wake_soon, loop, urgent)
 
-    def _wake_soon(self, loop: asyncio.AbstractEventLoop) -> None:
-        # At once after a quiet spell, else WAKE_DELAY after the last pass: a lone manifest starts without
-        # delay, a burst of uploads (a thousand small files) costs a few passes, not one each.
-        loop.call_later(max(0.0, self._last_wake + WAKE_DELAY - loop.time()), self._woken)
+    def _wake_soon(self, loop: asyncio.AbstractEventLoop, urgent: bool) -> None:
+        # At once after a quiet spell or for a new job, else WAKE_DELAY after the last pass: a burst of
+        # uploads (a thousand small files) costs a few passes, not one each.
+        delay = 0.0 if urgent else max(0.0, self._last_wake + WAKE_DELAY - loop.time())
+        loop.call_later(delay, self._woken)
 
     def _woken(self) -> None:
         self._wake_pending = False

@@ -48,7 +48,7 @@ def manifest_of(drop_root: Path, path: str | bytes) -> tuple[str, str] | None:
 class DropWatcher:
     """Turns manifests into jobs from watchdog's thread; `on_change` wakes the scheduler for any file."""
 
-    def __init__(self, drop_root: Path, store: JobStore, on_change: Callable[[], None]) -> None:
+    def __init__(self, drop_root: Path, store: JobStore, on_change: Callable[..., None]) -> None:
         self.drop_root = drop_root.resolve()
         self.store = store
         self.on_change = on_change
@@ -118,17 +118,19 @@ class _Handler(FileSystemEventHandler):
         # A rename (an SFTP upload completed) or a closed write (a copy by other means): the file is whole.
         # "created" alone is too early for a copy, its bytes may still be coming.
         path = fs_event.dest_path if fs_event.event_type == "moved" else fs_event.src_path
+        queued = False
         if fs_event.event_type in ("moved", "closed"):
             match = manifest_of(self.watcher.drop_root, path)
             if match:
                 try:
-                    self.watcher.arrived(*match)
+                    queued = self.watcher.arrived(*match) is not None
                 except Exception:
                     log.exception("could not queue %s", path)
         # Only a whole, visible file in an account's folder (or one leaving it) can unblock a job; the
-        # temp files of uploads in progress (many events per upload) must not wake the scheduler.
+        # temp files of uploads in progress (many events per upload) must not wake the scheduler. A new job
+        # is started at once; other changes may wait for the next scheduling pass of a burst.
         if fs_event.event_type in ("moved", "closed", "deleted") and self._visible(path):
-            self.watcher.on_change()
+            self.watcher.on_change(urgent=queued)
 
     def _visible(self, path: str | bytes) -> bool:
         try:
@@ -143,6 +145,6 @@ class _Handler(FileSystemEventHandler):
         if folder.parent == self.watcher.drop_root and ACCOUNT.match(folder.name):
             try:
                 if self.watcher.rescan(account=folder.name):
-                    self.watcher.on_change()
+                    self.watcher.on_change(urgent=True)
             except Exception:
                 log.exception("could not scan the new folder %s", path)
