@@ -170,7 +170,7 @@ class JobsConfig(_Section):
     data_file_grace: Duration = "15m"  # type: ignore[assignment]
     batch_rows: int = Field(50_000, ge=100, le=1_000_000)
     # sqlite sink: validated batches ready at once are joined into writes of about this many rows at most.
-    commit_rows: int = Field(500_000, ge=100, le=10_000_000)
+    commit_rows: int = Field(1_000_000, ge=100, le=10_000_000)
     retention_days: float = Field(30, ge=0)  # job folders older than this are removed; 0 keeps them
     restricted_events: StrList = DEFAULT_RESTRICTED_EVENTS
 
