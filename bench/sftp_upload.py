@@ -201,6 +201,46 @@ class IngestdServer(Server):
         self.port = int(match.group(1))
 
 
+# --stock-asyncssh: asyncssh's own SFTP server with nothing of ingestd (no temp files, checks, metrics or log
+# lines), chrooted to one folder and offering the cipher ingestd offers: what asyncssh alone costs.
+STOCK = """
+import asyncio, os, signal, sys
+import asyncssh
+
+async def main():
+    port, root, host_key, authorized = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    server = await asyncssh.listen(
+        "127.0.0.1", int(port), server_host_keys=[host_key], authorized_client_keys=authorized,
+        encryption_algs=["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"],
+        sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=root.encode()), allow_scp=False,
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+
+asyncio.run(main())
+"""
+
+
+class StockAsyncsshServer(Server):
+    """A stock asyncssh SFTP server on a free port (reference only: no ratio target applies to it)."""
+
+    name = "asyncssh"
+
+    def __init__(self, work: Path, client_public: Path) -> None:
+        self.port = free_port()
+        self.user = "bench"
+        self.upload_dir = work / "asyncssh-uploads"
+        self.upload_dir.mkdir()
+        host_key = work / "asyncssh_host_ed25519_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+        args = [str(self.port), str(self.upload_dir), str(host_key), str(client_public)]
+        self.process = subprocess.Popen([sys.executable, "-c", STOCK, *args], stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.process, "asyncssh")
+
+
 def sftp(server: Server, key: Path, commands: list[str], verbose: bool = False) -> tuple[float, str]:
     """Run OpenSSH sftp in batch mode; returns (seconds, stderr). Exits on failure."""
     command = ["sftp", "-b", "-", "-P", str(server.port), "-i", str(key), "-o", "IdentitiesOnly=yes"]
@@ -232,6 +272,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per measurement; the median is shown")
     parser.add_argument("--sftp-only", action="store_true", help="run only ingestd's SFTP component, not serve")
     parser.add_argument("--workdir", type=Path, default=None, help="where to put files (default: a temp dir)")
+    parser.add_argument(
+        "--stock-asyncssh", action="store_true", help="also measure a plain asyncssh SFTP server, for reference"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ingestd-bench-", dir=args.workdir))
@@ -254,6 +297,8 @@ def main() -> int:
             OpenSSHServer(work, key.with_suffix(".pub")),
             IngestdServer(work, key.with_suffix(".pub"), args.sftp_only),
         ]
+        if args.stock_asyncssh:
+            servers.append(StockAsyncsshServer(work, key.with_suffix(".pub")))
         for server in servers:
             _, log = sftp(server, key, ["pwd"], verbose=True)
             cipher = re.search(r"kex: client->server cipher: (\S+)", log)
@@ -267,14 +312,14 @@ def main() -> int:
         sftp_part = 0 if args.sftp_only else 1
         for _ in range(args.rounds):
             for server in servers:  # interleaved, so background load affects both alike
-                target = "" if server.name == "ingestd" else f" {server.upload_dir}/big.bin"
+                target = {"ingestd": "", "asyncssh": " big.bin"}.get(server.name, f" {server.upload_dir}/big.bin")
                 cpu = server.cpu_seconds()
                 seconds, _ = sftp(server, key, [f"put {big}{target}"])
                 big_cpu[server.name].append(server.cpu_seconds() - cpu)
                 assert (server.upload_dir / "big.bin").stat().st_size == args.size
                 big_rates[server.name].append(args.size / seconds / 1e6)
                 clear(server.upload_dir)
-                target = "" if server.name == "ingestd" else f" {server.upload_dir}/"
+                target = {"ingestd": "", "asyncssh": ""}.get(server.name, f" {server.upload_dir}/")
                 cpu, sftp_cpu = server.cpu_seconds(), server.cpu_split()[sftp_part]
                 seconds, _ = sftp(server, key, [f"put {small}/*{target}"])
                 small_cpu[server.name].append(server.cpu_seconds() - cpu)
@@ -294,6 +339,11 @@ def main() -> int:
         ratio_big = statistics.median(big_rates["ingestd"]) / statistics.median(big_rates["openssh"])
         ratio_small = statistics.median(small_rates["ingestd"]) / statistics.median(small_rates["openssh"])
         print(f"{'ratio':10}{ratio_big:>18.2f}{ratio_small:>22.2f}   (ingestd / openssh, target >= 0.90)")
+        if "asyncssh" in big_rates:
+            stock_big = statistics.median(big_rates["asyncssh"]) / statistics.median(big_rates["openssh"])
+            stock_small = statistics.median(small_rates["asyncssh"]) / statistics.median(small_rates["openssh"])
+            print(f"{'stock':10}{stock_big:>18.2f}{stock_small:>22.2f}   (plain asyncssh / openssh, for reference)")
+            print(f"asyncssh CPU: {statistics.median(small_cpu['asyncssh']):.2f} s for the small files")
         # sshd's sessions are short-lived processes that end before they can be measured: only ingestd's CPU.
         print(
             f"ingestd CPU: {statistics.median(big_cpu['ingestd']):.2f} s for the big file, "
