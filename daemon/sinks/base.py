@@ -134,11 +134,14 @@ INCOMPLETE_PROFILE = "Profile could not be stored: it lacks an identity, ts or o
 
 
 def valid_events() -> pl.Expr:
-    """Rows the engine's contract promises: every column present and an event_id of 1 to 39 digits (128 bits)."""
+    """Rows the engine's contract promises: every column present and an event_id that is a 128-bit decimal."""
     present = pl.all_horizontal(pl.col(name).is_not_null() for name in EVENT_COLUMNS)
     # properties is spliced into bulk bodies as is: it must at least look like a JSON object.
     is_object = pl.col("properties").str.starts_with("{") & pl.col("properties").str.ends_with("}")
-    return present & pl.col("event_id").str.contains("^[0-9]{1,39}$") & is_object
+    # A decimal of 128 bits without leading zeros, so each id has one spelling in either sink.
+    decimal = pl.col("event_id").str.contains("^(0|[1-9][0-9]{0,38})$")
+    fits = pl.col("event_id").cast(pl.UInt128, strict=False).is_not_null()
+    return present & decimal & fits & is_object
 
 
 def check_columns(frame: pl.DataFrame, expected: tuple[str, ...], kind: str) -> None:
