@@ -268,9 +268,9 @@ def test_rows_breaking_the_frame_contract_become_row_failures(run: SinkRunner) -
     assert [event["properties"] for event in run(sink.list_events(ACCOUNT, "a"))] == [{"n": 1}]
 
 
-def test_event_ids_that_are_not_128_bit_decimals_become_row_failures(run: SinkRunner) -> None:
+def test_event_ids_that_are_not_128_bit_unsigned_decimals_become_row_failures(run: SinkRunner) -> None:
     rows = [("b", "Purchased", JAN_8_2020, {"n": n}) for n in range(4)]
-    ids = ["340282366920938463463374607431768211456", "0042", "12ab", "340282366920938463463374607431768211455"]
+    ids = ["340282366920938463463374607431768211456", "-42", "12ab", "340282366920938463463374607431768211455"]
     frame = events_frame(rows).with_columns(event_id=pl.Series(ids))
     failures = run(run.sink.write_events(ACCOUNT, frame))
     assert [failure.line for failure in failures] == [2, 3, 4]
