@@ -95,12 +95,19 @@ class SFTPConfig(_Section):
     max_auth_failures: int = Field(5, ge=1)  # failed logins from one address before a ban
     ban_time: Duration = "10m"  # type: ignore[assignment]
     login_grace_time: Duration = "2m"  # type: ignore[assignment]
+    # OpenSSH's MaxStartups / PerSourceMaxStartups / MaxSessions, and a cap per account across its connections.
+    max_startups: int = Field(100, ge=1)  # connections not yet logged in, from all addresses together
+    per_source_max_startups: int = Field(10, ge=1)  # connections not yet logged in, from one address
+    max_sessions: int = Field(10, ge=1)  # channels (sessions) one connection may open
+    max_open_files: int = Field(64, ge=1)  # files one account may hold open at once, over all its connections
 
 
 class HTTPConfig(_Section):
     host: str = "127.0.0.1"
     port: Port = 8080
     token: str = ""  # bearer token for everything but /healthz; empty: no auth
+    keepalive_timeout: Duration = "5s"  # type: ignore[assignment]  # an idle keep-alive connection is closed
+    max_connections: int = Field(256, ge=1)  # open HTTP connections at once; more wait in the listen backlog
 
 
 class SinkConfig(_Section):
@@ -148,6 +155,8 @@ class NotifyConfig(_Section):
     progress_interval: Duration = "2h"  # type: ignore[assignment]
     ops_emails: StrList = []
     max_attachment: Size = "10MiB"  # type: ignore[assignment]
+    max_recipients: int = Field(10, ge=1)  # addresses one manifest's clientEmail may name
+    max_failure_emails: int = Field(20, ge=1)  # failure emails per account per hour; the rest are summarised
 
 
 class WebhooksConfig(_Section):
@@ -171,6 +180,7 @@ class JobsConfig(_Section):
     batch_rows: int = Field(50_000, ge=100, le=1_000_000)
     # sqlite sink: validated batches ready at once are joined into writes of about this many rows at most.
     commit_rows: int = Field(1_000_000, ge=100, le=10_000_000)
+    max_manifest_size: Size = "1MiB"  # type: ignore[assignment]  # a bigger manifest fails unread
     retention_days: float = Field(30, ge=0)  # job folders older than this are removed; 0 keeps them
     restricted_events: StrList = DEFAULT_RESTRICTED_EVENTS
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from daemon.store.keys import ACCOUNT_RE
 
 # DESIGN.md's job statuses, in lifecycle order; "active" ones make the activity page refresh itself.
 STATUSES = ("queued", "waiting_for_data", "processing", "succeeded", "completed_with_errors", "failed")
 ACTIVE_STATUSES = frozenset({"queued", "waiting_for_data", "processing"})
-ACCOUNT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 

@@ -13,7 +13,8 @@ import asyncssh
 from daemon.errors import NotFoundError, UsageError
 from daemon.store.db import StateDB
 
-ACCOUNT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# \Z, not $: "$" also matches before a trailing newline, and "acme\n" must not be an account.
+ACCOUNT_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _NAME_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,100}$")
 # ed25519, ecdsa and rsa only: no DSA, no certificates, no security-key (sk-*) types.
 _ALLOWED = {

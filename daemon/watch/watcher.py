@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +22,11 @@ from watchdog.observers import Observer
 
 from daemon.logs import event
 from daemon.store.jobs import JobStore
+from daemon.store.keys import ACCOUNT_RE
 
 log = logging.getLogger("ingestd.watch")
 
-ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ACCOUNT = ACCOUNT_RE
 
 
 def manifest_of(drop_root: Path, path: str | bytes) -> tuple[str, str] | None:
