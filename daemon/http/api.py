@@ -15,13 +15,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from daemon import metrics
 from daemon.http.params import ImportFilter, ParamError, parse_filter, parse_job_id
 from daemon.store import StateDB
+from daemon.text import safe
 
 HEALTH_TIMEOUT = 8.0  # a hung dependency must not hang the health check; above the sinks' own 5 s probes
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
-    text = json.dumps(body, default=str, ensure_ascii=False, indent=None)
-    return web.Response(text=text + "\n", status=status, content_type="application/json")
+    # safe(): ensure_ascii=False keeps non-ASCII readable, and a lone surrogate would fail the UTF-8 encoding.
+    body_text = safe(json.dumps(body, default=str, ensure_ascii=False, indent=None))
+    return web.Response(text=body_text + "\n", status=status, content_type="application/json")
 
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:

@@ -102,6 +102,33 @@ def make_app(config: Config, db: StateDB, health: dict[str, Any] | None = None) 
     return app
 
 
+def cap_connections(server: web.Server, limit: int) -> None:
+    """Past `limit` open connections, each new one closes the oldest ones, idle ones first.
+
+    An idle one is closed at once, as aiohttp's own keep-alive timer does (force_close); a busy one answers
+    its request first (close). So no number of idle sockets keeps a health probe or a browser out: the
+    newest connection always gets in, and the daemon holds about `limit` sockets whatever comes.
+    """
+    made = server.connection_made
+
+    def connection_made(handler: Any, transport: Any) -> None:
+        made(handler, transport)
+        connections = server.connections
+        excess = len(connections) - limit
+        if excess <= 0:
+            return
+        # `_request_in_progress` is aiohttp's own flag; if a release drops it, every connection counts as busy
+        # and is closed gracefully.
+        busy = {h: bool(getattr(h, "_request_in_progress", True)) for h in connections[:-1]}
+        for old in sorted(busy, key=busy.__getitem__)[:excess]:
+            if busy[old]:
+                old.close()
+            else:
+                old.force_close()
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
+
+
 class HTTPService:
     """Health, metrics, the imports API and the activity log on http.host:http.port."""
 
@@ -115,8 +142,13 @@ class HTTPService:
 
     async def start(self) -> None:
         # access_log=None: requests are not state changes; a short shutdown so a browser's keep-alive can't stall stop().
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        # keepalive_timeout also closes a connection that never sends a request (aiohttp's default: an hour).
+        runner = web.AppRunner(
+            self.app, access_log=None, shutdown_timeout=2.0, keepalive_timeout=self.config.http.keepalive_timeout
+        )
         await runner.setup()
+        assert runner.server is not None
+        cap_connections(runner.server, self.config.http.max_connections)
         try:
             site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
             await site.start()

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from daemon.http import api
 from daemon.http.params import ACTIVE_STATUSES, STATUSES, ImportFilter, ParamError, parse_filter, parse_job_id
+from daemon.text import safe
 
 REFRESH_SECONDS = 5
 
@@ -125,7 +126,8 @@ def _page_url(flt: ImportFilter, offset: int) -> str:
 
 
 def render(template: str, status: int = 200, **context: Any) -> web.Response:
-    html = _ENV.get_template(template).render(**context)
+    # safe(): a lone surrogate from stored partner text would otherwise fail the UTF-8 encoding (a 500 for all).
+    html = safe(_ENV.get_template(template).render(**context))
     return web.Response(text=html, status=status, content_type="text/html")
 
 
