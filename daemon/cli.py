@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from daemon import __version__
 from daemon.config import load_config
 from daemon.errors import IngestdError
+from daemon.text import printable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = getattr(importlib.import_module(module_name), func_name)
         return int(handler(args, config) or 0)
     except IngestdError as exc:
-        print(f"ingestd: error: {exc}", file=sys.stderr)
+        print(f"ingestd: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from typing import Any
 
 # Lone surrogates: what os.fsdecode makes of bytes that are not UTF-8 (U+DC80..U+DCFF), or what a JSON
 # "\udcff" escape decodes to. SQLite, UTF-8 encoders and jinja2's output all fail on them.
@@ -42,3 +44,14 @@ def printable(text: str) -> str:
 def name_from_bytes(name: bytes) -> str:
     """A file name from the file system as safe text: undecodable bytes shown as `\\xff`."""
     return safe(os.fsdecode(name))
+
+
+# What json.dumps(ensure_ascii=False) leaves raw that a terminal would act on or UTF-8 cannot encode.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def json_text(value: object, **options: Any) -> str:
+    """json.dumps with non-ASCII text kept readable but DEL, C1 controls, bidi overrides and lone surrogates
+    written as \\uXXXX escapes (json.dumps already escapes C0 controls): safe to print, same value when parsed."""
+    dumped = json.dumps(value, ensure_ascii=False, **options)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", dumped)

@@ -12,6 +12,7 @@ from daemon.config import Config
 from daemon.errors import IngestdError, NotFoundError, UsageError
 from daemon.sinks import Sink, open_sink
 from daemon.store.keys import ACCOUNT_RE
+from daemon.text import json_text, printable
 
 T = TypeVar("T")
 MAX_IDENTITY = 1024  # the row rules' limit: nothing longer was ever stored
@@ -23,18 +24,20 @@ def get_profile(args: argparse.Namespace, config: Config) -> int:
     if profile is None:
         raise NotFoundError(f"no profile {identity!r} in account {account!r}")
     if args.json:
-        print(json.dumps(profile, indent=2, ensure_ascii=False))
+        print(json_text(profile, indent=2))
         return 0
-    print(f"identity:   {profile['identity']}")
+    # Partner data is escaped (printable): control characters in a cell must not drive the operator's terminal.
+    print(f"identity:   {printable(profile['identity'])}")
     print(f"updated:    {profile['ts']}")
     properties = profile["properties"]
     if not properties:
         print("properties: (none)")
         return 0
     print("properties:")
-    width = max(len(name) for name in properties)
-    for name in sorted(properties):
-        print(f"  {name.ljust(width)}  {_value(properties[name])}")
+    shown = {printable(name): printable(_value(value)) for name, value in properties.items()}
+    width = max(len(name) for name in shown)
+    for name in sorted(shown):
+        print(f"  {name.ljust(width)}  {shown[name]}")
     return 0
 
 
@@ -44,14 +47,14 @@ def list_events(args: argparse.Namespace, config: Config) -> int:
     if not events:
         raise NotFoundError(f"no events for {identity!r} in account {account!r}")
     if args.json:
-        print(json.dumps(events, indent=2, ensure_ascii=False))
+        print(json_text(events, indent=2))
         return 0
-    name_width = max(len("NAME"), *(len(event["name"]) for event in events))
-    ts_width = max(len("TS"), *(len(event["ts"]) for event in events))
+    rows = [(event["ts"], printable(event["name"]), json_text(event["properties"])) for event in events]
+    name_width = max(len("NAME"), *(len(name) for _, name, _ in rows))
+    ts_width = max(len("TS"), *(len(ts) for ts, _, _ in rows))
     print(f"{'TS'.ljust(ts_width)}  {'NAME'.ljust(name_width)}  PROPERTIES")
-    for event in events:
-        properties = json.dumps(event["properties"], ensure_ascii=False)
-        print(f"{event['ts'].ljust(ts_width)}  {event['name'].ljust(name_width)}  {properties}")
+    for ts, name, properties in rows:
+        print(f"{ts.ljust(ts_width)}  {name.ljust(name_width)}  {properties}")
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -12,6 +11,7 @@ from daemon.config import Config
 from daemon.errors import NotFoundError, UsageError
 from daemon.store.db import StateDB
 from daemon.store.jobs import STATUSES, JobStore
+from daemon.text import json_text, printable
 from daemon.watch.watcher import ACCOUNT
 
 T = TypeVar("T")
@@ -48,7 +48,7 @@ def list_imports(args: argparse.Namespace, config: Config) -> int:
         config, lambda store: store.list_imports(account=args.account, status=args.status, limit=args.limit), []
     )
     if args.json:
-        print(json.dumps(imports, indent=2, ensure_ascii=False))
+        print(json_text(imports, indent=2))
         return 0
     if not imports:
         print("no imports")
@@ -67,7 +67,7 @@ def show(args: argparse.Namespace, config: Config) -> int:
     if job is None:
         raise NotFoundError(f"no import with id {int(text)}")
     if args.json:
-        print(json.dumps(job, indent=2, ensure_ascii=False))
+        print(json_text(job, indent=2))
         return 0
     print(_detail(job))
     return 0
@@ -93,6 +93,7 @@ def _table(imports: list[dict[str, Any]]) -> str:
         ]
         for job in imports
     ]
+    rows = [[printable(cell) for cell in line] for line in rows]
     widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
@@ -122,11 +123,12 @@ def _detail(job: dict[str, Any]) -> str:
         fields.append(("paused", details["paused"]))
     if details.get("error_csv"):
         fields.append(("error csv", details["error_csv"]))
-    lines = [f"{name + ':':<11}{value}" for name, value in fields]
+    # Partner text (names, reasons quoting cells) is escaped: it must not drive the operator's terminal.
+    lines = [f"{name + ':':<11}{printable(str(value))}" for name, value in fields]
     if details.get("problems"):
         lines.append("problems:")
-        lines.extend(f"  - {problem}" for problem in details["problems"])
+        lines.extend(f"  - {printable(str(problem))}" for problem in details["problems"])
     if details.get("reasons"):
         lines.append("reasons:")
-        lines.extend(f"  {count:>8}  {message}" for message, count in details["reasons"])
+        lines.extend(f"  {count:>8}  {printable(str(message))}" for message, count in details["reasons"])
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from tests.fixtures.common import free_port
 from tests.fixtures.noida import Noida
 from tests.integration.test_sinks import JAN_8_2020, SinkRunner, events_frame, profiles_frame, sink_config
 
+HOSTILE_NAME = "\x1b]0;owned\x07Login\x9b2J"  # a title change, a bell and a C1 control sequence
 RING = {"Name": "Awesome Ring - 10", "Price": 123.0, "DeliveryDate": "2020-05-12T09:07:12Z", "DeliveryStatus": True}
 
 
@@ -67,6 +68,7 @@ def cli(
         events = [
             ("john.doe@example.com", "Purchased", JAN_8_2020, RING),
             ("john.doe@example.com", "Charged", JAN_8_2020 - 60, {"Amount": 5}),
+            ("mallory", HOSTILE_NAME, JAN_8_2020, {"Note\x1b[8m": "\x1b[2Jcleared\u202e"}),
         ]
         assert runner(runner.sink.write_events("acme", events_frame(events))) == []
     finally:
@@ -112,6 +114,17 @@ def test_events_list_oldest_first(cli: CLI) -> None:
         {"name": "Charged", "ts": "2020-01-08T17:13:27Z", "properties": {"Amount": 5}},
         {"name": "Purchased", "ts": "2020-01-08T17:14:27Z", "properties": RING},
     ]
+
+
+def test_partner_data_is_printed_escaped(cli: CLI) -> None:
+    code, out, _ = cli("events", "list", "acme", "mallory")
+    assert code == 0
+    assert not any(char in out for char in "\x1b\x07\x9b\u202e"), out
+    assert "\\x1b]0;owned\\x07Login\\x9b2J" in out
+    code, out, _ = cli("events", "list", "acme", "mallory", "--json")
+    assert not any(char in out for char in "\x1b\x07\x9b\u202e"), out
+    assert json.loads(out)[0]["name"] == HOSTILE_NAME
+    assert json.loads(out)[0]["properties"] == {"Note\x1b[8m": "\x1b[2Jcleared\u202e"}
 
 
 def test_unknown_profile_or_events_exit_1(cli: CLI) -> None:

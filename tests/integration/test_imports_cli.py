@@ -109,3 +109,22 @@ def test_a_damaged_state_database_is_an_error_not_a_traceback(tmp_path: Path) ->
     result = ingestd(data_dir, "imports", "list")
     assert result.returncode == 2
     assert "state database" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_partner_text_cannot_drive_the_operators_terminal(data_dir: Path) -> None:
+    # A manifest name, a file name and a reason quoting a cell are partner text: escapes must arrive as text.
+    store = JobStore(StateDB(data_dir / "state.sqlite3"))
+    hostile = store.create("acme", "x\x1b]0;owned\x07.manifest")
+    store.mark_processing(hostile, "\x1b[2Jdata\x9b.csv", "event", 10, {})
+    store.finish(hostile, "failed", error="All rows failed", problems=["line 2: found '\x1b[31mred\u202e'"])
+    store.db.close()
+    for args in (("imports", "list"), ("imports", "show", str(hostile))):
+        result = ingestd(data_dir, *args)
+        assert result.returncode == 0, result.stderr
+        assert not any(char in result.stdout for char in "\x1b\x07\x9b\u202e"), result.stdout
+        assert "\\x1b[2Jdata\\x9b.csv" in result.stdout
+    result = ingestd(data_dir, "imports", "show", str(hostile), "--json")
+    assert not any(char in result.stdout for char in "\x1b\x07\x9b\u202e")
+    shown = json.loads(result.stdout)  # the same values, once parsed
+    assert shown["file_name"] == "\x1b[2Jdata\x9b.csv"
+    assert shown["details"]["problems"] == ["line 2: found '\x1b[31mred\u202e'"]
