@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Everything ingestd creates (state and sink databases, emails with attachments, partner files, job
+    # folders) is for its own user only, whatever the umask it was started with.
+    os.umask(0o077)
     module_name, func_name = args.handler.split(":")
     try:
         config = load_config(args.config)

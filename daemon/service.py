@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import stat
 import sys
 from typing import Any, Protocol
 
@@ -91,9 +92,24 @@ class Service:
         event(log, "service.stopped")
 
 
+def private_data_dir(config: Config) -> None:
+    """data_dir 0700, its state, sink and host key files 0600, also when an older version made them readable."""
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths = [config.data_dir, *config.data_dir.glob("*.sqlite3*"), *config.host_keys_dir.glob("*")]
+    for path in paths:
+        try:
+            mode = path.lstat().st_mode
+            if not stat.S_ISLNK(mode) and mode & 0o077:
+                path.chmod(0o700 if stat.S_ISDIR(mode) else 0o600)
+        except OSError as exc:  # not ours (e.g. a shared mount): say so, the daemon still runs
+            event(
+                log, "service.permissions_unchanged", logging.WARNING, path=str(path), reason=exc.strerror or str(exc)
+            )
+
+
 def run_serve(args: argparse.Namespace, config: Config) -> int:
     setup_logging(config.log.format, config.log.level)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_data_dir(config)
     try:
         asyncio.run(Service(config).run())
     except OSError as exc:
