@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything the tests need on a fresh Debian machine with Python 3.11, then runs them.
+# Installs everything the tests need on a fresh Debian machine with Python 3.11 (into .venv), then runs them.
 # Usage: bash scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,8 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
-python3 -m ruff check .
-python3 -m ruff format --check .
-python3 -m pytest "$@"
+source scripts/venv.sh
+"${PIP[@]}" install -q --disable-pip-version-check -e '.[test]'
+"$PY" -m ruff check .
+"$PY" -m ruff format --check .
+"$PY" -m pytest "$@"

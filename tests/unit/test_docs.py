@@ -74,7 +74,7 @@ def test_readme_config_reference_default_and_variable(key: str, default: Any) ->
 
 def test_quick_start_keeps_the_two_commands() -> None:
     quick = README[README.index("## Quick start") : README.index("## Command line")]
-    assert "pip install . && ingestd serve" in quick
+    assert "bash scripts/serve.sh" in quick
     assert "bash scripts/test.sh" in quick
 
 
