@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
 import time
 from typing import Any, TextIO
+
+from daemon.text import json_text
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -44,11 +45,13 @@ class JSONFormatter(logging.Formatter):
             body[f"{key}_" if key in body else key] = value
         if record.exc_info:
             body["exception"] = self.formatException(record.exc_info)
-        return json.dumps(body, default=str, ensure_ascii=False)
+        return json_text(body, default=str)
 
 
 # Quoted (JSON string escapes) when a value would otherwise break `key=value` parsing or the one-line rule.
-_NEEDS_QUOTES = re.compile(r'[\s"=\\]|[^\x20-\x7e\u00a0-\U0010ffff]')
+_NEEDS_QUOTES = re.compile(
+    r'[\s"=\\]|[^\x20-\x7e\u00a0-\U0010ffff]|[\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]'
+)
 
 
 def _text(value: Any) -> str:
@@ -56,10 +59,12 @@ def _text(value: Any) -> str:
         return "-"
     if isinstance(value, list | tuple | dict):
         # Compact JSON is already unambiguous; quote it only if it holds whitespace.
-        text = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
-        return json.dumps(text, ensure_ascii=False) if re.search(r"\s", text) else text
+        text = json_text(value, default=str, separators=(",", ":"))
+        return json_text(text) if re.search(r"\s", text) else text
     text = str(value)
-    return json.dumps(text, ensure_ascii=False) if (not text or _NEEDS_QUOTES.search(text)) else text
+    # json_text: control characters, C1, bidi overrides and lone surrogates become escapes, so partner text
+    # can neither forge a log line nor fail the write.
+    return json_text(text) if (not text or _NEEDS_QUOTES.search(text)) else text
 
 
 def setup_logging(fmt: str = "text", level: str = "info", stream: TextIO | None = None) -> None:

@@ -108,3 +108,17 @@ def test_non_event_records_format_too(capture: io.StringIO) -> None:
     setup_logging("text", "debug", stream=capture)
     logging.getLogger("ingestd.service").warning("component %s not available", "x")
     assert capture.getvalue().rstrip().endswith("WARNING ingestd.service: component x not available")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_any_partner_text_is_one_line_of_valid_utf8_without_terminal_controls(capture: io.StringIO, fmt: str) -> None:
+    # An undecodable byte of a file name (a lone surrogate), a forged second line, a C1 CSI and a bidi override.
+    hostile = "a\udcff.csv\n2026-01-01T00:00:00.000Z INFO    ingestd.jobs: job.succeeded\x9b2J\u202e"
+    setup_logging(fmt, "info", stream=capture)
+    event(logging.getLogger("ingestd.sftp"), "upload.completed", file=hostile, names=[hostile])
+    written = capture.getvalue()
+    written.encode("utf-8")  # a lone surrogate would fail here, and so the daemon's write to stderr
+    assert len(written.splitlines()) == 1
+    assert not any(char in written for char in "\x9b\u202e")
+    if fmt == "json":
+        assert json.loads(written)["file"] == hostile
