@@ -225,6 +225,7 @@ class Notifier:
                 event(log, "notify.summary", logging.WARNING, account=account, held_back=count)
         if queued:
             await asyncio.to_thread(self._update_depth)
+            self._poke()
         return queued
 
     def _summarise(self, account: str) -> int:
