@@ -20,6 +20,7 @@ from notifier import ratelimit, texts
 from notifier.compose import Email, compose_emails, plan_for
 from notifier.mailer import DeliveryError, FileMailer, SMTPMailer
 from notifier.outbox import Item, Outbox, email_channel, epoch, webhook_channel
+from notifier.render import fmt_duration
 from notifier.webhooks import WebhookClient, build_body
 
 log = logging.getLogger("ingestd.notifier")
@@ -187,7 +188,7 @@ class Notifier:
         age = max(0.0, time.time() - epoch(row["created_at"]))
         others = f" (and {channels - 1} more destinations)" if channels > 1 else ""
         return (
-            f"outbox: {row['channel']} stuck for {int(age // 60)} min{others}, {row['attempts']} attempts,"
+            f"outbox: {row['channel']} stuck for {fmt_duration(age)}{others}, {row['attempts']} attempts,"
             f" {self.outbox.depth()} waiting; last delivery error: {row['last_error']}"
         )
 
@@ -249,6 +250,7 @@ class Notifier:
                     log.exception("notifier: queueing failure summaries failed")
             try:
                 heads = await asyncio.to_thread(self.outbox.heads)
+                await asyncio.to_thread(self._update_depth)  # rows other processes settled or added
             except Exception:  # e.g. the state database locked for longer than its timeout: try again
                 log.exception("notifier: reading the outbox failed")
                 heads = []

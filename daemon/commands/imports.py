@@ -12,6 +12,7 @@ from daemon.config import Config
 from daemon.errors import NotFoundError, UsageError
 from daemon.store.db import StateDB
 from daemon.store.jobs import STATUSES, JobStore
+from daemon.text import printable
 from daemon.watch.watcher import ACCOUNT
 
 T = TypeVar("T")
@@ -129,4 +130,10 @@ def _detail(job: dict[str, Any]) -> str:
     if details.get("reasons"):
         lines.append("reasons:")
         lines.extend(f"  {count:>8}  {message}" for message, count in details["reasons"])
+    if details.get("undelivered"):  # emails the receiving server refused for good (5xx)
+        lines.append("undelivered emails:")
+        lines.extend(
+            printable(f"  - {item.get('event')} to {item.get('to')}: {item.get('error')}")
+            for item in details["undelivered"]
+        )
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import random
@@ -405,3 +406,40 @@ def test_a_recipient_refused_for_good_is_shown_on_the_import(
     ]
     assert all(entry["error"].startswith("550") for entry in undelivered)
     assert "notify.refused" in daemon.log()
+    shown = daemon.cli("imports", "show", str(job["id"])).stdout
+    assert "undelivered emails:" in shown and "- succeeded to gone@example.com: 550" in shown
+
+
+def test_a_stuck_destination_turns_healthz_unhealthy_naming_it(
+    mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
+) -> None:
+    import sqlite3
+    import urllib.error
+    import urllib.request
+
+    daemon, partner = mail_daemon(INGESTD_NOTIFY__OPS_EMAILS="")
+    smtp_server.deferred_domains.add("stuck.example")
+    partner.upload("events.csv", EVENTS_CSV, "events.manifest", {**EVENTS_MANIFEST, "clientEmail": "a@stuck.example"})
+    state = daemon.data_dir / "state.sqlite3"
+
+    def query(sql: str) -> list[tuple]:
+        with contextlib.closing(sqlite3.connect(state, timeout=30)) as conn, conn:
+            return conn.execute(sql).fetchall()
+
+    def healthz() -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"{daemon.http_url}/healthz", timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    deadline = time.monotonic() + 90
+    while not query("SELECT 1 FROM outbox WHERE attempts >= 3 AND sent_at IS NULL"):
+        assert time.monotonic() < deadline, daemon.log()[-4000:]
+        time.sleep(0.2)
+    assert healthz()[0] == 200  # failing for seconds only: not stuck yet
+    query("UPDATE outbox SET created_at = '2000-01-01T00:00:00.000000Z'")  # as if for much longer
+    status, body = healthz()
+    assert status == 503
+    assert body["reason"].startswith("notifier: outbox: email:stuck.example stuck for ")
+    assert "451 4.4.1" in body["checks"]["notifier"]
