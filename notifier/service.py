@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Any
@@ -35,6 +36,9 @@ UNHEALTHY_AFTER = 3
 STUCK_AFTER = 600.0
 # Held-back failures are looked at for their hourly summary this often.
 SUMMARY_EVERY = 30.0
+# SMTP conversations at once, in their own threads: many destinations retrying against a relay that
+# hangs must neither open a connection each nor take the threads the rest of the daemon works in.
+SMTP_CONNECTIONS = 4
 
 
 def check_addresses(config: Config) -> None:
@@ -57,6 +61,7 @@ class Notifier:
         self.db = db
         self.outbox = Outbox(db)
         self.smtp = SMTPMailer(config.smtp) if config.smtp.host else None
+        self._smtp_pool: ThreadPoolExecutor | None = None
         self.files = FileMailer(config.mail_dir)
         self.webhooks = WebhookClient(config.webhooks.secret, config.webhooks.timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -100,6 +105,7 @@ class Notifier:
                 "notify.address_dropped",
                 logging.WARNING,
                 job_id=job_id,
+                notify_event=kind,
                 account=account,
                 address=dropped.address,
                 reason=dropped.reason,
@@ -169,6 +175,9 @@ class Notifier:
         self._runner = None
         self._drains.clear()
         await self.webhooks.close()
+        if self._smtp_pool is not None:
+            self._smtp_pool.shutdown(wait=False, cancel_futures=True)
+            self._smtp_pool = None
 
     def banner(self) -> list[str]:
         mail = self.smtp.describe() if self.smtp else self.files.describe()
@@ -367,7 +376,10 @@ class Notifier:
             path = await asyncio.to_thread(self.files.write, name, item.payload)
             return str(path), {}
         sender = parseaddr(self.config.smtp.sender)[1] or self.config.smtp.sender
-        refused = await asyncio.to_thread(self.smtp.send, sender, item.recipients, item.payload)
+        if self._smtp_pool is None:
+            self._smtp_pool = ThreadPoolExecutor(SMTP_CONNECTIONS, thread_name_prefix="ingestd-smtp")
+        loop = asyncio.get_running_loop()
+        refused = await loop.run_in_executor(self._smtp_pool, self.smtp.send, sender, item.recipients, item.payload)
         return f"{self.config.smtp.host}:{self.config.smtp.port}", refused
 
     @staticmethod
