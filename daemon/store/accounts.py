@@ -13,6 +13,7 @@ from email_validator import EmailNotValidError, validate_email
 from daemon.errors import NotFoundError, UsageError
 from daemon.store.db import StateDB
 from daemon.store.keys import check_account
+from daemon.text import printable
 
 MAX_CONTACTS = 20
 MAX_DOMAINS = 100
@@ -140,7 +141,8 @@ def _checked(values: list[str], normalize: Any, what: str) -> list[str]:
         try:
             kept.append(normalize(value))
         except ValueError as exc:
-            raise UsageError(f"invalid {what} {value!r}: {exc}") from None
+            # printable(): the value goes to an operator's terminal, bidi overrides and escapes included.
+            raise UsageError(f"invalid {what} '{printable(str(value))}': {printable(str(exc))}") from None
     return kept
 
 

@@ -89,3 +89,10 @@ def test_text_output_escapes_control_characters(data_dir: Path) -> None:
     db.close()
     shown = ingestd(data_dir, "accounts", "show", "acme")
     assert "\x1b" not in shown.stdout and "evil\\x1b[2J@example.com" in shown.stdout
+
+
+def test_a_refused_value_is_echoed_escaped(data_dir: Path) -> None:
+    result = ingestd(data_dir, "accounts", "set", "acme", "--email", "evil\u202e@exa\x1bmple.com")
+    assert result.returncode == 2
+    assert "\u202e" not in result.stderr and "\x1b" not in result.stderr
+    assert "invalid address 'evil\\u202e@exa\\x1bmple.com'" in result.stderr
