@@ -53,6 +53,39 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--json", action="store_true")
     revoke.set_defaults(handler="daemon.commands.keys:revoke")
 
+    accounts = verbs.add_parser("accounts", help="set, list and show accounts' contact addresses and allowed domains")
+    account_verbs = accounts.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    account_verbs.required = True
+    aset = account_verbs.add_parser(
+        "set", help="set an account's contacts and allowed domains (creating the account)", parents=[common]
+    )
+    aset.add_argument("account")
+    aset.add_argument(
+        "--email",
+        dest="emails",
+        action="append",
+        metavar="ADDR",
+        help="a contact address; repeat for several; replaces the list; --email '' clears it",
+    )
+    aset.add_argument(
+        "--allowed-domain",
+        dest="allowed_domains",
+        action="append",
+        metavar="DOMAIN",
+        help="a domain manifests may name in clientEmail; repeat for several; --allowed-domain '' allows any",
+    )
+    aset.add_argument("--json", action="store_true")
+    aset.set_defaults(handler="daemon.commands.accounts:set_account")
+    alist = account_verbs.add_parser(
+        "list", help="every account with its contacts and allowed domains", parents=[common]
+    )
+    alist.add_argument("--json", action="store_true")
+    alist.set_defaults(handler="daemon.commands.accounts:list_accounts")
+    ashow = account_verbs.add_parser("show", help="one account's contacts and allowed domains", parents=[common])
+    ashow.add_argument("account")
+    ashow.add_argument("--json", action="store_true")
+    ashow.set_defaults(handler="daemon.commands.accounts:show")
+
     imports = verbs.add_parser("imports", help="list and show imports")
     import_verbs = imports.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     import_verbs.required = True

@@ -23,6 +23,11 @@ JOB_DURATION = Histogram(
 )
 QUEUE_DEPTH = Gauge("ingestd_queue_depth", "Jobs queued or waiting for data", registry=REGISTRY)
 OUTBOX_DEPTH = Gauge("ingestd_outbox_depth", "Emails and webhook calls not yet delivered", registry=REGISTRY)
+OUTBOX_OLDEST_PENDING = Gauge(
+    "ingestd_outbox_oldest_pending_seconds",
+    "Age of the oldest email or webhook call not yet delivered (0 when none waits)",
+    registry=REGISTRY,
+)
 SINK_ERRORS = Counter(
     "ingestd_sink_errors", "Sink calls that failed (retried or row errors)", ["kind"], registry=REGISTRY
 )

@@ -48,7 +48,7 @@ class Service:
         notifier = Notifier(config, db)
         jobs = JobManager(config, db, sink, notifier)
         sftp = SFTPService(config, db)
-        health = {"sftp": sftp, "sink": sink, "jobs": jobs}
+        health = {"sftp": sftp, "sink": sink, "jobs": jobs, "notifier": notifier}
         http = HTTPService(config, db, sink, health=health)
         self.components = {"sink": sink, "notifier": notifier, "jobs": jobs, "sftp": sftp, "http": http}
 

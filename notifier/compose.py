@@ -12,6 +12,7 @@ from typing import Any
 
 from daemon.config import Config
 from notifier.attachment import Attachment, prepare_attachment
+from notifier.recipients import Plan, plan
 from notifier.render import build_context, partner_error_path, render_bodies
 
 # Events whose email carries the error CSV (when the job has one).
@@ -23,69 +24,124 @@ class Email:
     message_id: str
     subject: str
     sender: str  # envelope sender (bare address)
-    recipients: list[str]  # envelope recipients: To and Cc
+    recipients: list[str]  # envelope recipients: To
     data: bytes  # the message as sent, CRLF line ends
+    audience: str = "partner"  # partner, contacts or ops: each gets its own message
 
 
-def recipients(job: dict[str, Any], ops_emails: list[str]) -> tuple[list[str], list[str]]:
-    """(To, Cc): the partner's addresses, ops copied; ops alone when no partner address could be recovered."""
-    seen: set[str] = set()
+def plan_for(kind: str, job: dict[str, Any], config: Config, contacts: tuple[list[str], list[str]] = ([], [])) -> Plan:
+    """The recipients of one event's email; `contacts` = the account's (contact addresses, allowed domains)."""
+    return plan(
+        kind,
+        job,
+        contacts=contacts[0],
+        allowed_domains=contacts[1],
+        ops_emails=config.notify.ops_emails,
+        max_recipients=config.notify.max_recipients,
+    )
 
-    def unique(addresses: list[str]) -> list[str]:
-        kept = []
-        for address in addresses:
-            address = str(address).strip()
-            if address and address.lower() not in seen:
-                seen.add(address.lower())
-                kept.append(address)
-        return kept
 
-    partners = unique(list(job.get("client_emails") or []))
-    ops = unique(list(ops_emails))
-    return (partners, ops) if partners else (ops, [])
+def compose_emails(
+    kind: str,
+    job: dict[str, Any],
+    config: Config,
+    now: datetime | None = None,
+    *,
+    recipients: Plan | None = None,
+) -> list[Email]:
+    """One message per audience (partner, contacts, ops); empty when there is nobody to tell."""
+    recipients = recipients or plan_for(kind, job, config)
+    now = now or datetime.now(UTC)
+    audiences = recipients.audiences(job)
+    if not audiences:
+        return []
+    context, text, html, attachment = render_email(kind, job, config, now)
+    emails = []
+    for audience in audiences:
+        if audience.notice:
+            context, text, html, _ = render_email(kind, job, config, now, notice=audience.notice, attachment=attachment)
+        headers = {
+            "X-Ingestd-Account": str(job.get("account") or ""),
+            "X-Ingestd-Job": str(job.get("id")),
+            "X-Ingestd-Event": kind,
+        }
+        if audience.name != "partner":
+            headers["X-Ingestd-Copy"] = audience.name
+        emails.append(
+            build_message(
+                config,
+                to=audience.addresses,
+                subject=context["subject"],
+                text=text,
+                html=html,
+                now=now,
+                idstring=f"ingestd.{job.get('id')}.{kind}.{audience.name}",
+                thread=f"ingestd.job.{job.get('id')}.{_compact(job.get('created_at'))}",
+                headers=headers,
+                attachment=attachment,
+                audience=audience.name,
+            )
+        )
+    return emails
 
 
 def compose_email(kind: str, job: dict[str, Any], config: Config, now: datetime | None = None) -> Email | None:
-    """The email for `kind`, or None when there is nobody to send it to."""
-    to, cc = recipients(job, config.notify.ops_emails)
-    if not to:
-        return None
-    now = now or datetime.now(UTC)
-    context, text, html, attachment = render_email(kind, job, config, now)
+    """The first message of compose_emails() (the partner's, when there is one), or None."""
+    emails = compose_emails(kind, job, config, now)
+    return emails[0] if emails else None
+
+
+def build_message(
+    config: Config,
+    *,
+    to: list[str],
+    subject: str,
+    text: str,
+    html: str,
+    now: datetime,
+    idstring: str,
+    thread: str,
+    headers: dict[str, str],
+    attachment: Attachment | None = None,
+    audience: str = "partner",
+) -> Email:
+    """An RFC 5322 message (text and HTML alternatives, optional attachment) ready for the outbox."""
     sender = parseaddr(config.smtp.sender)[1] or config.smtp.sender
     domain = sender.rpartition("@")[2] or "localhost"
     message = EmailMessage()
-    message["Subject"] = context["subject"]
+    message["Subject"] = subject
     message["From"] = config.smtp.sender
     message["To"] = ", ".join(to)
-    if cc:
-        message["Cc"] = ", ".join(cc)
     message["Date"] = format_datetime(now.astimezone(UTC))
     # Random but stored with the outbox row, so a resend after a crash carries the same id.
-    message_id = make_msgid(idstring=f"ingestd.{job.get('id')}.{kind}", domain=domain)
+    message_id = make_msgid(idstring=idstring, domain=domain)
     message["Message-ID"] = message_id
     # One synthetic thread root per job, so mail clients group a job's emails together.
-    message["References"] = f"<ingestd.job.{job.get('id')}.{_compact(job.get('created_at'))}@{domain}>"
+    message["References"] = f"<{thread}@{domain}>"
     message["Auto-Submitted"] = "auto-generated"
-    message["X-Ingestd-Account"] = str(job.get("account") or "")
-    message["X-Ingestd-Job"] = str(job.get("id"))
-    message["X-Ingestd-Event"] = kind
+    for name, value in headers.items():
+        message[name] = value
     message.set_content(text)
     message.add_alternative(html, subtype="html")
     if attachment is not None and attachment.data:
         maintype, subtype = attachment.content_type
         message.add_attachment(attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename)
-    everyone = to + cc
-    utf8 = any(not address.isascii() for address in [sender, *everyone])
+    utf8 = any(not address.isascii() for address in [sender, *to])
     data = message.as_bytes(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
-    return Email(message_id, context["subject"], sender, everyone, data)
+    return Email(message_id, subject, sender, list(to), data, audience)
 
 
 def render_email(
-    kind: str, job: dict[str, Any], config: Config, now: datetime
+    kind: str,
+    job: dict[str, Any],
+    config: Config,
+    now: datetime,
+    *,
+    notice: list[str] | None = None,
+    attachment: Attachment | None = None,
 ) -> tuple[dict[str, Any], str, str, Attachment | None]:
-    """(context, text body, HTML body, attachment) for one event."""
-    attachment = _attachment(kind, job, config.notify.max_attachment)
+    """(context, text body, HTML body, attachment) for one event; `notice`: lines above the body of a copy."""
+    attachment = attachment or _attachment(kind, job, config.notify.max_attachment)
     context = build_context(
         kind,
         job,
@@ -93,6 +149,7 @@ def render_email(
         now=now,
         attachment=attachment,
         attachment_limit=config.notify.max_attachment,
+        notice=notice or [],
     )
     text, html = render_bodies(context)
     return context, text, html, attachment

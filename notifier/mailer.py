@@ -11,11 +11,17 @@ from daemon.config import SMTPConfig
 
 
 class DeliveryError(Exception):
-    """A delivery attempt failed; `permanent` means retrying the same message cannot help."""
+    """A delivery attempt failed; `permanent` means retrying the same message cannot help.
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    `refused`: when the server refused every recipient, each one's answer (code, text), so that the
+    5xx ones are given up and the 4xx ones tried again."""
+
+    def __init__(
+        self, message: str, *, permanent: bool = False, refused: dict[str, tuple[int, str]] | None = None
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.refused = refused or {}
 
 
 class SMTPMailer:
@@ -29,8 +35,8 @@ class SMTPMailer:
         login = f", login {self.config.username}" if self.config.username else ""
         return f"smtp://{self.config.host}:{self.config.port} ({security}{login})"
 
-    def send(self, sender: str, recipients: list[str], data: bytes) -> dict[str, tuple[int, bytes]]:
-        """Deliver `data`; returns the recipients the server refused while accepting the others."""
+    def send(self, sender: str, recipients: list[str], data: bytes) -> dict[str, tuple[int, str]]:
+        """Deliver `data`; returns the recipients the server refused (code, text) while accepting the others."""
         config = self.config
         try:
             if config.tls:
@@ -47,11 +53,13 @@ class SMTPMailer:
                 if config.username:
                     client.login(config.username, config.password)
                 utf8 = not all(address.isascii() for address in [sender, *recipients])
-                return client.sendmail(sender, recipients, data, mail_options=["SMTPUTF8"] if utf8 else [])
+                refused = client.sendmail(sender, recipients, data, mail_options=["SMTPUTF8"] if utf8 else [])
+                return {rcpt: (code, _text(msg)) for rcpt, (code, msg) in refused.items()}
         except smtplib.SMTPRecipientsRefused as exc:
-            codes = [code for code, _ in exc.recipients.values()]
-            detail = "; ".join(f"{rcpt}: {code} {_text(msg)}" for rcpt, (code, msg) in exc.recipients.items())
-            raise DeliveryError(f"every recipient refused: {detail}", permanent=min(codes) >= 500) from None
+            answers = {rcpt: (code, _text(msg)) for rcpt, (code, msg) in exc.recipients.items()}
+            detail = "; ".join(f"{rcpt}: {code} {msg}" for rcpt, (code, msg) in answers.items())
+            permanent = min(code for code, _ in answers.values()) >= 500
+            raise DeliveryError(f"every recipient refused: {detail}", permanent=permanent, refused=answers) from None
         except smtplib.SMTPDataError as exc:
             raise DeliveryError(
                 f"message refused: {exc.smtp_code} {_text(exc.smtp_error)}", permanent=exc.smtp_code >= 500

@@ -1,11 +1,17 @@
-"""The outbox table: rows are written before any delivery attempt and marked sent once accepted."""
+"""The outbox table: rows are written before any delivery attempt and marked sent once accepted.
+
+Each row names its channel, delivered first-in first-out and independently of the others (Postfix-style
+per-destination queues): `email:<recipient domain>`, `webhook:<url>`, `eml` (files, no SMTP). One slow or
+refusing destination only ever holds up its own rows."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parseaddr
 
 from daemon.store import StateDB
 
@@ -13,8 +19,8 @@ from daemon.store import StateDB
 BASE_DELAY = 1.0
 
 _PENDING = "sent_at IS NULL AND failed_at IS NULL"
-# All emails form one channel (one SMTP server); each webhook URL is its own.
-_CHANNEL = "CASE WHEN kind = 'webhook' THEN target ELSE '' END"
+# A job's record keeps at most this many undelivered addresses (details.undelivered).
+MAX_UNDELIVERED = 20
 
 
 @dataclass(frozen=True)
@@ -28,10 +34,21 @@ class Item:
     payload: bytes
     attempts: int
     next_attempt: float
+    channel: str
+    account: str | None = None
 
     @property
-    def channel(self) -> tuple[str, str]:
-        return (self.kind, self.target if self.kind == "webhook" else "")
+    def recipients(self) -> list[str]:
+        return [address.strip() for address in self.target.split(",") if address.strip()]
+
+
+def email_channel(address: str) -> str:
+    """The channel of an email to `address`: its domain, lower-case."""
+    return "email:" + parseaddr(address)[1].rpartition("@")[2].strip().lower()
+
+
+def webhook_channel(url: str) -> str:
+    return f"webhook:{url}"
 
 
 def backoff(attempts: int, cap: float) -> float:
@@ -58,28 +75,33 @@ class Outbox:
         target: str,
         payload: bytes,
         message_id: str | None = None,
+        *,
+        channel: str | None = None,
+        account: str | None = None,
     ) -> int:
-        """Insert one row inside the caller's transaction."""
+        """Insert one row inside the caller's transaction; `channel` defaults to the target's own."""
+        if channel is None:
+            first = target.split(",")[0]
+            channel = webhook_channel(target) if kind == "webhook" else email_channel(first)
         cursor = conn.execute(
-            "INSERT INTO outbox (kind, job_id, event, target, message_id, payload, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (kind, job_id, event, target, message_id, payload, _now_iso()),
+            "INSERT INTO outbox (kind, job_id, event, target, message_id, payload, created_at, channel, account)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, job_id, event, target, message_id, payload, _now_iso(), channel, account),
         )
         return int(cursor.lastrowid or 0)
 
     def heads(self) -> list[Item]:
         """The oldest pending row of every channel: the only one that may be delivered next."""
         rows = self.db.query(
-            f"SELECT * FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox WHERE {_PENDING} GROUP BY kind, {_CHANNEL})"
+            f"SELECT * FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox WHERE {_PENDING} GROUP BY channel)"
             " ORDER BY id"
         )
         return [_item(row) for row in rows]
 
-    def head(self, channel: tuple[str, str]) -> Item | None:
-        kind, target = channel
+    def head(self, channel: str) -> Item | None:
         rows = self.db.query(
-            f"SELECT * FROM outbox WHERE {_PENDING} AND kind = ? AND {_CHANNEL} = ? ORDER BY id LIMIT 1",
-            (kind, target),
+            f"SELECT * FROM outbox WHERE {_PENDING} AND channel = ? ORDER BY id LIMIT 1",
+            (channel,),
         )
         return _item(rows[0]) if rows else None
 
@@ -98,12 +120,35 @@ class Outbox:
             )
         return attempts, delay
 
-    def mark_failed(self, item_id: int, error: str) -> None:
+    def mark_failed(self, item_id: int, error: str, refused: dict[str, str] | None = None) -> None:
+        """Refused for good; `refused` (address -> the server's answer) also goes on the job's record."""
         with self.db.transaction() as conn:
             conn.execute(
                 "UPDATE outbox SET failed_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
                 (_now_iso(), error, item_id),
             )
+            _record_undelivered(conn, item_id, refused or {})
+
+    def mark_partial(self, item_id: int, remaining: list[str], error: str, cap: float) -> tuple[int, float]:
+        """Some recipients were accepted or refused for good: the row keeps only those to try again."""
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE outbox SET target = ? WHERE id = ?", (", ".join(remaining), item_id))
+        return self.mark_retry(item_id, error, cap)
+
+    def record_undelivered(self, item_id: int, refused: dict[str, str]) -> None:
+        """Recipients refused for good while the row stays pending for others: on the job's record now."""
+        with self.db.transaction() as conn:
+            _record_undelivered(conn, item_id, refused)
+
+    def mark_sent_except(self, item_id: int, refused: dict[str, str]) -> None:
+        """Accepted for some recipients; the others were refused for good (recorded on the row and the job)."""
+        error = "; ".join(f"{address}: {answer}" for address, answer in refused.items())
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
+                (_now_iso(), f"refused for good: {error}", item_id),
+            )
+            _record_undelivered(conn, item_id, refused)
 
     def retry_now(self) -> int:
         """After a restart every pending row is due at once: the outage may well be over."""
@@ -121,10 +166,48 @@ class Outbox:
     def depth(self) -> int:
         return int(self.db.query(f"SELECT COUNT(*) FROM outbox WHERE {_PENDING}")[0][0])
 
-    def oldest_pending(self) -> tuple[int, str | None] | None:
-        """(attempts, last error) of the oldest pending row, for health()."""
-        rows = self.db.query(f"SELECT attempts, last_error FROM outbox WHERE {_PENDING} ORDER BY id LIMIT 1")
-        return (int(rows[0][0]), rows[0][1]) if rows else None
+    def oldest_pending_created(self) -> float | None:
+        """When the oldest row still waiting was queued (epoch seconds), None when none waits."""
+        rows = self.db.query(f"SELECT MIN(created_at) FROM outbox WHERE {_PENDING}")
+        return epoch(rows[0][0]) if rows and rows[0][0] else None
+
+    def stuck(self, min_attempts: int, min_age: float) -> tuple[int, sqlite3.Row] | None:
+        """(channels stuck, the oldest stuck row): pending rows failed `min_attempts` times, queued `min_age` s ago."""
+        cutoff = datetime.fromtimestamp(time.time() - min_age, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        where = f"{_PENDING} AND attempts >= ? AND created_at <= ?"
+        rows = self.db.query(
+            f"SELECT channel, attempts, last_error, created_at FROM outbox WHERE {where} ORDER BY id LIMIT 1",
+            (min_attempts, cutoff),
+        )
+        if not rows:
+            return None
+        count = self.db.query(f"SELECT COUNT(DISTINCT channel) FROM outbox WHERE {where}", (min_attempts, cutoff))
+        return int(count[0][0]), rows[0]
+
+
+def epoch(stamp: str) -> float:
+    """An outbox time stamp (created_at, sent_at) as epoch seconds."""
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+def _record_undelivered(conn: sqlite3.Connection, item_id: int, refused: dict[str, str]) -> None:
+    """Append the refused addresses to the job's details.undelivered, so `imports show` tells."""
+    if not refused:
+        return
+    row = conn.execute(
+        "SELECT j.id, j.details, o.event FROM outbox o JOIN jobs j ON j.id = o.job_id WHERE o.id = ?", (item_id,)
+    ).fetchone()
+    if row is None:
+        return
+    details = json.loads(row["details"] or "{}")
+    undelivered = list(details.get("undelivered") or [])
+    at = _now_iso()
+    for address, answer in refused.items():
+        if len(undelivered) >= MAX_UNDELIVERED:
+            break
+        undelivered.append({"to": address, "event": row["event"], "error": answer, "at": at})
+    details["undelivered"] = undelivered
+    conn.execute("UPDATE jobs SET details = ? WHERE id = ?", (json.dumps(details), row["id"]))
 
 
 def _item(row: sqlite3.Row) -> Item:
@@ -138,4 +221,6 @@ def _item(row: sqlite3.Row) -> Item:
         payload=bytes(row["payload"]),
         attempts=row["attempts"],
         next_attempt=row["next_attempt"],
+        channel=row["channel"],
+        account=row["account"],
     )

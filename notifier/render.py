@@ -91,6 +91,7 @@ def build_context(
     now: datetime,
     attachment: Attachment | None = None,
     attachment_limit: int = 0,
+    notice: list[str] | None = None,
 ) -> dict[str, Any]:
     """Everything the templates show, already worded and formatted; the templates only lay it out."""
     if kind not in texts.KINDS:
@@ -128,6 +129,7 @@ def build_context(
     subject = " ".join(texts.SUBJECTS[wording].format(**values).split())
     return {
         "kind": kind,
+        "notice": list(notice or []),
         "tone": TONES[kind],
         "badge_style": BADGES[TONES[kind]],
         "subject_file": file,

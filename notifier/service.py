@@ -6,18 +6,22 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Any
 
 from daemon.config import Config
 from daemon.errors import ConfigError
 from daemon.logs import event
-from daemon.metrics import OUTBOX_DEPTH
+from daemon.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_PENDING
 from daemon.store import StateDB
-from notifier import texts
-from notifier.compose import compose_email
+from daemon.store.accounts import AccountStore
+from notifier import ratelimit, texts
+from notifier.compose import Email, compose_emails, plan_for
 from notifier.mailer import DeliveryError, FileMailer, SMTPMailer
-from notifier.outbox import Item, Outbox
+from notifier.outbox import Item, Outbox, email_channel, epoch, webhook_channel
+from notifier.render import fmt_duration
 from notifier.webhooks import WebhookClient, build_body
 
 log = logging.getLogger("ingestd.notifier")
@@ -26,8 +30,15 @@ log = logging.getLogger("ingestd.notifier")
 IDLE_POLL = 5.0
 # Settled rows older than the retention are deleted this often (and at start).
 PRUNE_EVERY = 3600.0
-# health() reports trouble once the oldest undelivered row has failed this many times.
+# health() reports a destination stuck once a row still waiting has failed this many times ...
 UNHEALTHY_AFTER = 3
+# ... and was queued at least this many seconds ago: a short relay hiccup is not worth a page.
+STUCK_AFTER = 600.0
+# Held-back failures are looked at for their hourly summary this often.
+SUMMARY_EVERY = 30.0
+# SMTP conversations at once, in their own threads: many destinations retrying against a relay that
+# hangs must neither open a connection each nor take the threads the rest of the daemon works in.
+SMTP_CONNECTIONS = 4
 
 
 def check_addresses(config: Config) -> None:
@@ -50,33 +61,90 @@ class Notifier:
         self.db = db
         self.outbox = Outbox(db)
         self.smtp = SMTPMailer(config.smtp) if config.smtp.host else None
+        self._smtp_pool: ThreadPoolExecutor | None = None
         self.files = FileMailer(config.mail_dir)
         self.webhooks = WebhookClient(config.webhooks.secret, config.webhooks.timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
-        self._drains: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.accounts = AccountStore(db)
+        self._drains: dict[str, asyncio.Task[None]] = {}
         self._last_prune = 0.0
+        self._last_summary = 0.0
+        self._oldest_created: float | None = None
 
     # -- producer side: any thread, no network ---------------------------------------------------
 
     def notify(self, kind: str, job: dict[str, Any]) -> None:
-        """Render the email and webhook bodies for `kind` and store them in the outbox in one transaction."""
+        """Render the emails and webhook bodies for `kind` and store them in the outbox in one transaction.
+
+        One message per audience (partner, the account's contacts, ops), one outbox row per recipient
+        domain; a failure beyond the account's hourly budget is held back for the summary instead."""
         if kind not in texts.KINDS:
             raise ValueError(f"unknown notification kind {kind!r}; expected one of {', '.join(texts.KINDS)}")
-        email = compose_email(kind, job, self.config)
+        account = str(job.get("account") or "")
+        recipients = plan_for(kind, job, self.config, self.accounts.contacts(account) if account else ([], []))
+        emails = compose_emails(kind, job, self.config, recipients=recipients)
         body = build_body(kind, job) if self.config.webhooks.urls else b""
         job_id = job.get("id")
+        held_back = False
         with self.db.transaction() as conn:
-            if email is not None:
-                Outbox.add(conn, "email", job_id, kind, ", ".join(email.recipients), email.data, email.message_id)
+            if emails and kind == "failed" and account:
+                audiences = {"partners": recipients.partners, "contacts": recipients.contacts, "ops": recipients.ops}
+                limit = self.config.notify.max_failure_emails
+                held_back = not ratelimit.take(conn, account, job_id, limit, audiences, time.time())
+            if not held_back:
+                for email in emails:
+                    self._queue_email(conn, email, job_id, kind, account)
             for url in self.config.webhooks.urls:
-                Outbox.add(conn, "webhook", job_id, kind, url, body)
-        if email is None:
+                Outbox.add(conn, "webhook", job_id, kind, url, body, channel=webhook_channel(url), account=account)
+        for dropped in recipients.dropped:
+            event(
+                log,
+                "notify.address_dropped",
+                logging.WARNING,
+                job_id=job_id,
+                notify_event=kind,
+                account=account,
+                address=dropped.address,
+                reason=dropped.reason,
+            )
+        if held_back:
+            event(
+                log,
+                "notify.held_back",
+                logging.WARNING,
+                job_id=job_id,
+                account=account,
+                notify_event=kind,
+                limit=self.config.notify.max_failure_emails,
+            )
+        elif not emails:
             event(log, "notify.no_recipients", logging.WARNING, job_id=job_id, notify_event=kind)
         self._update_depth()
         self._poke()
+
+    def _queue_email(self, conn: Any, email: Email, job_id: Any, kind: str, account: str) -> None:
+        """One row per recipient domain (its own channel), or one row when emails become files."""
+        if self.smtp is None:
+            groups = {"eml": email.recipients}
+        else:
+            groups = {}
+            for address in email.recipients:
+                groups.setdefault(email_channel(address), []).append(address)
+        for channel, addresses in groups.items():
+            Outbox.add(
+                conn,
+                "email",
+                job_id,
+                kind,
+                ", ".join(addresses),
+                email.data,
+                email.message_id,
+                channel=channel,
+                account=account,
+            )
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -89,6 +157,7 @@ class Notifier:
         if due:
             event(log, "notify.resuming", pending=due)
         await asyncio.to_thread(self._update_depth)
+        OUTBOX_OLDEST_PENDING.set_function(self._oldest_age)
         self._runner = asyncio.create_task(self._run(), name="notifier")
 
     async def stop(self) -> None:
@@ -106,17 +175,31 @@ class Notifier:
         self._runner = None
         self._drains.clear()
         await self.webhooks.close()
+        if self._smtp_pool is not None:
+            self._smtp_pool.shutdown(wait=False, cancel_futures=True)
+            self._smtp_pool = None
 
     def banner(self) -> list[str]:
         mail = self.smtp.describe() if self.smtp else self.files.describe()
         hooks = f", {len(self.config.webhooks.urls)} webhook(s)" if self.config.webhooks.urls else ""
         return [f"  mail   {mail}{hooks}"]
 
-    def health(self) -> str | None:
-        oldest = self.outbox.oldest_pending()
-        if oldest is None or oldest[0] < UNHEALTHY_AFTER:
+    async def health(self) -> str | None:
+        return await asyncio.to_thread(self.health_reason)
+
+    def health_reason(self) -> str | None:
+        """Why the outbox is stuck, or None: some row still waiting failed UNHEALTHY_AFTER times and was
+        queued more than STUCK_AFTER seconds ago (the destination has been refusing for minutes)."""
+        stuck = self.outbox.stuck(UNHEALTHY_AFTER, STUCK_AFTER)
+        if stuck is None:
             return None
-        return f"outbox: {self.outbox.depth()} waiting; last delivery error: {oldest[1]}"
+        channels, row = stuck
+        age = max(0.0, time.time() - epoch(row["created_at"]))
+        others = f" (and {channels - 1} more destinations)" if channels > 1 else ""
+        return (
+            f"outbox: {row['channel']} stuck for {fmt_duration(age)}{others}, {row['attempts']} attempts,"
+            f" {self.outbox.depth()} waiting; last delivery error: {row['last_error']}"
+        )
 
     # -- sender side: the event loop ---------------------------------------------------------------
 
@@ -136,6 +219,32 @@ class Notifier:
             return
         if removed:
             event(log, "notify.pruned", removed=removed, retention_days=self.config.jobs.retention_days)
+        try:
+            await asyncio.to_thread(ratelimit.prune, self.db, time.time())
+        except Exception:
+            log.exception("notifier: pruning the failure budget failed")
+
+    async def summarise(self) -> int:
+        """Queue the hourly summary of every account whose held-back failures are due; returns how many."""
+        self._last_summary = time.monotonic()
+        queued = 0
+        for account in await asyncio.to_thread(ratelimit.due, self.db, time.time()):
+            count = await asyncio.to_thread(self._summarise, account)
+            if count:
+                queued += 1
+                event(log, "notify.summary", logging.WARNING, account=account, held_back=count)
+        if queued:
+            await asyncio.to_thread(self._update_depth)
+            self._poke()
+        return queued
+
+    def _summarise(self, account: str) -> int:
+        with self.db.transaction() as conn:
+            rows = ratelimit.claim(conn, account, time.time())
+            if rows:
+                for email in ratelimit.compose_summary(account, rows, self.config, datetime.now(UTC)):
+                    self._queue_email(conn, email, None, "failures_summary", account)
+        return len(rows)
 
     async def _run(self) -> None:
         assert self._wake is not None
@@ -143,8 +252,14 @@ class Notifier:
             self._wake.clear()
             if time.monotonic() - self._last_prune >= PRUNE_EVERY:
                 await self._prune()
+            if time.monotonic() - self._last_summary >= SUMMARY_EVERY:
+                try:
+                    await self.summarise()
+                except Exception:  # a summary must not stop delivery; tried again next time
+                    log.exception("notifier: queueing failure summaries failed")
             try:
                 heads = await asyncio.to_thread(self.outbox.heads)
+                await asyncio.to_thread(self._update_depth)  # rows other processes settled or added
             except Exception:  # e.g. the state database locked for longer than its timeout: try again
                 log.exception("notifier: reading the outbox failed")
                 heads = []
@@ -160,7 +275,7 @@ class Notifier:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, wait))
 
-    async def _drain(self, channel: tuple[str, str]) -> None:
+    async def _drain(self, channel: str) -> None:
         """Deliver a channel's rows oldest first until it is empty or the head must wait."""
         try:
             while not self._stopping:
@@ -179,9 +294,10 @@ class Notifier:
 
     async def _deliver(self, item: Item) -> bool:
         """One attempt; True when the row is settled (sent, or refused for good)."""
+        refused: dict[str, tuple[int, str]] = {}
         try:
             if item.kind == "email":
-                where = await self._send_email(item)
+                where, refused = await self._send_email(item)
             else:
                 status = await self.webhooks.post(item.target, item.payload, item.event, item.id)
                 where = f"{item.target} ({status})"
@@ -189,13 +305,15 @@ class Notifier:
             exc = caught if isinstance(caught, DeliveryError) else DeliveryError(f"unexpected error: {caught!r}")
             if not isinstance(caught, DeliveryError):
                 log.exception("notifier: unexpected error delivering outbox row %s", item.id)
+            if exc.refused:
+                return await self._settle_recipients(item, exc.refused, accepted=False)
             if exc.permanent:
-                await asyncio.to_thread(self.outbox.mark_failed, item.id, str(exc))
+                given_up = {rcpt: str(exc) for rcpt in item.recipients} if item.kind == "email" else None
+                await asyncio.to_thread(self.outbox.mark_failed, item.id, str(exc), given_up)
                 event(log, "notify.refused", logging.ERROR, **self._fields(item), error=str(exc))
                 await asyncio.to_thread(self._update_depth)
                 return True
-            cap = self.config.webhooks.max_retry_delay if item.kind == "webhook" else self.config.smtp.max_retry_delay
-            attempts, delay = await asyncio.to_thread(self.outbox.mark_retry, item.id, str(exc), cap)
+            attempts, delay = await asyncio.to_thread(self.outbox.mark_retry, item.id, str(exc), self._cap(item))
             event(
                 log,
                 "notify.retry",
@@ -206,26 +324,67 @@ class Notifier:
                 error=str(exc),
             )
             return False
+        if refused:
+            return await self._settle_recipients(item, refused, accepted=True, via=where)
         await asyncio.to_thread(self.outbox.mark_sent, item.id)
         event(log, "notify.sent", **self._fields(item), attempts=item.attempts + 1, via=where)
         await asyncio.to_thread(self._update_depth)
         return True
 
-    async def _send_email(self, item: Item) -> str:
-        recipients = [address.strip() for address in item.target.split(",") if address.strip()]
+    async def _settle_recipients(
+        self, item: Item, refused: dict[str, tuple[int, str]], *, accepted: bool, via: str = ""
+    ) -> bool:
+        """Some recipients refused: 5xx ones are given up for good (recorded), 4xx ones tried again in this row."""
+        permanent = {rcpt: f"{code} {text}" for rcpt, (code, text) in refused.items() if code >= 500}
+        temporary = {rcpt: f"{code} {text}" for rcpt, (code, text) in refused.items() if code < 500}
+        for rcpt, answer in permanent.items():
+            event(log, "notify.refused", logging.ERROR, **{**self._fields(item), "to": rcpt}, error=answer)
+        if temporary:
+            if permanent:
+                await asyncio.to_thread(self.outbox.record_undelivered, item.id, permanent)
+            error = "; ".join(f"{rcpt}: {answer}" for rcpt, answer in temporary.items())
+            remaining = [rcpt for rcpt in item.recipients if rcpt in temporary] or list(temporary)
+            attempts, delay = await asyncio.to_thread(
+                self.outbox.mark_partial, item.id, remaining, error, self._cap(item)
+            )
+            event(
+                log,
+                "notify.retry",
+                logging.WARNING,
+                **{**self._fields(item), "to": ", ".join(remaining)},
+                attempts=attempts,
+                retry_in_s=round(delay, 1),
+                error=error,
+            )
+            return False
+        if accepted:
+            await asyncio.to_thread(self.outbox.mark_sent_except, item.id, permanent)
+            event(log, "notify.sent", **self._fields(item), attempts=item.attempts + 1, via=via)
+        else:
+            error = "refused for good: " + "; ".join(f"{rcpt}: {answer}" for rcpt, answer in permanent.items())
+            await asyncio.to_thread(self.outbox.mark_failed, item.id, error, permanent)
+        await asyncio.to_thread(self._update_depth)
+        return True
+
+    def _cap(self, item: Item) -> float:
+        return self.config.webhooks.max_retry_delay if item.kind == "webhook" else self.config.smtp.max_retry_delay
+
+    async def _send_email(self, item: Item) -> tuple[str, dict[str, tuple[int, str]]]:
         if self.smtp is None:
-            name = f"{item.id:06d}-job{item.job_id}-{item.event}.eml"
+            about = f"job{item.job_id}" if item.job_id is not None else str(item.account or "account")
+            name = f"{item.id:06d}-{about}-{item.event}.eml"
             path = await asyncio.to_thread(self.files.write, name, item.payload)
-            return str(path)
+            return str(path), {}
         sender = parseaddr(self.config.smtp.sender)[1] or self.config.smtp.sender
-        refused = await asyncio.to_thread(self.smtp.send, sender, recipients, item.payload)
-        if refused:
-            event(log, "notify.recipients_refused", logging.WARNING, outbox_id=item.id, refused=", ".join(refused))
-        return f"{self.config.smtp.host}:{self.config.smtp.port}"
+        if self._smtp_pool is None:
+            self._smtp_pool = ThreadPoolExecutor(SMTP_CONNECTIONS, thread_name_prefix="ingestd-smtp")
+        loop = asyncio.get_running_loop()
+        refused = await loop.run_in_executor(self._smtp_pool, self.smtp.send, sender, item.recipients, item.payload)
+        return f"{self.config.smtp.host}:{self.config.smtp.port}", refused
 
     @staticmethod
     def _fields(item: Item) -> dict[str, Any]:
-        fields: dict[str, Any] = {"outbox_id": item.id, "channel": item.kind, "job_id": item.job_id}
+        fields: dict[str, Any] = {"outbox_id": item.id, "channel": item.channel, "job_id": item.job_id}
         fields["notify_event"] = item.event
         if item.kind == "email":
             fields["to"] = item.target
@@ -237,5 +396,11 @@ class Notifier:
     def _update_depth(self) -> None:
         try:
             OUTBOX_DEPTH.set(self.outbox.depth())
+            self._oldest_created = self.outbox.oldest_pending_created()
         except Exception:  # a metric must never break delivery; the next update corrects it
             log.debug("outbox depth not updated", exc_info=True)
+
+    def _oldest_age(self) -> float:
+        """ingestd_outbox_oldest_pending_seconds at scrape time, from the last look at the outbox."""
+        created = self._oldest_created
+        return max(0.0, time.time() - created) if created is not None else 0.0

@@ -150,3 +150,44 @@ SFTP_NOTE = "The complete error file is in your SFTP folder:"
 SFTP_COMMAND = "get {path}"
 
 FOOTER = "This email was sent by ingestd for the import of {file} into account {account} (job {job_id})."
+
+# -- who gets which copy (notifier/recipients.py) -------------------------------------------------
+
+# Why a manifest address was not used; never emailed.
+DROPPED_REASONS = {
+    "invalid": "not a valid email address",
+    "too_many": "the manifest names more than {limit} addresses (notify.max_recipients); only the first {limit} are used",
+    "domain": "{domain} is not one of the account's allowed domains ({allowed})",
+}
+DROPPED_LINE = "Not sent to {address}: {reason}."
+
+# Why the account's contacts get a copy.
+CONTACT_REASONS = {
+    "no_address": "the manifest names no email address we could read",
+    "none_usable": "none of the addresses the manifest names could be used",
+    "dropped": "some of the addresses the manifest names could not be used",
+    "failed": "contacts are told about every failed import",
+}
+CONTACT_NOTICE = "You receive this copy as a contact address of account {account}: {reason}."
+OPS_NOTICE = "Operations copy of the email about job {job_id} of account {account}."
+SENT_TO = "Sent to: {addresses}."
+SENT_TO_NOBODY = "No address of the manifest was emailed."
+
+# -- the hourly summary of failures not emailed one by one (rate limit) ---------------------------------
+
+SUMMARY_SUBJECT = "[{account}] {count} more failed imports, not emailed one by one"
+SUMMARY_HEADLINE = (
+    "{count} imports of account {account} failed after the {limit} failure emails an account gets per hour"
+    " (notify.max_failure_emails) had been sent, so they were not emailed one by one."
+)
+SUMMARY_JOBS = "Job ids: {jobs}"
+SUMMARY_MORE_JOBS = "… and {count} more"
+SUMMARY_FIRST_LAST = "First held back: {first}. Last: {last}."
+SUMMARY_NEXT_STEPS = [
+    "Each failed import and its reason is listed in the activity log (the ingestd web page, "
+    "account {account}, status failed): ask your operations contact if you cannot open it.",
+    "Where rows were rejected, the error file of each import is in your SFTP folder under errors/.",
+    "Failure emails resume within the hour; a new summary follows at most once an hour while failures go on.",
+]
+SUMMARY_FOOTER = "This email was sent by ingestd for account {account}."
+OPS_SUMMARY_NOTICE = "Operations copy of the failure summary. Sent to: {addresses}."

@@ -131,4 +131,10 @@ def _detail(job: dict[str, Any]) -> str:
     if details.get("reasons"):
         lines.append("reasons:")
         lines.extend(f"  {count:>8}  {printable(str(message))}" for message, count in details["reasons"])
+    if details.get("undelivered"):  # emails the receiving server refused for good (5xx)
+        lines.append("undelivered emails:")
+        lines.extend(
+            printable(f"  - {item.get('event')} to {item.get('to')}: {item.get('error')}")
+            for item in details["undelivered"]
+        )
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import random
@@ -74,33 +75,36 @@ def mail_daemon(
     """Factory: a daemon sending to `smtp_server` (ops copied), with the partner's key registered."""
 
     def factory(**env: str) -> tuple[Daemon, Partner]:
-        daemon = make_daemon(
-            INGESTD_SMTP__HOST=smtp_server.host,
-            INGESTD_SMTP__PORT=str(smtp_server.port),
-            INGESTD_SMTP__MAX_RETRY_DELAY="1s",
-            INGESTD_NOTIFY__OPS_EMAILS=OPS,
-            **env,
-        )
+        settings = {
+            "INGESTD_SMTP__HOST": smtp_server.host,
+            "INGESTD_SMTP__PORT": str(smtp_server.port),
+            "INGESTD_SMTP__MAX_RETRY_DELAY": "1s",
+            "INGESTD_NOTIFY__OPS_EMAILS": OPS,
+        }
+        daemon = make_daemon(**{**settings, **env})
         daemon.add_key(ACCOUNT, keypair[1])
         return daemon, Partner(daemon, keypair[0], tmp_path / "partner")
 
     return factory
 
 
-def job_mails(server: SMTPServer, count: int, daemon: Daemon, timeout: float = 90) -> list[Received]:
+def job_mails(
+    server: SMTPServer, count: int, daemon: Daemon, timeout: float = 90, copies: bool = False
+) -> list[Received]:
+    """The partners' own emails (with `copies`: the ops and contacts copies too), once `count` arrived."""
     try:
-        return server.wait_for(count, timeout)
+        return server.wait_for(count, timeout, where=None if copies else lambda mail: mail.copy is None)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{daemon.log()[-4000:]}") from None
 
 
 def until_event(server: SMTPServer, event: str, daemon: Daemon, timeout: float = 90) -> list[Received]:
-    """Every email received by the time one for `event` arrived."""
+    """Every partner email received by the time one for `event` arrived."""
     deadline = time.monotonic() + timeout
-    while not any(mail.event == event for mail in list(server.messages)):
+    while not any(mail.event == event and mail.copy is None for mail in list(server.messages)):
         assert time.monotonic() < deadline, f"no {event} email\n{daemon.log()[-4000:]}"
         time.sleep(0.1)
-    return list(server.messages)
+    return [mail for mail in list(server.messages) if mail.copy is None]
 
 
 def events_of(mails: list[Received]) -> list[str]:
@@ -122,8 +126,13 @@ def test_pickup_then_success(mail_daemon: Callable[..., tuple[Daemon, Partner]],
     assert picked.subject == "[acme] Picked up: events.csv"
     assert done.subject == "[acme] Imported: events.csv (4 rows)"
     for mail in (picked, done):
-        assert mail.rcpt_tos == [PARTNER, OPS]
+        assert mail.rcpt_tos == [PARTNER] and OPS not in mail.data.decode()
         assert mail.message["X-Ingestd-Job"] == str(job["id"])
+    copies = [mail for mail in job_mails(smtp_server, 4, daemon, copies=True) if mail.copy]
+    assert [(mail.copy, mail.event, mail.rcpt_tos) for mail in copies] == [
+        ("ops", "picked_up", [OPS]),
+        ("ops", "succeeded", [OPS]),
+    ]
     text = done.text()
     assert "events.csv was imported: all 4 rows." in text
     assert "Rows imported: 4" in text and f"Job id:        {job['id']}" in text
@@ -160,7 +169,9 @@ def test_an_incorrect_manifest_is_reported_to_the_recovered_address_and_ops(
     (mail,) = job_mails(smtp_server, 1, daemon)
     assert mail.event == "failed"
     assert mail.subject.endswith("(manifest has errors)")
-    assert mail.rcpt_tos == ["someone@example.com", OPS]
+    assert mail.rcpt_tos == ["someone@example.com"]
+    _, ops = job_mails(smtp_server, 2, daemon, copies=True)
+    assert (ops.copy, ops.rcpt_tos, ops.subject) == ("ops", [OPS], mail.subject)
     text = mail.text()
     assert "did you mean 'fileName'?" in text
     assert "Correct the manifest" in text
@@ -171,8 +182,8 @@ def test_an_unparseable_manifest_still_tells_ops(
 ) -> None:
     daemon, partner = mail_daemon()
     partner.upload(None, "", "broken.manifest", "{not json")
-    (mail,) = job_mails(smtp_server, 1, daemon)
-    assert mail.rcpt_tos == [OPS]
+    (mail,) = job_mails(smtp_server, 1, daemon, copies=True)
+    assert mail.rcpt_tos == [OPS] and mail.copy == "ops"
     assert mail.subject == "[acme] Failed: broken.manifest (manifest has errors)"
 
 
@@ -296,3 +307,139 @@ def test_webhooks_get_the_same_events_signed(
     last = json.loads(calls[-1][1])["job"]
     assert (last["status"], last["rows_ingested"]) == ("succeeded", 4)
     assert events_of(mails) == ["picked_up", "succeeded"]
+
+
+def _finished(daemon: Daemon, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 90
+    while len(done := [job for job in imports(daemon) if job["finished_at"]]) < count:
+        assert time.monotonic() < deadline, daemon.log()[-4000:]
+        time.sleep(0.2)
+    return done
+
+
+def test_contacts_are_told_when_the_manifest_names_no_usable_address(
+    mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
+) -> None:
+    daemon, partner = mail_daemon(INGESTD_NOTIFY__OPS_EMAILS="")  # the default: no ops addresses
+    result = daemon.cli("accounts", "set", ACCOUNT, "--email", "contact@example.com")
+    assert result.returncode == 0, result.stderr
+    partner.upload(None, "", "broken.manifest", "{not json")
+    (mail,) = job_mails(smtp_server, 1, daemon, copies=True)
+    assert (mail.copy, mail.rcpt_tos) == ("contacts", ["contact@example.com"])
+    assert mail.subject == "[acme] Failed: broken.manifest (manifest has errors)"
+    assert "the manifest names no email address we could read" in " ".join(mail.text().split())
+
+
+def test_addresses_outside_the_allowed_domains_are_dropped_and_the_contacts_told(
+    mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
+) -> None:
+    daemon, partner = mail_daemon()
+    result = daemon.cli(
+        "accounts", "set", ACCOUNT, "--email", "contact@example.com", "--allowed-domain", "example.com", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["allowed_domains"] == ["example.com"]
+    manifest = {**EVENTS_MANIFEST, "clientEmail": [PARTNER, "spy@evil.example"]}
+    partner.upload("events.csv", EVENTS_CSV, "events.manifest", manifest)
+    until_event(smtp_server, "succeeded", daemon)
+    # Per event: the partner's email, the contacts' copy, the ops copy.
+    mails = job_mails(smtp_server, 6, daemon, copies=True)
+    assert [(mail.event, mail.copy) for mail in mails] == [
+        ("picked_up", None),
+        ("picked_up", "contacts"),
+        ("picked_up", "ops"),
+        ("succeeded", None),
+        ("succeeded", "contacts"),
+        ("succeeded", "ops"),
+    ]
+    assert all("evil.example" not in " ".join(mail.rcpt_tos) for mail in mails)
+    assert all(b"spy@evil.example" not in mail.data for mail in mails if mail.copy is None)
+    contacts = " ".join(mails[4].text().split())
+    assert "Not sent to spy@evil.example: evil.example is not one of the account's allowed domains" in contacts
+    assert "notify.address_dropped" in daemon.log()
+
+
+def test_a_destination_answering_4xx_does_not_delay_other_partners(
+    mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
+) -> None:
+    daemon, partner = mail_daemon()
+    smtp_server.deferred_domains.add("stuck.example")
+    partner.upload("events.csv", EVENTS_CSV, "stuck.manifest", {**EVENTS_MANIFEST, "clientEmail": "a@stuck.example"})
+    _finished(daemon, 1)
+    partner.upload("events.csv", EVENTS_CSV, "fine.manifest", EVENTS_MANIFEST)
+    mails = until_event(smtp_server, "succeeded", daemon)
+    first, second = _finished(daemon, 2)
+    assert [(mail.message["X-Ingestd-Job"], mail.rcpt_tos) for mail in mails] == [
+        (str(second["id"]), [PARTNER]),
+        (str(second["id"]), [PARTNER]),
+    ]
+    assert "notify.retry" in daemon.log() and "stuck.example" in daemon.log()
+    smtp_server.deferred_domains.clear()  # the destination recovers: its emails follow, in order
+    late = [mail for mail in job_mails(smtp_server, 4, daemon) if mail.message["X-Ingestd-Job"] == str(first["id"])]
+    assert [(mail.event, mail.rcpt_tos) for mail in late] == [
+        ("picked_up", ["a@stuck.example"]),
+        ("succeeded", ["a@stuck.example"]),
+    ]
+
+
+def test_a_recipient_refused_for_good_is_shown_on_the_import(
+    mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
+) -> None:
+    daemon, partner = mail_daemon()
+    smtp_server.refused.add("gone@example.com")
+    partner.upload(
+        "events.csv", EVENTS_CSV, "events.manifest", {**EVENTS_MANIFEST, "clientEmail": [PARTNER, "gone@example.com"]}
+    )
+    picked, done = job_mails(smtp_server, 2, daemon)
+    assert picked.rcpt_tos == done.rcpt_tos == [PARTNER]
+    (job,) = _finished(daemon, 1)
+    deadline = time.monotonic() + 30
+    while True:  # the refusal of the last email is recorded just after the server answered
+        result = daemon.cli("imports", "show", str(job["id"]), "--json")
+        undelivered = json.loads(result.stdout)["details"].get("undelivered") or []
+        if len(undelivered) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [(entry["to"], entry["event"]) for entry in undelivered] == [
+        ("gone@example.com", "picked_up"),
+        ("gone@example.com", "succeeded"),
+    ]
+    assert all(entry["error"].startswith("550") for entry in undelivered)
+    assert "notify.refused" in daemon.log()
+    shown = daemon.cli("imports", "show", str(job["id"])).stdout
+    assert "undelivered emails:" in shown and "- succeeded to gone@example.com: 550" in shown
+
+
+def test_a_stuck_destination_turns_healthz_unhealthy_naming_it(
+    mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
+) -> None:
+    import sqlite3
+    import urllib.error
+    import urllib.request
+
+    daemon, partner = mail_daemon(INGESTD_NOTIFY__OPS_EMAILS="")
+    smtp_server.deferred_domains.add("stuck.example")
+    partner.upload("events.csv", EVENTS_CSV, "events.manifest", {**EVENTS_MANIFEST, "clientEmail": "a@stuck.example"})
+    state = daemon.data_dir / "state.sqlite3"
+
+    def query(sql: str) -> list[tuple]:
+        with contextlib.closing(sqlite3.connect(state, timeout=30)) as conn, conn:
+            return conn.execute(sql).fetchall()
+
+    def healthz() -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"{daemon.http_url}/healthz", timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    deadline = time.monotonic() + 90
+    while not query("SELECT 1 FROM outbox WHERE attempts >= 3 AND sent_at IS NULL"):
+        assert time.monotonic() < deadline, daemon.log()[-4000:]
+        time.sleep(0.2)
+    assert healthz()[0] == 200  # failing for seconds only: not stuck yet
+    query("UPDATE outbox SET created_at = '2000-01-01T00:00:00.000000Z'")  # as if for much longer
+    status, body = healthz()
+    assert status == 503
+    assert body["reason"].startswith("notifier: outbox: email:stuck.example stuck for ")
+    assert "451 4.4.1" in body["checks"]["notifier"]

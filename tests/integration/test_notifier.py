@@ -28,26 +28,39 @@ def _smtp_env(server: SMTPServer, **extra: str) -> dict[str, str]:
 
 
 def test_pickup_then_success_arrive_in_order_to_partner_and_ops(data_dir: Path, smtp_server: SMTPServer) -> None:
-    config = notifier_config(data_dir, **_smtp_env(smtp_server, INGESTD_SMTP__SENDER="Imports <imports@ingestd.test>"))
+    env = _smtp_env(smtp_server, INGESTD_SMTP__SENDER="Imports <imports@ingestd.test>")
+    config = notifier_config(data_dir, **env, INGESTD_NOTIFY__OPS_EMAILS="ops@example.org")
     notifier = make_notifier(config)
     with running(notifier):
         notifier.notify("picked_up", job())
         done = job(status="succeeded", rows_total=4, rows_ingested=4, finished_at="2026-11-22T07:30:09Z")
         notifier.notify("succeeded", done)
-        picked, succeeded = smtp_server.wait_for(2)
+        mails = smtp_server.wait_for(4)
+    picked, succeeded = [mail for mail in mails if mail.copy is None]
     assert [picked.event, succeeded.event] == ["picked_up", "succeeded"]
     assert picked.subject == "[acme] Picked up: events.csv"
     assert succeeded.subject == "[acme] Imported: events.csv (4 rows)"
     assert succeeded.mail_from == "imports@ingestd.test"
-    assert succeeded.rcpt_tos == ["partner@example.com", "ops@example.com"]
+    assert succeeded.rcpt_tos == ["partner@example.com"]
     message = succeeded.message
     assert message["From"] == "Imports <imports@ingestd.test>"
-    assert (message["To"], message["Cc"]) == ("partner@example.com", "ops@example.com")
+    assert (message["To"], message["Cc"]) == ("partner@example.com", None)
+    assert b"ops@example.org" not in picked.data + succeeded.data  # partners never see ops addresses
     assert "events.csv was imported: all 4 rows." in succeeded.text()
     assert "Duration:      8 s" in succeeded.text()
     assert "events.csv was imported: all 4 rows." in succeeded.html()
     assert picked.message_id != succeeded.message_id
-    assert all(row["sent_at"] for row in outbox_rows(config))
+    # Ops get their own message, saying whom the partner's went to.
+    copies = [mail for mail in mails if mail.copy == "ops"]
+    assert [(mail.event, mail.rcpt_tos) for mail in copies] == [
+        ("picked_up", ["ops@example.org"]),
+        ("succeeded", ["ops@example.org"]),
+    ]
+    assert "Sent to: partner@example.com." in copies[1].text()
+    assert copies[1].message_id != succeeded.message_id and copies[1].subject == succeeded.subject
+    rows = outbox_rows(config)
+    assert all(row["sent_at"] for row in rows)
+    assert [row["channel"] for row in rows] == ["email:example.com", "email:example.org"] * 2
 
 
 def test_progress_email_tells_share_rows_and_time_left(data_dir: Path, smtp_server: SMTPServer) -> None:
@@ -98,14 +111,17 @@ def test_each_failure_kind_says_why_and_what_to_do(
 
 
 def test_unreadable_manifest_goes_to_the_recovered_address_and_ops(data_dir: Path, smtp_server: SMTPServer) -> None:
-    notifier = make_notifier(notifier_config(data_dir, **_smtp_env(smtp_server)))
+    config = notifier_config(data_dir, **_smtp_env(smtp_server), INGESTD_NOTIFY__OPS_EMAILS="ops@example.com")
+    notifier = make_notifier(config)
     failed = {"status": "failed", "error": "Incorrect details in manifest file", "file_name": ""}
     with running(notifier):
         notifier.notify("failed", job(1, client_emails=["recovered@example.com"], **failed))
         notifier.notify("failed", job(2, client_emails=[], **failed))
-        first, second = smtp_server.wait_for(2)
-    assert first.rcpt_tos == ["recovered@example.com", "ops@example.com"]
-    assert second.rcpt_tos == ["ops@example.com"] and second.message["To"] == "ops@example.com"
+        first, first_ops, second_ops = smtp_server.wait_for(3)
+    assert first.rcpt_tos == ["recovered@example.com"] and first.copy is None
+    assert first_ops.rcpt_tos == ["ops@example.com"] and first_ops.copy == "ops"
+    assert second_ops.rcpt_tos == ["ops@example.com"] and second_ops.message["X-Ingestd-Job"] == "2"
+    assert "No address of the manifest was emailed." in second_ops.text()
 
 
 def test_nobody_to_tell_queues_nothing(data_dir: Path) -> None:
@@ -286,8 +302,14 @@ def test_wrong_password_is_retried_and_reported_in_health(data_dir: Path, tls_fi
     with running(notifier):
         notifier.notify("picked_up", job())
         wait_until(lambda: outbox_rows(config)[0]["attempts"] >= 3, what="three attempts")
-        health = notifier.health()
+        assert notifier.health_reason() is None  # failing for seconds only: not yet stuck
+        db = StateDB(config.state_db)
+        with db.transaction() as conn:  # as if it had been failing for 11 minutes
+            conn.execute("UPDATE outbox SET created_at = '2000-01-01T00:00:00.000000Z'")
+        db.close()
+        health = notifier.health_reason()
     assert health is not None and "login refused: 535" in health
+    assert health.startswith("outbox: email:example.com stuck for ")
     assert server.messages == [] and outbox_rows(config)[0]["failed_at"] is None
 
 

@@ -13,7 +13,7 @@ from jinja2 import UndefinedError
 
 from daemon.config import load_config
 from notifier.attachment import prepare_attachment
-from notifier.compose import compose_email, recipients
+from notifier.compose import compose_email, compose_emails
 from notifier.render import (
     build_context,
     environment,
@@ -144,14 +144,17 @@ def test_formatting_helpers_read_naturally() -> None:
     assert fmt_size(297) == "297 bytes" and fmt_size(10 * 1024 * 1024) == "10 MiB" and fmt_size(1536) == "1.5 KiB"
 
 
-def test_recipients_copy_ops_and_fall_back_to_ops_alone() -> None:
-    job = {"client_emails": ["a@example.com", "A@example.com", "b@example.com"]}
-    assert recipients(job, ["ops@example.com", "a@example.com"]) == (
-        ["a@example.com", "b@example.com"],
-        ["ops@example.com"],
-    )
-    assert recipients({"client_emails": []}, ["ops@example.com"]) == (["ops@example.com"], [])
-    assert recipients({"client_emails": []}, []) == ([], [])
+def test_ops_get_their_own_copy_and_never_appear_in_the_partners_message(tmp_path: Path) -> None:
+    kind, job = sample_job("completed_with_errors", tmp_path)
+    partner, ops = compose_emails(kind, job, sample_config(), now=NOW)
+    assert (partner.audience, partner.recipients) == ("partner", ["partner@example.com"])
+    assert (ops.audience, ops.recipients) == ("ops", ["ops@example.com"])
+    partner_message = message_from_bytes(partner.data, policy=policy.default)
+    assert "ops@example.com" not in partner.data.decode() and partner_message["Cc"] is None
+    ops_message = message_from_bytes(ops.data, policy=policy.default)
+    assert ops_message["X-Ingestd-Copy"] == "ops" and ops.message_id != partner.message_id
+    assert "Sent to: partner@example.com." in ops_message.get_body(("plain",)).get_content()
+    assert [part.get_filename() for part in ops_message.iter_attachments()] == ["42-events.errors.csv"]
 
 
 def test_composed_email_is_multipart_with_headers_for_threading_and_filters(tmp_path: Path) -> None:
@@ -160,7 +163,7 @@ def test_composed_email_is_multipart_with_headers_for_threading_and_filters(tmp_
     assert email is not None
     assert b"\r\n" in email.data  # SMTP line ends, stored as sent
     message = message_from_bytes(email.data, policy=policy.default)
-    assert message["To"] == "partner@example.com" and message["Cc"] == "ops@example.com"
+    assert message["To"] == "partner@example.com" and message["Cc"] is None
     assert message["Message-ID"] == email.message_id
     assert message["X-Ingestd-Job"] == "42" and message["X-Ingestd-Event"] == "completed_with_errors"
     assert message["Auto-Submitted"] == "auto-generated"
@@ -169,7 +172,7 @@ def test_composed_email_is_multipart_with_headers_for_threading_and_filters(tmp_
     attachments = list(message.iter_attachments())
     assert [part.get_filename() for part in attachments] == ["42-events.errors.csv"]
     assert attachments[0].get_content_type() == "text/csv"
-    assert email.recipients == ["partner@example.com", "ops@example.com"]
+    assert email.recipients == ["partner@example.com"]
 
 
 def test_nobody_to_tell_means_no_email(tmp_path: Path) -> None:
