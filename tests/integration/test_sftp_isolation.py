@@ -284,12 +284,12 @@ def test_failed_logins_ban_the_account_from_that_address_only_and_an_operator_ca
     daemon.add_key("globex", keys["globex"][1])
     for _ in range(3):
         assert sftp_batch(daemon.sftp_port, "acme", stranger, ["ls"]).returncode != 0
-    message = "Too many failed logins for acme from 127.0.0.1; try again in 10 minutes"
+    message = r"Too many failed logins for acme from 127\.0\.0\.1; try again in \d+ minutes"
     refused = wait_for(
         lambda: (r := sftp_batch(daemon.sftp_port, "acme", acme, ["ls"])).returncode != 0 and r, "the ban"
     )
     # OpenSSH shows our reason, not "banner line contains invalid characters".
-    assert message in refused.stderr  # type: ignore[union-attr]
+    assert re.search(message, refused.stderr), refused.stderr  # type: ignore[union-attr]
     # The same address as another account is not banned.
     assert sftp_batch(daemon.sftp_port, "globex", globex, ["ls"]).returncode == 0
 
