@@ -55,6 +55,10 @@ NOT_A_FILE = "Not a regular file"
 NO_READ_WRITE = "Opening a file for both reading and writing is not supported"
 NO_RESUME = "Resuming or changing an existing file is not supported; upload the whole file again"
 READ_ONLY_HANDLE = "File is open for reading only"
+WRITE_ONLY_HANDLE = "File is open for writing only"
+ALREADY_EXISTS = "File already exists"
+NOT_A_DIRECTORY = "Not a directory"
+INVALID_NAME = "Invalid name: {reason}"
 SHUTTING_DOWN = "Server is shutting down; try again shortly"
 TOO_LARGE = "File exceeds the maximum upload size of {limit}"
 DISCARDED = "Upload failed and was discarded: {reason}"
@@ -206,7 +210,7 @@ def _sftp_errors(method: _F) -> _F:
         except (SFTPError, OSError):
             raise
         except ValueError as exc:  # e.g. an embedded NUL byte in a path
-            raise SFTPNoSuchFile(f"Invalid name: {exc}") from None
+            raise SFTPNoSuchFile(INVALID_NAME.format(reason=exc)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -311,7 +315,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
             if not stat.S_ISREG(existing.st_mode):
                 raise SFTPFailure(NOT_A_FILE)
             if pflags & FXF_EXCL:
-                raise SFTPFileAlreadyExists("File already exists")
+                raise SFTPFileAlreadyExists(ALREADY_EXISTS)
             if not pflags & FXF_TRUNC:
                 raise SFTPOpUnsupported(NO_RESUME)
         elif not pflags & FXF_CREAT:
@@ -382,7 +386,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
         if isinstance(file_obj, Download):
             return os.pread(file_obj.fd, size, offset)
-        raise SFTPPermissionDenied("File is open for writing only")
+        raise SFTPPermissionDenied(WRITE_ONLY_HANDLE)
 
     def write(self, file_obj: object, offset: int, data: bytes) -> int:
         if not isinstance(file_obj, Upload):
@@ -450,7 +454,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         # A plain method, so a bad path fails at opendir rather than at the first readdir.
         local = self._local(path)
         if not stat.S_ISDIR(os.stat(local).st_mode):
-            raise SFTPFailure("Not a directory")
+            raise SFTPFailure(NOT_A_DIRECTORY)
         return self._entries(local)
 
     async def _entries(self, local: bytes) -> AsyncIterator[SFTPName]:
@@ -509,7 +513,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         try:
             rename_noreplace(old, new)
         except FileExistsError:
-            raise SFTPFileAlreadyExists("File already exists") from None
+            raise SFTPFileAlreadyExists(ALREADY_EXISTS) from None
 
     @_sftp_errors
     def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:

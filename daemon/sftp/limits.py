@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import resource
 from collections import Counter
@@ -154,5 +153,4 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop, refused: RefusalLog) ->
         else:
             loop.default_exception_handler(context)
 
-    with contextlib.suppress(RuntimeError):
-        loop.set_exception_handler(handler)
+    loop.set_exception_handler(handler)
