@@ -86,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     ashow.add_argument("--json", action="store_true")
     ashow.set_defaults(handler="daemon.commands.accounts:show")
 
+    bans = verbs.add_parser("bans", help="list and lift bans after failed SFTP logins")
+    ban_verbs = bans.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    ban_verbs.required = True
+    blist = ban_verbs.add_parser("list", help="active bans: address, account, until when", parents=[common])
+    blist.add_argument("--json", action="store_true")
+    blist.set_defaults(handler="daemon.commands.bans:list_bans")
+    blift = ban_verbs.add_parser("lift", help="lift every ban of ADDRESS (at its next login)", parents=[common])
+    blift.add_argument("address", metavar="ADDRESS")
+    blift.set_defaults(handler="daemon.commands.bans:lift")
+
     imports = verbs.add_parser("imports", help="list and show imports")
     import_verbs = imports.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     import_verbs.required = True

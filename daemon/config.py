@@ -92,7 +92,7 @@ class SFTPConfig(_Section):
     host: str = "127.0.0.1"
     port: Port = 2222
     max_file_size: Size = "5GiB"  # type: ignore[assignment]
-    max_auth_failures: int = Field(5, ge=1)  # failed logins from one address before a ban
+    max_auth_failures: int = Field(5, ge=1)  # failed logins per (address, account) before a ban
     ban_time: Duration = "10m"  # type: ignore[assignment]
     login_grace_time: Duration = "2m"  # type: ignore[assignment]
     # OpenSSH's MaxStartups / PerSourceMaxStartups / MaxSessions, and a cap per account across its connections.

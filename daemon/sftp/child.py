@@ -19,7 +19,8 @@ import threading
 
 from daemon.config import Config
 from daemon.errors import IngestdError
-from daemon.logs import setup_logging
+from daemon.logs import event, setup_logging
+from daemon.sftp.limits import raise_nofile_limit
 from daemon.sftp.listener import SFTPListener
 from daemon.store import StateDB
 
@@ -74,6 +75,9 @@ def _watch_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
 
 
 async def serve(config: Config) -> int:
+    old, new = raise_nofile_limit()  # every connection is a descriptor
+    if new != old:
+        event(logging.getLogger("ingestd.sftp"), "sftp.nofile_limit_raised", soft=new, was=old)
     relay = CountRelay()
     listener = SFTPListener(config, StateDB(config.state_db), count=relay)
     try:

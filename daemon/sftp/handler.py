@@ -9,6 +9,7 @@ import functools
 import logging
 import os
 import posixpath
+import re
 import secrets
 import stat
 import time
@@ -36,6 +37,8 @@ from asyncssh import (
 
 from daemon import metrics
 from daemon.logs import event
+from daemon.sftp.rename import rename_noreplace
+from daemon.text import name_from_bytes
 
 log = logging.getLogger("ingestd.sftp")
 
@@ -52,13 +55,22 @@ NOT_A_FILE = "Not a regular file"
 NO_READ_WRITE = "Opening a file for both reading and writing is not supported"
 NO_RESUME = "Resuming or changing an existing file is not supported; upload the whole file again"
 READ_ONLY_HANDLE = "File is open for reading only"
+WRITE_ONLY_HANDLE = "File is open for writing only"
+ALREADY_EXISTS = "File already exists"
+NOT_A_DIRECTORY = "Not a directory"
+INVALID_NAME = "Invalid name: {reason}"
 SHUTTING_DOWN = "Server is shutting down; try again shortly"
 TOO_LARGE = "File exceeds the maximum upload size of {limit}"
 DISCARDED = "Upload failed and was discarded: {reason}"
 NO_CHMOD = "Changing permissions, ownership or size is not supported"
-TOO_MANY_OPEN = "Too many files open at once in this session"
-
-MAX_OPEN_FILES = 64  # per session: enough for any parallel client, not enough to exhaust descriptors
+TOO_MANY_OPEN = "Too many files open at once for this account (at most {limit}); close some and try again"
+NAME_NOT_UTF8 = "File names must be valid UTF-8"
+NAME_CONTROL = "File names must not contain control characters"
+# Said before or at login (auth.py), or when a channel is refused.
+BANNED = "Too many failed logins for {account} from {address}; try again in {wait}"
+BANNED_ADDRESS = "Too many failed logins from {address}; try again in {wait}"
+TOO_MANY_AUTH_FAILURES = "Too many authentication failures"
+TOO_MANY_SESSIONS = "Too many sessions on this connection (at most {limit}); close one or open another connection"
 
 Count = Callable[[str, float, tuple[str, ...]], None]  # (name in daemon.metrics, amount, label values)
 
@@ -71,6 +83,17 @@ def count_locally(name: str, amount: float = 1.0, labels: tuple[str, ...] = ()) 
 
 _WRITE_FLAGS = FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC
 _NAME_MAX = 255
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: they break log lines, emails, terminals
+
+
+def check_new_name(name: bytes) -> None:
+    """A name a partner creates (upload, rename target) must be UTF-8 without control characters."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SFTPPermissionDenied(NAME_NOT_UTF8) from None
+    if _CONTROL.search(text):
+        raise SFTPPermissionDenied(NAME_CONTROL)
 
 
 def human_size(size: int) -> str:
@@ -141,12 +164,28 @@ class SessionPolicy:
 
     max_file_size: int
     count: Count = count_locally
+    max_open_files: int = 64  # per account, over all its connections and sessions
     stopping: bool = False
     uploads: set[int] = field(default_factory=set)  # id() of open Upload objects
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    open_files: dict[str, int] = field(default_factory=dict)  # account -> handles open now
 
     def __post_init__(self) -> None:
         self.idle.set()
+
+    def take_file(self, account: str) -> None:
+        """One more open handle for `account`, or SFTPFailure when it holds `max_open_files` already."""
+        held = self.open_files.get(account, 0)
+        if held >= self.max_open_files:
+            raise SFTPFailure(TOO_MANY_OPEN.format(limit=self.max_open_files))
+        self.open_files[account] = held + 1
+
+    def release_file(self, account: str) -> None:
+        held = self.open_files.get(account, 0) - 1
+        if held > 0:
+            self.open_files[account] = held
+        else:
+            self.open_files.pop(account, None)
 
     def started(self, upload: Upload) -> None:
         self.uploads.add(id(upload))
@@ -171,7 +210,7 @@ def _sftp_errors(method: _F) -> _F:
         except (SFTPError, OSError):
             raise
         except ValueError as exc:  # e.g. an embedded NUL byte in a path
-            raise SFTPNoSuchFile(f"Invalid name: {exc}") from None
+            raise SFTPNoSuchFile(INVALID_NAME.format(reason=exc)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -188,7 +227,6 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         self._account = account
         self._connection_id = connection_id
         self._policy = policy
-        self._open_files = 0
 
     # -- paths ----------------------------------------------------------------------------------
 
@@ -236,16 +274,21 @@ class DropFolderSFTP(asyncssh.SFTPServer):
 
     @_sftp_errors
     def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
-        if self._open_files >= MAX_OPEN_FILES:
-            raise SFTPFailure(TOO_MANY_OPEN)
-        if pflags & _WRITE_FLAGS:
-            return self._open_upload(path, pflags)
+        self._policy.take_file(self._account)
+        try:
+            if pflags & _WRITE_FLAGS:
+                return self._open_upload(path, pflags)
+            return self._open_download(path)
+        except BaseException:
+            self._policy.release_file(self._account)
+            raise
+
+    def _open_download(self, path: bytes) -> Download:
         local = self._local(path)
         fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise SFTPFailure(NOT_A_FILE)
-        self._open_files += 1
         return Download(fd)
 
     def _open_upload(self, path: bytes, pflags: int) -> Upload:
@@ -259,6 +302,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
             raise SFTPPermissionDenied(HIDDEN_NAME) from None
         if len(parts) != 1:
             raise SFTPPermissionDenied(TOP_FOLDER_ONLY if parts else NOT_A_FILE)
+        check_new_name(parts[0])
         # One component under the root: its lstat is _local's link check and the existing-file check at once.
         final = os.path.join(self._root, parts[0])
         try:
@@ -271,7 +315,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
             if not stat.S_ISREG(existing.st_mode):
                 raise SFTPFailure(NOT_A_FILE)
             if pflags & FXF_EXCL:
-                raise SFTPFileAlreadyExists("File already exists")
+                raise SFTPFileAlreadyExists(ALREADY_EXISTS)
             if not pflags & FXF_TRUNC:
                 raise SFTPOpUnsupported(NO_RESUME)
         elif not pflags & FXF_CREAT:
@@ -281,24 +325,24 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         keep = _NAME_MAX - len(TEMP_PREFIX) - 17 - len(TEMP_SUFFIX)
         temp_name = f"{TEMP_PREFIX}{secrets.token_hex(8)}.".encode() + name[:keep] + TEMP_SUFFIX.encode()
         temp = os.path.join(self._root, temp_name)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        # 0600: only the daemon's user reads uploads (the umask cannot widen it).
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         upload = Upload(
             fd=fd,
             temp=temp,
             final=final,
             account=self._account,
-            name=os.fsdecode(name),
+            name=name_from_bytes(name),
             connection_id=self._connection_id,
             append=bool(pflags & FXF_APPEND),
             count=self._policy.count,
         )
         self._policy.started(upload)
-        self._open_files += 1
         return upload
 
     def close(self, file_obj: object) -> None:
         if isinstance(file_obj, Download):
-            self._open_files -= 1
+            self._policy.release_file(self._account)
             os.close(file_obj.fd)
             return
         assert isinstance(file_obj, Upload)
@@ -320,7 +364,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
                 raise SFTPFailure(upload.failed or "") from None
         finally:
             self._policy.finished(upload)
-            self._open_files -= 1
+            self._policy.release_file(self._account)
         elapsed_ms = int((time.monotonic() - upload.started) * 1000)
         upload.count("UPLOADS", 1, (upload.account,))
         upload.count("UPLOAD_BYTES", upload.size, (upload.account,))
@@ -342,7 +386,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
         if isinstance(file_obj, Download):
             return os.pread(file_obj.fd, size, offset)
-        raise SFTPPermissionDenied("File is open for writing only")
+        raise SFTPPermissionDenied(WRITE_ONLY_HANDLE)
 
     def write(self, file_obj: object, offset: int, data: bytes) -> int:
         if not isinstance(file_obj, Upload):
@@ -410,7 +454,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         # A plain method, so a bad path fails at opendir rather than at the first readdir.
         local = self._local(path)
         if not stat.S_ISDIR(os.stat(local).st_mode):
-            raise SFTPFailure("Not a directory")
+            raise SFTPFailure(NOT_A_DIRECTORY)
         return self._entries(local)
 
     async def _entries(self, local: bytes) -> AsyncIterator[SFTPName]:
@@ -458,17 +502,18 @@ class DropFolderSFTP(asyncssh.SFTPServer):
             raise SFTPPermissionDenied(HIDDEN_NAME) from None
         if len(parts) != 1:
             raise SFTPPermissionDenied(TOP_FOLDER_ONLY)
+        check_new_name(parts[0])
         return old, self._local(newpath)
 
     @_sftp_errors
     def rename(self, oldpath: bytes, newpath: bytes) -> None:
         old, new = self._rename_paths(oldpath, newpath)
-        # SFTP v3 rename must not replace an existing name; link + unlink gives that atomically.
+        # SFTP v3 rename must not replace an existing name. renameat2(RENAME_NOREPLACE) does that atomically
+        # and is a move to inotify, so the watcher sees `x.tmp -> x.manifest` at once.
         try:
-            os.link(old, new, follow_symlinks=False)
+            rename_noreplace(old, new)
         except FileExistsError:
-            raise SFTPFileAlreadyExists("File already exists") from None
-        os.unlink(old)
+            raise SFTPFileAlreadyExists(ALREADY_EXISTS) from None
 
     @_sftp_errors
     def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:

@@ -6,16 +6,20 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 
 import asyncssh
+from asyncssh.kex import get_default_kex_algs
 
 from daemon.config import Config
 from daemon.errors import UsageError
 from daemon.logs import event
-from daemon.sftp.auth import AccountSSHServer, LoginGuard
+from daemon.sftp.auth import SIGNATURE_ALGS, AccountSSHServer, LoginContext, LoginGuard
 from daemon.sftp.handler import Count, DropFolderSFTP, SessionPolicy, count_locally, sweep_temp_files
+from daemon.sftp.limits import GatedListener, RefusalLog, StartupGate, quiet_accept_errors
 from daemon.store import StateDB
+from daemon.store.bans import BanStore
 from daemon.store.keys import KeyStore
 
 log = logging.getLogger("ingestd.sftp")
@@ -27,6 +31,11 @@ HOST_KEY_FILE = "ssh_host_ed25519_key"
 # makes clients pick them. Every maintained client (OpenSSH >= 6.2, PuTTY/WinSCP, FileZilla, paramiko)
 # has AES-GCM. Channel window and packet size stay at asyncssh's defaults: larger ones measured no better.
 ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
+# asyncssh's key exchanges without the SHA-1 ones (diffie-hellman-group1/14-sha1, group-exchange-sha1), as
+# OpenSSH 9 has them off by default, and without GSS-API (we have no Kerberos).
+KEX_ALGS = [
+    alg.decode() for alg in get_default_kex_algs() if not alg.endswith(b"-sha1") and not alg.startswith(b"gss-")
+]
 UPLOAD_GRACE = 5.0  # seconds uploads in flight get to finish at shutdown
 
 
@@ -59,8 +68,12 @@ class SFTPListener:
         self.config = config
         self.count = count
         self.keys = KeyStore(db)
+        self.bans = BanStore(db)
         self.guard = LoginGuard(config.sftp.max_auth_failures, config.sftp.ban_time)
+        self.refused = RefusalLog()
+        self.gate = StartupGate(config.sftp.max_startups, config.sftp.per_source_max_startups, self.refused)
         self.policy: SessionPolicy | None = None
+        self._context: LoginContext | None = None
         self.host_key: asyncssh.SSHKey | None = None
         self.connections: set[asyncssh.SSHServerConnection] = set()
         self._acceptor: asyncssh.SSHAcceptor | None = None
@@ -74,13 +87,32 @@ class SFTPListener:
         if removed:
             event(log, "sftp.temp_files_removed", count=removed)
         self.host_key = load_or_create_host_key(self.config.host_keys_dir)
-        self.policy = SessionPolicy(max_file_size=self.config.sftp.max_file_size, count=self.count)
+        self.policy = SessionPolicy(
+            max_file_size=self.config.sftp.max_file_size,
+            count=self.count,
+            max_open_files=self.config.sftp.max_open_files,
+        )
+        now = time.time()
+        for ban in await asyncio.to_thread(self.bans.active):  # bans outlive a restart
+            self.guard.restore(ban.address, ban.account, ban.banned_until - now)
+        self._context = LoginContext(
+            keys=self.keys,
+            bans=self.bans,
+            guard=self.guard,
+            gate=self.gate,
+            connections=self.connections,
+            count=self.count,
+            sftp_factory=self._sftp_factory,
+            max_sessions=self.config.sftp.max_sessions,
+        )
+        quiet_accept_errors(asyncio.get_running_loop(), self.refused)
+        # No sftp_factory here: AccountSSHServer.session_requested opens SFTP sessions, counting them.
         self._acceptor = await asyncssh.listen(
             self.config.sftp.host,
             self.config.sftp.port,
+            tunnel=GatedListener(self.gate),  # connection caps, checked before asyncssh sees a socket
             server_factory=self._server_factory,
             server_host_keys=[self.host_key],
-            sftp_factory=self._sftp_factory,
             allow_scp=False,
             allow_pty=False,
             line_editor=False,  # no terminals: the editor layer would only pass every SFTP packet through
@@ -88,6 +120,8 @@ class SFTPListener:
             x11_forwarding=False,
             rdns_lookup=False,
             encryption_algs=ENCRYPTION_ALGS,
+            kex_algs=KEX_ALGS,
+            signature_algs=SIGNATURE_ALGS,
             compression_algs=["none"],
             login_timeout=self.config.sftp.login_grace_time,
             keepalive_interval=60,
@@ -102,7 +136,8 @@ class SFTPListener:
         return self.host_key.get_fingerprint("sha256") if self.host_key else ""
 
     def _server_factory(self) -> AccountSSHServer:
-        return AccountSSHServer(self.keys, self.guard, self.connections, self.count)
+        assert self._context is not None
+        return AccountSSHServer(self._context)
 
     def _sftp_factory(self, chan: asyncssh.SSHServerChannel) -> DropFolderSFTP:
         conn = chan.get_connection()
@@ -137,4 +172,7 @@ class SFTPListener:
         # Python >= 3.12 waits here for every connection, hence after closing them.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(acceptor.wait_closed(), 5)
+        if self._context is not None and self._context.tasks:
+            await asyncio.gather(*self._context.tasks, return_exceptions=True)  # bans being written
+        self.refused.flush()
         event(log, "sftp.stopped")
