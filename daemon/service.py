@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from daemon import __version__
 from daemon.config import Config
 from daemon.logs import event, setup_logging
+from daemon.sftp.limits import raise_nofile_limit
 from daemon.store import StateDB
 
 log = logging.getLogger("ingestd.service")
@@ -110,6 +111,7 @@ def private_data_dir(config: Config) -> None:
 def run_serve(args: argparse.Namespace, config: Config) -> int:
     setup_logging(config.log.format, config.log.level)
     private_data_dir(config)
+    raise_nofile_limit()  # HTTP connections, SQLite files and the SFTP process's pipes are all descriptors
     try:
         asyncio.run(Service(config).run())
     except OSError as exc:

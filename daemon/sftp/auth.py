@@ -196,14 +196,14 @@ class AccountSSHServer(asyncssh.SSHServer):
         self._conn = conn
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.address = str(peer[0])
-        self._ctx.gate.opened(self.address)
+        self._ctx.gate.opened(self.address, self, conn.abort)
         self._starting = True
         self._ctx.connections.add(conn)
 
     def _started(self) -> None:
         if self._starting:
             self._starting = False
-            self._ctx.gate.done(self.address)
+            self._ctx.gate.done(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._started()

@@ -60,7 +60,13 @@ class RefusalLog:
 
 class StartupGate:
     """Connections that have not logged in yet, in all and per address (OpenSSH's MaxStartups and
-    PerSourceMaxStartups). A logged-in connection no longer counts."""
+    PerSourceMaxStartups). A logged-in connection no longer counts.
+
+    Over the per-address cap the new connection is dropped: that address is the one flooding. Over the
+    overall cap the *oldest* connection still not logged in is dropped instead, so a flood of idle
+    connections from many addresses cannot keep every partner out until `sftp.login_grace_time` runs out:
+    a partner logs in within a fraction of a second, an idle connection never does.
+    """
 
     def __init__(self, max_startups: int, per_source: int, refused: RefusalLog) -> None:
         self.max_startups = max_startups
@@ -68,21 +74,31 @@ class StartupGate:
         self.refused = refused
         self.total = 0
         self._per_address: Counter[str] = Counter()
+        self._starting: dict[object, tuple[str, Callable[[], None]]] = {}  # oldest first: key -> (address, drop)
 
     def full(self, address: str) -> str | None:
-        """The reason to drop a new connection from `address`, or None to let it in."""
+        """The reason to drop a new connection from `address`, or None to let it in (making room if needed)."""
         if self._per_address[address] >= self.per_source:
             return "per_source_max_startups"
         if self.total >= self.max_startups:
-            return "max_startups"
+            oldest = next(iter(self._starting))
+            _, drop = self._starting[oldest]
+            self.done(oldest)
+            drop()
+            self.refused("max_startups")
         return None
 
-    def opened(self, address: str) -> None:
+    def opened(self, address: str, key: object, drop: Callable[[], None]) -> None:
+        """Connection `key` from `address` is starting; `drop` closes it should room be needed (see full())."""
         self.total += 1
         self._per_address[address] += 1
+        self._starting[key] = (address, drop)
 
-    def done(self, address: str) -> None:
-        """The connection logged in or ended."""
+    def done(self, key: object) -> None:
+        """Connection `key` logged in or ended (or was dropped to make room); counts once however often called."""
+        if key not in self._starting:
+            return
+        address, _ = self._starting.pop(key)
         self.total -= 1
         self._per_address[address] -= 1
         if self._per_address[address] <= 0:

@@ -20,13 +20,32 @@ from daemon.store.bans import Ban, BanStore
 
 def test_the_gate_caps_per_address_then_in_all() -> None:
     gate = StartupGate(max_startups=3, per_source=2, refused=RefusalLog())
-    for address in ("192.0.2.1", "192.0.2.1", "192.0.2.2"):
+    keys = [object() for _ in range(3)]
+    for key, address in zip(keys, ("192.0.2.1", "192.0.2.1", "192.0.2.2"), strict=True):
         assert gate.full(address) is None
-        gate.opened(address)
+        gate.opened(address, key, lambda: None)
     assert gate.full("192.0.2.1") == "per_source_max_startups"
-    assert gate.full("192.0.2.3") == "max_startups"
-    gate.done("192.0.2.1")  # logged in or gone
+    gate.done(keys[0])  # logged in or gone
     assert gate.full("192.0.2.3") is None and gate.full("192.0.2.1") is None
+
+
+def test_over_the_overall_cap_the_oldest_connection_not_logged_in_makes_room() -> None:
+    gate = StartupGate(max_startups=2, per_source=2, refused=RefusalLog())
+    dropped: list[str] = []
+    for name, address in (("old", "192.0.2.1"), ("newer", "192.0.2.2")):  # keys: anything hashable
+        assert gate.full(address) is None
+        gate.opened(address, name, lambda name=name: dropped.append(name))
+    assert asyncio.run(_full_in_a_loop(gate, "192.0.2.3")) is None  # let in: the oldest was dropped for it
+    assert dropped == ["old"]
+    gate.opened("192.0.2.3", "newest", lambda: dropped.append("newest"))
+    gate.done("old")  # its connection_lost comes later: counted once only
+    assert gate.total == 2
+    gate.done("newer")  # logged in
+    assert gate.full("192.0.2.4") is None and dropped == ["old"]
+
+
+async def _full_in_a_loop(gate: StartupGate, address: str) -> str | None:
+    return gate.full(address)  # the refusal summary needs a running loop
 
 
 def test_refusals_are_one_line_per_reason(caplog: pytest.LogCaptureFixture) -> None:
