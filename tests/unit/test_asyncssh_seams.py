@@ -1,0 +1,32 @@
+"""The few places ingestd leans on asyncssh internals; an upgrade that changes one fails here, by name."""
+
+from __future__ import annotations
+
+import inspect
+
+import asyncssh
+from asyncssh.stream import SSHServerStreamSession
+
+
+def test_the_session_class_we_subclass_takes_the_arguments_we_pass() -> None:
+    # daemon/sftp/auth.py _Session: SSHServerStreamSession(session_factory, sftp_factory, sftp_version, allow_scp)
+    names = list(inspect.signature(SSHServerStreamSession.__init__).parameters)
+    assert names[:5] == ["self", "session_factory", "sftp_factory", "sftp_version", "allow_scp"]
+    assert hasattr(SSHServerStreamSession, "connection_lost")
+
+
+def test_a_public_key_verifies_only_the_algorithms_in_all_sig_algorithms() -> None:
+    # daemon/sftp/auth.py narrows key.all_sig_algorithms so an ssh-rsa (SHA-1) signature is refused.
+    key = asyncssh.generate_private_key("ssh-rsa", key_size=2048)
+    public = asyncssh.import_public_key(key.export_public_key())
+    assert b"ssh-rsa" in public.all_sig_algorithms and b"rsa-sha2-256" in public.all_sig_algorithms
+    signed = key.sign(b"data", b"ssh-rsa")
+    assert public.verify(b"data", signed)
+    public.all_sig_algorithms = {b"rsa-sha2-256", b"rsa-sha2-512"}
+    assert not public.verify(b"data", signed)
+    assert public.verify(b"data", key.sign(b"data", b"rsa-sha2-256"))
+
+
+def test_listen_takes_a_tunnel_with_create_server() -> None:
+    # daemon/sftp/limits.py GatedListener is handed over as listen(tunnel=...).
+    assert "tunnel" in inspect.signature(asyncssh.listen).parameters
