@@ -285,10 +285,14 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
+SYSTEM_CONFIG = Path("/etc/ingestd/ingestd.toml")
+
+
 def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Config:
     """Read the TOML file (if any), apply environment overrides, validate; ConfigError names the key."""
     environ = dict(os.environ if environ is None else environ)
-    path = path or environ.get("INGESTD_CONFIG") or None
+    # The daemon and the CLI find the same file the same way: --config, else $INGESTD_CONFIG, else the system one.
+    path = path or environ.get("INGESTD_CONFIG") or (SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None)
     data: dict[str, Any] = {}
     if path:
         try:

@@ -7,15 +7,17 @@ import json
 import sys
 from typing import Any
 
+from daemon.commands import open_state, print_table
 from daemon.config import Config
-from daemon.store import StateDB
+from daemon.errors import NotFoundError
 from daemon.store.accounts import AccountStore
 from daemon.store.keys import check_account
 from daemon.text import printable
 
 
-def _store(config: Config) -> AccountStore:
-    return AccountStore(StateDB(config.state_db))
+def _store(config: Config, *, create: bool) -> AccountStore | None:
+    db = open_state(config, create=create)
+    return AccountStore(db) if db is not None else None
 
 
 def _public(account: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +44,9 @@ def _describe(account: dict[str, Any]) -> list[str]:
 def set_account(args: argparse.Namespace, config: Config) -> int:
     """Options given replace their list (`--email ''` clears it); options not given keep theirs."""
     check_account(args.account)
-    account = _store(config).set(args.account, emails=args.emails, allowed_domains=args.allowed_domains)
+    store = _store(config, create=True)
+    assert store is not None
+    account = store.set(args.account, emails=args.emails, allowed_domains=args.allowed_domains)
     # The partner's SFTP root exists from the start, as after `keys add`.
     (config.drop_root / args.account).mkdir(parents=True, exist_ok=True)
     if args.json:
@@ -53,7 +57,8 @@ def set_account(args: argparse.Namespace, config: Config) -> int:
 
 
 def list_accounts(args: argparse.Namespace, config: Config) -> int:
-    accounts = [_public(account) for account in _store(config).list()]
+    store = _store(config, create=False)
+    accounts = [_public(account) for account in store.list()] if store is not None else []
     if args.json:
         print(json.dumps(accounts))
         return 0
@@ -65,14 +70,16 @@ def list_accounts(args: argparse.Namespace, config: Config) -> int:
         (printable(a["account"]), str(a["keys"]), _joined(a["emails"], "-"), _joined(a["allowed_domains"], "(any)"))
         for a in accounts
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_table(header, rows)
     return 0
 
 
 def show(args: argparse.Namespace, config: Config) -> int:
-    account = _store(config).show(args.account)
+    check_account(args.account)
+    store = _store(config, create=False)
+    if store is None:
+        raise NotFoundError(f"no account {printable(args.account)!r}")
+    account = store.show(args.account)
     if args.json:
         print(json.dumps(_public(account)))
     else:

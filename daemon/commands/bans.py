@@ -7,19 +7,21 @@ import ipaddress
 import json
 import sys
 
+from daemon.commands import open_state, print_table
 from daemon.config import Config
 from daemon.errors import NotFoundError, UsageError
-from daemon.store import StateDB
 from daemon.store.bans import BanStore
 from daemon.text import printable
 
 
-def _store(config: Config) -> BanStore:
-    return BanStore(StateDB(config.state_db))
+def _store(config: Config) -> BanStore | None:
+    db = open_state(config, create=False)  # nothing to list or lift without a state database
+    return BanStore(db) if db is not None else None
 
 
 def list_bans(args: argparse.Namespace, config: Config) -> int:
-    bans = _store(config).active()
+    store = _store(config)
+    bans = store.active() if store is not None else []
     if args.json:
         print(json.dumps([ban.as_json() for ban in bans]))
         return 0
@@ -37,9 +39,7 @@ def list_bans(args: argparse.Namespace, config: Config) -> int:
         )
         for ban in bans
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_table(header, rows)
     return 0
 
 
@@ -48,7 +48,8 @@ def lift(args: argparse.Namespace, config: Config) -> int:
         address = str(ipaddress.ip_address(args.address))
     except ValueError:
         raise UsageError(f"invalid address {printable(args.address)!r}: give an IPv4 or IPv6 address") from None
-    lifted = _store(config).lift(address)
+    store = _store(config)
+    lifted = store.lift(address) if store is not None else 0
     if not lifted:
         raise NotFoundError(f"no active ban for {address}")
     print(f"lifted {lifted} ban{'s' if lifted != 1 else ''} of {address}; it takes effect at its next login")

@@ -7,9 +7,9 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from daemon.commands import open_state
 from daemon.config import Config
 from daemon.errors import NotFoundError, UsageError
-from daemon.store.db import StateDB
 from daemon.store.jobs import STATUSES, JobStore
 from daemon.text import json_text, printable
 from daemon.watch.watcher import ACCOUNT
@@ -18,13 +18,8 @@ T = TypeVar("T")
 
 
 def _store(config: Config) -> JobStore | None:
-    # Reading must not create a data directory: no state database means no imports yet.
-    if not config.state_db.exists():
-        return None
-    try:
-        return JobStore(StateDB(config.state_db))
-    except sqlite3.Error as exc:
-        raise UsageError(f"state database {config.state_db}: cannot be read ({exc})") from None
+    db = open_state(config, create=False)  # no state database means no imports yet
+    return JobStore(db) if db is not None else None
 
 
 def _read(config: Config, read: Callable[[JobStore], T], empty: T) -> T:

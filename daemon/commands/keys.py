@@ -7,16 +7,18 @@ import json
 import sys
 from typing import Any
 
+from daemon.commands import open_state, print_table
 from daemon.config import Config
 from daemon.errors import UsageError
-from daemon.store import StateDB
 from daemon.store.keys import KeyStore, check_account
 
 _MAX_KEY_FILE = 64 * 1024  # a public key is a few hundred bytes; anything bigger is the wrong file
 
 
 def _store(config: Config) -> KeyStore:
-    return KeyStore(StateDB(config.state_db))
+    db = open_state(config, create=True)
+    assert db is not None
+    return KeyStore(db)
 
 
 def _read_key_file(path: str) -> tuple[str, str]:
@@ -58,7 +60,8 @@ def add(args: argparse.Namespace, config: Config) -> int:
 
 
 def list_keys(args: argparse.Namespace, config: Config) -> int:
-    keys = [_public(key) for key in _store(config).list_keys(args.account)]
+    db = open_state(config, create=False)
+    keys = [_public(key) for key in KeyStore(db).list_keys(args.account)] if db is not None else []
     if args.json:
         print(json.dumps(keys))
         return 0
@@ -67,9 +70,7 @@ def list_keys(args: argparse.Namespace, config: Config) -> int:
         return 0
     header = ("ACCOUNT", "NAME", "TYPE", "BITS", "FINGERPRINT", "ADDED")
     rows = [(k["account"], k["name"], k["algorithm"], str(k["bits"]), k["fingerprint"], k["created_at"]) for k in keys]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_table(header, rows)
     return 0
 
 

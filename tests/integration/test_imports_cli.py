@@ -12,6 +12,7 @@ import pytest
 
 from daemon.store.db import StateDB
 from daemon.store.jobs import JobStore
+from tests.fixtures.sshkeys import make_keypair
 
 
 def ingestd(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -128,3 +129,30 @@ def test_partner_text_cannot_drive_the_operators_terminal(data_dir: Path) -> Non
     shown = json.loads(result.stdout)  # the same values, once parsed
     assert shown["file_name"] == "\x1b[2Jdata\x9b.csv"
     assert shown["details"]["problems"] == ["line 2: found '\x1b[31mred\u202e'"]
+
+
+def test_commands_run_in_the_wrong_folder_say_so_and_reads_create_nothing(tmp_path: Path) -> None:
+    # No config at all: the built-in ./ingestd-data of whatever folder the operator is in.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("INGESTD_")}
+    env["INGESTD_CONFIG"] = str(tmp_path / "empty.toml")
+    (tmp_path / "empty.toml").write_text("")
+    folder = tmp_path / "somewhere"
+    folder.mkdir()
+    for args in (("imports", "list"), ("keys", "list"), ("accounts", "list"), ("bans", "list")):
+        result = subprocess.run(
+            [sys.executable, "-m", "daemon.cli", *args], env=env, cwd=folder, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        assert "is this the daemon's data directory?" in result.stderr
+    assert list(folder.iterdir()) == []  # no empty data directory left behind
+    _, public = make_keypair(tmp_path / "keys")
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "keys", "add", "acme", str(public)],
+        env=env,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert f"new data directory {folder / 'ingestd-data'}" in result.stderr

@@ -41,6 +41,23 @@ def test_toml_file_and_environment_override(tmp_path: Path) -> None:
     assert config.notify.ops_emails == ["a@x.io", "b@x.io"]
 
 
+def test_the_system_config_file_is_found_when_nothing_else_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import daemon.config
+
+    system = tmp_path / "etc-ingestd.toml"
+    system.write_text('data_dir = "/srv/ingestd"\n')
+    monkeypatch.setattr(daemon.config, "SYSTEM_CONFIG", system)
+    assert str(load_config(environ={}).data_dir) == "/srv/ingestd"
+    named = tmp_path / "named.toml"
+    named.write_text('data_dir = "/srv/other"\n')
+    assert str(load_config(environ={"INGESTD_CONFIG": str(named)}).data_dir) == "/srv/other"
+    assert str(load_config(named, environ={}).data_dir) == "/srv/other"
+    system.unlink()
+    assert str(load_config(environ={}).data_dir) == "ingestd-data"
+
+
 def test_config_file_from_environment(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[sftp]\nport = 2022\n")
