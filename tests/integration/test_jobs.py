@@ -157,7 +157,7 @@ def test_bad_rows_go_to_the_partners_error_csv(harness: Harness) -> None:
     error_csv = harness.config.drop_root / ACCOUNT / job["details"]["error_csv"]
     lines = error_csv.read_text(encoding="utf-8").splitlines()
     assert lines[0] == "identity,Name,Phone,Failure Description"
-    assert lines[1].startswith(",Nobody,+14155550101,") and lines[2].startswith("jane,Jane,12,")
+    assert lines[1].startswith(",Nobody,'+14155550101,") and lines[2].startswith("jane,Jane,12,")
     assert sum(count for _, count in job["details"]["reasons"]) >= 2
 
 
