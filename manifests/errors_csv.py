@@ -12,13 +12,13 @@ FAILURE_COLUMN = "Failure Description"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 NEUTRAL_PREFIX = "'"
 # A neutralised cell, as the engine finds it in an error CSV uploaded again (see manifests.reader).
-NEUTRALISED_PATTERN = r"^'[=+\-@\t\r]"
+NEUTRALISED_PATTERN = r"^'+[=+\-@\t\r]"
 
 
 def neutralise(cell: str) -> str:
     """`'` before a cell a spreadsheet would run as a formula; also before one that already looks
-    neutralised (`'=x`), so that stripping one `'` from an uploaded error CSV gives back the original."""
-    if cell[:1] in FORMULA_START or (cell[:1] == NEUTRAL_PREFIX and cell[1:2] in FORMULA_START):
+    neutralised (`'=x`, `''=x`), so that stripping one `'` from an uploaded error CSV gives back the original."""
+    if cell[:1] in FORMULA_START or (cell[:1] == NEUTRAL_PREFIX and cell.lstrip(NEUTRAL_PREFIX)[:1] in FORMULA_START):
         return NEUTRAL_PREFIX + cell
     return cell
 

@@ -29,11 +29,12 @@ _TYPE_NAMES = {
 class ManifestError(Exception):
     """The manifest cannot be used; `problems` name the key path, what was expected and what was found."""
 
-    def __init__(self, problems: list[str], client_emails: list[str] | None = None) -> None:
+    def __init__(self, problems: list[str], client_emails: list[str] | None = None, total: int | None = None) -> None:
         # Bounded, whatever the manifest holds: a problem quotes at most a short piece of a value.
         shown = [safe(_clip(problem, rules.MAX_PROBLEM_CHARS)) for problem in problems[: rules.MAX_PROBLEMS]]
-        if len(problems) > rules.MAX_PROBLEMS:
-            shown.append(rules.more_problems(len(problems) - rules.MAX_PROBLEMS))
+        total = max(total or 0, len(problems))
+        if total > rules.MAX_PROBLEMS:
+            shown.append(rules.more_problems(total - rules.MAX_PROBLEMS))
         problems = shown
         super().__init__("Incorrect details in manifest file: " + "; ".join(problems))
         self.problems = problems
@@ -174,9 +175,11 @@ def load_manifest(raw: bytes, *, max_size: int | None = None, max_recipients: in
     try:
         manifest = Manifest.model_validate(data, context={"max_recipients": max_recipients})
     except ValidationError as exc:
-        problems += [_describe(error) for error in exc.errors()[: rules.MAX_PROBLEMS + 1]]
+        errors = exc.errors()
+        total = len(problems) + len(errors)
+        problems += [_describe(error) for error in errors[: rules.MAX_PROBLEMS]]
         emails = json.dumps(data.get("clientEmail"))[: rules.RECOVER_CHARS]
-        raise ManifestError(problems, _recover_emails(emails, key=False, limit=max_recipients)) from None
+        raise ManifestError(problems, _recover_emails(emails, key=False, limit=max_recipients), total) from None
     if problems:
         raise ManifestError(problems, manifest.client_emails)
     return manifest

@@ -8,6 +8,7 @@ import sqlite3
 import stat
 from pathlib import Path
 
+from daemon.errors import RetryableError
 from daemon.jobs import messages
 from daemon.text import safe
 
@@ -86,18 +87,19 @@ def pause_reason(exc: BaseException) -> str | None:
 
     The exception chain is searched, so a sink's RetryableError or a failed rollback still shows the cause."""
     seen: set[int] = set()
+    database = "data store" if isinstance(exc, RetryableError) else "state database"
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno in _FULL:
-            where = safe(os.fsdecode(current.filename)) if current.filename else "job files"
+            where = f"file {safe(os.fsdecode(current.filename))}" if current.filename else "job files"
             return messages.paused_disk_full(where, os.strerror(current.errno))
         if isinstance(current, sqlite3.Error):
             name = getattr(current, "sqlite_errorname", "") or ""
             text = str(current)
             if name.startswith("SQLITE_FULL") or "disk is full" in text:
-                return messages.paused_disk_full("database", text)
+                return messages.paused_disk_full(database, text)
             if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in text:
-                return messages.paused_locked("database", text)
+                return messages.paused_locked(database, text)
         current = current.__cause__ or current.__context__
     return None
