@@ -60,7 +60,9 @@ def test_a_manifest_over_the_size_limit_is_refused_unread() -> None:
     assert load_manifest(raw, max_size=len(raw)).file_name == "data.csv"
 
 
-@pytest.mark.parametrize("emails", [",".join(f"u{i}@example.com" for i in range(11)), [f"u{i}@x.io" for i in range(11)]])
+@pytest.mark.parametrize(
+    "emails", [",".join(f"u{i}@example.com" for i in range(11)), [f"u{i}@x.io" for i in range(11)]]
+)
 def test_client_email_names_at_most_max_recipients(emails: object) -> None:
     raw = json.dumps({**BASE, "clientEmail": emails}).encode()
     with pytest.raises(ManifestError) as caught:
@@ -78,7 +80,7 @@ def test_problems_are_bounded_in_number_and_length() -> None:
 
 
 def test_recovering_addresses_is_linear_and_still_finds_them() -> None:
-    text = '{"clientEmail": "' + "a" * 1_000_000 + ' ops@example.com, x.y@sub.example.co.uk'
+    text = '{"clientEmail": "' + "a" * 1_000_000 + " ops@example.com, x.y@sub.example.co.uk"
     assert _recover_emails(text) == []  # beyond the bounded prefix
     text = '{"clientEmail": "a@example.com, ' + "b" * 50_000 + '@@ c.d@example.org", "type": 1'
     assert _recover_emails(text) == ["a@example.com", "c.d@example.org"]
@@ -104,7 +106,7 @@ def test_formula_cells_are_neutralised(cell: str, written: str) -> None:
 
 
 def test_an_error_csv_uploaded_again_imports_the_original_cells(tmp_path: Path) -> None:
-    cells = ["=HYPERLINK(\"http://x\",\"y\")", "-5", "'=x", "@a", "\tt"]
+    cells = ['=HYPERLINK("http://x","y")', "-5", "'=x", "@a", "\tt"]
     header = ["identity", "A", "B", "C", "D", "E", "Failure Description"]
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\r\n")
