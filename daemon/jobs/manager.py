@@ -100,7 +100,7 @@ class JobManager:
         for task in self._tasks:
             if task.done() and not self._stopping.is_set():
                 return f"jobs: {task.get_name()} stopped"
-        paused = sorted(self.worker.paused.items())
+        paused = sorted({**self.queue.paused, **self.worker.paused}.items())
         if paused:
             return "jobs: " + "; ".join(f"job {job_id} of {account} {reason}" for job_id, (account, reason) in paused)
         return None
@@ -140,6 +140,10 @@ class JobManager:
         free = self.config.jobs.workers - len(self._running)
         plan = await asyncio.to_thread(self.queue.plan, busy, free)
         self._next_check = plan.next_check
+        for job_id, (account, _) in list(self.worker.paused.items()):
+            # A paused job stays its account's head until it ends; one that left (cancelled) is forgotten.
+            if job_id not in self.queue.active_ids and account not in self._running:
+                self.worker.paused.pop(job_id, None)
         for ready in plan.ready:
             self._start(ready)
         metrics.QUEUE_DEPTH.set(await asyncio.to_thread(self.store.pending_count))

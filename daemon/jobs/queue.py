@@ -12,7 +12,7 @@ from typing import Any
 
 from daemon.config import Config
 from daemon.jobs import messages
-from daemon.jobs.files import NotRegular, lstat_regular, read_bounded
+from daemon.jobs.files import NotRegular, lstat_regular, pause_reason, read_bounded
 from daemon.logs import event
 from daemon.store.jobs import JobStore
 from manifests.model import Manifest, ManifestError, load_manifest
@@ -43,6 +43,9 @@ class Queue:
         self.fail = fail  # fail(job, reason, problems, client_emails): final status, file moved, notified
         # job id -> (the manifest file's identity, its parse): a manifest waiting for its CSV is parsed once.
         self._parsed: dict[int, tuple[tuple[int, ...], Manifest | ManifestError]] = {}
+        self.active_ids: set[int] = set()  # the head jobs of the last pass
+        # job id -> (account, reason): heads that could not be settled for a full disk or a locked database.
+        self.paused: dict[int, tuple[str, str]] = {}
 
     def job_dir(self, job_id: int) -> Path:
         return self.config.jobs_root / str(job_id)
@@ -61,16 +64,27 @@ class Queue:
             settled = False
             heads = self.store.heads()
             current = {job["id"] for job in heads}
+            self.active_ids = current
             self._parsed = {job_id: entry for job_id, entry in self._parsed.items() if job_id in current}
+            self.paused = {job_id: entry for job_id, entry in self.paused.items() if job_id in current}
             for job in heads:
                 if job["account"] in busy or any(r.job["account"] == job["account"] for r in result.ready):
                     continue
                 try:
                     outcome = self._check(job, now, result, free_slots - len(result.ready))
-                except Exception:
+                except Exception as exc:
                     # Logged and tried again next round; the other accounts go on meanwhile.
-                    log.exception("could not check job %s of %s", job["id"], job["account"])
+                    reason = pause_reason(exc)
+                    if reason is None:
+                        log.exception("could not check job %s of %s", job["id"], job["account"])
+                    elif self.paused.get(job["id"], ("", ""))[1] != reason:
+                        event(
+                            log, "job.paused", logging.WARNING, account=job["account"], job_id=job["id"], reason=reason
+                        )
+                    if reason is not None:
+                        self.paused[job["id"]] = (job["account"], reason)
                     continue
+                self.paused.pop(job["id"], None)
                 settled = settled or outcome
         return result
 
