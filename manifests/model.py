@@ -6,13 +6,18 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from daemon.text import has_surrogates, safe
 from manifests import rules
 
 _EMAIL = re.compile(rules.EMAIL_PATTERN)
-_EMAIL_FIND = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-_CLIENT_EMAIL = re.compile(r'"clientEmail"\s*:\s*(\[[^\]]*\]?|"(?:[^"\\]|\\.)*"?)', re.S)
+# Linear whatever the text: an address starts only where a run of address characters starts (the
+# lookbehind), and the possessive, bounded parts never give back what they took, so a megabyte of
+# letters is one failed attempt, not one per position.
+_LOCAL = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]"
+_EMAIL_FIND = re.compile(rf"(?<!{_LOCAL}){_LOCAL}{{1,64}}+@[A-Za-z0-9-]{{1,63}}+(?:\.[A-Za-z0-9-]{{1,63}}+){{1,8}}+")
+_CLIENT_EMAIL = re.compile(r'"clientEmail"\s*+:\s*+(\[[^\]]*+\]?|"(?:[^"\\]|\\.)*+"?)', re.S)
 _TYPE_NAMES = {
     "string_type": "a string",
     "dict_type": "an object",
@@ -24,7 +29,13 @@ _TYPE_NAMES = {
 class ManifestError(Exception):
     """The manifest cannot be used; `problems` name the key path, what was expected and what was found."""
 
-    def __init__(self, problems: list[str], client_emails: list[str] | None = None) -> None:
+    def __init__(self, problems: list[str], client_emails: list[str] | None = None, total: int | None = None) -> None:
+        # Bounded, whatever the manifest holds: a problem quotes at most a short piece of a value.
+        shown = [safe(_clip(problem, rules.MAX_PROBLEM_CHARS)) for problem in problems[: rules.MAX_PROBLEMS]]
+        total = max(total or 0, len(problems))
+        if total > rules.MAX_PROBLEMS:
+            shown.append(rules.more_problems(total - rules.MAX_PROBLEMS))
+        problems = shown
         super().__init__("Incorrect details in manifest file: " + "; ".join(problems))
         self.problems = problems
         self.client_emails = client_emails or []
@@ -87,13 +98,16 @@ class Manifest(_Strict):
 
     @field_validator("client_emails", mode="before")
     @classmethod
-    def _emails(cls, value: Any) -> Any:
+    def _emails(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
             value = [part for part in (p.strip() for p in value.split(",")) if part]
         if not isinstance(value, list):
             return value
         if not value:
             raise ValueError("expected at least one email address")
+        limit = (info.context or {}).get("max_recipients")
+        if limit is not None and len(value) > limit:
+            raise ValueError(rules.too_many_recipients(limit, len(value)))
         for item in value:
             if not isinstance(item, str) or not _EMAIL.match(item.strip()):
                 raise ValueError(f"expected email addresses, found {item!r}")
@@ -132,27 +146,40 @@ class Manifest(_Strict):
         return column.data_type if column else "STRING"
 
 
-def load_manifest(raw: bytes) -> Manifest:
-    """Parse and validate a manifest file's bytes; ManifestError lists every problem at once."""
+def load_manifest(raw: bytes, *, max_size: int | None = None, max_recipients: int | None = None) -> Manifest:
+    """Parse and validate a manifest file's bytes; ManifestError lists every problem at once.
+
+    `max_size`: longer bytes are refused unparsed; `max_recipients`: addresses clientEmail may name
+    (also the most addresses recovered from a failed manifest to tell it why)."""
+    if max_size is not None and len(raw) > max_size:
+        prefix = raw[: rules.RECOVER_CHARS].decode("utf-8", "replace")
+        raise ManifestError([rules.manifest_too_large(max_size)], _recover_emails(prefix, limit=max_recipients))
     text, problem = _decode(raw)
     if problem:
-        raise ManifestError([problem], _recover_emails(raw.decode("utf-8", "replace")))
+        raise ManifestError([problem], _recover_emails(raw.decode("utf-8", "replace"), limit=max_recipients))
     duplicates: list[str] = []
     try:
         data = json.loads(text, object_pairs_hook=lambda pairs: _no_duplicates(pairs, duplicates))
     except json.JSONDecodeError as exc:
         problem = f"the manifest is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        raise ManifestError([problem], _recover_emails(text)) from None
+        raise ManifestError([problem], _recover_emails(text, limit=max_recipients)) from None
     except RecursionError:
         raise ManifestError(["the manifest is not valid JSON: it is nested too deeply"], []) from None
     if not isinstance(data, dict):
         raise ManifestError([f"the manifest must be a JSON object, found {_json_kind(data)}"], [])
-    problems = [f"duplicate key '{key}'" for key in duplicates]
+    # A "\udcff" escape decodes to a lone surrogate: no UTF-8 encoder (SQLite, email, logs) can write it.
+    broken = _not_unicode(data) if "\\ud" in text.lower() else []
+    if broken:
+        raise ManifestError(broken, [])
+    problems = [f"duplicate key '{_clip(key)}'" for key in duplicates]
     try:
-        manifest = Manifest.model_validate(data)
+        manifest = Manifest.model_validate(data, context={"max_recipients": max_recipients})
     except ValidationError as exc:
-        problems += [_describe(error) for error in exc.errors()]
-        raise ManifestError(problems, _recover_emails(json.dumps(data.get("clientEmail")), key=False)) from None
+        errors = exc.errors()
+        total = len(problems) + len(errors)
+        problems += [_describe(error) for error in errors[: rules.MAX_PROBLEMS]]
+        emails = json.dumps(data.get("clientEmail"))[: rules.RECOVER_CHARS]
+        raise ManifestError(problems, _recover_emails(emails, key=False, limit=max_recipients), total) from None
     if problems:
         raise ManifestError(problems, manifest.client_emails)
     return manifest
@@ -178,14 +205,46 @@ def _no_duplicates(pairs: list[tuple[str, Any]], duplicates: list[str]) -> dict[
     return result
 
 
-def _recover_emails(text: str, *, key: bool = True) -> list[str]:
-    """The partner's addresses from a manifest that failed, so they can be told why."""
+def _recover_emails(text: str, *, key: bool = True, limit: int | None = None) -> list[str]:
+    """The partner's addresses from a manifest that failed, so they can be told why.
+
+    Only a bounded prefix is searched; more addresses than `limit` are none (they cannot all be told)."""
+    text = text[: rules.RECOVER_CHARS]
     if key:
         match = _CLIENT_EMAIL.search(text)
         if not match:
             return []
         text = match.group(1)
-    return list(dict.fromkeys(_EMAIL_FIND.findall(text)))
+    found = list(dict.fromkeys(_EMAIL_FIND.findall(text)))
+    return [] if limit is not None and len(found) > limit else found
+
+
+def _not_unicode(data: Any) -> list[str]:
+    """ "<key path>: ... is not valid Unicode text" for every key and string holding a lone surrogate."""
+    problems: list[str] = []
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        items: list[tuple[str, Any]] = []
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if has_surrogates(key):
+                    problems.append(f"{path + ': ' if path else ''}the key {_quote(key)} {rules.MANIFEST_NOT_UNICODE}")
+                items.append((f"{path}.{safe(key)}" if path else safe(key), item))
+        elif isinstance(value, list):
+            items = [(f"{path}.{i}", item) for i, item in enumerate(value)]
+        elif isinstance(value, str) and has_surrogates(value):
+            problems.append(f"{path}: {_quote(value)} {rules.MANIFEST_NOT_UNICODE}")
+        stack.extend(reversed(items))
+    return problems
+
+
+def _quote(text: str) -> str:
+    return "'" + _clip(safe(text), 60) + "'"
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _json_kind(value: Any) -> str:
@@ -202,7 +261,8 @@ def _describe(error: dict[str, Any]) -> str:
         name, parent = loc[-1], loc[:-1]
         known = rules.COLUMN_KEYS if parent and parent[0] == "columns" else rules.MANIFEST_KEYS
         where = f"{'.'.join(parent)}: " if parent else ""
-        return f"{where}unknown key '{name}'{rules.did_you_mean(name, known)}"
+        hint = rules.did_you_mean(name, known) if len(name) <= 100 else ""
+        return f"{where}unknown key '{_clip(name)}'{hint}"
     if kind == "missing":
         return f"{path}: required key is missing"
     if kind == "value_error":

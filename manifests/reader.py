@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import io
+import os
 import queue
+import re
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from manifests import rules
+from manifests.errors_csv import FAILURE_COLUMN, NEUTRALISED_PATTERN
 
 # What a batch's column may hold: (an empty cell, a `$D_` date, a character JSON must escape,
 # a cell over 1024 bytes, white space or non-ASCII, upper case).
@@ -26,6 +31,11 @@ _PEEK = 64 << 10
 _RECOUNT = 16 << 20  # read size when counting in the file again
 _ALL: Facts = (True, True, True, True, True, True)
 _DATE = rules.DATE_PREFIX.encode()
+# The header record: unquoted runs and quoted fields (a doubled quote is two of them) up to a newline.
+_HEADER_END = re.compile(rb'(?:[^"\n]++|"[^"]*+")*+\n')
+_QUOTED = re.compile(rb'"[^"]*+"')
+# O_NONBLOCK: a FIFO must not hang the worker; O_NOFOLLOW: a link is not the partner's file.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
 class FileError(Exception):
@@ -178,10 +188,10 @@ class _Source(io.RawIOBase):
             self._out += out
             self._last = out[-1:]
 
-    def peek(self) -> bytes:
+    def peek(self, size: int = _PEEK) -> bytes:
         """The first bytes of converted text, without consuming them."""
-        self._fill(_PEEK)
-        return self._out[:_PEEK]
+        self._fill(size)
+        return self._out[:size]
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
@@ -220,6 +230,8 @@ class CsvReader:
         self.encoding = encoding
         self.delimiter = delimiter
         self.header: list[str] = []
+        self.fields = 0  # fields in the header row (one more than `header` in an error CSV uploaded again)
+        self._restore = False  # an error CSV uploaded again: its neutralised cells get their first `'` back
         self._handle: BinaryIO | None = None
         self._source: _Source | None = None
         self._invalid: list[tuple[int, str, int]] = []
@@ -239,15 +251,23 @@ class CsvReader:
 
     def _open(self) -> Iterator[pa.RecordBatch]:
         try:
-            self._handle = open(self.path, "rb")  # noqa: SIM115 - closed in batches()
+            fd = os.open(self.path, _OPEN_FLAGS)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
+                raise FileError(rules.FILE_NOT_REGULAR) from None
             raise FileError(f"the data file cannot be opened ({exc.strerror})") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise FileError(rules.FILE_NOT_REGULAR)
+        os.set_blocking(fd, True)
+        self._handle = os.fdopen(fd, "rb")  # closed in batches()
         self._source = _Source(self._handle, self.encoding)
         head = self._source.peek()
         if not head.strip():
             raise FileError(rules.FILE_EMPTY)
         if self.delimiter is None:
             self.delimiter = sniff_delimiter(head.decode("utf-8", "replace"))
+        self._check_header(head)
         names = [f"f{i}" for i in range(rules.MAX_COLUMNS + 1)]
         return iter(
             pacsv.open_csv(
@@ -272,6 +292,22 @@ class CsvReader:
                 ),
             )
         )
+
+    def _check_header(self, head: bytes) -> None:
+        """Refuse a header too long or too wide before pyarrow builds a column per field (a header of
+        100,000 fields cost seconds and 600 MiB): bytes found with one regex scan, fields counted outside quotes."""
+        assert self._source is not None
+        end = _HEADER_END.match(head)
+        if end is None and len(head) >= _PEEK:
+            head = self._source.peek(rules.MAX_HEADER_BYTES + 1)
+            end = _HEADER_END.match(head)
+        if end is None:
+            if len(head) > rules.MAX_HEADER_BYTES:
+                raise FileError(rules.file_header_too_long(rules.MAX_HEADER_BYTES))
+            return  # a quote never closed: pyarrow's own error says where
+        fields = _QUOTED.sub(b"", end.group()).count((self.delimiter or ",").encode()) + 1
+        if fields > rules.MAX_COLUMNS + 1:  # one more: an error CSV's Failure Description
+            raise FileError(rules.file_too_many_columns(fields))
 
     def _produce(self, arrow: Iterator[pa.RecordBatch], out: queue.Queue[Any], stop: threading.Event) -> None:
         """Parse ahead in a thread (pyarrow releases the GIL), so parsing overlaps the rules on another core.
@@ -376,6 +412,8 @@ class CsvReader:
         columns = [f"f{i}" for i in range(len(self.header))]
         if frame.width == 0:
             frame = pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
+        if self._restore and f"f{len(columns)}" in frame.columns:
+            frame = frame.drop(f"f{len(columns)}")  # the Failure Description of an error CSV uploaded again
         good = frame.height
         # Number this piece's records: good rows fill the numbers the invalid rows did not take.
         invalid = sorted(self._invalid)
@@ -427,6 +465,12 @@ class CsvReader:
         if frame.height and columns and frame[columns[0]].str.len_bytes().min() == 0:
             blank = pl.all_horizontal([pl.col(c).str.len_bytes() == 0 for c in columns])
             frame = frame.filter(~blank)
+        if self._restore and frame.height:
+            # Columnar: each neutralised cell ('=..., '-5) loses its first character, the others stay.
+            frame = frame.with_columns(
+                pl.when(pl.col(c).str.contains(NEUTRALISED_PATTERN)).then(pl.col(c).str.slice(1)).otherwise(pl.col(c))
+                for c in columns
+            )
         ragged = (
             [Ragged(int(starts[number - start]), text, fields) for number, text, fields in taken]
             if starts is not None
@@ -446,25 +490,41 @@ class CsvReader:
 
     def _take_header(self, cells: tuple[Any, ...]) -> None:
         names = [str(cell) for cell in cells]
+        fields = len(names)
         if all(not name.strip() for name in names):
             raise FileError(rules.FILE_NO_HEADER)
+        if len(names) > 1 and names[-1] == FAILURE_COLUMN:
+            # The shape of our error CSV: a partner uploads it again once fixed. Its last column is ours.
+            names = [_restore_cell(name) for name in names[:-1]]
+            self._restore = True
         if len(names) > rules.MAX_COLUMNS:
             raise FileError(rules.file_too_many_columns(len(names)))
         seen: dict[str, int] = {}
         for position, name in enumerate(names, 1):
             if not name.strip():
                 raise FileError(rules.file_empty_name(position))
+            if len(name) > rules.MAX_HEADER_NAME:
+                raise FileError(rules.file_long_name(position, rules.MAX_HEADER_NAME))
             if name in seen:
                 raise FileError(rules.file_duplicate(name, seen[name], position))
             seen[name] = position
         self.header = names
+        self.fields = fields
         self._next_rec = 2
         self._next_line = 1 + sum(name.count("\n") for name in names) + 1
 
-    def split_cells(self, text: str) -> list[str]:
+    def split_cells(self, text: str, line: int = 0) -> list[str]:
         """A ragged row's cells, parsed the same way (RFC 4180 quoting) for the error CSV."""
-        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter or ","))
+        try:
+            rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter or ","))
+        except csv.Error:  # a field over the csv module's limit (128 KiB): say so, rather than fail inside
+            raise FileError(rules.file_field_too_long(line, csv.field_size_limit())) from None
         return [cell for row in rows for cell in row] if rows else [""]
+
+
+def _restore_cell(cell: str) -> str:
+    """A cell of an error CSV uploaded again, without the `'` that neutralised it."""
+    return cell[1:] if re.match(NEUTRALISED_PATTERN, cell) else cell
 
 
 def _has_newline(column: pa.Array) -> bool:

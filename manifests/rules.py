@@ -68,6 +68,33 @@ def did_you_mean(value: str, choices: list[str] | tuple[str, ...]) -> str:
     return f" — did you mean '{lowered[guess[0]]}'?" if guess else ""
 
 
+# -- manifest problems (each is "<key path>: ..." where a key is concerned) ------------------------
+
+MAX_PROBLEMS = 20  # problems listed per manifest; the rest are counted
+MAX_PROBLEM_CHARS = 300  # a problem quoting a partner's value is shortened to this
+RECOVER_CHARS = 64 << 10  # addresses of a failed manifest are looked for in this prefix only
+MANIFEST_NOT_UNICODE = "is not valid Unicode text (it holds a lone surrogate escape such as \\udcff)"
+
+
+def manifest_too_large(limit: int) -> str:
+    return f"the manifest is larger than {_size(limit)} (it was not read); a manifest is a small JSON object"
+
+
+def too_many_recipients(limit: int, found: int) -> str:
+    return f"at most {limit} addresses, found {found}"
+
+
+def more_problems(count: int) -> str:
+    return f"... and {count} more problems"
+
+
+def _size(limit: int) -> str:
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if limit >= factor and limit % factor == 0:
+            return f"{limit // factor} {unit}"
+    return f"{limit} bytes"
+
+
 # -- row rules ----------------------------------------------------------------------------------
 
 IDENTITY_KEYS = ("identity", "objectId", "fbId", "gpId")  # priority order for the profile's identity
@@ -165,6 +192,23 @@ def file_unclosed_quote(line: int) -> str:
 
 def file_row_too_long(line: int, limit: int) -> str:
     return f"the row starting near line {line} is longer than {limit // (1 << 20)} MiB (is a quoted field left open?)"
+
+
+FILE_NOT_REGULAR = "the data file is not a regular file (a link, a folder or a special file)"
+MAX_HEADER_BYTES = 4 << 20
+MAX_HEADER_NAME = 1024  # characters of one column name
+
+
+def file_header_too_long(limit: int) -> str:
+    return f"the header row is longer than {limit // (1 << 20)} MiB"
+
+
+def file_long_name(position: int, limit: int) -> str:
+    return f"column {position} of the header row is longer than {limit} characters"
+
+
+def file_field_too_long(line: int, limit: int) -> str:
+    return f"line {line}: a field is longer than {limit // 1024} KiB"
 
 
 def file_malformed(line: int, detail: str) -> str:

@@ -155,10 +155,10 @@ def _bad_rows(
             if problems is None:
                 problems = patterns[key] = [(checks[j].column, checks[j].message) for j, hit in enumerate(hits) if hit]
             rows.append(BadRow(int(line), list(row_cells), list(problems)))
-    width = len(reader.header)
+    width = reader.fields or len(reader.header)
     for ragged in raw.ragged:
         problem = (None, rules.ragged_row(ragged.fields, width))
-        rows.append(BadRow(ragged.line, reader.split_cells(ragged.text), [problem]))
+        rows.append(BadRow(ragged.line, reader.split_cells(ragged.text, ragged.line), [problem]))
     rows.sort(key=lambda row: row.line)
     return rows
 

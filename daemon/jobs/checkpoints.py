@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from manifests.errors_csv import FAILURE_COLUMN, failure_description
+from manifests.errors_csv import FAILURE_COLUMN, failure_description, neutralise_row
 
 
 @dataclass
@@ -65,12 +65,13 @@ class ErrorFile:
             text = io.StringIO()
             writer = csv.writer(text, lineterminator="\r\n")
             if self._handle.tell() == 0:
-                writer.writerow([*header, FAILURE_COLUMN])
+                writer.writerow([*neutralise_row(header), FAILURE_COLUMN])
             width = len(header)
             for cells, problems in rows:
                 # A row the sink refused has no cells to hand: keep the columns aligned.
                 padded = list(cells) + [""] * (width - len(cells)) if len(cells) < width else list(cells)
-                writer.writerow([*padded, failure_description(problems)])
+                # Cells a spreadsheet would run as formulas get a `'`: the file is opened by people.
+                writer.writerow(neutralise_row([*padded, failure_description(problems)]))
             self._handle.write(text.getvalue().encode("utf-8"))
             self._handle.flush()
             os.fsync(self._handle.fileno())

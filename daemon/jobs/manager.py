@@ -27,6 +27,7 @@ RESCAN_EVERY = 60.0  # a safety net for watch events lost (e.g. inotify queue ov
 RESCAN_MIN_AGE = 5.0  # a periodic rescan leaves alone files still being written by other means
 RETENTION_EVERY = 3600.0
 COOLDOWN = 30.0  # seconds an account is left alone after its job's task died unexpectedly
+PAUSE_RETRY = 5.0  # seconds before a job paused by a full disk or a locked database is tried again
 
 
 class JobManager:
@@ -99,6 +100,9 @@ class JobManager:
         for task in self._tasks:
             if task.done() and not self._stopping.is_set():
                 return f"jobs: {task.get_name()} stopped"
+        paused = sorted({**self.queue.paused, **self.worker.paused}.items())
+        if paused:
+            return "jobs: " + "; ".join(f"job {job_id} of {account} {reason}" for job_id, (account, reason) in paused)
         return None
 
     def wake(self, urgent: bool = False) -> None:
@@ -136,6 +140,10 @@ class JobManager:
         free = self.config.jobs.workers - len(self._running)
         plan = await asyncio.to_thread(self.queue.plan, busy, free)
         self._next_check = plan.next_check
+        for job_id, (account, _) in list(self.worker.paused.items()):
+            # A paused job stays its account's head until it ends; one that left (cancelled) is forgotten.
+            if job_id not in self.queue.active_ids and account not in self._running:
+                self.worker.paused.pop(job_id, None)
         for ready in plan.ready:
             self._start(ready)
         metrics.QUEUE_DEPTH.set(await asyncio.to_thread(self.store.pending_count))
@@ -152,6 +160,9 @@ class JobManager:
                 # Even recording the failure failed (e.g. the state DB): try again later, not in a tight loop.
                 log.error("job %s stopped unexpectedly", ready.job["id"], exc_info=finished.exception())
                 self._cooldown[account] = time.monotonic() + COOLDOWN
+            elif ready.job["id"] in self.worker.paused:
+                # Paused (a full disk, a locked database): run it again from its checkpoint in a while.
+                self._cooldown[account] = time.monotonic() + PAUSE_RETRY
             self._wake.set()
 
         task.add_done_callback(done)
@@ -167,6 +178,8 @@ class JobManager:
             timeout = IDLE_TICK
             if self._next_check is not None:
                 timeout = min(timeout, max(0.05, self._next_check - time.time()))
+            if self._cooldown:  # an account coming out of its cooldown is looked at when it does
+                timeout = min(timeout, max(0.05, min(self._cooldown.values()) - time.monotonic()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 

@@ -47,3 +47,39 @@ def failure_kind(reason: str) -> str:
     if reason == INTERNAL:
         return "internal"
     return "file_unreadable"  # the engine's FileError reasons: the file as a whole could not be read
+
+
+# -- files a job cannot use as they are ---------------------------------------------------------
+
+
+def bad_name_detail(shown_name: str) -> str:
+    return f"{shown_name}: the file name is not valid UTF-8; rename it"
+
+
+def not_regular_detail(name: str, kind: str) -> str:
+    """`kind`: what the entry is ("a symbolic link", "a folder", "a special file")."""
+    return f"{name} is {kind}, not a regular file; upload the file itself into your folder"
+
+
+def hard_linked_detail(name: str, links: int) -> str:
+    return f"{name} has {links} names (hard links) on our side; upload the file itself into your folder"
+
+
+def copy_not_written(reason: str) -> str:
+    """Recorded in the job's details when the partner's copy of the error CSV could not be written."""
+    return f"the error file could not be copied into your errors/ folder ({reason}); it is attached to the email"
+
+
+def errors_not_a_folder() -> str:
+    return "errors in your folder is not a folder"
+
+
+# -- pauses: the job waits and resumes from its checkpoint --------------------------------------
+
+
+def paused_disk_full(where: str, detail: str) -> str:
+    return f"paused: no space left for the {where} ({detail}); the import resumes when space is freed"
+
+
+def paused_locked(where: str, detail: str) -> str:
+    return f"paused: the {where} is locked by another process ({detail}); the import resumes when it is free"

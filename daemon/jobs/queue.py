@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,9 +12,10 @@ from typing import Any
 
 from daemon.config import Config
 from daemon.jobs import messages
+from daemon.jobs.files import NotRegular, lstat_regular, pause_reason, read_bounded
 from daemon.logs import event
 from daemon.store.jobs import JobStore
-from manifests.model import ManifestError, load_manifest
+from manifests.model import Manifest, ManifestError, load_manifest
 
 log = logging.getLogger("ingestd.jobs")
 
@@ -39,6 +41,11 @@ class Queue:
         self.config = config
         self.store = store
         self.fail = fail  # fail(job, reason, problems, client_emails): final status, file moved, notified
+        # job id -> (the manifest file's identity, its parse): a manifest waiting for its CSV is parsed once.
+        self._parsed: dict[int, tuple[tuple[int, ...], Manifest | ManifestError]] = {}
+        self.active_ids: set[int] = set()  # the head jobs of the last pass
+        # job id -> (account, reason): heads that could not be settled for a full disk or a locked database.
+        self.paused: dict[int, tuple[str, str]] = {}
 
     def job_dir(self, job_id: int) -> Path:
         return self.config.jobs_root / str(job_id)
@@ -55,32 +62,72 @@ class Queue:
         settled = True
         while settled:  # a head that fails makes the account's next job the head: look again
             settled = False
-            for job in self.store.heads():
+            heads = self.store.heads()
+            current = {job["id"] for job in heads}
+            self.active_ids = current
+            self._parsed = {job_id: entry for job_id, entry in self._parsed.items() if job_id in current}
+            self.paused = {job_id: entry for job_id, entry in self.paused.items() if job_id in current}
+            for job in heads:
                 if job["account"] in busy or any(r.job["account"] == job["account"] for r in result.ready):
                     continue
                 try:
                     outcome = self._check(job, now, result, free_slots - len(result.ready))
-                except Exception:
+                except Exception as exc:
                     # Logged and tried again next round; the other accounts go on meanwhile.
-                    log.exception("could not check job %s of %s", job["id"], job["account"])
+                    reason = pause_reason(exc)
+                    if reason is None:
+                        log.exception("could not check job %s of %s", job["id"], job["account"])
+                    elif self.paused.get(job["id"], ("", ""))[1] != reason:
+                        event(
+                            log, "job.paused", logging.WARNING, account=job["account"], job_id=job["id"], reason=reason
+                        )
+                    if reason is not None:
+                        self.paused[job["id"]] = (job["account"], reason)
                     continue
+                self.paused.pop(job["id"], None)
                 settled = settled or outcome
         return result
 
+    def _manifest(self, job: dict[str, Any], path: Path) -> Manifest:
+        """The job's manifest, parsed once per version of the file; ManifestError, NotRegular or OSError."""
+        info = os.lstat(path)
+        identity = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+        cached = self._parsed.get(job["id"])
+        if cached is None or cached[0] != identity:
+            limit = self.config.jobs.max_manifest_size
+            raw, info = read_bounded(path, limit)
+            identity = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+            try:
+                parsed: Manifest | ManifestError = load_manifest(
+                    raw, max_size=limit, max_recipients=self.config.notify.max_recipients
+                )
+            except ManifestError as exc:
+                parsed = exc
+            cached = self._parsed[job["id"]] = (identity, parsed)
+        if isinstance(cached[1], ManifestError):
+            raise cached[1]
+        return cached[1]
+
     def _check(self, job: dict[str, Any], now: float, result: Plan, free: int) -> bool:
         """True when the job reached a final status here (so the account's next job may move)."""
+        raw_name = job["details"].get("raw_name")
+        if raw_name and job["status"] != "processing":
+            # Queued under safe text by the watcher; the file itself goes by its real bytes.
+            self.fail(job, messages.UNREADABLE, [messages.bad_name_detail(job["manifest_name"])], [])
+            return True
         path = self.manifest_path(job)
         try:
-            raw = path.read_bytes()
+            manifest = self._manifest(job, path)
         except FileNotFoundError:
             self.fail(job, messages.UNREADABLE, [messages.vanished_detail(job["manifest_name"])], [])
+            return True
+        except NotRegular as exc:
+            self.fail(job, messages.UNREADABLE, [str(exc)], [])
             return True
         except OSError as exc:
             detail = messages.unreadable_detail(job["manifest_name"], exc.strerror or str(exc))
             self.fail(job, messages.UNREADABLE, [detail], [])
             return True
-        try:
-            manifest = load_manifest(raw)
         except ManifestError as exc:
             self.fail(job, messages.BAD_MANIFEST, list(exc.problems), list(exc.client_emails))
             return True
@@ -97,7 +144,13 @@ class Queue:
             return True
         csv_path = self.config.drop_root / job["account"] / manifest.file_name
         moved_csv = self.job_dir(job["id"]) / manifest.file_name
-        if csv_path.is_file() or moved_csv.is_file():
+        try:
+            present = lstat_regular(csv_path) is not None or lstat_regular(moved_csv) is not None
+        except NotRegular as exc:
+            # A link or a special file is not waited for: it will not become the partner's data.
+            self.fail(job, messages.UNREADABLE, [str(exc)], manifest.client_emails)
+            return True
+        if present:
             if free > 0:
                 result.ready.append(Ready(job, manifest))
             return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -20,9 +21,11 @@ from daemon.config import Config
 from daemon.errors import JobFailed, RetryableError
 from daemon.jobs import messages
 from daemon.jobs.checkpoints import Checkpoint, ErrorFile
+from daemon.jobs.files import NotRegular, lstat_regular, pause_reason
 from daemon.jobs.queue import Ready
 from daemon.logs import event
 from daemon.store.jobs import JobStore
+from daemon.text import safe
 
 # Imported with the daemon, not at the first job: polars and pyarrow take a moment to load.
 from manifests.validate import Batch, FileError, validate_csv
@@ -31,6 +34,7 @@ log = logging.getLogger("ingestd.jobs")
 
 ERRORS_FILE = "errors.csv"
 MAX_SINK_RETRY_DELAY = 30.0
+MAX_NAME_BYTES = 255  # NAME_MAX of the usual file systems
 
 Notify = Callable[..., Any]  # notify(kind, job_id, **extra) -> None, synchronous (called in a thread)
 
@@ -139,8 +143,14 @@ def _join(batches: list[Batch]) -> Batch:
 
 
 def partner_error_name(job_id: int, file_name: str) -> str:
-    """The error CSV's name in `drop/<account>/errors/`: `<job id>-<file stem>.errors.csv`."""
-    return f"{job_id}-{Path(file_name).stem}.errors.csv"
+    """The error CSV's name in `drop/<account>/errors/`: `<job id>-<file stem>.errors.csv`.
+
+    The stem is shortened (on a character boundary) so that the name, and its hidden `.<name>.part`
+    while it is written, fit in NAME_MAX bytes whatever the length of the partner's file name."""
+    suffix = ".errors.csv"
+    room = MAX_NAME_BYTES - len(f".{job_id}-{suffix}.part".encode())
+    stem = safe(Path(file_name).stem).encode()[:room].decode("utf-8", "ignore")
+    return f"{job_id}-{stem}{suffix}"
 
 
 class Worker:
@@ -152,8 +162,20 @@ class Worker:
         self.sink = sink
         self.notify = notify
         self.stopping = stopping
+        # job id -> (account, reason) of jobs paused by a full disk, a locked database or an unreachable sink.
+        self.paused: dict[int, tuple[str, str]] = {}
 
     async def run(self, ready: Ready) -> None:
+        """Run the job to a final status, or leave it paused (`self.paused`) to be run again from its checkpoint."""
+        try:
+            await self._run(ready)
+        except Exception as exc:
+            reason = pause_reason(exc)
+            if reason is None:
+                raise
+            await asyncio.to_thread(self._pause, ready.job, reason)
+
+    async def _run(self, ready: Ready) -> None:
         job, manifest = ready.job, ready.manifest
         emails = list(manifest.client_emails)
         try:
@@ -172,6 +194,8 @@ class Worker:
             event(log, "job.cancelled", account=job["account"], job_id=job["id"])
             raise
         except Exception as exc:
+            if pause_reason(exc) is not None:
+                raise  # not the partner's file: the job waits and resumes
             log.exception("job %s failed with an internal error", job["id"])
             await asyncio.to_thread(
                 self._finish_failed,
@@ -185,6 +209,26 @@ class Worker:
     def job_dir(self, job_id: int) -> Path:
         return self.config.jobs_root / str(job_id)
 
+    # -- pauses ---------------------------------------------------------------------------------
+
+    def _pause(self, job: dict[str, Any], reason: str) -> None:
+        """Record why the job waits (also when the state database itself cannot be written)."""
+        before = self.paused.get(job["id"])
+        self.paused[job["id"]] = (job["account"], reason)
+        try:
+            self.store.set_paused(job["id"], reason)
+        except Exception as exc:
+            log.warning("could not record the pause of job %s: %s", job["id"], exc)
+        if before is None or before[1] != reason:
+            event(log, "job.paused", logging.WARNING, account=job["account"], job_id=job["id"], reason=reason)
+
+    def _unpause(self, job: dict[str, Any], *, stored: bool = True) -> None:
+        if self.paused.pop(job["id"], None) is None:
+            return
+        if stored:
+            self.store.set_paused(job["id"], None)
+        event(log, "job.unpaused", account=job["account"], job_id=job["id"])
+
     # -- pickup ---------------------------------------------------------------------------------
 
     def _pickup(self, job: dict[str, Any], manifest: Any) -> None:
@@ -194,12 +238,16 @@ class Worker:
         drop = self.config.drop_root / job["account"]
         # The CSV first: a crash in between leaves the manifest where the queue finds it again.
         for name in (manifest.file_name, job["manifest_name"]):
-            if (drop / name).exists() and not (folder / name).exists():
-                os.replace(drop / name, folder / name)
+            if os.path.lexists(drop / name) and not os.path.lexists(folder / name):
+                os.replace(drop / name, folder / name)  # a link moves as a link: it is refused below
         data = folder / manifest.file_name
-        if not data.is_file():  # removed by the partner between the queue's look and now
+        try:
+            info = lstat_regular(data)
+        except NotRegular as exc:
+            raise JobFailed(messages.UNREADABLE, [str(exc)]) from None
+        if info is None:  # removed by the partner between the queue's look and now
             raise JobFailed(messages.NO_DATA_FILE, [messages.no_data_detail(manifest.file_name, 0)])
-        size = data.stat().st_size
+        size = info.st_size
         now = time.time()
         checkpoint = Checkpoint(processing_ts=int(now), started=now)
         self.store.mark_processing(job["id"], manifest.file_name, manifest.type, size, checkpoint.to_dict())
@@ -280,6 +328,8 @@ class Worker:
         checkpoint.count_reasons([problems for _, _, problems in bad])
         checkpoint.error_bytes = await asyncio.to_thread(errors.write, header, [(cells, p) for _, cells, p in bad])
         await asyncio.to_thread(self.store.save_checkpoint, job["id"], checkpoint.to_dict(), batch.bytes_done)
+        if job["id"] in self.paused:
+            await asyncio.to_thread(self._unpause, job)
         metrics.ROWS_INGESTED.labels(job["type"]).inc(good - len(failures))
         metrics.ROWS_FAILED.labels(job["type"]).inc(len(bad))
 
@@ -295,8 +345,7 @@ class Worker:
                 metrics.SINK_ERRORS.labels("retry").inc()
                 if not paused:
                     paused = True
-                    await asyncio.to_thread(self.store.set_paused, job["id"], str(exc))
-                    event(log, "job.paused", logging.WARNING, account=job["account"], job_id=job["id"], reason=str(exc))
+                    await asyncio.to_thread(self._pause, job, pause_reason(exc) or str(exc))
                 wait = max(0.05, min(max(exc.delay, delay), limit))
                 delay = min(delay * 2, limit)
                 try:
@@ -305,8 +354,7 @@ class Worker:
                     continue
                 raise Interrupted from exc
             if paused:
-                await asyncio.to_thread(self.store.set_paused, job["id"], None)
-                event(log, "job.unpaused", account=job["account"], job_id=job["id"])
+                await asyncio.to_thread(self._unpause, job)
             if failures:
                 metrics.SINK_ERRORS.labels("row").inc(len(failures))
             return list(failures)
@@ -326,8 +374,11 @@ class Worker:
         """Fail before processing: the manifest leaves the partner's folder (so no rescan queues it again)."""
         folder = self.job_dir(job["id"])
         folder.mkdir(parents=True, exist_ok=True)
-        source = self.config.drop_root / job["account"] / job["manifest_name"]
-        if source.exists():
+        source: str | Path = self.config.drop_root / job["account"] / job["manifest_name"]
+        raw_name = job["details"].get("raw_name")
+        if raw_name:  # a name that is not UTF-8: the file goes by its real bytes, and is kept under safe text
+            source = os.path.join(os.fsencode(self.config.drop_root / job["account"]), bytes.fromhex(raw_name))
+        if os.path.lexists(source) and not os.path.lexists(folder / job["manifest_name"]):
             os.replace(source, folder / job["manifest_name"])
         self._final(job, "failed", reason, problems, emails, Checkpoint(), 0)
 
@@ -360,14 +411,7 @@ class Worker:
         full = self.job_dir(job["id"]) / ERRORS_FILE
         partner_copy = None
         if error_bytes > 0:
-            name = partner_error_name(job["id"], job["file_name"] or job["manifest_name"])
-            target = self.config.drop_root / job["account"] / "errors"
-            target.mkdir(parents=True, exist_ok=True)
-            # A hidden name until complete: the partner never downloads half a file.
-            temp = target / f".{name}.part"
-            shutil.copyfile(full, temp)
-            os.replace(temp, target / name)
-            partner_copy = f"errors/{name}"
+            partner_copy = self._copy_for_partner(job, full, details)
         duration_ms = int((time.time() - checkpoint.started) * 1000) if checkpoint.started else None
         reasons = checkpoint.top_reasons()
         self.store.finish(
@@ -380,6 +424,7 @@ class Worker:
             error_csv=partner_copy,
             **details,
         )
+        self._unpause(job, stored=False)  # finish() cleared the stored pause
         metrics.IMPORTS.labels(status).inc()
         if duration_ms is not None:
             metrics.JOB_DURATION.observe(duration_ms / 1000)
@@ -404,3 +449,30 @@ class Worker:
             error_csv=str(full) if error_bytes > 0 else None,
             **({"failure": messages.failure_kind(error)} if status == "failed" and error else {}),
         )
+
+    def _copy_for_partner(self, job: dict[str, Any], full: Path, details: dict[str, Any]) -> str | None:
+        """Best effort: the error CSV in the partner's `errors/` folder. The email carries it anyway, so a
+        copy that cannot be written (a file named `errors`, a full disk) is logged and noted, never fatal."""
+        name = partner_error_name(job["id"], job["file_name"] or job["manifest_name"])
+        target = self.config.drop_root / job["account"] / "errors"
+        temp = target / f".{name}.part"
+        try:
+            if os.path.islink(target) or (os.path.lexists(target) and not target.is_dir()):
+                raise NotADirectoryError(messages.errors_not_a_folder())
+            target.mkdir(parents=True, exist_ok=True)
+            if os.path.lexists(temp):  # a left-over, or a link placed there: never written through
+                os.unlink(temp)
+            # A hidden name until complete: the partner never downloads half a file.
+            shutil.copyfile(full, temp, follow_symlinks=False)
+            os.replace(temp, target / name)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                if os.path.lexists(temp) and not os.path.islink(temp):
+                    os.unlink(temp)
+            shown = exc.strerror if exc.strerror else str(exc)
+            details["error_csv_copy"] = messages.copy_not_written(shown)
+            event(
+                log, "job.error_csv_not_copied", logging.WARNING, account=job["account"], job_id=job["id"], reason=shown
+            )
+            return None
+        return f"errors/{name}"

@@ -30,6 +30,7 @@ from daemon.sinks.base import (
     iso_ms,
     valid_events,
 )
+from daemon.store.db import rollback
 
 T = TypeVar("T")
 log = logging.getLogger("ingestd.sink")
@@ -179,10 +180,10 @@ class SQLiteSink(Sink):
                     )
                 )
                 _insert_chunked(conn, _insert_events, account, values, 7)
+            conn.execute("COMMIT")  # a failed COMMIT (a full disk) is rolled back too
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
-        conn.execute("COMMIT")
         return failures
 
     async def write_profiles(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
@@ -220,10 +221,10 @@ class SQLiteSink(Sink):
                 for value in (identity, profiles[identity][0], _to_json(profiles[identity][1]))
             ]
             _insert_chunked(conn, _upsert_profiles, account, values, 3)
+            conn.execute("COMMIT")  # a failed COMMIT (a full disk) is rolled back too
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
-        conn.execute("COMMIT")
         return failures
 
     async def get_profile(self, account: str, identity: str) -> dict[str, Any] | None:
@@ -293,10 +294,10 @@ def _migrate_event_ids(conn: sqlite3.Connection) -> None:
             "FROM events_before_id_columns ORDER BY rowid"
         ).rowcount
         conn.execute("DROP TABLE events_before_id_columns")
+        conn.execute("COMMIT")  # a failed COMMIT (a full disk) is rolled back too
     except BaseException:
-        conn.execute("ROLLBACK")
+        rollback(conn)
         raise
-    conn.execute("COMMIT")
     event(log, "sink.migrated", logging.WARNING, table="events", layout="id_hi/id_lo", rows=moved)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -10,6 +11,8 @@ from importlib import resources
 from pathlib import Path
 
 from daemon.errors import UsageError
+
+log = logging.getLogger("ingestd.store")
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -24,6 +27,17 @@ def _migrations() -> list[tuple[int, str]]:
     if numbers != list(range(1, len(numbers) + 1)):
         raise RuntimeError(f"migrations must be numbered 0001, 0002, ... without gaps: {numbers}")
     return found
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """ROLLBACK after an error, never hiding it: SQLite may have rolled back already (SQLITE_FULL, an
+    I/O error), and then "cannot rollback - no transaction is active" would replace the real cause."""
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        log.warning("rollback failed after an error: %s", exc)
 
 
 class StateDB:
@@ -57,10 +71,10 @@ class StateDB:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")  # a failed COMMIT (a full disk) is rolled back too
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
-        conn.execute("COMMIT")
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         return self.connection().execute(sql, params).fetchall()

@@ -72,11 +72,18 @@ class JobStore:
             )
             return int(cursor.lastrowid or 0)
 
-    def enqueue(self, account: str, manifest_name: str, still_there: Callable[[], bool]) -> int | None:
+    def enqueue(
+        self,
+        account: str,
+        manifest_name: str,
+        still_there: Callable[[], bool],
+        details: dict[str, Any] | None = None,
+    ) -> int | None:
         """Create a job for a manifest in the drop folder unless one already waits for it.
 
         `still_there` is checked inside the write lock: a worker moves the file before it marks the
-        job processing, so a late watch event for a file already picked up creates nothing."""
+        job processing, so a late watch event for a file already picked up creates nothing.
+        `manifest_name` must be valid UTF-8 text (daemon.text.safe); `details` start the job's details."""
         now = utc_now()
         with self.db.transaction() as conn:
             pending = conn.execute(
@@ -86,8 +93,9 @@ class JobStore:
             if pending is not None or not still_there():
                 return None
             cursor = conn.execute(
-                "INSERT INTO jobs (account, manifest_name, status, created_at, updated_at) VALUES (?, ?, 'queued', ?, ?)",
-                (account, manifest_name, now, now),
+                "INSERT INTO jobs (account, manifest_name, status, created_at, updated_at, details)"
+                " VALUES (?, ?, 'queued', ?, ?, ?)",
+                (account, manifest_name, now, now, json.dumps(details or {})),
             )
             return int(cursor.lastrowid or 0)
 

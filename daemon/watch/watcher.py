@@ -23,6 +23,7 @@ from watchdog.observers import Observer
 from daemon.logs import event
 from daemon.store.jobs import JobStore
 from daemon.store.keys import ACCOUNT_RE
+from daemon.text import has_surrogates, safe
 
 log = logging.getLogger("ingestd.watch")
 
@@ -55,11 +56,18 @@ class DropWatcher:
         self._observer: Observer | None = None
 
     def arrived(self, account: str, name: str) -> int | None:
-        """Register a manifest seen in the drop folder; None when a job already waits for it."""
+        """Register a manifest seen in the drop folder; None when a job already waits for it.
+
+        A name that is not UTF-8 (written by another writer) is stored as safe text, with its real bytes
+        in the job's details: the queue fails that job, and moves the file out by those bytes."""
         path = self.drop_root / account / name
-        job_id = self.store.enqueue(account, name, path.is_file)
+        details = None
+        if has_surrogates(name):
+            details = {"raw_name": os.fsencode(name).hex()}
+        # lexists: a link is queued too, so that the queue refuses it and moves it out of the way.
+        job_id = self.store.enqueue(account, safe(name), lambda: os.path.lexists(path), details)
         if job_id is not None:
-            event(log, "job.queued", account=account, job_id=job_id, manifest=name)
+            event(log, "job.queued", account=account, job_id=job_id, manifest=safe(name))
         return job_id
 
     def rescan(self, min_age: float = 0.0, account: str | None = None) -> list[int]:
@@ -76,13 +84,21 @@ class DropWatcher:
                 continue
             for entry in os.scandir(account_dir):
                 match = manifest_of(self.drop_root, entry.path)
-                if match and entry.is_file():
-                    mtime = entry.stat().st_mtime
-                    if now - mtime >= min_age:
-                        found.append((mtime, match[0], match[1]))
+                try:
+                    if match and (entry.is_file() or entry.is_symlink()):
+                        mtime = entry.stat(follow_symlinks=False).st_mtime
+                        if now - mtime >= min_age:
+                            found.append((mtime, match[0], match[1]))
+                except OSError:
+                    continue  # gone meanwhile
         created = []
         for _, account, name in sorted(found):
-            job_id = self.arrived(account, name)
+            try:
+                job_id = self.arrived(account, name)
+            except Exception:
+                # One file that cannot be queued must not stop the others (nor the daemon's start).
+                log.exception("could not queue %s/%s", account, safe(name))
+                continue
             if job_id is not None:
                 created.append(job_id)
         return created
@@ -125,7 +141,7 @@ class _Handler(FileSystemEventHandler):
                 try:
                     queued = self.watcher.arrived(*match) is not None
                 except Exception:
-                    log.exception("could not queue %s", path)
+                    log.exception("could not queue %s", safe(os.fsdecode(path)))
         # Only a whole, visible file in an account's folder (or one leaving it) can unblock a job; the
         # temp files of uploads in progress (many events per upload) must not wake the scheduler. A new job
         # is started at once; other changes may wait for the next scheduling pass of a burst.

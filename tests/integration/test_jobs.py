@@ -157,7 +157,7 @@ def test_bad_rows_go_to_the_partners_error_csv(harness: Harness) -> None:
     error_csv = harness.config.drop_root / ACCOUNT / job["details"]["error_csv"]
     lines = error_csv.read_text(encoding="utf-8").splitlines()
     assert lines[0] == "identity,Name,Phone,Failure Description"
-    assert lines[1].startswith(",Nobody,+14155550101,") and lines[2].startswith("jane,Jane,12,")
+    assert lines[1].startswith(",Nobody,'+14155550101,") and lines[2].startswith("jane,Jane,12,")
     assert sum(count for _, count in job["details"]["reasons"]) >= 2
 
 
@@ -234,3 +234,21 @@ def test_an_unreadable_csv_fails_with_the_files_problem(harness: Harness) -> Non
         assert job["status"] == "failed"
         assert job["error"].startswith("File couldn't be read"), job["error"]
         assert job["details"]["problems"] == [job["error"]]
+
+
+def test_a_manifest_waiting_for_its_csv_is_parsed_once_per_version(harness: Harness) -> None:
+    harness.drop("late.manifest", manifest("late.csv"))
+    harness.run()
+    [job] = harness.jobs()
+    first = harness.manager.queue._parsed[job["id"]]
+    harness.run()
+    assert harness.manager.queue._parsed[job["id"]] is first  # the same parse: the file did not change
+    harness.drop("late.manifest", manifest("late.csv", columns={"Name": {"ctName": "name"}}))
+    harness.run()
+    again = harness.manager.queue._parsed[job["id"]]
+    assert again is not first and again[1].columns["Name"].ct_name == "name"
+    harness.drop("late.csv", "identity,Name\njane,Jane\n")
+    harness.run()
+    [job] = harness.jobs()
+    assert job["status"] == "succeeded"
+    assert job["id"] not in harness.manager.queue._parsed  # settled jobs are forgotten

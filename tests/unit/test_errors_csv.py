@@ -39,11 +39,11 @@ def test_error_csv_bytes_for_a_mixed_file(tmp_path):
     assert path.read_bytes() == (
         b"time_stamp,identity,id_phone,is_married,age,notes,Failure Description\r\n"
         b'1574668408,jane.doe@example.com,12345,N,22,"has, comma",id_phone: Phone number is not valid\r\n'
-        b'1574668410,,+1,maybe,x,"quote "" and\nnewline","id_phone: Phone number is not valid; is_married: Value must'
+        b'1574668410,,\'+1,maybe,x,"quote "" and\nnewline","id_phone: Phone number is not valid; is_married: Value must'
         b" be a BOOLEAN: true, false, 1, 0, yes, no, y or n; age: Value must be an INTEGER: a whole number from"
         b" -2147483648 to 2147483647; At least one of identity / fbId / gpId / objectId is mandatory under 1024 chars"
         b' to identify the user"\r\n'
-        b"1574668411,extra@example.com,+918876543214,true,26,a,b,Row has 7 fields but the header has 6\r\n"
+        b"1574668411,extra@example.com,'+918876543214,true,26,a,b,Row has 7 fields but the header has 6\r\n"
     )
     assert [row.line for row in result.bad] == [3, 5, 7]
 

@@ -1,0 +1,290 @@
+"""What a partner (or another writer in the drop folder) can put there, through a real `ingestd serve`:
+every job still reaches a final status with a true reason, and nothing blocks the account or the daemon."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.daemon import Daemon
+from tests.integration.test_e2e import cli_json, finished, imports, wait_for
+from tests.integration.test_http_api import fetch
+
+ACCOUNT = "acme"
+EMAIL = "partner@example.com"
+
+
+def put(daemon: Daemon, name: str | bytes, content: bytes | str, account: str = ACCOUNT) -> Path:
+    """Like a finished upload by another writer: written under a hidden name, then renamed into place."""
+    folder = daemon.drop(account)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = content.encode() if isinstance(content, str) else content
+    temp = folder / ".writer.part"
+    temp.write_bytes(data)
+    target = os.path.join(os.fsencode(folder), name) if isinstance(name, bytes) else folder / name
+    os.replace(temp, target)
+    return Path(os.fsdecode(target))
+
+
+def manifest(file_name: str, kind: str = "profile", **extra: Any) -> str:
+    return json.dumps({"fileName": file_name, "type": kind, "clientEmail": EMAIL, **extra})
+
+
+def import_pair(daemon: Daemon, csv_name: str, csv_text: str, manifest_name: str, **extra: Any) -> None:
+    put(daemon, csv_name, csv_text)
+    put(daemon, manifest_name, manifest(csv_name, **extra))
+
+
+def mail_text(daemon: Daemon) -> str:
+    folder = daemon.data_dir / "mail"
+    return "".join(p.read_text(errors="replace") for p in sorted(folder.rglob("*.eml"))) if folder.exists() else ""
+
+
+# -- 1. hostile text ----------------------------------------------------------------------------
+
+
+def test_lone_surrogates_anywhere_in_a_manifest_are_a_manifest_problem(daemon: Daemon) -> None:
+    raw = (
+        '{"fileName": "p\\udcff.csv", "type": "profile", "clientEmail": "partner@example.com",'
+        ' "columns": {"Na\\udce9me": {"ctName": "x\\udc80"}}}'
+    )
+    put(daemon, "p.csv", "identity,Name\njohn,John\n")
+    put(daemon, "bad.manifest", raw)
+    put(daemon, "good.manifest", manifest("p.csv"))
+    bad, good = finished(daemon, 2)
+    assert bad["status"] == "failed" and bad["error"] == "Incorrect details in manifest file"
+    problems = bad["details"]["problems"]
+    assert any(p.startswith("fileName: ") and "is not valid Unicode text" in p for p in problems), problems
+    assert any(p.startswith("columns: the key ") for p in problems) and any("ctName" in p for p in problems)
+    # The account's next import is not held up.
+    assert good["status"] == "succeeded"
+    assert fetch(f"{daemon.http_url}/api/imports").status == 200
+
+
+def test_a_file_name_that_is_not_utf8_fails_its_job_and_blocks_nothing(daemon: Daemon) -> None:
+    put(daemon, b"\xff.manifest", manifest("p.csv"))
+    [job] = finished(daemon, 1)
+    assert job["status"] == "failed" and job["error"] == "File couldn't be read"
+    assert job["manifest_name"] == "\\xff.manifest"
+    assert job["details"]["problems"] == ["\\xff.manifest: the file name is not valid UTF-8; rename it"]
+    # Moved out of the partner's folder by its real bytes, kept in the job's folder under safe text.
+    assert os.listdir(os.fsencode(daemon.drop(ACCOUNT))) == []
+    assert (daemon.data_dir / "jobs" / str(job["id"]) / "\\xff.manifest").exists()
+    # Another one arrives while the daemon is down: the next start's rescan must cope with it.
+    daemon.stop()
+    put(daemon, b"caf\xe9.manifest", manifest("q.csv"))
+    daemon.start()
+    jobs = finished(daemon, 2)
+    assert jobs[1]["status"] == "failed" and "not valid UTF-8" in jobs[1]["details"]["problems"][0]
+    for page in ("/", "/api/imports", f"/api/imports/{jobs[1]['id']}", "/healthz"):
+        assert fetch(daemon.http_url + page).status == 200, page
+    assert daemon.cli("imports", "list").returncode == 0
+    import_pair(daemon, "next.csv", "identity,Name\nann,Ann\n", "next.manifest")
+    assert finished(daemon, 3)[2]["status"] == "succeeded"
+    # A third start still works.
+    daemon.restart()
+    assert fetch(daemon.http_url + "/healthz").status == 200
+
+
+# -- 2. work that grows faster than its input ---------------------------------------------------
+
+
+def test_large_and_wide_inputs_fail_quickly_with_their_limit(daemon: Daemon) -> None:
+    # Unparseable, with a megabyte of letters where the addresses go (was about 20 minutes of regex).
+    put(daemon, "letters.manifest", '{"fileName": "x.csv", "clientEmail": "' + "a" * 1_000_000)
+    put(daemon, "huge.manifest", manifest("x.csv", padding="x" * (1 << 20)))
+    many = ",".join(f"u{i}@example.com" for i in range(10_001))
+    put(daemon, "many.manifest", json.dumps({"fileName": "x.csv", "type": "profile", "clientEmail": many}))
+    put(daemon, "wide.csv", ",".join(f"c{i}" for i in range(100_000)) + "\n" + "1," * 99_999 + "1\n")
+    put(daemon, "wide.manifest", manifest("wide.csv"))
+    put(daemon, "long.csv", "identity," + "n" * (5 << 20) + "\njohn,x\n")
+    put(daemon, "long.manifest", manifest("long.csv"))
+    put(daemon, "ok.csv", "identity,Name\nann,Ann\n")
+    put(daemon, "ok.manifest", manifest("ok.csv"))
+    letters, huge, many_job, wide, long, ok = finished(daemon, 6)
+    assert letters["status"] == "failed" and "not valid JSON" in letters["details"]["problems"][0]
+    assert huge["details"]["problems"] == [
+        "the manifest is larger than 1 MiB (it was not read); a manifest is a small JSON object"
+    ]
+    assert many_job["details"]["problems"] == ["clientEmail: at most 10 addresses, found 10001"]
+    assert wide["error"] == "File couldn't be read: the header has 100000 columns; at most 260 are allowed"
+    assert long["error"] == "File couldn't be read: the header row is longer than 4 MiB"
+    assert ok["status"] == "succeeded"
+
+
+# -- 3. jobs that never end ---------------------------------------------------------------------
+
+
+def test_an_errors_file_in_the_way_does_not_keep_the_job_processing(daemon: Daemon) -> None:
+    put(daemon, "errors", "not a folder")
+    import_pair(daemon, "p.csv", "identity,Name\njohn,John\n,Nobody\n", "p.manifest")
+    [job] = finished(daemon, 1)
+    assert job["status"] == "completed_with_errors" and job["rows_ingested"] == 1
+    assert job["details"]["error_csv"] is None
+    assert "could not be copied into your errors/ folder" in job["details"]["error_csv_copy"]
+    assert (daemon.drop(ACCOUNT) / "errors").read_text() == "not a folder"
+    # The email still carries the error file.
+    wait_for("the completed email", lambda: "Nobody" in mail_text(daemon) or "errors.csv" in mail_text(daemon), daemon)
+
+
+def test_a_long_data_file_name_still_gets_its_error_copy(daemon: Daemon) -> None:
+    name = "d" * 241 + ".csv"  # 245 bytes
+    import_pair(daemon, name, "identity,Name\njohn,John\n,Nobody\n", "long.manifest")
+    [job] = finished(daemon, 1)
+    assert job["status"] == "completed_with_errors"
+    copy = daemon.drop(ACCOUNT) / job["details"]["error_csv"]
+    assert copy.exists() and len(copy.name.encode()) <= 255
+
+
+def test_long_fields_get_a_true_reason(daemon: Daemon) -> None:
+    # A ragged row holding a field over the csv module's 128 KiB limit (was "Internal error").
+    text = "identity,Name\njohn,John\nann," + "x" * (200 << 10) + ",extra\n"
+    import_pair(daemon, "p.csv", text, "p.manifest")
+    [job] = finished(daemon, 1)
+    assert job["status"] == "failed"
+    assert job["error"] == "File couldn't be read: line 3: a field is longer than 128 KiB"
+
+
+# -- 5. links -----------------------------------------------------------------------------------
+
+
+def test_links_and_special_files_are_never_followed(daemon: Daemon) -> None:
+    key = daemon.data_dir / "host_keys" / "ssh_host_ed25519_key"
+    assert key.exists()
+    folder = daemon.drop(ACCOUNT)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.symlink(key, folder / "key.csv")
+    put(daemon, "sym.manifest", manifest("key.csv"))
+    os.link(key, folder / "hard.csv")
+    put(daemon, "hard.manifest", manifest("hard.csv"))
+    os.mkfifo(folder / "fifo.csv")
+    put(daemon, "fifo.manifest", manifest("fifo.csv"))
+    os.symlink(key, folder / ".link")
+    os.replace(folder / ".link", folder / "link.manifest")  # a rename: the watcher sees it at once
+    put(daemon, "ok.csv", "identity,Name\nann,Ann\n")
+    put(daemon, "ok.manifest", manifest("ok.csv"))
+    sym, hard, fifo, link, ok = finished(daemon, 5)
+    for job in (sym, hard, fifo, link):
+        assert job["status"] == "failed" and job["error"] == "File couldn't be read", job
+    assert "key.csv is a symbolic link" in sym["details"]["problems"][0]
+    assert "hard.csv has 2 names (hard links)" in hard["details"]["problems"][0]
+    assert "fifo.csv is a special file" in fifo["details"]["problems"][0]
+    assert "link.manifest is a symbolic link" in link["details"]["problems"][0]
+    assert ok["status"] == "succeeded"
+    # Nothing of the key reached an email, an error file or the partner's folder.
+    secret = key.read_bytes()
+    assert b"PRIVATE KEY" in secret
+    assert "PRIVATE KEY" not in mail_text(daemon)
+    for path in daemon.data_dir.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_ino != key.stat().st_ino:
+            assert b"PRIVATE KEY" not in path.read_bytes(), path
+
+
+# -- 6. formula injection -----------------------------------------------------------------------
+
+
+def test_error_csv_cells_are_neutralised_and_a_fixed_error_csv_imports_the_originals(daemon: Daemon) -> None:
+    columns = {"Score": {"dataType": "INTEGER"}}
+    link = '=HYPERLINK("http://evil.example/","click")'
+    rows = [["identity", "Name", "Score", "Note"], ["john", "John", "1", "ok"], ["", link, "-5", "@SUM(A1)"]]
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    import_pair(daemon, "p.csv", text.getvalue(), "p.manifest", columns=columns)
+    [job] = finished(daemon, 1)
+    assert job["status"] == "completed_with_errors"
+    error_csv = (daemon.drop(ACCOUNT) / job["details"]["error_csv"]).read_text(encoding="utf-8")
+    header, bad = list(csv.reader(io.StringIO(error_csv)))
+    assert header == ["identity", "Name", "Score", "Note", "Failure Description"]
+    assert bad[1:4] == ["'" + link, "'-5", "'@SUM(A1)"]
+    # The partner fixes the identity and uploads the error CSV as it is.
+    bad[0] = "kate"
+    fixed = io.StringIO()
+    csv.writer(fixed, lineterminator="\r\n").writerows([header, bad])
+    import_pair(daemon, "fixed.csv", fixed.getvalue(), "fixed.manifest", columns=columns)
+    again = finished(daemon, 2)[1]
+    assert again["status"] == "succeeded" and again["rows_ingested"] == 1
+    kate = cli_json(daemon, "profiles", "get", ACCOUNT, "kate")["properties"]
+    assert kate == {"Name": link, "Score": -5, "Note": "@SUM(A1)"}
+
+
+# -- 4. a full disk -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MiB tmpfs: a real ENOSPC without special hardware (needs root and mount permission)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode(errors='replace').strip()})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(path: Path) -> None:
+    with open(path, "wb") as handle:
+        block = b"\0" * (64 << 10)
+        try:
+            while True:
+                handle.write(block)
+                handle.flush()
+        except OSError:
+            pass
+    for size in (4096, 512, 1):  # the last pages too
+        try:
+            with open(path, "ab") as handle:
+                while True:
+                    handle.write(b"\0" * size)
+                    handle.flush()
+        except OSError:
+            continue
+
+
+def test_a_full_disk_pauses_the_import_and_it_resumes_when_space_is_back(
+    make_daemon: Callable[..., Daemon], small_disk: Path
+) -> None:
+    daemon = make_daemon(INGESTD_DATA_DIR=str(small_disk))  # its log stays outside, next to it
+    try:
+        rows = 30_000
+        text = "identity,Name,City\n" + "".join(f"user{i},Name {i},City {i % 97}\n" for i in range(rows))
+        folder = daemon.drop(ACCOUNT)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ".p.csv.part").write_text(text)
+        # The job is queued (and waits for its data) while there is room; then the disk fills up.
+        put(daemon, "p.manifest", manifest("p.csv"))
+        wait_for("waiting_for_data", lambda: [j for j in imports(daemon) if j["status"] == "waiting_for_data"], daemon)
+        filler = small_disk / "filler"
+        fill(filler)
+        os.replace(folder / ".p.csv.part", folder / "p.csv")  # a rename needs no space
+
+        def unhealthy() -> str | None:
+            response = fetch(daemon.http_url + "/healthz")
+            reason = response.json().get("reason", "") if response.status == 503 else ""
+            return reason if "no space left" in reason else None
+
+        reason = wait_for("the job to pause", unhealthy, daemon)
+        assert "paused" in reason and "acme" in reason
+        assert "job.paused" in daemon.log()
+        filler.unlink()
+        [job] = finished(daemon, 1)
+        assert job["status"] == "succeeded", job
+        assert (job["rows_ingested"], job["rows_failed"]) == (rows, 0)
+        assert job["details"]["paused"] is None
+        assert fetch(daemon.http_url + "/healthz").status == 200
+        assert (
+            cli_json(daemon, "profiles", "get", ACCOUNT, f"user{rows - 1}")["properties"]["City"]
+            == f"City {(rows - 1) % 97}"
+        )
+    finally:
+        daemon.stop()
