@@ -200,6 +200,9 @@ class ExportsConfig(_Section):
     chunk_size: Size = "100MB"  # type: ignore[assignment]  # largest export file; bigger selections are split
     batch_rows: int = Field(50_000, ge=1, le=1_000_000)  # rows read from the sink and written at a time
     poll_interval: Duration = "5s"  # type: ignore[assignment]  # how often due exports are looked for
+    # elasticsearch: a run takes events ingested up to this long before it starts, so a bulk request still in
+    # flight (or not yet refreshed) when the run starts is in the next run rather than missed.
+    es_settle: Duration = "2m"  # type: ignore[assignment]
     # S3-compatible destinations (s3://BUCKET/PREFIX): AWS S3, GCS (interoperability mode), MinIO.
     endpoint_url: str = ""  # empty: AWS S3
     access_key: str = ""

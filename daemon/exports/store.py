@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from daemon.exports.model import ExportSpec, iso, run_timestamp
@@ -103,10 +104,18 @@ class ExportStore:
             if row is not None:
                 conn.execute("UPDATE export_runs SET attempts = attempts + 1 WHERE id = ?", (row["id"],))
             else:
+                # The run timestamp names the run's files: never the same for two runs of one export, even when
+                # they start within one second (`exports run`).
+                last = conn.execute(
+                    "SELECT max(run_ts) FROM export_runs WHERE export_id = ?", (export["id"],)
+                ).fetchone()[0]
+                stamp = run_timestamp(now)
+                if last is not None and stamp <= last:
+                    stamp = run_timestamp(datetime.strptime(last, "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp() + 1)
                 cursor = conn.execute(
                     "INSERT INTO export_runs (export_id, run_ts, status, low, high, started_at) "
                     "VALUES (?, ?, 'running', ?, ?, ?)",
-                    (export["id"], run_timestamp(now), export["watermark"], json.dumps(high), now),
+                    (export["id"], stamp, export["watermark"], json.dumps(high), now),
                 )
                 row_id = cursor.lastrowid
             conn.execute(
