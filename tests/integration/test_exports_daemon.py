@@ -1,0 +1,130 @@
+"""Exports through a real `ingestd serve`: the CLI, `get` from exports/ over OpenSSH sftp (and a refused `put`),
+and a run killed with SIGKILL that restarts and leaves complete files, none duplicated."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from daemon.config import load_config
+from daemon.sinks import open_sink
+from tests.fixtures.daemon import Daemon
+from tests.fixtures.sshkeys import make_keypair, sftp_batch
+from tests.integration.test_exports import ACCOUNT, event_rows
+from tests.integration.test_sinks import events_frame
+
+
+def write_events(daemon: Daemon, rows: list[Any]) -> None:
+    """Into the daemon's own sqlite sink file, as an import would."""
+    config = load_config(environ={"INGESTD_DATA_DIR": str(daemon.data_dir)})
+
+    async def write() -> None:
+        sink = open_sink(config)
+        await sink.start()
+        try:
+            assert await sink.write_events(ACCOUNT, events_frame(rows)) == []
+        finally:
+            await sink.stop()
+
+    asyncio.run(write())
+
+
+def show(daemon: Daemon, export_id: int) -> dict[str, Any]:
+    result = daemon.cli("exports", "show", str(export_id), "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_for(daemon: Daemon, export_id: int, status: str = "done", timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = show(daemon, export_id)
+        if shown["status"] == status and shown["runs"] and shown["runs"][-1]["status"] != "running":
+            return shown
+        assert time.monotonic() < deadline, f"export {export_id} not {status}: {shown}\n{daemon.log()}"
+        time.sleep(0.1)
+
+
+def create(daemon: Daemon, *args: str) -> int:
+    result = daemon.cli("exports", "create", ACCOUNT, "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["id"]
+
+
+def test_cli_exports_to_the_sftp_folder_partners_can_get_and_remove_but_not_write(
+    make_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    daemon = make_daemon(INGESTD_EXPORTS__POLL_INTERVAL="0.2s")
+    private, public = make_keypair(tmp_path / "keys")
+    daemon.add_key(ACCOUNT, public)
+    write_events(daemon, event_rows(30))
+    export_id = create(daemon, "--type", "events", "--event", "Charged", "--format", "csv", "--days", "10")
+    shown = wait_for(daemon, export_id)
+    (item,) = shown["runs"][0]["files"] if len(shown["runs"][0]["files"]) == 1 else shown["runs"][0]["files"][:1]
+    assert item["location"].startswith("exports/")
+    local = tmp_path / "got"
+    local.mkdir()
+    upload = tmp_path / "mine.csv"
+    upload.write_text("a,b\n")
+    result = sftp_batch(daemon.sftp_port, ACCOUNT, private, ["ls exports", f'get "{item["location"]}" {local}/'])
+    assert result.returncode == 0, result.stderr
+    got = local / item["name"]
+    assert got.read_bytes() == (daemon.drop(ACCOUNT) / item["location"]).read_bytes()
+    assert got.read_text().startswith("identity,ts,eventName,")
+    assert ".export-" not in result.stdout  # temp names are never listed
+    refused = sftp_batch(daemon.sftp_port, ACCOUNT, private, [f"put {upload} exports/mine.csv"])
+    assert refused.returncode != 0
+    assert not (daemon.drop(ACCOUNT) / "exports" / "mine.csv").exists()
+    removed = sftp_batch(daemon.sftp_port, ACCOUNT, private, [f'rm "{item["location"]}"'])
+    assert removed.returncode == 0, removed.stderr
+    assert not (daemon.drop(ACCOUNT) / item["location"]).exists()
+    # Text and JSON listings, and the exit codes of bad requests.
+    listed = daemon.cli("exports", "list", "--json")
+    assert [entry["id"] for entry in json.loads(listed.stdout)] == [export_id]
+    assert "done" in daemon.cli("exports", "list").stdout
+    for args in (["--days", "46"], ["--format", "xlsx"], ["--every", "1h"], ["--type", "things"]):
+        bad = daemon.cli("exports", "create", ACCOUNT, *(["--type", "events"] if "--type" not in args else []), *args)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr, bad.stderr
+    assert daemon.cli("exports", "show", "999").returncode == 1
+    assert "Traceback" not in daemon.log()
+
+
+def test_a_run_killed_mid_way_restarts_and_its_files_are_complete_and_not_duplicated(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    daemon = make_daemon(
+        INGESTD_EXPORTS__POLL_INTERVAL="0.1s", INGESTD_EXPORTS__CHUNK_SIZE="2KB", INGESTD_EXPORTS__BATCH_ROWS="40"
+    )
+    rows = event_rows(3000, names=("Charged",))
+    write_events(daemon, rows)
+    export_id = create(daemon, "--type", "events", "--days", "10")
+    folder = daemon.drop(ACCOUNT) / "exports"
+    deadline = time.monotonic() + 60
+    while not (folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir())):
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.01)
+    daemon.kill()
+    interrupted = show(daemon, export_id)
+    assert interrupted["status"] == "running", "the run finished before the kill: give it more rows"
+    daemon.start()
+    shown = wait_for(daemon, export_id)
+    run = shown["runs"][0]
+    assert run["attempts"] == 2 and "interrupted" in run["note"]
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted(item["name"] for item in run["files"]), "a file not recorded, or a temp file, is left"
+    seen = []
+    for name in names:
+        assert (folder / name).stat().st_size <= 2000
+        seen += [json.loads(line)["eventProps"]["amount"] for line in (folder / name).read_text().splitlines()]
+    assert sorted(seen) == list(range(3000))
+    series: dict[str, list[int]] = {}
+    for name in names:
+        parts = name.split("-")
+        series.setdefault(parts[3], []).append(int(parts[4]))
+    for indexes in series.values():
+        assert sorted(indexes) == list(range(1, len(indexes) + 1))
+    assert "Traceback" not in daemon.log()
