@@ -149,5 +149,5 @@ def open_selection(config: Config) -> Selection:
     if config.sink.driver == "elasticsearch":
         from daemon.exports.es_selection import ElasticsearchSelection
 
-        return ElasticsearchSelection(config.elasticsearch)
+        return ElasticsearchSelection(config.elasticsearch, config.exports.es_settle)
     return SQLiteSelection(config.sink_db)
