@@ -3,6 +3,7 @@ the sink sets at bulk time) or profiles, a batch per page, with the sync client 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -88,10 +89,9 @@ class ElasticsearchSelection:
                 scroll_id = response.get("_scroll_id", scroll_id)
         finally:
             if scroll_id:
-                try:
+                # A scroll that cannot be cleared (gone already, cluster down) times out by itself.
+                with contextlib.suppress(Exception):
                     self.client.clear_scroll(scroll_id=scroll_id)
-                except Exception:  # a scroll that is gone already times out by itself
-                    pass
 
     def events(
         self,
