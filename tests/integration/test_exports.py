@@ -302,3 +302,74 @@ def test_bad_requests_are_refused_with_one_line(options: dict[str, Any], message
     with pytest.raises(UsageError) as caught:
         make_spec(ACCOUNT, "events", **options)
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _s3_env(data_dir: Path, endpoint: str, **extra: str) -> Env:
+    environ = {
+        "INGESTD_DATA_DIR": str(data_dir),
+        "INGESTD_EXPORTS__ENDPOINT_URL": endpoint,
+        "INGESTD_EXPORTS__ACCESS_KEY": "testing",
+        "INGESTD_EXPORTS__SECRET_KEY": "testing",
+        "INGESTD_EXPORTS__BATCH_ROWS": "50",
+        **extra,
+    }
+    return Env(load_config(environ=environ))
+
+
+def test_an_s3_destination_gets_complete_files_through_a_real_s3_server(moto_server: Any, data_dir: Path) -> None:
+    client = moto_server.client()
+    client.create_bucket(Bucket="partner-exports")
+    env = _s3_env(data_dir, moto_server.url, INGESTD_EXPORTS__MULTIPART_THRESHOLD="8KiB")
+    try:
+        rows = [(i, "Charged", NOW - index, p) for index, (i, _, _, p) in enumerate(event_rows(200))]
+        env.write(rows)
+        shown = env.run(env.export(format="jsonl", days=45, destination="s3://partner-exports/acme/daily"))
+        assert shown["status"] == "done", shown
+        run = shown["runs"][0]
+        assert run["rows"] == 200
+        listed = client.list_objects_v2(Bucket="partner-exports", Prefix="acme/daily/")["Contents"]
+        assert sorted(item["Key"] for item in listed) == sorted(
+            item["location"].removeprefix("s3://partner-exports/") for item in run["files"]
+        )
+        fetched = data_dir / "fetched"
+        fetched.mkdir()
+        paths = []
+        for item in listed:
+            path = fetched / item["Key"].rsplit("/", 1)[1]
+            client.download_file("partner-exports", item["Key"], str(path))
+            paths.append(path)
+        assert _read_jsonl(paths) == env.stored_events({row[0] for row in rows})
+        # Files over the threshold went up in parts (a multipart ETag ends in -<parts>).
+        big = [item for item in listed if item["Size"] > 8 * 1024]
+        assert big and all("-" in item["ETag"] for item in big)
+        assert not list((env.config.exports_staging).rglob("*.part")), "staged chunks are removed once uploaded"
+    finally:
+        env.close()
+
+
+def test_an_unreachable_bucket_fails_the_run_with_the_reason_and_the_next_period_covers_it(
+    moto_server: Any, data_dir: Path
+) -> None:
+    from tests.fixtures.common import free_port
+
+    moto_server.client().create_bucket(Bucket="later")
+    down = _s3_env(data_dir, f"http://127.0.0.1:{free_port()}", INGESTD_EXPORTS__MAX_ATTEMPTS="1")
+    try:
+        export_id = down.export(every="6h", destination="s3://later/x")
+        rows = event_rows(12, offset=500)
+        down.write(rows)
+        failed = down.run(export_id)
+        assert failed["status"] == "pending" and failed["runs"][0]["status"] == "failed"
+        assert failed["error"].startswith("S3 bucket later: ") and "\n" not in failed["error"]
+        assert failed["runs"][0]["files"] == []
+    finally:
+        down.close()
+    up = _s3_env(data_dir, moto_server.url)
+    try:
+        shown = up.run(export_id)
+        assert [run["status"] for run in shown["runs"]] == ["failed", "done"]
+        assert shown["runs"][1]["rows"] == 12 and shown["error"] is None
+        missing = up.run(up.export(days=3, destination="s3://no-such-bucket/x"))
+        assert missing["status"] == "failed" and missing["error"] == "S3 bucket no-such-bucket: no such bucket"
+    finally:
+        up.close()
