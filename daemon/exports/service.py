@@ -125,12 +125,14 @@ class ExportService:
     def _notify(self, export_id: int, run_id: int, outcome: Outcome) -> None:
         if self.notifier is None or outcome.status not in ("done", "failed"):
             return
-        notify = getattr(self.notifier, "notify_export", None)
-        if notify is None:
-            return
+        from notifier.exports import queue_export_notice
+
         try:
             export = self.store.get(export_id)
-            if export is not None:
-                notify(outcome.status, self.store.describe(export, with_runs=False), run_id)
+            if export is None:
+                return
+            shown = self.store.describe(export)
+            run = next(item for item in shown["runs"] if item["id"] == run_id)
+            queue_export_notice(self.notifier, outcome.status, shown, run)
         except Exception:
             log.exception("export %s: could not queue its notification", export_id)

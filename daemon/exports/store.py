@@ -196,6 +196,7 @@ class ExportStore:
             "recurring": export["every_s"] is not None,
             "destination": export["destination"],
             "requested_by": export["requested_by"],
+            "emails": json.loads(export["emails"]),
             "status": export["status"],
             "created_at": iso(export["created_at"]),
             "next_run_at": iso(export["next_run_at"]),

@@ -128,3 +128,58 @@ def test_a_run_killed_mid_way_restarts_and_its_files_are_complete_and_not_duplic
     for indexes in series.values():
         assert sorted(indexes) == list(range(1, len(indexes) + 1))
     assert "Traceback" not in daemon.log()
+
+
+def test_runs_show_in_the_api_and_activity_log_and_are_emailed_with_their_files(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    from tests.fixtures.common import free_port
+
+    daemon = make_daemon(
+        INGESTD_EXPORTS__POLL_INTERVAL="0.2s",
+        INGESTD_NOTIFY__OPS_EMAILS="ops@example.com",
+        # Nothing listens there: the S3 export fails at once, with the reason.
+        INGESTD_EXPORTS__ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+        INGESTD_EXPORTS__MAX_ATTEMPTS="1",
+    )
+    assert daemon.cli("accounts", "set", ACCOUNT, "--email", "data@acme.example").returncode == 0
+    write_events(daemon, event_rows(12))
+    export_id = create(daemon, "--type", "events", "--format", "xml", "--days", "5")
+    shown = wait_for(daemon, export_id)
+    failed_id = create(daemon, "--type", "events", "--days", "5", "--to", "s3://no-bucket-here/x")
+    wait_for(daemon, failed_id, status="failed")
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"{daemon.http_url}{path}", timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    status, body = get("/api/exports")
+    assert status == 200
+    assert [item["id"] for item in json.loads(body)["exports"]] == [failed_id, export_id]
+    status, body = get(f"/api/exports/{export_id}")
+    assert status == 200 and json.loads(body)["runs"][0]["files"] == shown["runs"][0]["files"]
+    assert get("/api/exports/9999")[0] == 404 and get("/api/exports/x")[0] == 400
+    status, page = get("/")
+    assert status == 200 and f'id="export-{export_id}"' in page and f'id="export-{failed_id}"' in page
+    status, page = get(f"/exports/{export_id}")
+    assert status == 200 and shown["runs"][0]["files"][0]["name"] in page
+    status, metrics = get("/metrics")
+    assert 'ingestd_export_rows_total{format="xml",type="events"} 12.0' in metrics
+    assert 'ingestd_exports_total{status="failed"} 1.0' in metrics
+    mail = daemon.data_dir / "mail"
+    deadline = time.monotonic() + 30
+    while len(list(mail.glob("*.eml")) if mail.is_dir() else []) < 4:
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.1)
+    messages = [path.read_bytes().decode("utf-8", "replace") for path in sorted(mail.glob("*.eml"))]
+    done = [m for m in messages if f"Export {export_id} of {ACCOUNT} is done: 12 rows" in m]
+    assert len(done) == 2  # the account's contacts, and ops' own copy
+    assert any("To: data@acme.example" in m for m in done) and any("To: ops@example.com" in m for m in done)
+    assert all(item["location"] in done[0] for item in shown["runs"][0]["files"])
+    assert any(f"Export {failed_id} of {ACCOUNT} failed: S3 bucket no-bucket-here" in m for m in messages)
