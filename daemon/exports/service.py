@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from daemon.config import Config
-from daemon.exports import texts
+from daemon.exports import requests, texts
 from daemon.exports.runner import Outcome, Run, Stopped
 from daemon.exports.selection import open_selection
 from daemon.exports.store import ExportStore
@@ -53,6 +53,7 @@ class ExportService:
     async def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
+                await asyncio.to_thread(self._requests)
                 due = await asyncio.to_thread(self.store.due)
                 for export in due:
                     if self._stopping.is_set():
@@ -63,6 +64,12 @@ class ExportService:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.exports.poll_interval)
+
+    def _requests(self) -> None:
+        """Partners' `*.export` files become one-time exports (or a one-line reason in exports/)."""
+        from daemon.commands.exports import create_export
+
+        requests.scan(self.config, lambda spec: create_export(self.config, spec)[0], self.store.pending_requests)
 
     def run_one(self, export_id: int) -> Outcome | None:
         """Run the export's due (or interrupted) run to its end, in the calling thread."""

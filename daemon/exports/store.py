@@ -78,6 +78,15 @@ class ExportStore:
             ).rowcount
         return bool(changed)
 
+    def pending_requests(self, account: str) -> int:
+        """One-time exports a partner requested over SFTP that have not finished yet."""
+        rows = self.db.query(
+            "SELECT count(*) FROM exports WHERE account = ? AND requested_by = 'sftp' "
+            "AND status IN ('pending', 'running')",
+            (account,),
+        )
+        return int(rows[0][0])
+
     def is_cancelled(self, export_id: int) -> bool:
         row = self.db.query("SELECT status FROM exports WHERE id = ?", (export_id,))
         return not row or row[0]["status"] == "cancelled"

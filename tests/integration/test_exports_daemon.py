@@ -183,3 +183,37 @@ def test_runs_show_in_the_api_and_activity_log_and_are_emailed_with_their_files(
     assert any("To: data@acme.example" in m for m in done) and any("To: ops@example.com" in m for m in done)
     assert all(item["location"] in done[0] for item in shown["runs"][0]["files"])
     assert any(f"Export {failed_id} of {ACCOUNT} failed: S3 bucket no-bucket-here" in m for m in messages)
+
+
+def test_a_partner_requests_an_export_by_uploading_a_dot_export_file(
+    make_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    daemon = make_daemon(INGESTD_EXPORTS__POLL_INTERVAL="0.2s")
+    private, public = make_keypair(tmp_path / "keys")
+    daemon.add_key(ACCOUNT, public)
+    write_events(daemon, event_rows(9))
+    good = tmp_path / "weekly.export"
+    good.write_text(
+        json.dumps(
+            {"type": "events", "events": ["Charged"], "format": "csv", "days": 7, "clientEmail": "me@acme.example"}
+        )
+    )
+    bad = tmp_path / "oops.export"
+    bad.write_text(json.dumps({"type": "events", "days": 90}))
+    result = sftp_batch(daemon.sftp_port, ACCOUNT, private, [f"put {good}", f"put {bad}"])
+    assert result.returncode == 0, result.stderr
+    folder = daemon.drop(ACCOUNT) / "exports"
+    deadline = time.monotonic() + 30
+    while not (folder / "oops.export.error.txt").exists() or not list(folder.glob("*-Charged-*.csv")):
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.1)
+    assert (folder / "oops.export.error.txt").read_text() == (
+        "The export request cannot be used: days 90: a one-time export looks at most 45 days back\n"
+    )
+    assert not (daemon.drop(ACCOUNT) / "weekly.export").exists() and not (daemon.drop(ACCOUNT) / "oops.export").exists()
+    (listed,) = json.loads(daemon.cli("exports", "list", "--json").stdout)
+    assert listed["requested_by"] == "sftp" and listed["emails"] == ["me@acme.example"]
+    shown = wait_for(daemon, listed["id"])
+    assert shown["runs"][0]["rows"] == 3
+    got = sftp_batch(daemon.sftp_port, ACCOUNT, private, ["get exports/oops.export.error.txt " + str(tmp_path)])
+    assert got.returncode == 0, got.stderr
