@@ -185,35 +185,38 @@ class CSVWriter(Writer):
         self.padding = 0  # empty cells the parts lack for the union's columns: one comma each
         self.parts = 0
 
-    def _cells(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    def _cells(self, frame: pl.DataFrame) -> tuple[list[str], bytes]:
         props = decode_properties(frame)
         fixed = [frame["identity"], frame.select(_TS_TEXT).to_series().alias("ts")]
         if self.kind == "events":
             fixed.append(frame["name"].alias("eventName"))
         names = _columns(props.columns, self.fixed)
         cells = pl.DataFrame([*fixed, *(props[c].alias(n) for c, n in zip(props.columns, names, strict=True))])
-        return cells, len(cells.write_csv(include_header=False).encode("utf-8"))
+        return cells.columns, cells.write_csv(include_header=False).encode("utf-8")
 
     def _header(self, union: dict[str, None]) -> int:
         return len(pl.DataFrame(schema=dict.fromkeys([*self.fixed, *union], pl.String)).write_csv().encode("utf-8"))
 
     def measure(self, frame: pl.DataFrame) -> int:
-        cells, body = self._cache(frame, self._cells)
-        union = self.union | dict.fromkeys(cells.columns[len(self.fixed) :])
+        columns, body = self._cache(frame, self._cells)
+        union = self.union | dict.fromkeys(columns[len(self.fixed) :])
         grown = len(union) - len(self.union)
-        own = len(cells.columns) - len(self.fixed)
-        padding = self.padding + self.rows * grown + len(cells) * (len(union) - own)
-        return self._header(union) + self.body + body + padding
+        own = len(columns) - len(self.fixed)
+        padding = self.padding + self.rows * grown + len(frame) * (len(union) - own)
+        return self._header(union) + self.body + len(body) + padding
 
     def add(self, frame: pl.DataFrame) -> None:
-        cells, body = self._cache(frame, self._cells)
-        union = self.union | dict.fromkeys(cells.columns[len(self.fixed) :])
-        own = len(cells.columns) - len(self.fixed)
-        self.padding += self.rows * (len(union) - len(self.union)) + len(cells) * (len(union) - own)
+        columns, body = self._cache(frame, self._cells)
+        union = self.union | dict.fromkeys(columns[len(self.fixed) :])
+        own = len(columns) - len(self.fixed)
+        self.padding += self.rows * (len(union) - len(self.union)) + len(frame) * (len(union) - own)
         self.union = union
-        self.body += body
+        self.body += len(body)
+        # The encoded rows are kept as they are: a part whose columns are the chunk's final ones is copied into
+        # the file at finish; only a part that lacks some is read back and written again with empty cells.
         self.spool.mkdir(parents=True, exist_ok=True)
-        cells.write_ipc(self.spool / f"{self.parts:06d}.arrow")
+        (self.spool / f"{self.parts:06d}.csv").write_bytes(body)
+        (self.spool / f"{self.parts:06d}.columns").write_text(json.dumps(columns), encoding="utf-8")
         self.parts += 1
         self.rows += len(frame)
         self.size = self._header(self.union) + self.body + self.padding
@@ -222,12 +225,17 @@ class CSVWriter(Writer):
     def finish(self) -> int:
         columns = [*self.fixed, *self.union]
         with open(self.path, "wb") as handle:
-            if not self.parts:
-                pl.DataFrame(schema=dict.fromkeys(columns, pl.String)).write_csv(handle)
+            pl.DataFrame(schema=dict.fromkeys(columns, pl.String)).write_csv(handle)
             for part in range(self.parts):
-                cells = pl.read_ipc(self.spool / f"{part:06d}.arrow")
-                missing = [pl.lit(None, pl.String).alias(name) for name in columns if name not in cells.columns]
-                cells.with_columns(missing).select(columns).write_csv(handle, include_header=part == 0)
+                body = self.spool / f"{part:06d}.csv"
+                own = json.loads((self.spool / f"{part:06d}.columns").read_text(encoding="utf-8"))
+                if own == columns:
+                    with open(body, "rb") as source:
+                        shutil.copyfileobj(source, handle, 1024 * 1024)
+                    continue
+                cells = pl.read_csv(body, has_header=False, new_columns=own, schema=dict.fromkeys(own, pl.String))
+                missing = [pl.lit(None, pl.String).alias(name) for name in columns if name not in own]
+                cells.with_columns(missing).select(columns).write_csv(handle, include_header=False)
         shutil.rmtree(self.spool, ignore_errors=True)
         return self._fsync()
 
