@@ -51,10 +51,12 @@ class ExportService:
         self._wake.set()
 
     async def _loop(self) -> None:
+        resume = True  # runs this daemon left running when it stopped or crashed, once at start
         while not self._stopping.is_set():
             try:
                 await asyncio.to_thread(self._requests)
-                due = await asyncio.to_thread(self.store.due)
+                due = await asyncio.to_thread(self.store.due, None, resume)
+                resume = False
                 for export in due:
                     if self._stopping.is_set():
                         break
@@ -85,12 +87,16 @@ class ExportService:
                 except Exception as exc:  # the sink is down: this period's run fails, the next one covers it
                     high = json.loads(export["watermark"])
                     record = self.store.open_run(export, high)
+                    if record is None:
+                        return None
                     self.store.finish_run(export, record, "failed", error=str(exc))
                     event(log, "export.failed", logging.WARNING, export_id=export_id, reason=str(exc))
                     return Outcome("failed", error=str(exc))
             else:
                 high = json.loads(export["watermark"])
             record = self.store.open_run(export, high)
+            if record is None:  # another node claimed it first
+                return None
             event(
                 log,
                 "export.started",

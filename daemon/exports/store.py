@@ -91,19 +91,20 @@ class ExportStore:
         row = self.db.query("SELECT status FROM exports WHERE id = ?", (export_id,))
         return not row or row[0]["status"] == "cancelled"
 
-    def due(self, now: float | None = None) -> list[sqlite3.Row]:
-        """Exports with a run due, and those whose run was interrupted (status running), oldest first."""
+    def due(self, now: float | None = None, interrupted: bool = False) -> list[sqlite3.Row]:
+        """Exports with a run due, oldest first; with `interrupted`, also those left running (by a stop or a
+        crash of this daemon: looked for once, at start)."""
         now = time.time() if now is None else now
+        also = "status = 'running' OR " if interrupted else ""
         return self.db.query(
-            "SELECT * FROM exports WHERE status = 'running' OR (status = 'pending' AND next_run_at <= ?) ORDER BY id",
-            (now,),
+            f"SELECT * FROM exports WHERE {also}(status = 'pending' AND next_run_at <= ?) ORDER BY id", (now,)
         )
 
     # -- runs -----------------------------------------------------------------------------------
 
-    def open_run(self, export: sqlite3.Row, high: dict[str, Any], now: float | None = None) -> sqlite3.Row:
+    def open_run(self, export: sqlite3.Row, high: dict[str, Any], now: float | None = None) -> sqlite3.Row | None:
         """The export's unfinished run (interrupted: attempted again with the same window and names), or a new
-        run from the export's watermark to `high`."""
+        run from the export's watermark to `high`; None when another process claimed the export first."""
         now = time.time() if now is None else now
         with self.db.transaction() as conn:
             row = conn.execute(
@@ -112,7 +113,14 @@ class ExportStore:
             ).fetchone()
             if row is not None:
                 conn.execute("UPDATE export_runs SET attempts = attempts + 1 WHERE id = ?", (row["id"],))
+                run_id = row["id"]
             else:
+                claimed = conn.execute(
+                    "UPDATE exports SET status = 'running', updated_at = ? WHERE id = ? AND status = 'pending'",
+                    (now, export["id"]),
+                ).rowcount
+                if not claimed:
+                    return None
                 # The run timestamp names the run's files: never the same for two runs of one export, even when
                 # they start within one second (`exports run`).
                 last = conn.execute(
@@ -126,12 +134,7 @@ class ExportStore:
                     "VALUES (?, ?, 'running', ?, ?, ?)",
                     (export["id"], stamp, export["watermark"], json.dumps(high), now),
                 )
-                row_id = cursor.lastrowid
-            conn.execute(
-                "UPDATE exports SET status = 'running', updated_at = ? WHERE id = ? AND status != 'cancelled'",
-                (now, export["id"]),
-            )
-            run_id = row["id"] if row is not None else row_id
+                run_id = cursor.lastrowid
             return conn.execute("SELECT * FROM export_runs WHERE id = ?", (run_id,)).fetchone()
 
     def has_unfinished_run(self, export_id: int) -> bool:
