@@ -373,3 +373,38 @@ def test_an_unreachable_bucket_fails_the_run_with_the_reason_and_the_next_period
         assert missing["status"] == "failed" and missing["error"] == "S3 bucket no-such-bucket: no such bucket"
     finally:
         up.close()
+
+
+def test_a_finished_run_is_posted_to_webhooks_signed_with_its_files(data_dir: Path) -> None:
+    from notifier.webhooks import verify
+    from tests.fixtures.smtp import make_notifier, running
+    from tests.integration.test_webhooks import HookReceiver
+
+    receiver = HookReceiver()
+    receiver.start()
+    try:
+        env = Env(
+            load_config(
+                environ={
+                    "INGESTD_DATA_DIR": str(data_dir),
+                    "INGESTD_WEBHOOKS__URLS": receiver.url,
+                    "INGESTD_WEBHOOKS__SECRET": "shh",
+                    "INGESTD_WEBHOOKS__MAX_RETRY_DELAY": "0.5s",
+                }
+            )
+        )
+        notifier = make_notifier(env.config)
+        env.service.notifier = notifier
+        try:
+            with running(notifier):
+                env.write(event_rows(6))
+                shown = env.run(env.export(format="jsonl", days=5))
+                ((headers, body),) = receiver.wait_for(1)
+        finally:
+            env.close()
+    finally:
+        receiver.stop()
+    assert headers["X-Ingestd-Event"] == "export_done" and verify("shh", body, headers["X-Ingestd-Signature"])
+    posted = json.loads(body)
+    assert posted["export"]["id"] == shown["id"] and posted["run"]["rows"] == 6
+    assert [item["name"] for item in posted["run"]["files"]] == [item["name"] for item in shown["runs"][0]["files"]]
