@@ -127,7 +127,41 @@ def build_parser() -> argparse.ArgumentParser:
     elist.add_argument("identity")
     elist.add_argument("--json", action="store_true")
     elist.set_defaults(handler="daemon.commands.data:list_events")
+    _exports_parser(verbs, common)
     return parser
+
+
+def _exports_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """`ingestd exports ...` (issue #15)."""
+    exports = verbs.add_parser("exports", help="export events or profiles to exports/ or an S3 bucket")
+    export_verbs = exports.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    export_verbs.required = True
+    create = export_verbs.add_parser("create", help="request a one-time or recurring export", parents=[common])
+    create.add_argument("account")
+    create.add_argument("--type", required=True, metavar="events|profiles")
+    create.add_argument("--event", dest="events", action="append", metavar="NAME", help="repeat for several")
+    create.add_argument("--format", metavar="jsonl|csv|xml|parquet", help="default jsonl")
+    window = create.add_mutually_exclusive_group()
+    window.add_argument("--days", metavar="N", help="one-time: events of the last N days (1-45, default 45)")
+    window.add_argument("--since", metavar="DATE", help="one-time: events since DATE (at most 45 days back)")
+    create.add_argument("--every", metavar="DURATION", help="recurring: every 4h to 24h, what arrived since")
+    create.add_argument("--to", metavar="sftp|s3://BUCKET/PREFIX", help="default sftp (the account's exports/)")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(handler="daemon.commands.exports:create")
+    xlist = export_verbs.add_parser("list", help="exports, newest first", parents=[common])
+    xlist.add_argument("--account")
+    xlist.add_argument("--json", action="store_true")
+    xlist.set_defaults(handler="daemon.commands.exports:list_exports")
+    xshow = export_verbs.add_parser("show", help="one export with its runs and files", parents=[common])
+    xshow.add_argument("export_id", metavar="ID")
+    xshow.add_argument("--json", action="store_true")
+    xshow.set_defaults(handler="daemon.commands.exports:show")
+    xcancel = export_verbs.add_parser("cancel", help="cancel a pending or running export", parents=[common])
+    xcancel.add_argument("export_id", metavar="ID")
+    xcancel.set_defaults(handler="daemon.commands.exports:cancel")
+    xrun = export_verbs.add_parser("run", help="make a pending export's next run due now", parents=[common])
+    xrun.add_argument("export_id", metavar="ID")
+    xrun.set_defaults(handler="daemon.commands.exports:run_now")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

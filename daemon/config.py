@@ -15,8 +15,19 @@ from daemon.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB)?\s*$")
-_SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4, None: 1}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*$")
+_SIZE_UNITS = {
+    "B": 1,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "TiB": 1024**4,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "TB": 1000**4,
+    None: 1,
+}
 
 
 def parse_duration(value: Any) -> float:
@@ -36,7 +47,7 @@ def parse_duration(value: Any) -> float:
 
 
 def parse_size(value: Any) -> int:
-    """Bytes from `1024`, `"10MiB"`, `"5GiB"`."""
+    """Bytes from `1024`, `"10MiB"`, `"5GiB"`, `"100MB"` (KB, MB, GB are powers of 1000)."""
     if isinstance(value, bool):
         raise ValueError(f"expected a size like '10MiB' or '5GiB', found {value!r}")
     if isinstance(value, int):
@@ -185,6 +196,29 @@ class JobsConfig(_Section):
     restricted_events: StrList = DEFAULT_RESTRICTED_EVENTS
 
 
+class ExportsConfig(_Section):
+    chunk_size: Size = "100MB"  # type: ignore[assignment]  # largest export file; bigger selections are split
+    batch_rows: int = Field(50_000, ge=1, le=1_000_000)  # rows read from the sink and written at a time
+    poll_interval: Duration = "5s"  # type: ignore[assignment]  # how often due exports are looked for
+    # elasticsearch: a run takes events ingested up to this long before it starts, so a bulk request still in
+    # flight (or not yet refreshed) when the run starts is in the next run rather than missed.
+    es_settle: Duration = "2m"  # type: ignore[assignment]
+    # S3-compatible destinations (s3://BUCKET/PREFIX): AWS S3, GCS (interoperability mode), MinIO.
+    endpoint_url: str = ""  # empty: AWS S3
+    access_key: str = ""
+    secret_key: str = ""
+    region: str = "us-east-1"
+    multipart_threshold: Size = "16MiB"  # type: ignore[assignment]  # bigger files are uploaded in parts
+    max_attempts: int = Field(5, ge=1, le=20)  # tries per S3 request (connection errors, 5xx, throttling)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"expected an http:// or https:// URL, found {value!r}")
+        return value.rstrip("/")
+
+
 class LogConfig(_Section):
     format: Literal["text", "json"] = "text"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -200,6 +234,7 @@ class Config(_Section):
     notify: NotifyConfig = NotifyConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     jobs: JobsConfig = JobsConfig()
+    exports: ExportsConfig = ExportsConfig()
     log: LogConfig = LogConfig()
 
     # Where things live under data_dir; one place so every component agrees.
@@ -222,6 +257,10 @@ class Config(_Section):
     @property
     def host_keys_dir(self) -> Path:
         return self.data_dir / "host_keys"
+
+    @property
+    def exports_staging(self) -> Path:
+        return self.data_dir / "exports"
 
     @property
     def mail_dir(self) -> Path:

@@ -31,3 +31,6 @@ OUTBOX_OLDEST_PENDING = Gauge(
 SINK_ERRORS = Counter(
     "ingestd_sink_errors", "Sink calls that failed (retried or row errors)", ["kind"], registry=REGISTRY
 )
+EXPORTS_FINISHED = Counter("ingestd_exports", "Export runs that ended", ["status"], registry=REGISTRY)
+EXPORT_ROWS = Counter("ingestd_export_rows", "Rows written to export files", ["type", "format"], registry=REGISTRY)
+EXPORT_BYTES = Counter("ingestd_export_bytes", "Bytes of export files published", ["format"], registry=REGISTRY)

@@ -38,6 +38,7 @@ class Service:
         self._stopping = asyncio.Event()
 
     def build(self) -> None:
+        from daemon.exports.service import ExportService
         from daemon.http.app import HTTPService
         from daemon.jobs.manager import JobManager
         from daemon.sftp.server import SFTPService
@@ -51,7 +52,15 @@ class Service:
         sftp = SFTPService(config, db)
         health = {"sftp": sftp, "sink": sink, "jobs": jobs, "notifier": notifier}
         http = HTTPService(config, db, sink, health=health)
-        self.components = {"sink": sink, "notifier": notifier, "jobs": jobs, "sftp": sftp, "http": http}
+        exports = ExportService(config, db, notifier)
+        self.components = {
+            "sink": sink,
+            "notifier": notifier,
+            "jobs": jobs,
+            "exports": exports,
+            "sftp": sftp,
+            "http": http,
+        }
 
     async def start(self) -> None:
         for name, component in self.components.items():

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.daemon",
     "tests.fixtures.noida",
     "tests.fixtures.smtp",
+    "tests.fixtures.s3",
 ]

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from daemon.config import Config
 from daemon.http import api, pages
+from daemon.http import exports as http_exports
 from daemon.logs import event
 from daemon.store import StateDB
 
@@ -99,6 +100,7 @@ def make_app(config: Config, db: StateDB, health: dict[str, Any] | None = None) 
     app.router.add_get("/api/imports/{id}", api.get_import)
     app.router.add_get("/", pages.index)
     app.router.add_get("/imports/{id}", pages.detail)
+    http_exports.register(app)  # exports (issue #15): /api/exports[/{id}], /exports/{id}
     return app
 
 

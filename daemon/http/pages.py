@@ -146,9 +146,12 @@ async def index(request: web.Request) -> web.Response:
     items = [_view(row) for row in rows[: flt.limit]]
     # Refresh while anything is in flight, even on another page, so new progress shows up.
     active = any(item.get("status") in ACTIVE_STATUSES for item in items) or await reader.any_active()
+    from daemon.http.exports import activity  # exports (issue #15) beside the imports
+
     return render(
         "index.html",
         title="Activity log",
+        exports=await activity(request),
         items=items,
         flt=flt,
         statuses=STATUSES,

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,6 +46,8 @@ EVENT_MAPPINGS = {
         "name": {"type": "keyword"},
         "ts": _DATE,
         "line": {"type": "long"},
+        # exports: when the event was written (epoch ms, set at bulk time), the arrival order runs read by.
+        "ingested": {"type": "long"},
         "properties": _PROPERTIES,
     },
 }
@@ -203,6 +206,11 @@ class ElasticsearchSink(Sink):
             priority=200,
             template={"mappings": PROFILE_MAPPINGS},
         )
+        # exports: event indices made before the `ingested` field existed learn it (strict mappings refuse it).
+        if await self._call(self.client.indices.exists_alias, name=self.events_alias):
+            await self._call(
+                self.client.indices.put_mapping, index=self.events_alias, properties={"ingested": {"type": "long"}}
+            )
         if not await self._call(self.client.indices.exists, index=self.profiles_index):
             try:
                 await self._call(self.client.indices.create, index=self.profiles_index)
@@ -311,7 +319,11 @@ class ElasticsearchSink(Sink):
         # Serialised column-wise by polars: the properties cell is already a JSON object and is spliced in as is.
         prefix = self.config.index_prefix
         month = pl.from_epoch(pl.col("ts"), time_unit="ms").dt.strftime("%Y.%m")
-        head = pl.struct(pl.lit(account).alias("account"), "identity", "name", "ts", "line").struct.json_encode()
+        # `ingested` (exports): when this batch was written; a retry after a crash is a 409, the first time stays.
+        ingested = pl.lit(int(time.time() * 1000)).alias("ingested")
+        head = pl.struct(
+            pl.lit(account).alias("account"), "identity", "name", "ts", "line", ingested
+        ).struct.json_encode()
         pairs = good.select(
             pl.concat_str(
                 pl.lit(f'{{"create":{{"_index":"{prefix}-events-'),

@@ -68,7 +68,7 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
     ("environ", "message"),
     [
         ({"INGESTD_SMTP__PORT": "70000"}, "smtp.port: Input should be less than or equal to 65535"),
-        ({"INGESTD_SFTP__MAX_FILE_SIZE": "5GB"}, "sftp.max_file_size: expected a size like"),
+        ({"INGESTD_SFTP__MAX_FILE_SIZE": "5 gigs"}, "sftp.max_file_size: expected a size like"),
         ({"INGESTD_NOTIFY__PROGRESS_INTERVAL": "two hours"}, "notify.progress_interval: expected a duration"),
         ({"INGESTD_SMTP__PROT": "25"}, "smtp.prot: unknown key — did you mean 'port'?"),
         ({"INGESTD_SINK__DRIVER": "mongo"}, "sink.driver: Input should be 'sqlite' or 'elasticsearch'"),
@@ -100,3 +100,14 @@ def test_invalid_config_stops_the_cli_with_one_line_and_exit_2(tmp_path: Path) -
     assert result.stderr.strip().splitlines() == [
         "ingestd: error: smtp.port: Input should be greater than or equal to 0, found '-1'"
     ]
+
+
+def test_sizes_take_decimal_and_binary_units() -> None:
+    from daemon.config import parse_size
+
+    assert parse_size("100MB") == 100_000_000
+    assert parse_size("2KB") == 2000
+    assert parse_size("1GB") == 10**9
+    assert parse_size("1KiB") == 1024
+    assert parse_size("10MiB") == 10 * 1024**2
+    assert load_config(environ={}).exports.chunk_size == 100_000_000
