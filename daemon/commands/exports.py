@@ -7,21 +7,20 @@ import sqlite3
 import sys
 from typing import Any
 
+from daemon.commands import open_state, print_table
 from daemon.config import Config
 from daemon.errors import NotFoundError, UsageError
 from daemon.exports import texts
 from daemon.exports.model import ExportSpec, make_spec
 from daemon.exports.selection import SelectionError, open_selection
 from daemon.exports.store import ExportStore
-from daemon.store.db import StateDB
 from daemon.text import json_text, printable
 
 
 def _store(config: Config) -> ExportStore:
-    try:
-        return ExportStore(StateDB(config.state_db))
-    except sqlite3.Error as exc:
-        raise UsageError(f"state database {config.state_db}: cannot be read ({exc})") from None
+    db = open_state(config, create=True)
+    assert db is not None
+    return ExportStore(db)
 
 
 def create_export(config: Config, spec: ExportSpec) -> tuple[int, list[str]]:
@@ -84,11 +83,11 @@ def _get(config: Config, export_id: str) -> tuple[ExportStore, sqlite3.Row]:
 
 
 def list_exports(args: argparse.Namespace, config: Config) -> int:
-    if not config.state_db.exists():
-        shown: list[dict[str, Any]] = []
-    else:
-        store = _store(config)
-        shown = [store.describe(row, with_runs=False) for row in store.list(account=args.account)]
+    db = open_state(config, create=False)
+    store = ExportStore(db) if db is not None else None
+    shown: list[dict[str, Any]] = (
+        [store.describe(row, with_runs=False) for row in store.list(account=args.account)] if store else []
+    )
     if args.json:
         print(json_text(shown, indent=2))
         return 0
@@ -110,9 +109,7 @@ def list_exports(args: argparse.Namespace, config: Config) -> int:
         )
         for item in shown
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_table(header, rows)
     return 0
 
 
