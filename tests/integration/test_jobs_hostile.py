@@ -288,3 +288,32 @@ def test_a_full_disk_pauses_the_import_and_it_resumes_when_space_is_back(
         )
     finally:
         daemon.stop()
+
+
+def test_a_locked_sink_database_pauses_the_import_and_it_resumes_when_released(daemon: Daemon) -> None:
+    # Another process (a backup, an operator's sqlite3 shell) holds the sink's write lock past SQLite's 30 s wait.
+    import sqlite3
+
+    sink = daemon.data_dir / "sink.sqlite3"
+    wait_for("the sink file", sink.exists, daemon)
+    holder = sqlite3.connect(sink, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        import_pair(daemon, "p.csv", "identity,Name\njohn,John\njane,Jane\n", "p.manifest")
+
+        def paused() -> str | None:
+            jobs = imports(daemon)
+            reason = (jobs[0]["details"].get("paused") or "") if jobs else ""
+            return reason if "locked" in reason else None
+
+        assert "locked" in wait_for("the job to pause on the lock", paused, daemon, timeout=180)
+        assert [job["status"] for job in imports(daemon)] == ["processing"]
+        health = fetch(daemon.http_url + "/healthz")
+        assert health.status == 503 and "locked" in health.json()["reason"]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    [job] = finished(daemon, 1)
+    assert (job["status"], job["rows_ingested"]) == ("succeeded", 2), job
+    assert fetch(daemon.http_url + "/healthz").status == 200
+    assert cli_json(daemon, "profiles", "get", ACCOUNT, "jane")["properties"]["Name"] == "Jane"

@@ -174,3 +174,10 @@ def test_keystore_fingerprints_follow_adds_and_revokes(tmp_path: Path, keys_dir:
     assert reader.fingerprints("acme") == {added["fingerprint"]}
     writer.revoke("acme", added["name"])
     assert reader.fingerprints("acme") == set()
+
+
+def test_an_account_id_with_a_trailing_newline_is_refused(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+    _, public = make_keypair(keys_dir)
+    code, out, err = cli("keys", "add", "acme\n", str(public))
+    assert (code, out) == (2, "")
+    assert err.startswith("ingestd: error: invalid account 'acme\\n'")
