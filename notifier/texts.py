@@ -172,6 +172,9 @@ CONTACT_NOTICE = "You receive this copy as a contact address of account {account
 OPS_NOTICE = "Operations copy of the email about job {job_id} of account {account}."
 SENT_TO = "Sent to: {addresses}."
 SENT_TO_NOBODY = "No address of the manifest was emailed."
+# On the job's record (details.notified, shown on the activity page) when no partner or contact was told.
+NOTIFIED_NOBODY = "No usable address in the manifest and no contact address for the account (ingestd accounts set)."
+NOTIFIED_HELD_BACK = "Held back: the account reached notify.max_failure_emails this hour; an hourly summary follows."
 
 # -- the hourly summary of failures not emailed one by one (rate limit) ---------------------------------
 
