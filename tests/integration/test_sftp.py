@@ -391,3 +391,46 @@ def test_serve_reports_a_busy_sftp_port_in_one_line(tmp_path: Path) -> None:
     assert f"ingestd: error: sftp: cannot listen on 127.0.0.1:{port}:" in result.stderr
     assert "address already in use" in result.stderr.lower()
     assert "Traceback" not in result.stderr
+
+
+def test_every_refused_operation_is_logged_with_the_account_and_reason(
+    served: tuple[Daemon, Partner, Partner], tmp_path: Path
+) -> None:
+    # OpenSSH's sftp prints only "Permission denied" or "Failure": the log line is where the reason is.
+    daemon, _, globex = served
+    source = tmp_path / "r.csv"
+    source.write_text("identity\n1\n")
+    (daemon.drop("globex") / "errors").mkdir(exist_ok=True)
+    ok = sftp_batch(daemon.sftp_port, "globex", globex.private, [f"put {source} quiet-upload.csv", "ls"])
+    assert ok.returncode == 0, ok.stderr
+    commands = ["mkdir refused-dir", f"put {source} errors/refused.csv", "chmod 600 quiet-upload.csv", "rm gone.csv"]
+    for command in commands:
+        result = sftp_batch(daemon.sftp_port, "globex", globex.private, [command])
+        assert result.returncode != 0, command
+
+    def refusals() -> list[str]:
+        return [line for line in daemon.log().splitlines() if "sftp.refused" in line and "account=globex" in line]
+
+    deadline = time.monotonic() + 30
+    while len(refusals()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lines = refusals()
+    expected = [
+        ("mkdir", "/refused-dir", "Creating or removing folders is not allowed", "Permission denied"),
+        ("open", "/errors/refused.csv", "Uploads go to the top folder only", "Permission denied"),
+        (
+            "setstat",
+            "/quiet-upload.csv",
+            "Changing permissions, ownership or size is not supported",
+            "Permission denied",
+        ),
+        ("remove", "/gone.csv", "No such file or directory", "No such file or directory"),
+    ]
+    assert len(lines) == 4, lines
+    for line, (op, name, reason, shown) in zip(lines, expected, strict=True):
+        assert f" op={op} " in line and f" file={name} " in line, line
+        assert f'reason="{reason}"' in line, line
+        shown = f'"{shown}"'
+        assert f"shown={shown}" in line and "connection_id=" in line, line
+    # A plain upload and listing (whose client stats the target first) logs no refusal.
+    assert not [line for line in lines if "quiet-upload.csv" in line and "op=setstat" not in line]
