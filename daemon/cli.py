@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     elist = event_verbs.add_parser("list", help="one identity's events, oldest first", parents=[common])
     elist.add_argument("account")
     elist.add_argument("identity")
+    elist.add_argument(
+        "--limit", type=int, default=1000, metavar="N", help="show at most N events, the oldest first (default 1000)"
+    )
     elist.add_argument("--json", action="store_true")
     elist.set_defaults(handler="daemon.commands.data:list_events")
     _exports_parser(verbs, common)

@@ -21,6 +21,8 @@ BASE_DELAY = 1.0
 _PENDING = "sent_at IS NULL AND failed_at IS NULL"
 # A job's record keeps at most this many undelivered addresses (details.undelivered).
 MAX_UNDELIVERED = 20
+# ... and this many entries of who was emailed (details.notified); progress entries go first when over.
+MAX_NOTIFIED = 50
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,24 @@ def _record_undelivered(conn: sqlite3.Connection, item_id: int, refused: dict[st
         undelivered.append({"to": address, "event": row["event"], "error": answer, "at": at})
     details["undelivered"] = undelivered
     conn.execute("UPDATE jobs SET details = ? WHERE id = ?", (json.dumps(details), row["id"]))
+
+
+def record_notified(conn: sqlite3.Connection, job_id: int | None, entry: dict[str, object]) -> None:
+    """Append who an event's emails went to (or that nobody could be told) to the job's details.notified,
+    in the caller's transaction: the same one that queues the emails, so the record and the outbox agree."""
+    if job_id is None:
+        return
+    row = conn.execute("SELECT details FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        return
+    details = json.loads(row["details"] or "{}")
+    notified = [item for item in details.get("notified") or [] if isinstance(item, dict)]
+    notified.append({**entry, "at": _now_iso()})
+    while len(notified) > MAX_NOTIFIED:
+        progress = [i for i, item in enumerate(notified[:-1]) if item.get("event") == "progress"]
+        del notified[progress[0] if progress else 0]
+    details["notified"] = notified
+    conn.execute("UPDATE jobs SET details = ? WHERE id = ?", (json.dumps(details), job_id))
 
 
 def _item(row: sqlite3.Row) -> Item:

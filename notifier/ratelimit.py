@@ -111,7 +111,14 @@ def summary_context(account: str, rows: list[Any], limit: int) -> dict[str, Any]
     listed = ", ".join(jobs[:MAX_LISTED_JOBS])
     if len(jobs) > MAX_LISTED_JOBS:
         listed += " " + texts.SUMMARY_MORE_JOBS.format(count=fmt_int(len(jobs) - MAX_LISTED_JOBS))
-    values = {"account": account, "count": fmt_int(len(rows)), "limit": fmt_int(limit)}
+    many = len(rows) != 1
+    values = {
+        "account": account,
+        "count": fmt_int(len(rows)),
+        "limit": fmt_int(limit),
+        "failed_imports": "failed imports" if many else "failed import",
+        "imports": "imports" if many else "import",
+    }
     first, last = (_stamp(rows[0]["at"]), _stamp(rows[-1]["at"])) if rows else ("—", "—")
     return {
         "subject": " ".join(texts.SUMMARY_SUBJECT.format(**values).split()),

@@ -100,6 +100,8 @@ def build_context(
     fkind = failure_kind(job) if kind == "failed" else None
     reason = _reason(job, fkind)
     progress = job.get("progress") or {}
+    dry_run = bool(job.get("dry_run"))
+    failed_count = _int(job.get("rows_failed"))
     values = {
         "account": job.get("account") or "?",
         "file": file,
@@ -112,10 +114,18 @@ def build_context(
         "reason": reason,
         "short_reason": texts.SHORT_REASONS[fkind] if fkind else "",
         "interval": fmt_duration(progress_interval),
+        "total_rows": plural(job.get("rows_total"), "row"),
+        "ingested_rows": plural(job.get("rows_ingested"), "row"),
+        # "all 4 rows", "its 1 row": the rows imported, or in a dry run the rows checked.
+        "all_rows": _all_rows(job.get("rows_ingested" if kind == "succeeded" and not dry_run else "rows_total")),
+        "were": "was" if failed_count == 1 else "were",
     }
     next_key = fkind or kind
     progress_note = texts.PROGRESS_NOTE.format(**values) if progress_interval > 0 else ""
-    steps = [step.format(progress_note=progress_note, **values) for step in texts.NEXT_STEPS[next_key]]
+    next_steps = texts.NEXT_STEPS[next_key]
+    if dry_run and kind in texts.DRY_RUN_NEXT_STEPS:
+        next_steps = texts.DRY_RUN_NEXT_STEPS[kind]
+    steps = [step.format(progress_note=progress_note, **values) for step in next_steps]
     reasons, more_reasons = _reasons(job)
     problems = [str(problem) for problem in job.get("problems") or []]
     more_problems = ""
@@ -126,16 +136,21 @@ def build_context(
     sftp_text = texts.SFTP_NOTE if sftp_command else ""
     wording = "progress_unknown" if kind == "progress" and progress.get("fraction") is None else kind
     # A file name may hold any character; a header may not hold a line break.
-    subject = " ".join(texts.SUBJECTS[wording].format(**values).split())
+    subjects = texts.DRY_RUN_SUBJECTS if dry_run else texts.SUBJECTS
+    subject = " ".join(subjects[wording].format(**values).split())
+    headlines = texts.HEADLINES
+    if dry_run and wording in texts.DRY_RUN_HEADLINES:
+        headlines = texts.DRY_RUN_HEADLINES
     return {
         "kind": kind,
         "notice": list(notice or []),
         "tone": TONES[kind],
         "badge_style": BADGES[TONES[kind]],
         "subject_file": file,
-        "outcome": texts.OUTCOMES[kind],
+        "outcome": (texts.DRY_RUN_OUTCOMES if dry_run else texts.OUTCOMES)[kind],
+        "dry_run_note": texts.DRY_RUN_NOTE if dry_run else "",
         "subject": subject,
-        "headline": texts.HEADLINES[wording].format(**values),
+        "headline": headlines[wording].format(**values),
         "explanation": texts.FAILURE_EXPLANATIONS[fkind].format(**values) if fkind else "",
         "facts_title": texts.SECTION_TITLES["facts"],
         "facts": _facts(kind, job, progress, now),
@@ -173,7 +188,8 @@ def _reasons(job: dict[str, Any]) -> tuple[list[dict[str, str]], str]:
     rest = grouped[MAX_REASONS:]
     more = ""
     if rest:
-        more = texts.MORE_REASONS.format(count=fmt_int(len(rest)), rows=fmt_int(sum(count for _, count in rest)))
+        kinds = f"{fmt_int(len(rest))} more kind{'' if len(rest) == 1 else 's'}"
+        more = texts.MORE_REASONS.format(kinds=kinds, rows=plural(sum(count for _, count in rest), "row"))
     return shown, more
 
 
@@ -186,6 +202,9 @@ def _attachment_notes(job: dict[str, Any], attachment: Attachment | None, limit:
     note = texts.ATTACHMENT_NOTES[attachment.mode].format(
         filename=attachment.filename,
         rows=fmt_int(attachment.rows if attachment.rows is not None else job.get("rows_failed")),
+        rejected_rows=plural(
+            attachment.rows if attachment.rows is not None else job.get("rows_failed"), "rejected row"
+        ),
         rows_failed=fmt_int(job.get("rows_failed")),
         size=fmt_size(attachment.size),
         limit=fmt_size(limit),
@@ -202,6 +221,9 @@ def _facts(kind: str, job: dict[str, Any], progress: dict[str, Any], now: dateti
     if job.get("type"):
         facts.append((label["type"], texts.TYPE_NAMES.get(job["type"], str(job["type"]))))
     facts.append((label["job_id"], str(job.get("id"))))
+    dry_run = bool(job.get("dry_run"))
+    if dry_run:
+        facts.append((label["dry_run"], texts.DRY_RUN_FACT))
     started = parse_time(job.get("started_at"))
     if kind == "picked_up":
         facts.append((label["received"], fmt_time(job.get("created_at"))))
@@ -217,10 +239,17 @@ def _facts(kind: str, job: dict[str, Any], progress: dict[str, Any], now: dateti
             facts.append((label["running_for"], fmt_duration((now - started).total_seconds())))
         return facts
     counts = [_int(job.get(key)) for key in ("rows_total", "rows_ingested", "rows_failed")]
-    if any(counts):
+    if any(counts) and dry_run:  # nothing was ingested: the rows that would have been
+        facts.append((label["rows_total"], fmt_int(counts[0])))
+        facts.append((label["rows_valid"], fmt_int(max(0, counts[0] - counts[2]))))
+        facts.append((label["rows_failed"], fmt_int(counts[2])))
+    elif any(counts):
         facts.append((label["rows_total"], fmt_int(counts[0])))
         facts.append((label["rows_ingested"], fmt_int(counts[1])))
         facts.append((label["rows_failed"], fmt_int(counts[2])))
+    duplicates = job.get("rows_duplicate")
+    if isinstance(duplicates, int) and not isinstance(duplicates, bool) and duplicates > 0:
+        facts.append((label["rows_duplicate"], texts.DUPLICATES.format(rows=plural(duplicates, "row"))))
     if started is None:  # failed before pickup: when it arrived is what the partner knows
         facts.append((label["received"], fmt_time(job.get("created_at"))))
     else:
@@ -262,6 +291,15 @@ def _int(value: Any) -> int:
 def fmt_int(value: Any) -> str:
     """1204 -> "1,204"."""
     return f"{_int(value):,}"
+
+
+def _all_rows(count: Any) -> str:
+    return "its 1 row" if _int(count) == 1 else f"all {fmt_int(count)} rows"
+
+
+def plural(count: Any, noun: str) -> str:
+    """(1, "row") -> "1 row", (1204, "row") -> "1,204 rows": every count the emails show reads right."""
+    return f"{fmt_int(count)} {noun}{'' if _int(count) == 1 else 's'}"
 
 
 def fmt_percent(fraction: Any) -> str:

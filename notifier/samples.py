@@ -69,6 +69,23 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
             **_FINISHED,
         },
     ),
+    "succeeded_dry_run": (
+        "succeeded",
+        {"status": "succeeded", "rows_total": 1, "rows_ingested": 0, "dry_run": True, **_FINISHED},
+    ),
+    "completed_with_errors_reimport": (
+        "completed_with_errors",
+        {
+            "status": "completed_with_errors",
+            "rows_total": 50_000,
+            "rows_ingested": 48_796,
+            "rows_failed": 1,
+            "rows_duplicate": 48_000,
+            "reasons": [["Phone: Phone number is not valid", 1]],
+            "error_csv": "ERROR_CSV",
+            **_FINISHED,
+        },
+    ),
     "failed_manifest": (
         "failed",
         {

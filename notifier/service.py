@@ -20,7 +20,8 @@ from daemon.store.accounts import AccountStore
 from notifier import ratelimit, texts
 from notifier.compose import Email, compose_emails, plan_for
 from notifier.mailer import DeliveryError, FileMailer, SMTPMailer
-from notifier.outbox import Item, Outbox, email_channel, epoch, webhook_channel
+from notifier.outbox import Item, Outbox, email_channel, epoch, record_notified, webhook_channel
+from notifier.recipients import Plan
 from notifier.render import fmt_duration
 from notifier.webhooks import WebhookClient, build_body
 
@@ -50,6 +51,29 @@ def check_addresses(config: Config) -> None:
         bare_ok = "<" in value or value.strip() == address  # parseaddr quietly drops spaces of "a@b c"
         if not local or not domain or not bare_ok or not value.isprintable():
             raise ConfigError(f"{key}: expected an email address like ops@example.com, found {value!r}")
+
+
+def notified_entry(kind: str, recipients: Plan, emailed: bool, held_back: bool) -> dict[str, Any]:
+    """One details.notified entry: whom this event's email went to — the partner's addresses and the
+    account's contacts in `to`, ops apart — or, with `nobody`, why no partner or contact was told."""
+    told = [*recipients.partners, *recipients.contacts] if emailed and not held_back else []
+    entry: dict[str, Any] = {
+        "event": kind,
+        "to": told,
+        "ops": list(recipients.ops) if emailed and not held_back else [],
+    }
+    if recipients.contacts and told:
+        entry["contacts"] = list(recipients.contacts)
+    notes = [texts.DROPPED_LINE.format(address=d.address, reason=d.reason) for d in recipients.dropped]
+    if held_back:
+        notes.insert(0, texts.NOTIFIED_HELD_BACK)
+    elif not told:
+        notes.insert(0, texts.NOTIFIED_NOBODY)
+    if not told:
+        entry["nobody"] = True
+    if notes:
+        entry["note"] = " ".join(notes)
+    return entry
 
 
 class Notifier:
@@ -97,6 +121,8 @@ class Notifier:
             if not held_back:
                 for email in emails:
                     self._queue_email(conn, email, job_id, kind, account)
+            if isinstance(job_id, int):
+                record_notified(conn, job_id, notified_entry(kind, recipients, bool(emails), held_back))
             for url in self.config.webhooks.urls:
                 Outbox.add(conn, "webhook", job_id, kind, url, body, channel=webhook_channel(url), account=account)
         for dropped in recipients.dropped:

@@ -12,8 +12,8 @@ SUBJECTS = {
     "picked_up": "[{account}] Picked up: {file}",
     "progress": "[{account}] In progress, {percent} done: {file}",
     "progress_unknown": "[{account}] In progress: {file}",
-    "succeeded": "[{account}] Imported: {file} ({rows_ingested} rows)",
-    "completed_with_errors": "[{account}] Imported with errors: {file} ({rows_failed} of {rows_total} rows failed)",
+    "succeeded": "[{account}] Imported: {file} ({ingested_rows})",
+    "completed_with_errors": "[{account}] Imported with errors: {file} ({rows_failed} of {total_rows} failed)",
     "failed": "[{account}] Failed: {file} ({short_reason})",
 }
 
@@ -46,8 +46,8 @@ HEADLINES = {
     "picked_up": "We picked up {file} and started importing it.",
     "progress": "{file} is still being imported: {percent} done.",
     "progress_unknown": "{file} is still being imported.",
-    "succeeded": "{file} was imported: all {rows_ingested} rows.",
-    "completed_with_errors": "{file} was imported, but {rows_failed} of {rows_total} rows were rejected.",
+    "succeeded": "{file} was imported: {all_rows}.",
+    "completed_with_errors": "{file} was imported, but {rows_failed} of {total_rows} {were} rejected.",
     "failed": "{file} could not be imported: {reason}.",
 }
 
@@ -100,6 +100,44 @@ NEXT_STEPS = {
     ],
 }
 
+# A dry run ("dryRun": true in the manifest): checked and reported as usual, nothing stored.
+DRY_RUN_SUBJECTS = {
+    "picked_up": "[{account}] Dry run picked up: {file}",
+    "progress": "[{account}] Dry run in progress, {percent} done: {file}",
+    "progress_unknown": "[{account}] Dry run in progress: {file}",
+    "succeeded": "[{account}] Dry run passed: {file} ({total_rows}, nothing stored)",
+    "completed_with_errors": "[{account}] Dry run found errors: {file} ({rows_failed} of {total_rows} would fail)",
+    "failed": "[{account}] Dry run failed: {file} ({short_reason})",
+}
+DRY_RUN_OUTCOMES = {
+    "picked_up": "Dry run picked up",
+    "progress": "Dry run in progress",
+    "succeeded": "Dry run passed",
+    "completed_with_errors": "Dry run found errors",
+    "failed": "Dry run failed",
+}
+DRY_RUN_HEADLINES = {
+    "succeeded": "{file} was checked: {all_rows} would be imported.",
+    "completed_with_errors": "{file} was checked: {rows_failed} of {total_rows} would be rejected.",
+}
+DRY_RUN_NOTE = (
+    'This is a dry run ("dryRun": true in the manifest): the whole file is checked and reported as usual, '
+    "but nothing is stored."
+)
+DRY_RUN_NEXT_STEPS = {
+    "succeeded": [
+        'Nothing was stored. To import the file, upload a new manifest for it without "dryRun" '
+        "(the data file can stay in your folder; if it is no longer there, upload it first).",
+    ],
+    "completed_with_errors": [
+        "Nothing was stored. The attached error file lists the rows that would be rejected, with every "
+        "problem of each row in the last column, Failure Description.",
+        'Fix those rows, then check again with another dry run, or import with a new manifest without "dryRun".',
+    ],
+}
+# Events that de-duplicated: the same event was imported before and is stored once.
+DUPLICATES = "{rows} already present (imported before), stored once"
+
 PROGRESS_NOTE = ", and a progress update every {interval} while it runs"
 
 SECTION_TITLES = {
@@ -121,6 +159,9 @@ FACT_LABELS = {
     "rows_total": "Rows in file",
     "rows_ingested": "Rows imported",
     "rows_failed": "Rows rejected",
+    "rows_duplicate": "Duplicates",
+    "rows_valid": "Rows valid",
+    "dry_run": "Dry run",
     "rows_done": "Rows so far",
     "progress": "Progress",
     "eta": "Time left",
@@ -134,12 +175,13 @@ FACT_LABELS = {
 TYPE_NAMES = {"event": "Events", "profile": "Profiles"}
 
 ETA_UNKNOWN = "still estimating"
+DRY_RUN_FACT = "yes: nothing was stored"
 
-MORE_REASONS = "… and {count} more kinds of problem on {rows} rows"
+MORE_REASONS = "… and {kinds} of problem on {rows}"
 MORE_PROBLEMS = "… and {count} more"
 
 ATTACHMENT_NOTES = {
-    "full": "Attached: {filename} ({rows} rejected rows, {size}).",
+    "full": "Attached: {filename} ({rejected_rows}, {size}).",
     "gzip": "Attached: {filename}, compressed with gzip because the file ({size}) is over the {limit} attachment limit.",
     "truncated": "Attached: {filename}, the first {rows} of {rows_failed} rejected rows only — the whole file "
     "({size}) is too large to attach, even compressed (limit {limit}).",
@@ -172,12 +214,15 @@ CONTACT_NOTICE = "You receive this copy as a contact address of account {account
 OPS_NOTICE = "Operations copy of the email about job {job_id} of account {account}."
 SENT_TO = "Sent to: {addresses}."
 SENT_TO_NOBODY = "No address of the manifest was emailed."
+# On the job's record (details.notified, shown on the activity page) when no partner or contact was told.
+NOTIFIED_NOBODY = "No usable address in the manifest and no contact address for the account (ingestd accounts set)."
+NOTIFIED_HELD_BACK = "Held back: the account reached notify.max_failure_emails this hour; an hourly summary follows."
 
 # -- the hourly summary of failures not emailed one by one (rate limit) ---------------------------------
 
-SUMMARY_SUBJECT = "[{account}] {count} more failed imports, not emailed one by one"
+SUMMARY_SUBJECT = "[{account}] {count} more {failed_imports}, not emailed one by one"
 SUMMARY_HEADLINE = (
-    "{count} imports of account {account} failed after the {limit} failure emails an account gets per hour"
+    "{count} {imports} of account {account} failed after the {limit} failure emails an account gets per hour"
     " (notify.max_failure_emails) had been sent, so they were not emailed one by one."
 )
 SUMMARY_JOBS = "Job ids: {jobs}"

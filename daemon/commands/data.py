@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from daemon.text import json_text, printable
 
 T = TypeVar("T")
 MAX_IDENTITY = 1024  # the row rules' limit: nothing longer was ever stored
+MAX_EVENTS = 10_000  # `events list --limit`: Elasticsearch answers at most this many hits at once
 
 
 def get_profile(args: argparse.Namespace, config: Config) -> int:
@@ -43,9 +45,17 @@ def get_profile(args: argparse.Namespace, config: Config) -> int:
 
 def list_events(args: argparse.Namespace, config: Config) -> int:
     account, identity = _check(args.account, args.identity)
-    events = _read(config, lambda sink: sink.list_events(account, identity))
+    limit = getattr(args, "limit", 1000)
+    if not 1 <= limit <= MAX_EVENTS:
+        raise UsageError(f"--limit: expected a number of events from 1 to {MAX_EVENTS:,}, found {limit}")
+    # One more than asked says whether there are more.
+    events = _read(config, lambda sink: sink.list_events(account, identity, limit=min(limit + 1, MAX_EVENTS)))
     if not events:
         raise NotFoundError(f"no events for {identity!r} in account {account!r}")
+    more = len(events) > limit
+    events = events[:limit]
+    if more:
+        print(f"showing the first {limit:,} event{'' if limit == 1 else 's'}; --limit N shows more", file=sys.stderr)
     if args.json:
         print(json_text(events, indent=2))
         return 0

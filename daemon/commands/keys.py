@@ -37,7 +37,8 @@ def _read_key_file(path: str) -> tuple[str, str]:
 
 def _public(key: dict[str, Any]) -> dict[str, Any]:
     return {
-        name: key[name] for name in ("account", "name", "algorithm", "bits", "fingerprint", "comment", "created_at")
+        name: key[name]
+        for name in ("account", "name", "algorithm", "bits", "fingerprint", "comment", "created_at", "last_used")
     }
 
 
@@ -68,8 +69,19 @@ def list_keys(args: argparse.Namespace, config: Config) -> int:
     if not keys:
         print("no keys registered", file=sys.stderr)
         return 0
-    header = ("ACCOUNT", "NAME", "TYPE", "BITS", "FINGERPRINT", "ADDED")
-    rows = [(k["account"], k["name"], k["algorithm"], str(k["bits"]), k["fingerprint"], k["created_at"]) for k in keys]
+    header = ("ACCOUNT", "NAME", "TYPE", "BITS", "FINGERPRINT", "ADDED", "LAST USED")
+    rows = [
+        (
+            k["account"],
+            k["name"],
+            k["algorithm"],
+            str(k["bits"]),
+            k["fingerprint"],
+            k["created_at"],
+            k["last_used"] or "never",
+        )
+        for k in keys
+    ]
     print_table(header, rows)
     return 0
 

@@ -94,12 +94,14 @@ def make_app(config: Config, db: StateDB, health: dict[str, Any] | None = None) 
     app[api.DB] = db
     app[api.IMPORTS] = api.ImportsReader(db)
     app[api.HEALTH] = dict(health or {})
+    app[pages.JOBS_ROOT] = config.jobs_root
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/metrics", api.prometheus)
     app.router.add_get("/api/imports", api.list_imports)
     app.router.add_get("/api/imports/{id}", api.get_import)
     app.router.add_get("/", pages.index)
     app.router.add_get("/imports/{id}", pages.detail)
+    app.router.add_get("/imports/{id}/errors.csv", pages.errors_csv)
     http_exports.register(app)  # exports (issue #15): /api/exports[/{id}], /exports/{id}
     return app
 

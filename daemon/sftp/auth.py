@@ -174,6 +174,17 @@ class LoginContext:
         if not future.cancelled() and future.exception() is not None:
             event(log, "login.ban_not_saved", logging.ERROR, reason=str(future.exception()))
 
+    def key_used(self, account: str, fingerprint: str) -> None:
+        """Record the key's last use (`keys list`) in a thread, without waiting: a login never waits on it."""
+        future = asyncio.get_running_loop().run_in_executor(None, self.keys.touch, account, fingerprint)
+        self.tasks.add(future)
+        future.add_done_callback(self._touched)
+
+    def _touched(self, future: asyncio.Future[None]) -> None:
+        self.tasks.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            event(log, "login.last_used_not_saved", logging.WARNING, reason=str(future.exception()))
+
 
 class AccountSSHServer(asyncssh.SSHServer):
     """One connection's authentication. Only public keys; the key store is read at each attempt."""
@@ -191,6 +202,8 @@ class AccountSSHServer(asyncssh.SSHServer):
         self._attempts = 0
         self._sessions = 0
         self._turned_away = False
+        self._key: tuple[str, str] | None = None  # (name, fingerprint) of the key that was accepted
+        self._offered: list[str] = []  # fingerprints of the keys refused, for login.failed
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -221,6 +234,7 @@ class AccountSSHServer(asyncssh.SSHServer):
                 address=self.address,
                 account=account,
                 keys_refused=self._attempts,
+                fingerprints=self._offered,
                 banned=ban is not None,
                 connection_id=self.connection_id,
             )
@@ -268,13 +282,18 @@ class AccountSSHServer(asyncssh.SSHServer):
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         if ACCOUNT_RE.match(username):
-            allowed = await asyncio.to_thread(self._ctx.keys.fingerprints, username)
-            if key.get_fingerprint("sha256") in allowed:
+            allowed = await asyncio.to_thread(self._ctx.keys.login_keys, username)
+            fingerprint = key.get_fingerprint("sha256")
+            if fingerprint in allowed:
+                self._key = (allowed[fingerprint], fingerprint)
                 # asyncssh's `signature_algs` only sets what we advertise (server-sig-algs); it verifies any
                 # algorithm the key type has. This key object is the one it verifies with: narrow it.
                 key.all_sig_algorithms = set(key.all_sig_algorithms) & _SIGNATURES
                 return True
         self._attempts += 1
+        offered = key.get_fingerprint("sha256")
+        if offered not in self._offered:
+            self._offered.append(offered)
         account = account_key(username)
         self._refused.add(account)
         delay = self._ctx.guard.delay(self.address, account)
@@ -288,7 +307,18 @@ class AccountSSHServer(asyncssh.SSHServer):
         assert self._conn is not None
         self._started()
         self.account = self._conn.get_extra_info("username")
-        event(log, "login.succeeded", address=self.address, account=self.account, connection_id=self.connection_id)
+        name, fingerprint = self._key or (None, None)
+        event(
+            log,
+            "login.succeeded",
+            address=self.address,
+            account=self.account,
+            key=name,
+            fingerprint=fingerprint,
+            connection_id=self.connection_id,
+        )
+        if self.account and fingerprint:
+            self._ctx.key_used(self.account, fingerprint)
 
     def session_requested(self) -> _Session:
         # OpenSSH's MaxSessions: each session is a channel with its own SFTP server and buffers.

@@ -38,7 +38,7 @@ from asyncssh import (
 from daemon import metrics
 from daemon.logs import event
 from daemon.sftp.rename import rename_noreplace
-from daemon.text import name_from_bytes
+from daemon.text import name_from_bytes, safe
 
 log = logging.getLogger("ingestd.sftp")
 
@@ -156,6 +156,7 @@ class Upload:
 @dataclass
 class Download:
     fd: int
+    name: str = ""
 
 
 @dataclass
@@ -199,18 +200,61 @@ class SessionPolicy:
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+# What OpenSSH's sftp prints for each status code (its fx2txt): all a partner sees of a refusal. Codes above
+# 8 do not exist in SFTP v3; asyncssh sends them to a v3 client as FX_FAILURE.
+SHOWN_BY_OPENSSH = {
+    asyncssh.FX_NO_SUCH_FILE: "No such file or directory",
+    asyncssh.FX_PERMISSION_DENIED: "Permission denied",
+    asyncssh.FX_FAILURE: "Failure",
+    asyncssh.FX_OP_UNSUPPORTED: "Operation unsupported",
+}
+_OS_CODES = {errno.ENOENT: asyncssh.FX_NO_SUCH_FILE, errno.EACCES: asyncssh.FX_PERMISSION_DENIED}
+# Lookups a client makes to find out whether a name exists (`put` stats its target first): "no such file"
+# is their answer, not a refusal.
+_LOOKUPS = frozenset({"stat", "lstat", "realpath", "statvfs"})
+
+
+def shown_by_openssh(exc: BaseException) -> str:
+    code = exc.code if isinstance(exc, SFTPError) else _OS_CODES.get(getattr(exc, "errno", None) or 0)
+    return SHOWN_BY_OPENSSH.get(code or asyncssh.FX_FAILURE, "Failure")
+
+
+def _target(args: tuple[Any, ...]) -> str:
+    """The file an operation was about: the path it names or the open file's name, as safe text."""
+    if not args:
+        return ""
+    first = args[0]
+    if isinstance(first, bytes):
+        return name_from_bytes(first)
+    return str(getattr(first, "name", "") or "")
+
 
 def _sftp_errors(method: _F) -> _F:
-    """Turn the few non-OSError failures (bad bytes in a name) into SFTP errors; OSErrors asyncssh maps itself."""
+    """The one place an operation's refusal leaves the handler: non-OSError failures (bad bytes in a name)
+    become SFTP errors (asyncssh maps OSErrors itself), and every refusal is logged once as `sftp.refused`
+    with the account, operation, file and the reason — OpenSSH's sftp shows the partner only the code's
+    text ("Permission denied", "Failure"), so this line is where the reason can be found."""
+    op = method.__name__
 
     @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: DropFolderSFTP, *args: Any, **kwargs: Any) -> Any:
+        # A failed upload refuses each later write (OpenSSH has dozens in flight) and its close: the first
+        # refusal, and upload.discarded, already said why.
+        already = args and isinstance(args[0], Upload) and args[0].failed is not None
         try:
-            return method(*args, **kwargs)
-        except (SFTPError, OSError):
+            return method(self, *args, **kwargs)
+        except SFTPError as exc:
+            if not already and exc.code != asyncssh.FX_EOF:
+                self._refused(op, args, exc, str(exc.reason))
+            raise
+        except OSError as exc:
+            if not already:
+                self._refused(op, args, exc, exc.strerror or str(exc))
             raise
         except ValueError as exc:  # e.g. an embedded NUL byte in a path
-            raise SFTPNoSuchFile(INVALID_NAME.format(reason=exc)) from None
+            refusal = SFTPNoSuchFile(INVALID_NAME.format(reason=exc))
+            self._refused(op, args, refusal, str(refusal.reason))
+            raise refusal from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -253,6 +297,22 @@ class DropFolderSFTP(asyncssh.SFTPServer):
                 return os.path.join(local, *parts[index + 1 :])  # nothing exists below a missing name
         return local
 
+    def _refused(self, op: str, args: tuple[Any, ...], exc: BaseException, reason: str) -> None:
+        shown = shown_by_openssh(exc)
+        if op in _LOOKUPS and shown == SHOWN_BY_OPENSSH[asyncssh.FX_NO_SUCH_FILE]:
+            return
+        event(
+            log,
+            "sftp.refused",
+            logging.INFO if shown == SHOWN_BY_OPENSSH[asyncssh.FX_NO_SUCH_FILE] else logging.WARNING,
+            account=self._account,
+            op=op,
+            file=safe(_target(args)),
+            reason=reason,
+            shown=shown,
+            connection_id=self._connection_id,
+        )
+
     def map_path(self, path: bytes) -> bytes:
         return self._local(path)
 
@@ -289,7 +349,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise SFTPFailure(NOT_A_FILE)
-        return Download(fd)
+        return Download(fd, name_from_bytes(posixpath.basename(path)))
 
     def _open_upload(self, path: bytes, pflags: int) -> Upload:
         if self._policy.stopping:
@@ -340,6 +400,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         self._policy.started(upload)
         return upload
 
+    @_sftp_errors
     def close(self, file_obj: object) -> None:
         if isinstance(file_obj, Download):
             self._policy.release_file(self._account)
@@ -383,11 +444,13 @@ class DropFolderSFTP(asyncssh.SFTPServer):
 
     # -- data -----------------------------------------------------------------------------------
 
+    @_sftp_errors
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
         if isinstance(file_obj, Download):
             return os.pread(file_obj.fd, size, offset)
         raise SFTPPermissionDenied(WRITE_ONLY_HANDLE)
 
+    @_sftp_errors
     def write(self, file_obj: object, offset: int, data: bytes) -> int:
         if not isinstance(file_obj, Upload):
             raise SFTPPermissionDenied(READ_ONLY_HANDLE)
@@ -415,6 +478,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
 
     # -- attributes -----------------------------------------------------------------------------
 
+    @_sftp_errors
     def fstat(self, file_obj: object) -> os.stat_result:
         return os.fstat(file_obj.fd)  # type: ignore[attr-defined]
 
@@ -426,6 +490,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
     def stat(self, path: bytes) -> os.stat_result:
         return os.stat(self._local(path))
 
+    @_sftp_errors
     def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
         # `put -p` sends permissions and times: keep the times, ignore the permissions (the daemon must read it).
         if not isinstance(file_obj, Upload) or file_obj.failed is not None:
@@ -472,9 +537,11 @@ class DropFolderSFTP(asyncssh.SFTPServer):
                 if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
                     yield SFTPName(entry.name, attrs=SFTPAttrs.from_local(info))
 
+    @_sftp_errors
     def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:
         raise SFTPPermissionDenied(NO_DIRECTORIES)
 
+    @_sftp_errors
     def rmdir(self, path: bytes) -> None:
         raise SFTPPermissionDenied(NO_DIRECTORIES)
 
@@ -522,12 +589,15 @@ class DropFolderSFTP(asyncssh.SFTPServer):
             raise SFTPFailure(NOT_A_FILE)
         os.replace(old, new)
 
+    @_sftp_errors
     def readlink(self, path: bytes) -> bytes:
         raise SFTPNoSuchFile(LINKS_REFUSED)
 
+    @_sftp_errors
     def symlink(self, oldpath: bytes, newpath: bytes) -> None:
         raise SFTPPermissionDenied(LINKS_REFUSED)
 
+    @_sftp_errors
     def link(self, oldpath: bytes, newpath: bytes) -> None:
         raise SFTPPermissionDenied(LINKS_REFUSED)
 
@@ -535,9 +605,11 @@ class DropFolderSFTP(asyncssh.SFTPServer):
     def statvfs(self, path: bytes) -> os.statvfs_result:
         return os.statvfs(self._local(path))
 
+    @_sftp_errors
     def fstatvfs(self, file_obj: object) -> os.statvfs_result:
         return os.statvfs(self._root)
 
+    @_sftp_errors
     def fsync(self, file_obj: object) -> None:
         if isinstance(file_obj, Upload) and file_obj.fd >= 0:
             os.fsync(file_obj.fd)

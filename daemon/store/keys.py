@@ -123,7 +123,7 @@ class KeyStore:
                 )
             except sqlite3.IntegrityError as exc:  # a concurrent add of the same key or name
                 raise UsageError(f"account {account!r}: key already registered ({exc})") from None
-        return {"account": account, "name": name, **asdict(key), "created_at": created}
+        return {"account": account, "name": name, **asdict(key), "created_at": created, "last_used": None}
 
     def list_keys(self, account: str | None = None) -> list[dict[str, Any]]:
         if account is not None:
@@ -153,8 +153,20 @@ class KeyStore:
 
     def fingerprints(self, account: str) -> set[str]:
         """The SHA256 fingerprints allowed to log in as `account` right now (empty for unknown accounts)."""
-        rows = self.db.query("SELECT fingerprint FROM keys WHERE account = ?", (account,))
-        return {row["fingerprint"] for row in rows}
+        return set(self.login_keys(account))
+
+    def login_keys(self, account: str) -> dict[str, str]:
+        """{SHA256 fingerprint: key name} of the keys allowed to log in as `account` right now."""
+        rows = self.db.query("SELECT fingerprint, name FROM keys WHERE account = ?", (account,))
+        return {row["fingerprint"]: row["name"] for row in rows}
+
+    def touch(self, account: str, fingerprint: str, when: str | None = None) -> None:
+        """Record a successful login with this key: one UPDATE in its own implicit transaction (no BEGIN
+        IMMEDIATE round trip), called by the SFTP process off its event loop."""
+        self.db.connection().execute(
+            "UPDATE keys SET last_used = ? WHERE account = ? AND fingerprint = ?",
+            (when or _now(), account, fingerprint),
+        )
 
     def accounts(self) -> list[str]:
         return [row["id"] for row in self.db.query("SELECT id FROM accounts ORDER BY id")]
@@ -170,4 +182,5 @@ def _key_dict(row: sqlite3.Row) -> dict[str, Any]:
         "public_key": row["public_key"],
         "comment": row["comment"],
         "created_at": row["created_at"],
+        "last_used": row["last_used"],
     }

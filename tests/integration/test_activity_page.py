@@ -154,3 +154,111 @@ def test_chromium_shows_an_imports_row_and_its_details(serve: Callable[..., Serv
     detail = chromium_dom(f"{served.url}/imports/{job_id}", tmp_path / "chromium")
     assert "Phone number is not valid" in detail
     assert f"Import {job_id}" in detail
+
+
+TIMELINE = [
+    {"at": "2026-01-02T03:04:00Z", "event": "queued", "detail": None},
+    {"at": "2026-01-02T03:04:05Z", "event": "picked_up", "detail": None},
+    {"at": "2026-01-02T03:04:09Z", "event": "paused", "detail": "sink unreachable"},
+    {"at": "2026-01-02T03:04:12Z", "event": "resumed", "detail": None},
+    {"at": "2026-01-02T03:04:17Z", "event": "finished", "detail": "completed_with_errors"},
+]
+NOTIFIED = [
+    {"event": "picked_up", "to": ["partner@example.com"], "ops": ["ops@example.org"], "at": "2026-01-02T03:04:05Z"},
+    {"event": "completed_with_errors", "to": ["partner@example.com", "contact@example.com"], "ops": [],
+     "at": "2026-01-02T03:04:17Z"},
+]  # fmt: skip
+
+
+def feedback_import(served: Served, **extra: object) -> int:
+    """A finished import with everything the page's newer parts show: timeline, emails, duplicates, error CSV."""
+    details = {**FINISHED["details"], "timeline": TIMELINE, "notified": NOTIFIED, "rows_duplicate": 3}
+    job_id = served.add_import("acme", "profiles.manifest", "completed_with_errors", **{**FINISHED, "details": details})
+    folder = served.config.jobs_root / str(job_id)
+    folder.mkdir(parents=True)
+    (folder / "errors.csv").write_bytes(b"identity,Phone,Failure Description\r\nu1,+1,Phone number is not valid\r\n")
+    return job_id
+
+
+def test_page_shows_who_was_emailed_the_error_csv_duplicates_and_the_timeline(serve: Callable[..., Served]) -> None:
+    served = serve()
+    job_id = feedback_import(served)
+    nobody = served.add_import(
+        "acme", "bad.manifest", "failed", error="Incorrect details in manifest file",
+        details={"notified": [{"event": "failed", "to": [], "ops": [], "nobody": True, "at": "2026-01-02T03:05:00Z",
+                               "note": "No usable address in the manifest and no contact address for the account."}]},
+    )  # fmt: skip
+    listed = cells(row(served.get("/").text, job_id))
+    assert listed[6] == "43 already present"  # 4 ingested, 3 of them already there
+    assert listed[-1] == (
+        "Phone number is not valid (1 row)error CSV (1 row)emailed partner@example.com, contact@example.com"
+    )
+    assert cells(row(served.get("/").text, nobody))[-1] == "Incorrect details in manifest filenobody could be emailed"
+    page = html.unescape(served.get(f"/imports/{job_id}").text)
+    assert "5 read, 4 ingested, 1 failed, 3 already present" in page
+    assert f'href="/imports/{job_id}/errors.csv"' in page
+    emails = re.search(r'<table id="emails">(.*?)</table>', page, re.DOTALL)
+    assert emails and "partner@example.com, contact@example.com" in emails.group(1)
+    assert "ops copy: ops@example.org" in emails.group(1)
+    steps = re.findall(r'<li data-event="(\w+)"><span class="when">([^<]*)</span>', page)
+    assert [event for event, _ in steps] == ["queued", "picked_up", "paused", "resumed", "finished"]
+    assert steps[2][1] == "2026-01-02 03:04:09 UTC" and "sink unreachable" in page
+    failed_page = html.unescape(served.get(f"/imports/{nobody}").text)
+    assert "nobody could be emailed: No usable address in the manifest" in failed_page
+    # An import from before timelines: its times make one up.
+    plain = served.add_import("acme", "old.manifest", "succeeded", **FINISHED)
+    old = html.unescape(served.get(f"/imports/{plain}").text)
+    assert re.findall(r'<li data-event="(\w+)">', old) == ["queued", "picked_up", "finished"]
+    assert "No email recorded for this import" in old and "errors.csv" not in old
+
+
+def test_error_csv_downloads_as_an_attachment_and_needs_the_token(serve: Callable[..., Served]) -> None:
+    served = serve(INGESTD_HTTP__TOKEN="s3cret")
+    job_id = feedback_import(served)
+    auth = {"Authorization": "Bearer s3cret"}
+    assert served.get(f"/imports/{job_id}/errors.csv").status == 401
+    got = served.get(f"/imports/{job_id}/errors.csv", **auth)
+    assert got.status == 200
+    assert got.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert got.headers["Content-Disposition"].startswith(f'attachment; filename="{job_id}-profiles.errors.csv"')
+    assert got.body == b"identity,Phone,Failure Description\r\nu1,+1,Phone number is not valid\r\n"
+    # Gone after retention, never there, not an import, not an id: each says so.
+    (served.config.jobs_root / str(job_id) / "errors.csv").unlink()
+    gone = served.get(f"/imports/{job_id}/errors.csv", **auth)
+    assert gone.status == 404 and "jobs.retention_days" in html.unescape(gone.text)
+    assert served.get(f"/imports/{job_id + 1}/errors.csv", **auth).status == 404
+    assert served.get("/imports/x/errors.csv", **auth).status == 400
+
+
+def test_reason_says_each_text_once(serve: Callable[..., Served]) -> None:
+    served = serve()
+    same = served.add_import(
+        "acme", "a.manifest", "failed", error="File couldn't be read",
+        details={"problems": ["File couldn't be read", "File couldn't be read: line 3 has 4 fields, the header 3"]},
+    )  # fmt: skip
+    prefixed = served.add_import(
+        "acme", "b.manifest", "failed", error="File couldn't be read",
+        details={"problems": ["File couldn't be read: line 3 has 4 fields, the header 3"]},
+    )  # fmt: skip
+    page = served.get("/").text
+    assert cells(row(page, same))[-1] == "File couldn't be read: line 3 has 4 fields, the header 3"
+    assert cells(row(page, prefixed))[-1] == "File couldn't be read: line 3 has 4 fields, the header 3"
+    detail = html.unescape(served.get(f"/imports/{same}").text)
+    assert detail.count("File couldn't be read") == 2  # the reason, and the one problem that adds to it
+
+
+def test_chromium_shows_the_emails_error_csv_timeline_and_duplicates(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    served = serve()
+    job_id = feedback_import(served)
+    cancelled = served.add_import("acme", "c.manifest", "cancelled")
+    dom = chromium_dom(served.url + "/", tmp_path / "chromium")
+    found = cells(row(dom, job_id))
+    assert found[6] == "43 already present"
+    assert "error CSV (1 row)" in found[-1] and "emailed partner@example.com" in found[-1]
+    assert 'class="badge s-cancelled"' in row(dom, cancelled)
+    detail = html.unescape(chromium_dom(f"{served.url}/imports/{job_id}", tmp_path / "chromium"))
+    assert re.findall(r'<li data-event="(\w+)">', detail) == ["queued", "picked_up", "paused", "resumed", "finished"]
+    assert f'href="/imports/{job_id}/errors.csv"' in detail
+    assert "3 already present" in detail and "ops copy: ops@example.org" in detail

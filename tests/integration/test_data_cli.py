@@ -116,6 +116,17 @@ def test_events_list_oldest_first(cli: CLI) -> None:
     ]
 
 
+def test_events_list_limit_shows_the_oldest_n_and_says_there_are_more(cli: CLI) -> None:
+    code, out, err = cli("events", "list", "acme", "john.doe@example.com", "--limit", "1", "--json")
+    assert code == 0
+    assert [event["name"] for event in json.loads(out)] == ["Charged"]
+    assert err == "showing the first 1 event; --limit N shows more\n"
+    code, out, err = cli("events", "list", "acme", "john.doe@example.com", "--limit", "2")
+    assert (code, err) == (0, "") and len(out.splitlines()) == 3
+    code, _, err = cli("events", "list", "acme", "john.doe@example.com", "--limit", "0")
+    assert (code, err) == (2, "ingestd: error: --limit: expected a number of events from 1 to 10,000, found 0\n")
+
+
 def test_partner_data_is_printed_escaped(cli: CLI) -> None:
     code, out, _ = cli("events", "list", "acme", "mallory")
     assert code == 0

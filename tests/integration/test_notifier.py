@@ -384,3 +384,24 @@ def test_notify_from_many_threads_at_once_queues_and_delivers_every_email_once(
         list(pool.map(lambda job_id: notifier.notify("picked_up", job(job_id)), range(1, 41)))
         mails = smtp_server.wait_for(40)
     assert sorted(int(mail.message["X-Ingestd-Job"]) for mail in mails) == list(range(1, 41))
+
+
+def test_the_job_record_says_who_was_emailed_or_that_nobody_could_be(data_dir: Path, smtp_server: SMTPServer) -> None:
+    from daemon.store.jobs import JobStore
+
+    config = notifier_config(data_dir, **_smtp_env(smtp_server), INGESTD_NOTIFY__OPS_EMAILS="ops@example.org")
+    notifier = make_notifier(config)
+    jobs = JobStore(notifier.db)
+    told, nobody = jobs.create("acme", "a.manifest"), jobs.create("acme", "b.manifest")
+    failed = {"status": "failed", "error": "Incorrect details in manifest file", "file_name": ""}
+    with running(notifier):
+        notifier.notify("picked_up", job(told, client_emails=["partner@example.com", "not an address"]))
+        notifier.notify("failed", job(nobody, client_emails=[], **failed))
+        smtp_server.wait_for(3)
+    (picked,) = jobs.get_import(told)["details"]["notified"]
+    assert (picked["event"], picked["to"], picked["ops"]) == ("picked_up", ["partner@example.com"], ["ops@example.org"])
+    assert "nobody" not in picked and "Not sent to not an address" in picked["note"]
+    assert picked["at"].endswith("Z")
+    (failure,) = jobs.get_import(nobody)["details"]["notified"]
+    assert failure["to"] == [] and failure["nobody"] is True and failure["ops"] == ["ops@example.org"]
+    assert "no contact address for the account" in failure["note"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -391,3 +392,80 @@ def test_serve_reports_a_busy_sftp_port_in_one_line(tmp_path: Path) -> None:
     assert f"ingestd: error: sftp: cannot listen on 127.0.0.1:{port}:" in result.stderr
     assert "address already in use" in result.stderr.lower()
     assert "Traceback" not in result.stderr
+
+
+def test_every_refused_operation_is_logged_with_the_account_and_reason(
+    served: tuple[Daemon, Partner, Partner], tmp_path: Path
+) -> None:
+    # OpenSSH's sftp prints only "Permission denied" or "Failure": the log line is where the reason is.
+    daemon, _, globex = served
+    source = tmp_path / "r.csv"
+    source.write_text("identity\n1\n")
+    (daemon.drop("globex") / "errors").mkdir(exist_ok=True)
+    ok = sftp_batch(daemon.sftp_port, "globex", globex.private, [f"put {source} quiet-upload.csv", "ls"])
+    assert ok.returncode == 0, ok.stderr
+    commands = ["mkdir refused-dir", f"put {source} errors/refused.csv", "chmod 600 quiet-upload.csv", "rm gone.csv"]
+    for command in commands:
+        result = sftp_batch(daemon.sftp_port, "globex", globex.private, [command])
+        assert result.returncode != 0, command
+
+    def refusals() -> list[str]:
+        return [line for line in daemon.log().splitlines() if "sftp.refused" in line and "account=globex" in line]
+
+    deadline = time.monotonic() + 30
+    while len(refusals()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lines = refusals()
+    expected = [
+        ("mkdir", "/refused-dir", "Creating or removing folders is not allowed", "Permission denied"),
+        ("open", "/errors/refused.csv", "Uploads go to the top folder only", "Permission denied"),
+        (
+            "setstat",
+            "/quiet-upload.csv",
+            "Changing permissions, ownership or size is not supported",
+            "Permission denied",
+        ),
+        ("remove", "/gone.csv", "No such file or directory", "No such file or directory"),
+    ]
+    assert len(lines) == 4, lines
+    for line, (op, name, reason, shown) in zip(lines, expected, strict=True):
+        assert f" op={op} " in line and f" file={name} " in line, line
+        assert f'reason="{reason}"' in line, line
+        shown = f'"{shown}"'
+        assert f"shown={shown}" in line and "connection_id=" in line, line
+    # A plain upload and listing (whose client stats the target first) logs no refusal.
+    assert not [line for line in lines if "quiet-upload.csv" in line and "op=setstat" not in line]
+
+
+def test_login_lines_name_the_key_and_keys_list_shows_its_last_use(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon()
+    laptop, laptop_public = make_keypair(tmp_path / "laptop")
+    _, spare_public = make_keypair(tmp_path / "spare")
+    daemon.add_key("acme", laptop_public, name="laptop")
+    daemon.add_key("acme", spare_public, name="spare")
+    before = json.loads(daemon.cli("keys", "list", "acme", "--json").stdout)
+    assert [(key["name"], key["last_used"]) for key in before] == [("laptop", None), ("spare", None)]
+    assert sftp_batch(daemon.sftp_port, "acme", laptop, ["ls"]).returncode == 0
+    fingerprint = before[0]["fingerprint"]
+    assert re.search(rf"login.succeeded .*account=acme key=laptop fingerprint={re.escape(fingerprint)} ", daemon.log())
+    stranger, _ = make_keypair(tmp_path / "stranger")
+    assert sftp_batch(daemon.sftp_port, "acme", stranger, ["ls"]).returncode != 0
+
+    def last_used() -> dict[str, str | None]:
+        keys = json.loads(daemon.cli("keys", "list", "acme", "--json").stdout)
+        return {key["name"]: key["last_used"] for key in keys}
+
+    deadline = time.monotonic() + 30
+    while last_used()["laptop"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    used = last_used()
+    assert used["spare"] is None
+    assert used["laptop"] is not None and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", used["laptop"])
+    table = daemon.cli("keys", "list", "acme").stdout.splitlines()
+    assert table[0].split()[-2:] == ["LAST", "USED"]
+    assert table[1].split()[-1] == used["laptop"] and table[2].split()[-1] == "never"
+    deadline = time.monotonic() + 30
+    while "login.failed" not in daemon.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    failed = next(line for line in daemon.log().splitlines() if "login.failed" in line)
+    assert "fingerprints=[" in failed and fingerprint not in failed

@@ -141,8 +141,9 @@ def test_list_shows_a_table_and_unknown_accounts_exit_1(cli, keys_dir) -> None: 
     code, out, _ = cli("keys", "list")
     assert code == 0
     header, row = out.splitlines()
-    assert header.split() == ["ACCOUNT", "NAME", "TYPE", "BITS", "FINGERPRINT", "ADDED"]
+    assert header.split() == ["ACCOUNT", "NAME", "TYPE", "BITS", "FINGERPRINT", "ADDED", "LAST", "USED"]
     assert row.split()[:4] == ["acme", "laptop", "ssh-ed25519", "256"]
+    assert row.split()[-1] == "never"
     code, out, err = cli("keys", "list", "nobody")
     assert (code, out, err) == (1, "", "ingestd: error: no account 'nobody'\n")
 

@@ -13,7 +13,7 @@ from jinja2 import UndefinedError
 
 from daemon.config import load_config
 from notifier.attachment import prepare_attachment
-from notifier.compose import compose_email, compose_emails
+from notifier.compose import compose_email, compose_emails, render_email
 from notifier.render import (
     build_context,
     environment,
@@ -253,3 +253,28 @@ def test_a_line_break_in_a_file_name_cannot_break_the_headers(tmp_path: Path) ->
     assert [part.get_filename() for part in message.iter_attachments()] == [
         "42-evil__Bcc: victim@example.com.errors.csv"
     ]
+
+
+def test_counts_read_right_for_one_row_and_dry_runs_say_nothing_was_stored(tmp_path: Path) -> None:
+    config = sample_config()
+    one = {"status": "succeeded", "rows_total": 1, "rows_ingested": 1, "finished_at": "2026-11-22T07:41:14Z"}
+    context, text, html, _ = render_email("succeeded", {**sample_job("succeeded", tmp_path)[1], **one}, config, NOW)
+    assert context["subject"] == "[acme] Imported: events.csv (1 row)"
+    assert "events.csv was imported: its 1 row." in text and "1 rows" not in text + html
+    cwe = {**sample_job("completed_with_errors", tmp_path)[1], "rows_failed": 1, "rows_total": 2, "rows_ingested": 1}
+    context, text, _, _ = render_email("completed_with_errors", cwe, config, NOW)
+    assert context["subject"] == "[acme] Imported with errors: events.csv (1 of 2 rows failed)"
+    assert "1 of 2 rows was rejected." in text and "(1 rejected row," in text
+    dry = {**sample_job("completed_with_errors", tmp_path)[1], "dry_run": True}
+    context, text, html, _ = render_email("completed_with_errors", dry, config, NOW)
+    assert context["subject"] == "[acme] Dry run found errors: events.csv (1,204 of 50,000 rows would fail)"
+    assert "nothing is stored" in text and "nothing is stored" in html
+    assert "Rows valid:    48,796" in text and "Rows imported" not in text
+    assert "The rows that passed were imported" not in text
+    # Without the keys, nothing about dry runs or duplicates.
+    _, plain, _, _ = render_email(
+        "completed_with_errors", sample_job("completed_with_errors", tmp_path)[1], config, NOW
+    )
+    assert "Dry run" not in plain and "Duplicates" not in plain
+    dup = {**sample_job("succeeded", tmp_path)[1], "rows_duplicate": 1}
+    assert "Duplicates:    1 row already present" in render_email("succeeded", dup, config, NOW)[1]
