@@ -14,6 +14,7 @@ import asyncssh
 from asyncssh.stream import SSHServerStreamSession
 
 from daemon.logs import event
+from daemon.sftp.algorithms import move_to_fast_cipher
 from daemon.sftp.handler import (
     BANNED,
     BANNED_ADDRESS,
@@ -159,6 +160,7 @@ class LoginContext:
     count: Count
     sftp_factory: Callable[[asyncssh.SSHServerChannel], object]
     max_sessions: int
+    prefer_fast: bool = False  # re-key clients that can onto AES-GCM after login (algorithms.move_to_fast_cipher)
     tasks: set[asyncio.Future[None]] = field(default_factory=set)
 
     def save_ban(self, ban: Ban) -> None:
@@ -288,6 +290,8 @@ class AccountSSHServer(asyncssh.SSHServer):
         assert self._conn is not None
         self._started()
         self.account = self._conn.get_extra_info("username")
+        if self._ctx.prefer_fast:
+            move_to_fast_cipher(self._conn)
         event(log, "login.succeeded", address=self.address, account=self.account, connection_id=self.connection_id)
 
     def session_requested(self) -> _Session:
