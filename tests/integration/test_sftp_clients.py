@@ -4,13 +4,17 @@ RFC 4716 (PuTTYgen) keys, and the `sftp.*` algorithm settings."""
 from __future__ import annotations
 
 import re
+import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from asyncssh.constants import MSG_KEXINIT
+from asyncssh.packet import Boolean, Byte, NameList, UInt32
 
 from tests.fixtures.daemon import Daemon, daemon_env
 from tests.fixtures.sshkeys import make_keypair, paramiko_sftp, sftp_command
@@ -101,6 +105,41 @@ def test_sha1_host_key_signatures_are_not_offered(served: tuple[Daemon, Path]) -
     mac = openssh(daemon.sftp_port, private, "Ciphers=aes128-ctr", "MACs=hmac-sha1")
     assert mac.returncode != 0
     assert re.search("no matching MAC found", mac.stderr, re.I), mac.stderr
+
+
+def test_a_client_with_no_common_algorithm_is_logged_with_what_it_offered(served: tuple[Daemon, Path]) -> None:
+    # OpenSSH notices the mismatch itself and may hang up before the server does: a client that only offers
+    # hmac-sha1 and waits is what the server always gets to log. From 127.0.0.2: one line per address a minute.
+    daemon, _ = served
+    kexinit = b"".join(
+        [
+            Byte(MSG_KEXINIT),
+            b"\0" * 16,
+            NameList([b"curve25519-sha256"]),
+            NameList([b"ssh-ed25519"]),
+            *[NameList([b"aes128-ctr"])] * 2,
+            *[NameList([b"hmac-sha1"])] * 2,
+            *[NameList([b"none"])] * 2,
+            NameList([]),
+            NameList([]),
+            Boolean(False),
+            UInt32(0),
+        ]
+    )
+    padding = 8 - (len(kexinit) + 5) % 8 + 8
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.2", 0))
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", daemon.sftp_port))
+        sock.sendall(b"SSH-2.0-OldAppliance_1.0\r\n")
+        sock.sendall(UInt32(len(kexinit) + padding + 1) + Byte(padding) + kexinit + b"\0" * padding)
+        while sock.recv(4096):  # the server's version, its KEXINIT, its disconnect; then the end
+            pass
+    deadline = time.monotonic() + 30
+    while "sftp.handshake_failed address=127.0.0.2" not in daemon.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [line] = [line for line in daemon.log().splitlines() if "sftp.handshake_failed address=127.0.0.2" in line]
+    assert "No matching MAC algorithm found" in line and "hmac-sha2-256" in line and "hmac-sha1" in line, line
 
 
 def test_host_keys_are_generated_private_and_the_banner_shows_ed25519(served: tuple[Daemon, Path]) -> None:
