@@ -77,16 +77,22 @@ def load_or_create_host_key(
         raise UsageError(f"host key {path}: cannot be read ({exc}); remove it to generate a new one") from None
 
 
-def host_keypairs(keys: dict[str, asyncssh.SSHKey], algorithms: list[str]) -> dict[str, asyncssh.SSHKeyPair]:
-    """The keys as asyncssh key pairs offering only `algorithms` (no "ssh-rsa": SHA-1); keys left with none drop."""
-    wanted = {alg.encode() for alg in algorithms}
-    pairs = {}
-    for label, key in keys.items():
-        [keypair] = asyncssh.load_keypairs([key])
-        # asyncssh offers every signature a key can make; an RSA key's include SHA-1 "ssh-rsa".
-        keypair.host_key_algorithms = tuple(alg for alg in keypair.host_key_algorithms if alg in wanted)
-        if keypair.host_key_algorithms:
-            pairs[label] = keypair
+def host_keypairs(keys: dict[str, asyncssh.SSHKey], algorithms: list[str]) -> list[asyncssh.SSHKeyPair]:
+    """The keys as asyncssh key pairs for `algorithms`, in that order: one pair per algorithm.
+
+    asyncssh offers every signature a key can make (an RSA key's include SHA-1 "ssh-rsa"), and it sets the
+    chosen one on the key pair when a connection picks it, then signs with it a packet later. Two connections
+    choosing rsa-sha2-512 and rsa-sha2-256 at once on one shared pair would sign with the other's algorithm;
+    a pair per algorithm always signs with its own.
+    """
+    pairs = []
+    for algorithm in algorithms:
+        for key in keys.values():
+            [keypair] = asyncssh.load_keypairs([key])
+            if algorithm.encode() in keypair.host_key_algorithms:
+                keypair.host_key_algorithms = (algorithm.encode(),)
+                keypair.set_sig_algorithm(algorithm.encode())
+                pairs.append(keypair)
     return pairs
 
 
@@ -103,8 +109,8 @@ class SFTPListener:
         self.gate = StartupGate(config.sftp.max_startups, config.sftp.per_source_max_startups, self.refused)
         self.policy: SessionPolicy | None = None
         self._context: LoginContext | None = None
-        self.host_keys: dict[str, asyncssh.SSHKeyPair] = {}  # the ones offered; the banner shows the first
-        self.fingerprints: dict[str, str] = {}  # of those, by key type (ed25519, ecdsa, rsa)
+        self.host_keys: list[asyncssh.SSHKeyPair] = []  # one per host key algorithm offered
+        self.fingerprints: dict[str, str] = {}  # of the keys offered, by key type (ed25519, ecdsa, rsa)
         self.connections: set[asyncssh.SSHServerConnection] = set()
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self.host = config.sftp.host
@@ -119,7 +125,10 @@ class SFTPListener:
         algorithms = select_algorithms(self.config.sftp)  # before anything is written: a config error stops here
         keys = {label: load_or_create_host_key(self.config.host_keys_dir, *spec) for label, spec in HOST_KEYS.items()}
         self.host_keys = host_keypairs(keys, algorithms.host_key_algorithms)
-        self.fingerprints = {label: keys[label].get_fingerprint("sha256") for label in self.host_keys}
+        offered = {pair.public_data for pair in self.host_keys}
+        self.fingerprints = {
+            label: key.get_fingerprint("sha256") for label, key in keys.items() if key.public_data in offered
+        }
         self.policy = SessionPolicy(
             max_file_size=self.config.sftp.max_file_size,
             count=self.count,
@@ -146,7 +155,7 @@ class SFTPListener:
             self.config.sftp.port,
             tunnel=GatedListener(self.gate),  # connection caps, checked before asyncssh sees a socket
             server_factory=self._server_factory,
-            server_host_keys=list(self.host_keys.values()),
+            server_host_keys=self.host_keys,
             allow_scp=False,
             allow_pty=False,
             line_editor=False,  # no terminals: the editor layer would only pass every SFTP packet through

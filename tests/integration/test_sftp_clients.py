@@ -246,3 +246,24 @@ def test_an_unknown_algorithm_stops_serve_with_one_line(
     assert "Traceback" not in result.stderr
     # Checked before the host keys are written.
     assert not (tmp_path / "data" / "host_keys").exists()
+
+
+def test_concurrent_logins_with_both_rsa_signatures_each_get_their_own(served: tuple[Daemon, Path]) -> None:
+    # asyncssh sets the chosen signature on the host key pair and signs with it a packet later: one pair shared
+    # by both RSA algorithms let concurrent connections sign with each other's, which OpenSSH refuses (5 of 8
+    # failed in a run before the fix). One pair per algorithm. 8 at once: below sftp.per_source_max_startups.
+    daemon, private = served
+    base = sftp_command(daemon.sftp_port, "acme", private)
+    runs = [
+        subprocess.Popen(
+            [*base[:-1], "-o", f"HostKeyAlgorithms={algorithm}", base[-1]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for algorithm in ["rsa-sha2-256", "rsa-sha2-512"] * 4
+    ]
+    results = [run.communicate("ls\n", timeout=60) for run in runs]
+    failed = [err for run, (_, err) in zip(runs, results, strict=True) if run.returncode != 0]
+    assert failed == []
