@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys = verbs.add_parser("keys", help="register, list and revoke partners' SSH public keys")
     key_verbs = keys.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     key_verbs.required = True
-    add = key_verbs.add_parser("add", help="register an OpenSSH public key for ACCOUNT", parents=[common])
+    add = key_verbs.add_parser(
+        "add", help="register an OpenSSH or RFC 4716 (PuTTYgen) public key for ACCOUNT", parents=[common]
+    )
     add.add_argument("account")
     add.add_argument("keyfile", help="public key file, or - for standard input")
     add.add_argument("--name", help="a name for this key (default: the key's comment or its fingerprint)")

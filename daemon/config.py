@@ -111,6 +111,12 @@ class SFTPConfig(_Section):
     per_source_max_startups: int = Field(10, ge=1)  # connections not yet logged in, from one address
     max_sessions: int = Field(10, ge=1)  # channels (sessions) one connection may open
     max_open_files: int = Field(64, ge=1)  # files one account may hold open at once, over all its connections
+    # SSH algorithms offered, in order; empty: the built-in lists (daemon/sftp/algorithms.py). Names are checked
+    # against asyncssh's when the SFTP server starts.
+    ciphers: StrList = []
+    macs: StrList = []
+    kex_algorithms: StrList = []
+    host_key_algorithms: StrList = []
 
 
 class HTTPConfig(_Section):

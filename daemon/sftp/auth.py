@@ -14,6 +14,7 @@ import asyncssh
 from asyncssh.stream import SSHServerStreamSession
 
 from daemon.logs import event
+from daemon.sftp.algorithms import move_to_fast_cipher
 from daemon.sftp.handler import (
     BANNED,
     BANNED_ADDRESS,
@@ -36,6 +37,10 @@ _PRUNE_ABOVE = 10_000  # (address, account) pairs remembered before forgetting t
 # low enough to stop a scanner that tries many account names.
 ADDRESS_FACTOR = 4
 EVERY_ACCOUNT = ""  # the account of an address-wide ban
+# A client with no algorithm in common is logged with what each side offered (how ops learn that a partner's
+# client needs sftp.ciphers or an upgrade), once per address per this many seconds: a scanner retrying in a
+# loop must not flood the log.
+HANDSHAKE_LOG_INTERVAL = 60.0
 # What we verify in user auth, as OpenSSH 9: no SHA-1 ("ssh-rsa") signatures; RSA keys sign with SHA-2.
 SIGNATURE_ALGS = [
     "ssh-ed25519",
@@ -159,7 +164,20 @@ class LoginContext:
     count: Count
     sftp_factory: Callable[[asyncssh.SSHServerChannel], object]
     max_sessions: int
+    prefer_fast: bool = False  # re-key clients that can onto AES-GCM after login (algorithms.move_to_fast_cipher)
     tasks: set[asyncio.Future[None]] = field(default_factory=set)
+    handshakes_logged: dict[str, float] = field(default_factory=dict)  # address -> when its failure was logged
+
+    def handshake_failed(self, address: str, reason: str) -> None:
+        now = time.monotonic()
+        if now - self.handshakes_logged.get(address, -math.inf) < HANDSHAKE_LOG_INTERVAL:
+            return
+        if len(self.handshakes_logged) > _PRUNE_ABOVE:
+            self.handshakes_logged = {
+                addr: at for addr, at in self.handshakes_logged.items() if now - at < HANDSHAKE_LOG_INTERVAL
+            }
+        self.handshakes_logged[address] = now
+        event(log, "sftp.handshake_failed", logging.WARNING, address=address, reason=printable(reason)[:1000])
 
     def save_ban(self, ban: Ban) -> None:
         """Write a new ban to the state DB in a thread (its time in epoch seconds), without waiting."""
@@ -220,6 +238,8 @@ class AccountSSHServer(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._started()
+        if isinstance(exc, asyncssh.KeyExchangeFailed):  # e.g. "No matching MAC algorithm found, sent ... received"
+            self._ctx.handshake_failed(self.address, str(exc))
         if self._conn is not None:
             self._ctx.connections.discard(self._conn)
         if self.account is not None or self._turned_away:
@@ -307,6 +327,8 @@ class AccountSSHServer(asyncssh.SSHServer):
         assert self._conn is not None
         self._started()
         self.account = self._conn.get_extra_info("username")
+        if self._ctx.prefer_fast:
+            move_to_fast_cipher(self._conn)
         name, fingerprint = self._key or (None, None)
         event(
             log,

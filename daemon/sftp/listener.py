@@ -1,4 +1,4 @@
-"""The asyncssh listener: host key, key-store logins, drop-folder sessions, an ordered shutdown."""
+"""The asyncssh listener: host keys, key-store logins, drop-folder sessions, an ordered shutdown."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import asyncssh
-from asyncssh.kex import get_default_kex_algs
 
 from daemon.config import Config
 from daemon.errors import UsageError
 from daemon.logs import event
+from daemon.sftp.algorithms import select_algorithms
 from daemon.sftp.auth import SIGNATURE_ALGS, AccountSSHServer, LoginContext, LoginGuard
 from daemon.sftp.handler import Count, DropFolderSFTP, SessionPolicy, count_locally, sweep_temp_files
 from daemon.sftp.limits import GatedListener, RefusalLog, StartupGate, quiet_accept_errors
@@ -24,41 +24,76 @@ from daemon.store.keys import KeyStore
 
 log = logging.getLogger("ingestd.sftp")
 
-HOST_KEY_FILE = "ssh_host_ed25519_key"
-# AES-GCM only. OpenSSH clients take the first cipher of *their* list that the server offers, and they
-# list chacha20-poly1305 and aes-ctr before aes-gcm. asyncssh spends ~40% less CPU per byte with AES-GCM
-# (AES-NI through OpenSSL, no separate MAC) than with chacha20-poly1305, so offering only these is what
-# makes clients pick them. Every maintained client (OpenSSH >= 6.2, PuTTY/WinSCP, FileZilla, paramiko)
-# has AES-GCM. Channel window and packet size stay at asyncssh's defaults: larger ones measured no better.
-ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
-# asyncssh's key exchanges without the SHA-1 ones (diffie-hellman-group1/14-sha1, group-exchange-sha1), as
-# OpenSSH 9 has them off by default, and without GSS-API (we have no Kerberos).
-KEX_ALGS = [
-    alg.decode() for alg in get_default_kex_algs() if not alg.endswith(b"-sha1") and not alg.startswith(b"gss-")
-]
+# (file name, asyncssh key type, bits): OpenSSH's names in data_dir/host_keys. The first is the one the
+# banner shows; OpenSSH clients pick ed25519 when the server has it.
+HOST_KEYS = {
+    "ed25519": ("ssh_host_ed25519_key", "ssh-ed25519", None),
+    "ecdsa": ("ssh_host_ecdsa_key", "ecdsa-sha2-nistp256", None),
+    "rsa": ("ssh_host_rsa_key", "ssh-rsa", 3072),
+}
+HOST_KEY_FILE = HOST_KEYS["ed25519"][0]
 UPLOAD_GRACE = 5.0  # seconds uploads in flight get to finish at shutdown
 
 
-def load_or_create_host_key(directory: Path) -> asyncssh.SSHKey:
-    """The server's ed25519 host key, generated on first start (written atomically, mode 0600)."""
-    path = directory / HOST_KEY_FILE
-    if path.exists():
+def load_or_create_host_key(
+    directory: Path, name: str = HOST_KEY_FILE, key_type: str = "ssh-ed25519", bits: int | None = None
+) -> asyncssh.SSHKey:
+    """One host key, generated on first start: written to a temp file (mode 0600), then linked into place."""
+    path = directory / name
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        key = asyncssh.generate_private_key(
+            key_type, comment="ingestd host key", **({"key_size": bits} if bits else {})
+        )
+        temp = directory / f".{name}.{os.getpid()}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key.export_private_key("openssh"))
+            handle.flush()
+            os.fsync(handle.fileno())
         try:
-            return asyncssh.read_private_key(path)
-        except (asyncssh.KeyImportError, OSError) as exc:
-            raise UsageError(f"host key {path}: cannot be read ({exc}); remove it to generate a new one") from None
-    directory.mkdir(parents=True, exist_ok=True)
-    key = asyncssh.generate_private_key("ssh-ed25519", comment="ingestd host key")
-    temp = directory / f".{HOST_KEY_FILE}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.export_private_key("openssh"))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    (directory / f"{HOST_KEY_FILE}.pub").write_bytes(key.export_public_key("openssh"))
-    event(log, "sftp.host_key_created", path=str(path), fingerprint=key.get_fingerprint("sha256"))
-    return key
+            # A link, not a rename: of several processes (or nodes on one data_dir) starting at once, the
+            # first key in place wins and every other one reads it, so all present the same key.
+            os.link(temp, path)
+            created = True
+        except FileExistsError:
+            created = False
+        except OSError:  # a file system without hard links: a rename, where the last one wins
+            os.replace(temp, path)
+            created = True
+        finally:
+            temp.unlink(missing_ok=True)
+        if created:
+            (directory / f"{name}.pub").write_bytes(key.export_public_key("openssh"))
+            event(log, "sftp.host_key_created", path=str(path), fingerprint=key.get_fingerprint("sha256"))
+            return key
+    try:
+        key = asyncssh.read_private_key(path)
+        public = directory / f"{name}.pub"
+        if not public.exists():  # informational only; a crash may have come between the two files
+            public.write_bytes(key.export_public_key("openssh"))
+        return key
+    except (asyncssh.KeyImportError, OSError) as exc:
+        raise UsageError(f"host key {path}: cannot be read ({exc}); remove it to generate a new one") from None
+
+
+def host_keypairs(keys: dict[str, asyncssh.SSHKey], algorithms: list[str]) -> list[asyncssh.SSHKeyPair]:
+    """The keys as asyncssh key pairs for `algorithms`, in that order: one pair per algorithm.
+
+    asyncssh offers every signature a key can make (an RSA key's include SHA-1 "ssh-rsa"), and it sets the
+    chosen one on the key pair when a connection picks it, then signs with it a packet later. Two connections
+    choosing rsa-sha2-512 and rsa-sha2-256 at once on one shared pair would sign with the other's algorithm;
+    a pair per algorithm always signs with its own.
+    """
+    pairs = []
+    for algorithm in algorithms:
+        for key in keys.values():
+            [keypair] = asyncssh.load_keypairs([key])
+            if algorithm.encode() in keypair.host_key_algorithms:
+                keypair.host_key_algorithms = (algorithm.encode(),)
+                keypair.set_sig_algorithm(algorithm.encode())
+                pairs.append(keypair)
+    return pairs
 
 
 class SFTPListener:
@@ -74,7 +109,8 @@ class SFTPListener:
         self.gate = StartupGate(config.sftp.max_startups, config.sftp.per_source_max_startups, self.refused)
         self.policy: SessionPolicy | None = None
         self._context: LoginContext | None = None
-        self.host_key: asyncssh.SSHKey | None = None
+        self.host_keys: list[asyncssh.SSHKeyPair] = []  # one per host key algorithm offered
+        self.fingerprints: dict[str, str] = {}  # of the keys offered, by key type (ed25519, ecdsa, rsa)
         self.connections: set[asyncssh.SSHServerConnection] = set()
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self.host = config.sftp.host
@@ -86,7 +122,13 @@ class SFTPListener:
         removed = sweep_temp_files(drop_root)
         if removed:
             event(log, "sftp.temp_files_removed", count=removed)
-        self.host_key = load_or_create_host_key(self.config.host_keys_dir)
+        algorithms = select_algorithms(self.config.sftp)  # before anything is written: a config error stops here
+        keys = {label: load_or_create_host_key(self.config.host_keys_dir, *spec) for label, spec in HOST_KEYS.items()}
+        self.host_keys = host_keypairs(keys, algorithms.host_key_algorithms)
+        offered = {pair.public_data for pair in self.host_keys}
+        self.fingerprints = {
+            label: key.get_fingerprint("sha256") for label, key in keys.items() if key.public_data in offered
+        }
         self.policy = SessionPolicy(
             max_file_size=self.config.sftp.max_file_size,
             count=self.count,
@@ -104,6 +146,7 @@ class SFTPListener:
             count=self.count,
             sftp_factory=self._sftp_factory,
             max_sessions=self.config.sftp.max_sessions,
+            prefer_fast=algorithms.prefer_fast,
         )
         quiet_accept_errors(asyncio.get_running_loop(), self.refused)
         # No sftp_factory here: AccountSSHServer.session_requested opens SFTP sessions, counting them.
@@ -112,15 +155,17 @@ class SFTPListener:
             self.config.sftp.port,
             tunnel=GatedListener(self.gate),  # connection caps, checked before asyncssh sees a socket
             server_factory=self._server_factory,
-            server_host_keys=[self.host_key],
+            server_host_keys=self.host_keys,
             allow_scp=False,
             allow_pty=False,
             line_editor=False,  # no terminals: the editor layer would only pass every SFTP packet through
             agent_forwarding=False,
             x11_forwarding=False,
             rdns_lookup=False,
-            encryption_algs=ENCRYPTION_ALGS,
-            kex_algs=KEX_ALGS,
+            # Channel window and packet size stay at asyncssh's defaults: larger ones measured no better.
+            encryption_algs=algorithms.ciphers,
+            mac_algs=algorithms.macs,
+            kex_algs=algorithms.kex_algorithms,
             signature_algs=SIGNATURE_ALGS,
             compression_algs=["none"],
             login_timeout=self.config.sftp.login_grace_time,
@@ -129,11 +174,13 @@ class SFTPListener:
             config=None,
         )
         self.port = self._acceptor.get_port() or self.port
-        event(log, "sftp.listening", host=self.host, port=self.port, fingerprint=self.fingerprint)
+        others = {f"{label}_fingerprint": value for label, value in list(self.fingerprints.items())[1:]}
+        event(log, "sftp.listening", host=self.host, port=self.port, fingerprint=self.fingerprint, **others)
 
     @property
     def fingerprint(self) -> str:
-        return self.host_key.get_fingerprint("sha256") if self.host_key else ""
+        """The first host key offered (ed25519 unless sftp.host_key_algorithms leaves it out)."""
+        return next(iter(self.fingerprints.values()), "")
 
     def _server_factory(self) -> AccountSSHServer:
         assert self._context is not None

@@ -44,10 +44,24 @@ def check_account(account: str) -> str:
     return account
 
 
+RFC4716_BEGIN = "---- BEGIN SSH2 PUBLIC KEY ----"
+RFC4716_END = "---- END SSH2 PUBLIC KEY ----"
+
+
 def parse_public_key(text: str, source: str = "key") -> PublicKey:
-    """One OpenSSH public key line (as in id_ed25519.pub); UsageError says what is wrong with it."""
+    """One public key: an OpenSSH line (as in id_ed25519.pub) or an RFC 4716 block (PuTTYgen, ssh-keygen -e).
+
+    UsageError says what is wrong with it.
+    """
     if "PRIVATE KEY" in text:
         raise UsageError(f"{source}: this is a private key; give the public key (the .pub file) instead")
+    if text.lstrip().startswith("PuTTY-User-Key-File-"):
+        raise UsageError(
+            f"{source}: this is a PuTTY private key (.ppk); give the public key instead "
+            "(PuTTYgen: 'Save public key', or `puttygen KEY.ppk -O public`)"
+        )
+    if RFC4716_BEGIN in text:
+        return _parse_rfc4716(text, source)
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
     if not lines:
         raise UsageError(f"{source}: no public key found (expected a line like 'ssh-ed25519 AAAA... comment')")
@@ -56,10 +70,7 @@ def parse_public_key(text: str, source: str = "key") -> PublicKey:
     line = lines[0]
     key_type = line.split()[0]
     if key_type not in _ALLOWED:
-        if key_type.startswith(("ssh-", "ecdsa-", "sk-")) or "@openssh.com" in key_type:
-            raise UsageError(
-                f"{source}: key type {key_type!r} is not accepted; use ed25519, ecdsa or rsa (at least {MIN_RSA_BITS} bits)"
-            )
+        _refuse_type(key_type, source)
         raise UsageError(
             f"{source}: not an OpenSSH public key (expected a line like 'ssh-ed25519 AAAA... comment', "
             f"found {line[:40]!r})"
@@ -70,6 +81,43 @@ def parse_public_key(text: str, source: str = "key") -> PublicKey:
         raise UsageError(f"{source}: malformed {key_type} public key ({exc})") from None
     if key.get_algorithm() != key_type:
         raise UsageError(f"{source}: malformed public key (the line says {key_type}, the key is {key.get_algorithm()})")
+    return _checked(key, source)
+
+
+def _parse_rfc4716(text: str, source: str) -> PublicKey:
+    """An RFC 4716 "SSH2 public key" block: header lines (Comment: "...", continued with a backslash), base64."""
+    begins = text.count(RFC4716_BEGIN)
+    if begins > 1:
+        raise UsageError(f"{source}: contains {begins} keys; add one key at a time")
+    before, _, rest = text.partition(RFC4716_BEGIN)
+    block, end, after = rest.partition(RFC4716_END)
+    if not end:
+        raise UsageError(f"{source}: malformed RFC 4716 public key (no '{RFC4716_END}' line)")
+    if before.strip() or after.strip():
+        raise UsageError(f"{source}: holds more than the RFC 4716 key block; add one key at a time")
+    try:
+        # asyncssh reads the format, headers included; the Comment header becomes the key's comment.
+        key = asyncssh.import_public_key(f"{RFC4716_BEGIN}{block}{RFC4716_END}\n")
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise UsageError(f"{source}: malformed RFC 4716 public key ({exc})") from None
+    if key.get_algorithm() not in _ALLOWED:
+        _refuse_type(key.get_algorithm(), source)
+    return _checked(key, source)
+
+
+def _refuse_type(key_type: str, source: str) -> None:
+    """Raise for a key type we know but do not accept (DSA, certificates, security keys)."""
+    if key_type.startswith(("ssh-", "ecdsa-", "sk-")) or "@openssh.com" in key_type:
+        raise UsageError(
+            f"{source}: key type {key_type!r} is not accepted; use ed25519, ecdsa or rsa (at least {MIN_RSA_BITS} bits)"
+        )
+
+
+def _checked(key: asyncssh.SSHKey, source: str) -> PublicKey:
+    """The key as stored, once its strength is checked."""
+    key_type = key.get_algorithm()
+    if key_type not in _ALLOWED:
+        raise UsageError(f"{source}: key type {key_type!r} is not accepted; use ed25519, ecdsa or rsa")
     pyca = key.pyca_key
     bits = int(getattr(pyca, "key_size", 0) or getattr(getattr(pyca, "curve", None), "key_size", 0) or 256)
     if _ALLOWED[key_type] == "rsa" and bits < MIN_RSA_BITS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -182,3 +183,78 @@ def test_an_account_id_with_a_trailing_newline_is_refused(cli, keys_dir) -> None
     code, out, err = cli("keys", "add", "acme\n", str(public))
     assert (code, out) == (2, "")
     assert err.startswith("ingestd: error: invalid account 'acme\\n'")
+
+
+def rfc4716(public: Path, comment: str | None = None) -> Path:
+    """`ssh-keygen -e` of `public` (an RFC 4716 "SSH2 PUBLIC KEY" block, as PuTTYgen saves them), optionally with
+    the Comment header PuTTYgen writes instead of ssh-keygen's."""
+    exported = subprocess.run(["ssh-keygen", "-e", "-f", str(public)], capture_output=True, text=True, check=True)
+    text = exported.stdout
+    if comment is not None:
+        text = re.sub(r'^Comment: ".*"$', f'Comment: "{comment}"', text, flags=re.MULTILINE)
+    path = public.with_suffix(".rfc4716")
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("key_type", "bits", "algorithm"),
+    [("ed25519", None, "ssh-ed25519"), ("ecdsa", 384, "ecdsa-sha2-nistp384"), ("rsa", 3072, "ssh-rsa")],
+)
+def test_rfc4716_keys_are_accepted_with_the_same_fingerprint(cli, keys_dir, key_type, bits, algorithm) -> None:  # type: ignore[no-untyped-def]
+    _, public = make_keypair(keys_dir, name=f"id_{key_type}", key_type=key_type, bits=bits)
+    exported = rfc4716(public)
+    assert exported.read_text().startswith("---- BEGIN SSH2 PUBLIC KEY ----\nComment: ")
+    code, out, err = cli("keys", "add", "acme", str(exported), "--json")
+    assert (code, err) == (0, "")
+    added = json.loads(out)
+    assert added["algorithm"] == algorithm and added["fingerprint"] == ssh_keygen_fingerprint(public)
+    # ssh-keygen's comment ("256-bit ED25519, converted by ...") has spaces: the fingerprint names the key.
+    assert added["name"] == added["fingerprint"]
+    # The same key as an OpenSSH line is the same key.
+    code, _, err = cli("keys", "add", "acme", str(public))
+    assert code == 2 and "is already registered for account 'acme'" in err
+
+
+def test_rfc4716_comment_names_the_key_and_continued_headers_are_read(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+    _, public = make_keypair(keys_dir, name="laptop")
+    exported = rfc4716(public, comment="ed25519-key-20240501")
+    code, out, err = cli("keys", "add", "acme", "-", "--json", stdin=exported.read_text())
+    assert (code, err) == (0, "") and json.loads(out)["name"] == "ed25519-key-20240501"
+    _, other = make_keypair(keys_dir, name="other")
+    continued = rfc4716(other, comment="rsa-key-\\\n20240502")  # a header continued on the next line
+    code, out, err = cli("keys", "add", "acme", str(continued), "--json")
+    assert (code, err) == (0, "") and json.loads(out)["name"] == "rsa-key-20240502"
+
+
+def test_rfc4716_refusals_keep_their_reasons(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+    _, weak = make_keypair(keys_dir, name="weak", key_type="rsa", bits=1024)
+    code, _, err = cli("keys", "add", "acme", str(rfc4716(weak)))
+    assert code == 2 and "RSA key of 1024 bits is too weak" in err
+    _, one = make_keypair(keys_dir, name="one")
+    _, two = make_keypair(keys_dir, name="two")
+    both = keys_dir / "both.rfc4716"
+    both.write_text(rfc4716(one).read_text() + rfc4716(two).read_text())
+    code, _, err = cli("keys", "add", "acme", str(both))
+    assert code == 2 and "contains 2 keys; add one key at a time" in err
+    mixed = keys_dir / "mixed.pub"
+    mixed.write_text(one.read_text() + rfc4716(two).read_text())
+    code, _, err = cli("keys", "add", "acme", str(mixed))
+    assert code == 2 and "add one key at a time" in err
+    cut = keys_dir / "cut.rfc4716"
+    cut.write_text(rfc4716(one).read_text().replace("---- END SSH2 PUBLIC KEY ----\n", ""))
+    code, _, err = cli("keys", "add", "acme", str(cut))
+    assert code == 2 and "malformed RFC 4716 public key (no '---- END SSH2 PUBLIC KEY ----' line)" in err
+    broken = keys_dir / "broken.rfc4716"
+    text = rfc4716(one).read_text().splitlines()
+    broken.write_text("\n".join([*text[:2], "!!!!notbase64", text[-1]]) + "\n")
+    code, _, err = cli("keys", "add", "acme", str(broken))
+    assert code == 2 and "malformed RFC 4716 public key" in err and "Traceback" not in err
+    assert json.loads(cli("keys", "list", "--json")[1]) == []
+
+
+def test_a_putty_private_key_is_refused_with_a_hint(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ppk = tmp_path / "key.ppk"
+    ppk.write_text("PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: laptop\nPublic-Lines: 2\n")
+    code, _, err = cli("keys", "add", "acme", str(ppk))
+    assert code == 2 and "this is a PuTTY private key (.ppk)" in err and "puttygen KEY.ppk -O public" in err
