@@ -30,3 +30,13 @@ def test_a_public_key_verifies_only_the_algorithms_in_all_sig_algorithms() -> No
 def test_listen_takes_a_tunnel_with_create_server() -> None:
     # daemon/sftp/limits.py GatedListener is handed over as listen(tunnel=...).
     assert "tunnel" in inspect.signature(asyncssh.listen).parameters
+
+
+def test_the_connection_state_the_aes_gcm_rekey_reads_is_still_there() -> None:
+    # daemon/sftp/algorithms.py move_to_fast_cipher reads and sets these to re-key a client onto AES-GCM.
+    from asyncssh.connection import SSHConnection
+
+    source = inspect.getsource(SSHConnection)
+    for name in ("_client_kexinit", "_enc_algs", "_enc_alg_cs", "_kexinit_sent", "_kex_complete", "self._kex "):
+        assert name in source, name
+    assert callable(SSHConnection._send_kexinit)
