@@ -220,6 +220,7 @@ class AccountSSHServer(asyncssh.SSHServer):
         self._attempts = 0
         self._sessions = 0
         self._turned_away = False
+        self._dropped = False  # closed by the StartupGate to make room for a newer connection
         self._key: tuple[str, str] | None = None  # (name, fingerprint) of the key that was accepted
         self._offered: list[str] = []  # fingerprints of the keys refused, for login.failed
 
@@ -227,9 +228,15 @@ class AccountSSHServer(asyncssh.SSHServer):
         self._conn = conn
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.address = str(peer[0])
-        self._ctx.gate.opened(self.address, self, conn.abort)
+        self._ctx.gate.opened(self.address, self, self._drop)
         self._starting = True
         self._ctx.connections.add(conn)
+
+    def _drop(self) -> None:
+        """Closed by the StartupGate to make room: not the client's doing, so not a failed login."""
+        self._dropped = True
+        if self._conn is not None:
+            self._conn.abort()
 
     def _started(self) -> None:
         if self._starting:
@@ -242,8 +249,8 @@ class AccountSSHServer(asyncssh.SSHServer):
             self._ctx.handshake_failed(self.address, str(exc))
         if self._conn is not None:
             self._ctx.connections.discard(self._conn)
-        if self.account is not None or self._turned_away:
-            return
+        if self.account is not None or self._turned_away or self._dropped:
+            return  # a connection we closed to make room never counts against its address
         for account in sorted(self._refused):
             self._ctx.count("LOGIN_FAILURES", 1, ())
             ban = self._ctx.guard.failed(self.address, account)
@@ -262,6 +269,8 @@ class AccountSSHServer(asyncssh.SSHServer):
                 self._ctx.save_ban(ban)
 
     async def begin_auth(self, username: str) -> bool:
+        if self._starting:
+            self._ctx.gate.logging_in(self)  # past its key exchange: no longer dropped to make room
         account = account_key(username)
         banned = self._ctx.guard.banned(self.address, account)
         if banned is not None:

@@ -83,6 +83,7 @@ def count_locally(name: str, amount: float = 1.0, labels: tuple[str, ...] = ()) 
 
 _WRITE_FLAGS = FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC
 _NAME_MAX = 255
+MAX_READ = 256 * 1024  # bytes one read request returns at most (OpenSSH's sftp-server: 256 KiB)
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: they break log lines, emails, terminals
 
 
@@ -447,7 +448,9 @@ class DropFolderSFTP(asyncssh.SFTPServer):
     @_sftp_errors
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
         if isinstance(file_obj, Download):
-            return os.pread(file_obj.fd, size, offset)
+            # A client may ask for up to 4 GiB in one request, and the reply is built in memory: cap it as
+            # OpenSSH's sftp-server does (a short read is legal; clients ask again from where it ended).
+            return os.pread(file_obj.fd, min(size, MAX_READ), offset)
         raise SFTPPermissionDenied(WRITE_ONLY_HANDLE)
 
     @_sftp_errors

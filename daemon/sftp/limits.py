@@ -63,9 +63,11 @@ class StartupGate:
     PerSourceMaxStartups). A logged-in connection no longer counts.
 
     Over the per-address cap the new connection is dropped: that address is the one flooding. Over the
-    overall cap the *oldest* connection still not logged in is dropped instead, so a flood of idle
-    connections from many addresses cannot keep every partner out until `sftp.login_grace_time` runs out:
-    a partner logs in within a fraction of a second, an idle connection never does.
+    overall cap the *oldest* connection that has not yet asked to log in (still in its key exchange, or
+    idle) is dropped instead, so a flood of idle connections from many addresses cannot keep every partner
+    out until `sftp.login_grace_time` runs out: a partner asks to log in within a fraction of a second, an
+    idle connection never does. One that is logging in is not dropped for room; when every counted
+    connection is, the new one is dropped.
     """
 
     def __init__(self, max_startups: int, per_source: int, refused: RefusalLog) -> None:
@@ -74,15 +76,18 @@ class StartupGate:
         self.refused = refused
         self.total = 0
         self._per_address: Counter[str] = Counter()
-        self._starting: dict[object, tuple[str, Callable[[], None]]] = {}  # oldest first: key -> (address, drop)
+        self._waiting: dict[object, tuple[str, Callable[[], None]]] = {}  # oldest first: key -> (address, drop)
+        self._logging_in: dict[object, str] = {}  # key -> address: asked to log in, not dropped for room
 
     def full(self, address: str) -> str | None:
         """The reason to drop a new connection from `address`, or None to let it in (making room if needed)."""
         if self._per_address[address] >= self.per_source:
             return "per_source_max_startups"
         if self.total >= self.max_startups:
-            oldest = next(iter(self._starting))
-            _, drop = self._starting[oldest]
+            if not self._waiting:
+                return "max_startups"
+            oldest = next(iter(self._waiting))
+            _, drop = self._waiting[oldest]
             self.done(oldest)
             drop()
             self.refused("max_startups")
@@ -92,13 +97,22 @@ class StartupGate:
         """Connection `key` from `address` is starting; `drop` closes it should room be needed (see full())."""
         self.total += 1
         self._per_address[address] += 1
-        self._starting[key] = (address, drop)
+        self._waiting[key] = (address, drop)
+
+    def logging_in(self, key: object) -> None:
+        """Connection `key` asked to log in: from now on it is not dropped to make room."""
+        if key in self._waiting:
+            address, _ = self._waiting.pop(key)
+            self._logging_in[key] = address
 
     def done(self, key: object) -> None:
         """Connection `key` logged in or ended (or was dropped to make room); counts once however often called."""
-        if key not in self._starting:
+        if key in self._waiting:
+            address, _ = self._waiting.pop(key)
+        elif key in self._logging_in:
+            address = self._logging_in.pop(key)
+        else:
             return
-        address, _ = self._starting.pop(key)
         self.total -= 1
         self._per_address[address] -= 1
         if self._per_address[address] <= 0:

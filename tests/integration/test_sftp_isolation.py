@@ -153,6 +153,60 @@ def test_connections_not_logged_in_are_capped_in_all_and_logged_in_ones_do_not_c
             t.close()
 
 
+class _TwoKeys(asyncssh.SSHClient):
+    """A client with an agent holding two keys, the wrong one first; `between` runs before the second is tried."""
+
+    def __init__(self, keys: list[asyncssh.SSHKey], between: Callable[[], object]) -> None:
+        self._keys = keys
+        self._between = between
+        self._asked = 0
+
+    async def public_key_auth_requested(self) -> asyncssh.SSHKey | None:
+        self._asked += 1
+        if self._asked == 2:
+            await asyncio.to_thread(self._between)
+        return self._keys.pop(0) if self._keys else None
+
+
+def test_a_partner_logging_in_is_never_dropped_for_room_nor_banned_by_a_flood(
+    make_daemon: MakeDaemon, keys: dict[str, tuple[Path, Path]]
+) -> None:
+    # While the partner is logging in (its first key refused), idle connections from other addresses keep the
+    # overall cap full. Before, the partner's connection was the oldest not logged in and was dropped for room,
+    # and each drop counted as a failed login, until the partner's own address was banned.
+    daemon = make_daemon(
+        INGESTD_SFTP__MAX_STARTUPS="3", INGESTD_SFTP__PER_SOURCE_MAX_STARTUPS="3", INGESTD_SFTP__MAX_AUTH_FAILURES="2"
+    )
+    daemon.add_key("acme", keys["acme"][1])
+    wrong, right = (asyncssh.read_private_key(keys[name][0]) for name in ("stranger", "acme"))
+
+    async def log_in(flood: contextlib.ExitStack, round_: int) -> bool:
+        def fill_the_cap() -> None:
+            for n in range(1, 5):
+                [sock] = flood.enter_context(idle_connections(daemon.sftp_port, f"127.0.{round_ + 1}.{n}", 1))
+            assert greeted(sock)  # the newest got in: an older idle connection made room for it
+
+        async with asyncssh.connect(
+            "127.0.0.1",
+            daemon.sftp_port,
+            username="acme",
+            client_factory=lambda: _TwoKeys([wrong, right], fill_the_cap),
+            client_keys=None,
+            known_hosts=None,
+            config=None,
+        ) as conn:
+            return conn.get_extra_info("username") == "acme"
+
+    for round_ in range(3):
+        with contextlib.ExitStack() as flood:
+            assert asyncio.run(log_in(flood, round_))
+    assert json.loads(daemon.cli("bans", "list", "--json").stdout) == []
+    assert sftp_batch(daemon.sftp_port, "acme", keys["acme"][0], ["ls"]).returncode == 0
+    assert "count=6 reason=max_startups" in wait_for(  # two dropped for room per round
+        lambda: "reason=max_startups" in daemon.log() and daemon.log(), "the summary"
+    )
+
+
 def test_running_out_of_descriptors_is_summarised_not_a_traceback_per_accept(
     tmp_path: Path, keys: dict[str, tuple[Path, Path]]
 ) -> None:
@@ -244,6 +298,23 @@ def test_open_files_are_capped_per_account_over_all_its_connections(
 
 
 # -- 3. names -------------------------------------------------------------------------------------------------
+
+
+def test_one_read_request_returns_at_most_256_kib_and_downloads_stay_whole(
+    make_daemon: MakeDaemon, keys: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    # A read may ask for up to 4 GiB; the reply was built in memory (one 1 GiB request: 5 GB in the SFTP process).
+    daemon = make_daemon()
+    daemon.add_key("acme", keys["acme"][1])
+    content = os.urandom(3 << 20)
+    (daemon.drop("acme") / "big.bin").write_bytes(content)
+    with paramiko_sftp(daemon.sftp_port, "acme", keys["acme"][0]) as sftp, sftp.open("big.bin", "rb") as handle:
+        _, reply = sftp._request(paramiko.sftp.CMD_READ, handle.handle, paramiko.sftp.int64(0), 1 << 30)
+        assert len(reply.get_binary()) == 256 * 1024
+    target = tmp_path / "got.bin"
+    result = sftp_batch(daemon.sftp_port, "acme", keys["acme"][0], [f'get big.bin "{target}"'])
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == content
 
 
 def test_names_that_are_not_utf8_or_hold_control_characters_are_refused(
