@@ -31,6 +31,7 @@ TONES = {
     "succeeded": "ok",
     "completed_with_errors": "warn",
     "failed": "bad",
+    "cancelled": "warn",
 }
 
 
@@ -127,6 +128,10 @@ def build_context(
     wording = "progress_unknown" if kind == "progress" and progress.get("fraction") is None else kind
     # A file name may hold any character; a header may not hold a line break.
     subject = " ".join(texts.SUBJECTS[wording].format(**values).split())
+    headline = texts.HEADLINES[wording].format(**values)
+    if job.get("dry_run"):
+        subject = texts.DRY_RUN_SUBJECT.format(subject=subject)
+        headline = f"{texts.DRY_RUN_HEADLINES.get(kind, headline).format(**values)} {texts.DRY_RUN_NOTE}"
     return {
         "kind": kind,
         "notice": list(notice or []),
@@ -135,7 +140,7 @@ def build_context(
         "subject_file": file,
         "outcome": texts.OUTCOMES[kind],
         "subject": subject,
-        "headline": texts.HEADLINES[wording].format(**values),
+        "headline": headline,
         "explanation": texts.FAILURE_EXPLANATIONS[fkind].format(**values) if fkind else "",
         "facts_title": texts.SECTION_TITLES["facts"],
         "facts": _facts(kind, job, progress, now),
@@ -221,6 +226,8 @@ def _facts(kind: str, job: dict[str, Any], progress: dict[str, Any], now: dateti
         facts.append((label["rows_total"], fmt_int(counts[0])))
         facts.append((label["rows_ingested"], fmt_int(counts[1])))
         facts.append((label["rows_failed"], fmt_int(counts[2])))
+        if _int(job.get("rows_duplicate")):
+            facts.append((label["rows_duplicate"], fmt_int(job.get("rows_duplicate"))))
     if started is None:  # failed before pickup: when it arrived is what the partner knows
         facts.append((label["received"], fmt_time(job.get("created_at"))))
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # Event kinds passed to Notifier.notify(); also the webhook "event" field.
-KINDS = ("picked_up", "progress", "succeeded", "completed_with_errors", "failed")
+KINDS = ("picked_up", "progress", "succeeded", "completed_with_errors", "failed", "cancelled")
 
 # Why a job failed; decides the subject's short reason and the next steps.
 FAILURE_KINDS = ("manifest", "no_data_file", "file_unreadable", "all_rows_failed", "internal")
@@ -15,6 +15,7 @@ SUBJECTS = {
     "succeeded": "[{account}] Imported: {file} ({rows_ingested} rows)",
     "completed_with_errors": "[{account}] Imported with errors: {file} ({rows_failed} of {rows_total} rows failed)",
     "failed": "[{account}] Failed: {file} ({short_reason})",
+    "cancelled": "[{account}] Cancelled: {file}",
 }
 
 SHORT_REASONS = {
@@ -40,6 +41,7 @@ OUTCOMES = {
     "succeeded": "Imported",
     "completed_with_errors": "Imported with errors",
     "failed": "Failed",
+    "cancelled": "Cancelled",
 }
 
 HEADLINES = {
@@ -49,7 +51,16 @@ HEADLINES = {
     "succeeded": "{file} was imported: all {rows_ingested} rows.",
     "completed_with_errors": "{file} was imported, but {rows_failed} of {rows_total} rows were rejected.",
     "failed": "{file} could not be imported: {reason}.",
+    "cancelled": "The import of {file} was cancelled.",
 }
+
+# A manifest with "dryRun": true: validated and reported as usual, nothing stored.
+DRY_RUN_SUBJECT = "{subject} (dry run)"
+DRY_RUN_HEADLINES = {
+    "succeeded": "{file} was checked: all {rows_ingested} rows are valid.",
+    "completed_with_errors": "{file} was checked: {rows_failed} of {rows_total} rows would be rejected.",
+}
+DRY_RUN_NOTE = "This was a dry run (dryRun: true in the manifest): nothing was stored."
 
 # Extra words per failure kind, shown under the headline.
 FAILURE_EXPLANATIONS = {
@@ -94,6 +105,10 @@ NEXT_STEPS = {
         "The attached error file lists every row with its problems in the last column, Failure Description.",
         "Fix the rows (the most common problems are listed above), then upload the file again and a new manifest for it.",
     ],
+    "cancelled": [
+        "Rows imported before the cancellation stay imported; nothing more of the file is read.",
+        "To import the file after all, upload it again, then a new manifest for it.",
+    ],
     "internal": [
         "Try the import again: upload the data file again, then a new manifest for it.",
         "If it fails again, contact us and mention job {job_id}.",
@@ -121,6 +136,7 @@ FACT_LABELS = {
     "rows_total": "Rows in file",
     "rows_ingested": "Rows imported",
     "rows_failed": "Rows rejected",
+    "rows_duplicate": "Already present",
     "rows_done": "Rows so far",
     "progress": "Progress",
     "eta": "Time left",

@@ -13,6 +13,8 @@ from typing import Any
 from daemon.config import Config
 from daemon.jobs import messages
 from daemon.jobs.files import NotRegular, lstat_regular, pause_reason, read_bounded
+from daemon.jobs.paths import job_dir
+from daemon.jobs.status import PENDING
 from daemon.logs import event
 from daemon.store.jobs import JobStore
 from manifests.model import Manifest, ManifestError, load_manifest
@@ -25,11 +27,13 @@ class Ready:
     """A job whose manifest is valid and whose CSV is there (or a job to resume)."""
 
     job: dict[str, Any]
-    manifest: Any
+    manifest: Manifest
 
 
 @dataclass
-class Plan:
+class Pickups:
+    """What one pass over the queue found: jobs ready for a worker, and when to look again."""
+
     ready: list[Ready] = field(default_factory=list)
     next_check: float | None = None  # epoch seconds when a waiting job should be looked at again
 
@@ -37,10 +41,11 @@ class Plan:
 class Queue:
     """Pickup checks, run in a worker thread (file and database I/O): one head job per account, in id order."""
 
-    def __init__(self, config: Config, store: JobStore, fail: Callable[..., None]) -> None:
+    def __init__(self, config: Config, store: JobStore, fail: Callable[..., None], cancel: Callable[..., None]) -> None:
         self.config = config
         self.store = store
         self.fail = fail  # fail(job, reason, problems, client_emails): final status, file moved, notified
+        self.cancel = cancel  # cancel(job, detail, client_emails): `cancelled`, notified
         # job id -> (the manifest file's identity, its parse): a manifest waiting for its CSV is parsed once.
         self._parsed: dict[int, tuple[tuple[int, ...], Manifest | ManifestError]] = {}
         self.active_ids: set[int] = set()  # the head jobs of the last pass
@@ -48,17 +53,17 @@ class Queue:
         self.paused: dict[int, tuple[str, str]] = {}
 
     def job_dir(self, job_id: int) -> Path:
-        return self.config.jobs_root / str(job_id)
+        return job_dir(self.config, job_id)
 
     def manifest_path(self, job: dict[str, Any]) -> Path:
         """The job folder once picked up (also after a crash mid-pickup), else the partner's folder."""
         moved = self.job_dir(job["id"]) / job["manifest_name"]
         return moved if moved.exists() else self.config.drop_root / job["account"] / job["manifest_name"]
 
-    def plan(self, busy: set[str], free_slots: int, now: float | None = None) -> Plan:
+    def plan(self, busy: set[str], free_slots: int, now: float | None = None) -> Pickups:
         """Settle every head job that can be settled now; return those ready for a worker (at most free_slots)."""
         now = time.time() if now is None else now
-        result = Plan()
+        result = Pickups()
         settled = True
         while settled:  # a head that fails makes the account's next job the head: look again
             settled = False
@@ -108,7 +113,7 @@ class Queue:
             raise cached[1]
         return cached[1]
 
-    def _check(self, job: dict[str, Any], now: float, result: Plan, free: int) -> bool:
+    def _check(self, job: dict[str, Any], now: float, result: Pickups, free: int) -> bool:
         """True when the job reached a final status here (so the account's next job may move)."""
         raw_name = job["details"].get("raw_name")
         if raw_name and job["status"] != "processing":
@@ -119,6 +124,11 @@ class Queue:
         try:
             manifest = self._manifest(job, path)
         except FileNotFoundError:
+            if job["status"] in PENDING:
+                # The partner took it back: not a failure, and never a reason to block the account.
+                emails = list(job["details"].get("client_emails") or [])
+                self.cancel(job, messages.removed_by_partner(job["manifest_name"]), emails)
+                return True
             self.fail(job, messages.UNREADABLE, [messages.vanished_detail(job["manifest_name"])], [])
             return True
         except NotRegular as exc:
@@ -138,7 +148,8 @@ class Queue:
             if free > 0:
                 result.ready.append(Ready(job, manifest))
             return False
-        if self.store.name_used(job["account"], job["manifest_name"], job["id"]):
+        retry = job["details"].get("retry_of") is not None  # the same manifest again, on purpose
+        if not retry and self.store.name_used(job["account"], job["manifest_name"], job["id"]):
             detail = messages.duplicate_detail(job["manifest_name"])
             self.fail(job, messages.DUPLICATE_MANIFEST, [detail], manifest.client_emails)
             return True
@@ -157,7 +168,7 @@ class Queue:
         grace = self.config.jobs.data_file_grace
         since = job.get("waiting_since")
         if since is None:
-            self.store.mark_waiting(job["id"], now, manifest.file_name, manifest.type)
+            self.store.mark_waiting(job["id"], now, manifest.file_name, manifest.type, list(manifest.client_emails))
             event(log, "job.waiting_for_data", account=job["account"], job_id=job["id"], file=manifest.file_name)
             since = now
         if now - since >= grace:
