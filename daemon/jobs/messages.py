@@ -145,7 +145,7 @@ def report(
     dry_run: bool = False,
 ) -> str:
     """The plain-text report of a failed or partly failed import, for `get errors/<job id>-<stem>.report.txt`."""
-    outcome = "failed" if status == "failed" else "imported with errors"
+    outcome = "failed" if status == "failed" else "checked with errors" if dry_run else "imported with errors"
     lines = [f"Import {job_id} of {file_name} (manifest {manifest_name}): {outcome}"]
     if dry_run:
         lines.append("This was a dry run (dryRun: true): nothing was stored.")

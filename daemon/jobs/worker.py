@@ -174,6 +174,7 @@ class Worker:
         job.update(status="processing", file_name=manifest.file_name, type=manifest.type)
         if manifest.dry_run:
             self.store.set_details(job["id"], dry_run=True)
+            job["details"]["dry_run"] = True
         event(
             log,
             "job.processing",
