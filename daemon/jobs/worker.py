@@ -19,6 +19,7 @@ from daemon import metrics
 from daemon.config import Config
 from daemon.errors import JobFailed, RetryableError
 from daemon.jobs import messages
+from daemon.jobs.cells import RefusedCells
 from daemon.jobs.checkpoints import Checkpoint, ErrorFile
 from daemon.jobs.files import NotRegular, lstat_regular, pause_reason
 from daemon.jobs.paths import ERRORS_FILE, job_dir, partner_error_name, partner_errors_dir, partner_report_name
@@ -211,6 +212,7 @@ class Worker:
         batches = Validated(validated, ahead=-(-commit_rows // batch_rows) + 1)
         bytes_total = max(1, data.stat().st_size)
         progress = Progress(data, checkpoint.rows_done, checkpoint.rows_expected, bytes_total)
+        refused = RefusedCells(data, manifest, batch_rows)
         last_progress = time.monotonic()
         header: list[str] = []
         try:
@@ -218,7 +220,7 @@ class Worker:
                 if self.stopping.is_set():
                     raise Interrupted
                 header = header or list(batch.header or [])
-                by = await self._batch(job, manifest, batch, header, checkpoint, errors, progress)
+                by = await self._batch(job, manifest, batch, header, checkpoint, errors, progress, refused)
                 event(
                     log,
                     "job.progress",
@@ -247,6 +249,7 @@ class Worker:
             # The validation thread finishes the batch in hand, so the file is closed and nothing runs on.
             await asyncio.to_thread(batches.close)
             await asyncio.to_thread(errors.close)
+            await asyncio.to_thread(refused.close)
         await asyncio.to_thread(self._finish, job, checkpoint, list(manifest.client_emails), errors.size)
 
     async def _batch(
@@ -258,6 +261,7 @@ class Worker:
         checkpoint: Checkpoint,
         errors: ErrorFile,
         progress: Progress,
+        refused: RefusedCells,
     ) -> str | None:
         """Sink one batch (unless a dry run), then checkpoint it; returns who asked to cancel the job, if anyone."""
         frame = batch.events if job["type"] == "event" else batch.profiles
@@ -265,7 +269,12 @@ class Worker:
         # A dry run validates and reports every row as usual, and stores none.
         written = await self._write(job, frame) if good and frame is not None and not manifest.dry_run else Written()
         bad = [(row.line, list(row.cells), list(row.problems)) for row in batch.bad]
-        bad += [(failure.line, [], [(None, failure.message)]) for failure in written]
+        if written:  # rows the sink refused keep their original cells, like every other failed row
+            cells = await asyncio.to_thread(refused.lookup, [failure.line for failure in written])
+            width = len(header)  # an error CSV uploaded again: its last Failure Description column is not a cell
+            bad += [
+                (failure.line, cells.get(failure.line, [])[:width], [(None, failure.message)]) for failure in written
+            ]
         bad.sort(key=lambda item: item[0])
         checkpoint.rows_done = batch.rows_done
         checkpoint.rows_ingested += good - len(written)
