@@ -158,17 +158,17 @@ class JobManager:
         return len(plan.ready)
 
     def _start(self, ready: Ready) -> None:
-        account = ready.job["account"]
-        task = asyncio.create_task(self.worker.run(ready), name=f"job-{ready.job['id']}")
+        account = ready.job.account
+        task = asyncio.create_task(self.worker.run(ready), name=f"job-{ready.job.id}")
         self._running[account] = task
 
         def done(finished: asyncio.Task[None]) -> None:
             self._running.pop(account, None)
             if not finished.cancelled() and finished.exception() is not None:
                 # Even recording the failure failed (e.g. the state DB): try again later, not in a tight loop.
-                log.error("job %s stopped unexpectedly", ready.job["id"], exc_info=finished.exception())
+                log.error("job %s stopped unexpectedly", ready.job.id, exc_info=finished.exception())
                 self._cooldown[account] = time.monotonic() + COOLDOWN
-            elif ready.job["id"] in self.worker.paused:
+            elif ready.job.id in self.worker.paused:
                 # Paused (a full disk, a locked database): run it again from its checkpoint in a while.
                 self._cooldown[account] = time.monotonic() + PAUSE_RETRY
             self._wake.set()
@@ -228,13 +228,13 @@ class JobManager:
             return []
         removed = []
         for job in self.store.finished_before(iso(time.time() - days * 86400)):
-            folder = job_dir(self.config, job["id"])
+            folder = job_dir(self.config, job.id)
             gone = False
             if folder.exists():
                 shutil.rmtree(folder, ignore_errors=True)
                 gone = True
-            errors = partner_errors_dir(self.config, job["account"])
-            for recorded in (job["details"].get("error_csv"), job["details"].get("report")):
+            errors = partner_errors_dir(self.config, job.account)
+            for recorded in (job.details.get("error_csv"), job.details.get("report")):
                 if not isinstance(recorded, str) or not recorded.startswith("errors/"):
                     continue
                 path = errors / recorded.removeprefix("errors/")
@@ -244,9 +244,9 @@ class JobManager:
                     os.unlink(path)  # a link placed there is removed, never followed
                     gone = True
                 except OSError as exc:
-                    log.warning("could not remove %s of job %s: %s", recorded, job["id"], exc)
+                    log.warning("could not remove %s of job %s: %s", recorded, job.id, exc)
             if gone:
-                removed.append(job["id"])
+                removed.append(job.id)
         if removed:
             event(log, "jobs.retention", removed=len(removed), retention_days=days)
         return removed

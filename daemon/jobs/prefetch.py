@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Generator
+from collections.abc import Iterator
 from typing import Any
 
 import polars as pl
@@ -23,7 +23,7 @@ class Validated:
     index page it touched); when validation is slower, the sink gets each batch as soon as it is ready.
     An error from the file midway is raised only after the rows before it were handed on."""
 
-    def __init__(self, batches: Generator[Batch, None, None], ahead: int) -> None:
+    def __init__(self, batches: Iterator[Batch], ahead: int) -> None:
         self._batches = batches
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, ahead))
         self._held: Any = None
@@ -40,7 +40,9 @@ class Validated:
         except BaseException as exc:  # a FileError, or anything else: raised to the worker in row order
             self._put(exc)
         finally:
-            self._batches.close()
+            close = getattr(self._batches, "close", None)  # a generator: its file is closed at once
+            if close is not None:
+                close()
 
     def _put(self, item: Any) -> bool:
         while not self._stop.is_set():

@@ -28,7 +28,7 @@ from daemon.jobs.progress import Progress
 from daemon.jobs.queue import Ready
 from daemon.logs import event
 from daemon.sinks.base import Sink, Written
-from daemon.store.jobs import JobStore
+from daemon.store.jobs import Job, JobStore
 from manifests.model import Manifest
 
 # Imported with the daemon, not at the first job: polars and pyarrow take a moment to load.
@@ -92,14 +92,14 @@ class Worker:
         job, manifest = ready.job, ready.manifest
         emails = list(manifest.client_emails)
         try:
-            if job["status"] != "processing":
+            if job.status != "processing":
                 if not await asyncio.to_thread(self._pickup, job, manifest):
                     return  # cancelled by an operator while the queue was settling it: already final
             else:
-                event(log, "job.resumed", account=job["account"], job_id=job["id"], rows_done=job["rows_total"])
+                event(log, "job.resumed", account=job.account, job_id=job.id, rows_done=job.rows_total)
             await self._process(job, manifest)
         except Interrupted:
-            event(log, "job.interrupted", account=job["account"], job_id=job["id"])
+            event(log, "job.interrupted", account=job.account, job_id=job.id)
         except JobCancelled as exc:
             await asyncio.to_thread(self._finish_cancelled, job, exc.by, emails)
         except FileError as exc:
@@ -108,12 +108,12 @@ class Worker:
             await asyncio.to_thread(self._finish_failed, job, exc.reason, exc.details, emails)
         except asyncio.CancelledError:
             # Stopped by the shutdown (after jobs.shutdown_grace, or a second signal): resumes from its checkpoint.
-            event(log, "job.interrupted", account=job["account"], job_id=job["id"], forced=True)
+            event(log, "job.interrupted", account=job.account, job_id=job.id, forced=True)
             raise
         except Exception as exc:
             if pause_reason(exc) is not None:
                 raise  # not the partner's file: the job waits and resumes
-            log.exception("job %s failed with an internal error", job["id"])
+            log.exception("job %s failed with an internal error", job.id)
             await asyncio.to_thread(
                 self._finish_failed,
                 job,
@@ -128,35 +128,35 @@ class Worker:
 
     # -- pauses ---------------------------------------------------------------------------------
 
-    def _pause(self, job: dict[str, Any], reason: str) -> None:
+    def _pause(self, job: Job, reason: str) -> None:
         """Record why the job waits (also when the state database itself cannot be written)."""
-        before = self.paused.get(job["id"])
-        self.paused[job["id"]] = (job["account"], reason)
+        before = self.paused.get(job.id)
+        self.paused[job.id] = (job.account, reason)
         try:
-            self.store.set_paused(job["id"], reason)
+            self.store.set_paused(job.id, reason)
         except Exception as exc:
-            log.warning("could not record the pause of job %s: %s", job["id"], exc)
+            log.warning("could not record the pause of job %s: %s", job.id, exc)
         if before is None or before[1] != reason:
-            event(log, "job.paused", logging.WARNING, account=job["account"], job_id=job["id"], reason=reason)
+            event(log, "job.paused", logging.WARNING, account=job.account, job_id=job.id, reason=reason)
 
-    def _unpause(self, job: dict[str, Any], *, stored: bool = True) -> None:
-        if self.paused.pop(job["id"], None) is None:
+    def _unpause(self, job: Job, *, stored: bool = True) -> None:
+        if self.paused.pop(job.id, None) is None:
             return
         if stored:
-            self.store.set_paused(job["id"], None)
-        event(log, "job.unpaused", account=job["account"], job_id=job["id"])
+            self.store.set_paused(job.id, None)
+        event(log, "job.unpaused", account=job.account, job_id=job.id)
 
     # -- pickup ---------------------------------------------------------------------------------
 
-    def _pickup(self, job: dict[str, Any], manifest: Manifest) -> bool:
+    def _pickup(self, job: Job, manifest: Manifest) -> bool:
         """Move the CSV and the manifest into the job's folder, then mark the job processing.
 
         False when the job was cancelled meanwhile (`imports cancel`): its files stay in its folder."""
-        folder = self.job_dir(job["id"])
+        folder = self.job_dir(job.id)
         folder.mkdir(parents=True, exist_ok=True)
-        drop = self.config.drop_root / job["account"]
+        drop = self.config.drop_root / job.account
         # The CSV first: a crash in between leaves the manifest where the queue finds it again.
-        for name in (manifest.file_name, job["manifest_name"]):
+        for name in (manifest.file_name, job.manifest_name):
             if os.path.lexists(drop / name) and not os.path.lexists(folder / name):
                 os.replace(drop / name, folder / name)  # a link moves as a link: it is refused below
         data = folder / manifest.file_name
@@ -169,31 +169,31 @@ class Worker:
         size = info.st_size
         now = time.time()
         checkpoint = Checkpoint(processing_ts=int(now), started=now)
-        if not self.store.mark_processing(job["id"], manifest.file_name, manifest.type, size, checkpoint.to_dict()):
-            event(log, "job.not_picked_up", account=job["account"], job_id=job["id"], reason="cancelled")
+        if not self.store.mark_processing(job.id, manifest.file_name, manifest.type, size, checkpoint.to_dict()):
+            event(log, "job.not_picked_up", account=job.account, job_id=job.id, reason="cancelled")
             return False
-        job.update(status="processing", file_name=manifest.file_name, type=manifest.type)
+        job.status, job.file_name, job.type = "processing", manifest.file_name, manifest.type
         if manifest.dry_run:
-            self.store.set_details(job["id"], dry_run=True)
-            job["details"]["dry_run"] = True
+            self.store.set_details(job.id, dry_run=True)
+            job.details["dry_run"] = True
         event(
             log,
             "job.processing",
-            account=job["account"],
-            job_id=job["id"],
+            account=job.account,
+            job_id=job.id,
             file=manifest.file_name,
             size_bytes=size,
             **({"dry_run": True} if manifest.dry_run else {}),
         )
-        self.notify("picked_up", job["id"], client_emails=list(manifest.client_emails))
+        self.notify("picked_up", job.id, client_emails=list(manifest.client_emails))
         return True
 
     # -- the batch loop -------------------------------------------------------------------------
 
-    async def _process(self, job: dict[str, Any], manifest: Manifest) -> None:
-        folder = self.job_dir(job["id"])
-        checkpoint = Checkpoint.from_dict(await asyncio.to_thread(self.store.checkpoint, job["id"]))
-        by = await asyncio.to_thread(self.store.cancel_requested, job["id"])
+    async def _process(self, job: Job, manifest: Manifest) -> None:
+        folder = self.job_dir(job.id)
+        checkpoint = Checkpoint.from_dict(await asyncio.to_thread(self.store.checkpoint, job.id))
+        by = await asyncio.to_thread(self.store.cancel_requested, job.id)
         if by:  # asked while the daemon was down, or before the first batch
             raise JobCancelled(by)
         errors = await asyncio.to_thread(ErrorFile, folder / ERRORS_FILE, checkpoint.error_bytes)
@@ -201,7 +201,7 @@ class Worker:
         validated = validate_csv(
             data,
             manifest,
-            account=job["account"],
+            account=job.account,
             processing_ts=checkpoint.processing_ts,
             batch_rows=self.config.jobs.batch_rows,
             skip_rows=checkpoint.rows_done,
@@ -224,8 +224,8 @@ class Worker:
                 event(
                     log,
                     "job.progress",
-                    account=job["account"],
-                    job_id=job["id"],
+                    account=job.account,
+                    job_id=job.id,
                     rows_done=checkpoint.rows_done,
                     rows_ingested=checkpoint.rows_ingested,
                     rows_failed=checkpoint.rows_failed,
@@ -241,7 +241,7 @@ class Worker:
                     await asyncio.to_thread(
                         self.notify,
                         "progress",
-                        job["id"],
+                        job.id,
                         client_emails=list(manifest.client_emails),
                         progress=progress.report(checkpoint.rows_done, batch.bytes_done),
                     )
@@ -254,7 +254,7 @@ class Worker:
 
     async def _batch(
         self,
-        job: dict[str, Any],
+        job: Job,
         manifest: Manifest,
         batch: Batch,
         header: list[str],
@@ -264,7 +264,7 @@ class Worker:
         refused: RefusedCells,
     ) -> str | None:
         """Sink one batch (unless a dry run), then checkpoint it; returns who asked to cancel the job, if anyone."""
-        frame = batch.events if job["type"] == "event" else batch.profiles
+        frame = batch.events if job.type == "event" else batch.profiles
         good = 0 if frame is None else frame.height
         # A dry run validates and reports every row as usual, and stores none.
         written = await self._write(job, frame) if good and frame is not None and not manifest.dry_run else Written()
@@ -285,24 +285,22 @@ class Worker:
         if checkpoint.rows_expected is None:
             checkpoint.rows_expected = progress.counted
         report = progress.report(checkpoint.rows_done, batch.bytes_done)
-        by = await asyncio.to_thread(
-            self.store.save_checkpoint, job["id"], checkpoint.to_dict(), batch.bytes_done, report
-        )
-        if job["id"] in self.paused:
+        by = await asyncio.to_thread(self.store.save_checkpoint, job.id, checkpoint.to_dict(), batch.bytes_done, report)
+        if job.id in self.paused:
             await asyncio.to_thread(self._unpause, job)
         if not manifest.dry_run:
-            metrics.ROWS_INGESTED.labels(job["type"]).inc(good - len(written))
-        metrics.ROWS_FAILED.labels(job["type"]).inc(len(bad))
+            metrics.ROWS_INGESTED.labels(job.type).inc(good - len(written))
+        metrics.ROWS_FAILED.labels(job.type).inc(len(bad))
         return by
 
-    async def _write(self, job: dict[str, Any], frame: pl.DataFrame) -> Written:
+    async def _write(self, job: Job, frame: pl.DataFrame) -> Written:
         """Write one batch; while the store is unreachable the job is paused and the same batch retried."""
-        write = self.sink.write_events if job["type"] == "event" else self.sink.write_profiles
+        write = self.sink.write_events if job.type == "event" else self.sink.write_profiles
         limit = self.sink.max_retry_delay
         delay, paused = 1.0, False
         while True:
             try:
-                written = await write(job["account"], frame)
+                written = await write(job.account, frame)
             except RetryableError as exc:
                 metrics.SINK_ERRORS.labels("retry").inc()
                 if not paused:
@@ -323,7 +321,7 @@ class Worker:
 
     # -- how a job ends (run in a thread) -------------------------------------------------------
 
-    def _finish(self, job: dict[str, Any], checkpoint: Checkpoint, emails: list[str], error_bytes: int) -> None:
+    def _finish(self, job: Job, checkpoint: Checkpoint, emails: list[str], error_bytes: int) -> None:
         if checkpoint.rows_failed == 0:
             status, error = "succeeded", None
         elif checkpoint.rows_ingested == 0:
@@ -332,48 +330,48 @@ class Worker:
             status, error = "completed_with_errors", None
         self._final(job, Outcome(status, error, [], emails, checkpoint, error_bytes))
 
-    def fail_pickup(self, job: dict[str, Any], reason: str, problems: list[str], emails: list[str]) -> None:
+    def fail_pickup(self, job: Job, reason: str, problems: list[str], emails: list[str]) -> None:
         """Fail before processing: the manifest leaves the partner's folder (so no rescan queues it again)."""
         self._take_manifest(job)
         self._final(job, Outcome("failed", reason, problems, emails, Checkpoint(), 0))
 
-    def cancel_pending(self, job: dict[str, Any], detail: str, emails: list[str]) -> None:
+    def cancel_pending(self, job: Job, detail: str, emails: list[str]) -> None:
         """Cancel a job not picked up yet (its manifest was removed by the partner): it blocks nobody."""
         self._take_manifest(job)
         self._final(job, Outcome("cancelled", detail, [], emails, Checkpoint(), 0))
 
-    def _take_manifest(self, job: dict[str, Any]) -> None:
-        folder = self.job_dir(job["id"])
+    def _take_manifest(self, job: Job) -> None:
+        folder = self.job_dir(job.id)
         folder.mkdir(parents=True, exist_ok=True)
-        source: str | Path = self.config.drop_root / job["account"] / job["manifest_name"]
-        raw_name = job["details"].get("raw_name")
+        source: str | bytes | Path = self.config.drop_root / job.account / job.manifest_name
+        raw_name = job.details.get("raw_name")
         if raw_name:  # a name that is not UTF-8: the file goes by its real bytes, and is kept under safe text
-            source = os.path.join(os.fsencode(self.config.drop_root / job["account"]), bytes.fromhex(raw_name))
-        if os.path.lexists(source) and not os.path.lexists(folder / job["manifest_name"]):
-            os.replace(source, folder / job["manifest_name"])
+            source = os.path.join(os.fsencode(self.config.drop_root / job.account), bytes.fromhex(raw_name))
+        if os.path.lexists(source) and not os.path.lexists(folder / job.manifest_name):
+            os.replace(source, folder / job.manifest_name)
 
-    def _finish_cancelled(self, job: dict[str, Any], by: str, emails: list[str]) -> None:
+    def _finish_cancelled(self, job: Job, by: str, emails: list[str]) -> None:
         """A processing job stopped at a batch boundary: what was written stays, the rest of the file is left."""
-        checkpoint = Checkpoint.from_dict(self.store.checkpoint(job["id"]))
-        path = self.job_dir(job["id"]) / ERRORS_FILE
+        checkpoint = Checkpoint.from_dict(self.store.checkpoint(job.id))
+        path = self.job_dir(job.id) / ERRORS_FILE
         size = path.stat().st_size if path.exists() else 0
         self._final(job, Outcome("cancelled", by, [], emails, checkpoint, size))
 
     def _finish_failed(
         self,
-        job: dict[str, Any],
+        job: Job,
         reason: str,
         problems: list[str],
         emails: list[str],
         exception: str | None = None,
     ) -> None:
-        checkpoint = Checkpoint.from_dict(self.store.checkpoint(job["id"]))
-        path = self.job_dir(job["id"]) / ERRORS_FILE
+        checkpoint = Checkpoint.from_dict(self.store.checkpoint(job.id))
+        path = self.job_dir(job.id) / ERRORS_FILE
         size = path.stat().st_size if path.exists() else 0
         extra = {"exception": exception} if exception else {}
         self._final(job, Outcome("failed", reason, problems, emails, checkpoint, size, extra))
 
-    def _final(self, job: dict[str, Any], outcome: Outcome) -> None:
+    def _final(self, job: Job, outcome: Outcome) -> None:
         """The final steps, in order: the partner's copies, the record, the log and metrics, the notification."""
         partner_csv = self._copy_error_csv(job, outcome)
         report = self._write_report(job, outcome, partner_csv)
@@ -382,23 +380,23 @@ class Worker:
         self._count(job, outcome)
         self._tell(job, outcome, partner_csv, report)
 
-    def _copy_error_csv(self, job: dict[str, Any], outcome: Outcome) -> str | None:
+    def _copy_error_csv(self, job: Job, outcome: Outcome) -> str | None:
         if outcome.error_bytes <= 0:
             return None
-        full = self.job_dir(job["id"]) / ERRORS_FILE
-        name = partner_error_name(job["id"], job["file_name"] or job["manifest_name"])
+        full = self.job_dir(job.id) / ERRORS_FILE
+        name = partner_error_name(job.id, job.file_name or job.manifest_name)
         return self._place_for_partner(
             job, name, lambda temp: shutil.copyfile(full, temp, follow_symlinks=False), outcome, report=False
         )
 
-    def _write_report(self, job: dict[str, Any], outcome: Outcome, partner_csv: str | None) -> str | None:
+    def _write_report(self, job: Job, outcome: Outcome, partner_csv: str | None) -> str | None:
         """Every failed or partly failed import leaves a short report in `errors/`, whatever was emailed."""
         if outcome.status not in ("failed", "completed_with_errors"):
             return None
         text = messages.report(
-            job_id=job["id"],
-            file_name=job["file_name"] or job["manifest_name"],
-            manifest_name=job["manifest_name"],
+            job_id=job.id,
+            file_name=job.file_name or job.manifest_name,
+            manifest_name=job.manifest_name,
             status=outcome.status,
             reason=outcome.error,
             kind=messages.failure_kind(outcome.error) if outcome.status == "failed" and outcome.error else None,
@@ -406,7 +404,7 @@ class Worker:
             rows=(outcome.checkpoint.rows_done, outcome.checkpoint.rows_ingested, outcome.checkpoint.rows_failed),
             reasons=outcome.checkpoint.top_reasons(),
             error_csv=partner_csv,
-            dry_run=bool(job["details"].get("dry_run")),
+            dry_run=bool(job.details.get("dry_run")),
         )
 
         def write(temp: Path) -> None:
@@ -414,15 +412,15 @@ class Worker:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
 
-        name = partner_report_name(job["id"], job["file_name"] or job["manifest_name"])
+        name = partner_report_name(job.id, job.file_name or job.manifest_name)
         return self._place_for_partner(job, name, write, outcome, report=True)
 
     def _place_for_partner(
-        self, job: dict[str, Any], name: str, write: Callable[[Path], Any], outcome: Outcome, *, report: bool
+        self, job: Job, name: str, write: Callable[[Path], Any], outcome: Outcome, *, report: bool
     ) -> str | None:
         """Best effort: a file in the partner's `errors/` folder. The email carries the same facts, so a file
         that cannot be written (a file named `errors`, a full disk) is logged and noted, never fatal."""
-        target = partner_errors_dir(self.config, job["account"])
+        target = partner_errors_dir(self.config, job.account)
         temp = target / f".{name}.part"
         try:
             if os.path.islink(target) or (os.path.lexists(target) and not target.is_dir()):
@@ -444,16 +442,16 @@ class Worker:
             else:
                 outcome.details["error_csv_copy"] = messages.copy_not_written(shown)
                 name_of_event = "job.error_csv_not_copied"
-            event(log, name_of_event, logging.WARNING, account=job["account"], job_id=job["id"], reason=shown)
+            event(log, name_of_event, logging.WARNING, account=job.account, job_id=job.id, reason=shown)
             return None
         return f"errors/{name}"
 
-    def _record(self, job: dict[str, Any], outcome: Outcome, partner_csv: str | None, report: str | None) -> bool:
+    def _record(self, job: Job, outcome: Outcome, partner_csv: str | None, report: str | None) -> bool:
         checkpoint = outcome.checkpoint
         duration_ms = int((time.time() - checkpoint.started) * 1000) if checkpoint.started else None
         outcome.details["duration_ms"] = duration_ms
         recorded = self.store.finish(
-            job["id"],
+            job.id,
             outcome.status,
             error=outcome.error,
             problems=outcome.problems,
@@ -465,7 +463,7 @@ class Worker:
         self._unpause(job, stored=False)  # finish() cleared the stored pause
         return recorded
 
-    def _count(self, job: dict[str, Any], outcome: Outcome) -> None:
+    def _count(self, job: Job, outcome: Outcome) -> None:
         checkpoint, duration_ms = outcome.checkpoint, outcome.details.get("duration_ms")
         metrics.IMPORTS.labels(outcome.status).inc()
         if duration_ms is not None:
@@ -475,8 +473,8 @@ class Worker:
             log,
             f"job.{outcome.status}",
             logging.WARNING if outcome.status == "failed" else logging.INFO,
-            account=job["account"],
-            job_id=job["id"],
+            account=job.account,
+            job_id=job.id,
             rows_ingested=checkpoint.rows_ingested,
             rows_failed=checkpoint.rows_failed,
             rows_duplicate=checkpoint.rows_duplicate,
@@ -485,17 +483,17 @@ class Worker:
             **shown,
         )
 
-    def _tell(self, job: dict[str, Any], outcome: Outcome, partner_csv: str | None, report: str | None) -> None:
+    def _tell(self, job: Job, outcome: Outcome, partner_csv: str | None, report: str | None) -> None:
         failed = outcome.status == "failed" and outcome.error
         # A cancellation's reason (who or what cancelled it) is the one detail its email has to give.
         problems = outcome.problems or ([outcome.error] if outcome.status == "cancelled" and outcome.error else [])
         self.notify(
             outcome.status,
-            job["id"],
+            job.id,
             client_emails=outcome.emails,
             problems=problems,
             reasons=outcome.checkpoint.top_reasons(),
-            error_csv=str(self.job_dir(job["id"]) / ERRORS_FILE) if outcome.error_bytes > 0 else None,
+            error_csv=str(self.job_dir(job.id) / ERRORS_FILE) if outcome.error_bytes > 0 else None,
             partner_error_csv=partner_csv,
             partner_report=report,
             **({"failure": messages.failure_kind(outcome.error)} if failed and outcome.error else {}),

@@ -6,6 +6,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from daemon.jobs.status import ACTIVE, FINAL, PENDING, STATUSES
@@ -15,7 +16,7 @@ _IN_PENDING = f"status IN ({', '.join(repr(status) for status in PENDING)})"
 _IN_ACTIVE = f"status IN ({', '.join(repr(status) for status in ACTIVE)})"
 
 # Re-exported: the statuses have one home, daemon/jobs/status.py.
-__all__ = ["ACTIVE", "FINAL", "PENDING", "STATUSES", "JobStore", "iso", "to_import", "utc_now"]
+__all__ = ["ACTIVE", "FINAL", "PENDING", "STATUSES", "Job", "JobStore", "iso", "to_import", "utc_now"]
 
 
 def utc_now() -> str:
@@ -57,6 +58,35 @@ def to_import(row: sqlite3.Row) -> dict[str, Any]:
         "cancel_requested": row["cancel_requested"],
         "details": details,
     }
+
+
+@dataclass
+class Job:
+    """A job as the scheduler and the workers see it; the CLI and the API read import dicts (`to_import`)."""
+
+    id: int
+    account: str
+    manifest_name: str
+    file_name: str
+    type: str
+    status: str
+    rows_total: int
+    details: dict[str, Any]
+    waiting_since: float | None = None  # epoch seconds when it first waited for its data file
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        return cls(
+            id=row["id"],
+            account=row["account"],
+            manifest_name=row["manifest_name"],
+            file_name=row["file_name"],
+            type=row["type"],
+            status=row["status"],
+            rows_total=row["rows_total"],
+            details=_details(row["details"]),
+            waiting_since=row["waiting_since"],
+        )
 
 
 def _timeline(details: dict[str, Any], event: str, detail: str | None = None, at: float | None = None) -> None:
@@ -138,12 +168,12 @@ class JobStore:
         rows = self.db.query("SELECT checkpoint FROM jobs WHERE id = ?", (job_id,))
         return json.loads(rows[0]["checkpoint"]) if rows else {}
 
-    def heads(self) -> list[dict[str, Any]]:
+    def heads(self) -> list[Job]:
         """Each account's oldest unfinished job: the only one of that account allowed to move."""
         rows = self.db.query(
             f"SELECT * FROM jobs WHERE id IN (SELECT MIN(id) FROM jobs WHERE {_IN_ACTIVE} GROUP BY account) ORDER BY id"
         )
-        return [{**to_import(row), "waiting_since": row["waiting_since"]} for row in rows]
+        return [Job.from_row(row) for row in rows]
 
     def name_used(self, account: str, manifest_name: str, before_id: int) -> bool:
         """True when an earlier job of the account was picked up under this manifest name."""
@@ -156,14 +186,14 @@ class JobStore:
     def pending_count(self) -> int:
         return int(self.db.query(f"SELECT COUNT(*) FROM jobs WHERE {_IN_PENDING}")[0][0])
 
-    def finished_before(self, cutoff: str) -> list[dict[str, Any]]:
-        """Jobs finished before `cutoff` (ISO 8601 UTC), as import dicts: retention removes their files."""
+    def finished_before(self, cutoff: str) -> list[Job]:
+        """Jobs finished before `cutoff` (ISO 8601 UTC): retention removes their files."""
         marks = ", ".join("?" for _ in FINAL)
         rows = self.db.query(
             f"SELECT * FROM jobs WHERE status IN ({marks}) AND finished_at IS NOT NULL AND finished_at < ?",
             (*FINAL, cutoff),
         )
-        return [to_import(row) for row in rows]
+        return [Job.from_row(row) for row in rows]
 
     def cancel_requested(self, job_id: int) -> str | None:
         rows = self.db.query("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))

@@ -69,9 +69,9 @@ def test_heads_are_each_accounts_oldest_unfinished_job(store: JobStore) -> None:
     a1 = add_job(store, "acme", "1.manifest")
     add_job(store, "acme", "2.manifest")
     g1 = add_job(store, "globex", "1.manifest")
-    assert [job["id"] for job in store.heads()] == [a1, g1]
+    assert [job.id for job in store.heads()] == [a1, g1]
     store.finish(a1, "succeeded")
-    assert [job["manifest_name"] for job in store.heads() if job["account"] == "acme"] == ["2.manifest"]
+    assert [job.manifest_name for job in store.heads() if job.account == "acme"] == ["2.manifest"]
 
 
 def test_manifest_name_is_used_only_once_picked_up(store: JobStore) -> None:
