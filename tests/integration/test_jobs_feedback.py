@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterator
 from email import message_from_bytes, policy
@@ -172,3 +174,45 @@ def test_a_failed_import_leaves_a_report_and_retention_removes_the_partners_copi
     harness.db.query("UPDATE jobs SET finished_at = '2000-01-01T00:00:00Z'")
     assert sorted(harness.manager.remove_expired()) == [bad["id"], partly["id"]]
     assert list(errors.iterdir()) == []
+
+
+def test_a_second_stop_signal_interrupts_running_imports_at_once_and_they_resume(
+    config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    config.jobs.shutdown_grace = 600.0  # the first stop alone would wait for the batch in hand
+    config.jobs.batch_rows = config.jobs.commit_rows = 1_000_000
+    rows = 400_000
+    harness = Harness(config)
+    try:
+        harness.drop("big.csv", "identity,Name\n" + "".join(f"u{i},N{i}\n" for i in range(rows)))
+        harness.drop("big.manifest", manifest("big.csv"))
+        manager = harness.manager
+
+        async def stop_twice() -> None:
+            await manager.start()
+            while not manager._running:
+                await asyncio.sleep(0.01)
+            stopping = asyncio.create_task(manager.stop())
+            while manager._graceful is None:  # the first signal: waiting for the batch in hand
+                await asyncio.sleep(0.001)
+            manager.force_stop()  # the second signal
+            await stopping
+
+        with caplog.at_level(logging.INFO, logger="ingestd.jobs"):
+            harness.call(stop_twice())
+        [job] = harness.jobs()
+        # Stopped in its first batch, without waiting for it: still processing, to resume from its checkpoint.
+        assert job["status"] == "processing" and job["rows_total"] == 0
+        # Cancelled in the batch in hand (forced), not at the boundary after it (the first signal's way).
+        interrupted = [record for record in caplog.records if record.getMessage() == "job.interrupted"]
+        assert [getattr(record, "fields", {}).get("forced") for record in interrupted] == [True]
+    finally:
+        harness.close()
+    # The next start resumes it from its checkpoint: nothing lost, nothing twice.
+    again = Harness(config)
+    try:
+        again.run()
+        [job] = again.jobs()
+        assert job["status"] == "succeeded" and job["rows_ingested"] == rows
+    finally:
+        again.close()
