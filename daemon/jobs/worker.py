@@ -311,6 +311,10 @@ class Worker:
                 try:
                     await asyncio.wait_for(self.stopping.wait(), wait)
                 except TimeoutError:
+                    # A cancel asked for while the store is away ends the job now: this batch was not written.
+                    by = await asyncio.to_thread(self.store.cancel_requested, job.id)
+                    if by:
+                        raise JobCancelled(by) from exc
                     continue
                 raise Interrupted from exc
             if paused:

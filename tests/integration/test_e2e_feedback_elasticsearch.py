@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import signal
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.fixtures.daemon import Daemon
 from tests.fixtures.noida import Noida
-from tests.integration.test_e2e import ACCOUNT, Partner, finished
+from tests.integration.test_e2e import ACCOUNT, Partner, cli_json, finished, wait_for
+from tests.integration.test_e2e_crash import job_row
 from tests.integration.test_e2e_elasticsearch import es_daemon
 
 JAN = 1578503667  # 2020-01-08T17:14:27Z
@@ -52,3 +54,38 @@ def test_rows_elasticsearch_refuses_keep_their_cells_and_stored_ones_count_as_pr
     assert header == ["identity", "evtName", "ts", "Price", "Failure Description"]
     # The original cells (neutralised as every error CSV cell is), not an empty row.
     assert row[:4] == ["john", "Bought", str(JAN), "'=7"] and "Elasticsearch refused" in row[4]
+
+
+def test_an_import_paused_by_an_elasticsearch_outage_can_be_cancelled(
+    make_daemon: Callable[..., Daemon], make_noida: Callable[[], Noida], keypair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    server = make_noida()
+    daemon = es_daemon(
+        make_daemon,
+        server,
+        "paused",
+        INGESTD_JOBS__BATCH_ROWS="500",
+        INGESTD_JOBS__COMMIT_ROWS="500",
+        INGESTD_ELASTICSEARCH__MAX_RETRY_DELAY="1s",
+    )
+    daemon.add_key(ACCOUNT, keypair[1])
+    partner = Partner(daemon, keypair[0], tmp_path / "partner")
+    rows = "".join(f"user{i % 100},Viewed,{1_600_000_000 + i}\n" for i in range(20_000))
+    partner.upload("views.csv", "identity,evtName,ts\n" + rows, "views.manifest", event_manifest("views.csv"))
+    wait_for("the import under way", lambda: (job_row(daemon) or ("", 0))[1] > 0, daemon)
+    server.stop(signal.SIGINT)
+    [job_id] = [job["id"] for job in cli_json(daemon, "imports", "list")]
+    wait_for("the pause", lambda: cli_json(daemon, "imports", "show", str(job_id))["details"]["paused"], daemon)
+    result = daemon.cli("imports", "cancel", str(job_id))
+    assert result.returncode == 0, result.stderr
+    # Ended while Elasticsearch is still away: the batch in hand was not written, the checkpoint's rows stay.
+    [job] = finished(daemon, 1)
+    assert job["status"] == "cancelled" and job["details"]["paused"] is None
+    assert 0 < job["rows_ingested"] == job["rows_total"] < 20_000
+    assert [entry["event"] for entry in job["details"]["timeline"]] == [
+        "queued",
+        "picked_up",
+        "paused",
+        "cancelled",
+        "finished",
+    ]
