@@ -208,7 +208,7 @@ class Worker:
             restricted_events=self.config.jobs.restricted_events,
         )
         batch_rows = self.config.jobs.batch_rows
-        commit_rows = max(batch_rows, self.config.jobs.commit_rows) if self.sink.joins_batches else batch_rows
+        commit_rows = self.sink.write_rows(batch_rows, self.config.jobs.commit_rows)
         batches = Validated(validated, ahead=-(-commit_rows // batch_rows) + 1)
         bytes_total = max(1, data.stat().st_size)
         progress = Progress(data, checkpoint.rows_done, checkpoint.rows_expected, bytes_total)

@@ -44,6 +44,10 @@ class Sink(abc.ABC):
     # the worker pauses the job and tries the same batch again until it is written.
     max_retry_delay: float = 30.0
 
+    def write_rows(self, batch_rows: int, commit_rows: int) -> int:
+        """Rows the worker hands over per write: one validated batch, or batches joined up to `commit_rows`."""
+        return max(batch_rows, commit_rows) if self.joins_batches else batch_rows
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Create the schema (tables, index templates); safe to call on an existing store."""
