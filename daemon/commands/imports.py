@@ -115,6 +115,8 @@ def cancel(args: argparse.Namespace, config: Config) -> int:
     except sqlite3.Error as exc:
         raise UsageError(f"state database {config.state_db}: cannot be written ({exc})") from None
     job = store.get_import(job_id) or job
+    if job["status"] == "cancelled":  # the daemon settled it the same moment (it saw the manifest leave)
+        return _done(args, store, job_id, f"import {job_id} cancelled")
     raise UsageError(f"import {job_id} has already finished ({job['status']}): there is nothing to cancel")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Iterator
 from email import message_from_bytes, policy
@@ -179,34 +180,40 @@ def test_a_failed_import_leaves_a_report_and_retention_removes_the_partners_copi
 def test_a_second_stop_signal_interrupts_running_imports_at_once_and_they_resume(
     config: Config, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config.jobs.shutdown_grace = 600.0  # the first stop alone would wait for the batch in hand
-    config.jobs.batch_rows = config.jobs.commit_rows = 1_000_000
-    rows = 400_000
+    config.jobs.shutdown_grace = 600.0  # the first stop alone waits for the batch in hand
+    rows = 2000
     harness = Harness(config)
+    # Another writer holds the sink's lock: the import's first write waits for it (the batch in hand).
+    lock = sqlite3.connect(config.sink_db, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
     try:
         harness.drop("big.csv", "identity,Name\n" + "".join(f"u{i},N{i}\n" for i in range(rows)))
         harness.drop("big.manifest", manifest("big.csv"))
         manager = harness.manager
 
-        async def stop_twice() -> None:
+        async def stop_twice() -> bool:
             await manager.start()
-            while not manager._running:
+            while not any(job["status"] == "processing" for job in harness.jobs()):
                 await asyncio.sleep(0.01)
+            await asyncio.sleep(1.0)  # its 2000 rows validate in milliseconds: it now waits for the lock
             stopping = asyncio.create_task(manager.stop())
-            while manager._graceful is None:  # the first signal: waiting for the batch in hand
+            while manager._graceful is None and not stopping.done():
                 await asyncio.sleep(0.001)
+            waited = not stopping.done()  # the first signal: waiting for the batch in hand
             manager.force_stop()  # the second signal
             await stopping
+            return waited
 
         with caplog.at_level(logging.INFO, logger="ingestd.jobs"):
-            harness.call(stop_twice())
+            assert harness.call(stop_twice())
         [job] = harness.jobs()
-        # Stopped in its first batch, without waiting for it: still processing, to resume from its checkpoint.
+        # Cancelled in the batch in hand (forced), not at the boundary after it: still processing, to resume.
         assert job["status"] == "processing" and job["rows_total"] == 0
-        # Cancelled in the batch in hand (forced), not at the boundary after it (the first signal's way).
         interrupted = [record for record in caplog.records if record.getMessage() == "job.interrupted"]
         assert [getattr(record, "fields", {}).get("forced") for record in interrupted] == [True]
     finally:
+        lock.rollback()
+        lock.close()
         harness.close()
     # The next start resumes it from its checkpoint: nothing lost, nothing twice.
     again = Harness(config)
@@ -214,5 +221,6 @@ def test_a_second_stop_signal_interrupts_running_imports_at_once_and_they_resume
         again.run()
         [job] = again.jobs()
         assert job["status"] == "succeeded" and job["rows_ingested"] == rows
+        assert again.call(again.sink.get_profile(ACCOUNT, "u1999"))["properties"]["Name"] == "N1999"
     finally:
         again.close()
