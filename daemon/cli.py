@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     blift.add_argument("address", metavar="ADDRESS")
     blift.set_defaults(handler="daemon.commands.bans:lift")
 
-    imports = verbs.add_parser("imports", help="list and show imports")
+    imports = verbs.add_parser("imports", help="list, show, cancel and retry imports")
     import_verbs = imports.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     import_verbs.required = True
     ilist = import_verbs.add_parser("list", help="imports, newest first", parents=[common])
@@ -111,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     ishow.add_argument("job_id", metavar="JOB_ID")
     ishow.add_argument("--json", action="store_true")
     ishow.set_defaults(handler="daemon.commands.imports:show")
+    icancel = import_verbs.add_parser(
+        "cancel", help="cancel an import not yet finished (a processing one stops at its next batch)", parents=[common]
+    )
+    icancel.add_argument("job_id", metavar="JOB_ID")
+    icancel.add_argument("--json", action="store_true")
+    icancel.set_defaults(handler="daemon.commands.imports:cancel")
+    iretry = import_verbs.add_parser(
+        "retry", help="import a finished import's kept files again, as a new import", parents=[common]
+    )
+    iretry.add_argument("job_id", metavar="JOB_ID")
+    iretry.add_argument("--json", action="store_true")
+    iretry.set_defaults(handler="daemon.commands.imports:retry")
 
     profiles = verbs.add_parser("profiles", help="read ingested profiles")
     profile_verbs = profiles.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)

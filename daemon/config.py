@@ -199,6 +199,8 @@ class JobsConfig(_Section):
     commit_rows: int = Field(1_000_000, ge=100, le=10_000_000)
     max_manifest_size: Size = "1MiB"  # type: ignore[assignment]  # a bigger manifest fails unread
     retention_days: float = Field(30, ge=0)  # job folders older than this are removed; 0 keeps them
+    # At shutdown, how long running imports get to reach their next checkpoint before they are cancelled.
+    shutdown_grace: Duration = "15s"  # type: ignore[assignment]
     restricted_events: StrList = DEFAULT_RESTRICTED_EVENTS
 
 

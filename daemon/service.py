@@ -84,7 +84,16 @@ class Service:
         return "\n".join(lines)
 
     def request_stop(self) -> None:
-        self._stopping.set()
+        """The first SIGTERM/SIGINT stops the service in order; a second one during that stop forces it:
+        running imports are cancelled at once (they resume from their last checkpoint at the next start)."""
+        if not self._stopping.is_set():
+            self._stopping.set()
+            return
+        event(log, "service.forced_stop", logging.WARNING)
+        for component in self.components.values():
+            force = getattr(component, "force_stop", None)
+            if force is not None:
+                force()
 
     async def run(self) -> None:
         self.build()

@@ -78,6 +78,7 @@ class Manifest(_Strict):
     columns: dict[str, Column] = Field(default_factory=dict)
     encoding: str | None = None
     delimiter: str | None = None
+    dry_run: bool = Field(False, alias="dryRun")  # validate and report as usual, store nothing
 
     @field_validator("file_name")
     @classmethod

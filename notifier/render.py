@@ -31,6 +31,7 @@ TONES = {
     "succeeded": "ok",
     "completed_with_errors": "warn",
     "failed": "bad",
+    "cancelled": "warn",
 }
 
 

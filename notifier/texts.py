@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # Event kinds passed to Notifier.notify(); also the webhook "event" field.
-KINDS = ("picked_up", "progress", "succeeded", "completed_with_errors", "failed")
+KINDS = ("picked_up", "progress", "succeeded", "completed_with_errors", "failed", "cancelled")
 
 # Why a job failed; decides the subject's short reason and the next steps.
 FAILURE_KINDS = ("manifest", "no_data_file", "file_unreadable", "all_rows_failed", "internal")
@@ -15,6 +15,7 @@ SUBJECTS = {
     "succeeded": "[{account}] Imported: {file} ({ingested_rows})",
     "completed_with_errors": "[{account}] Imported with errors: {file} ({rows_failed} of {total_rows} failed)",
     "failed": "[{account}] Failed: {file} ({short_reason})",
+    "cancelled": "[{account}] Cancelled: {file}",
 }
 
 SHORT_REASONS = {
@@ -40,6 +41,7 @@ OUTCOMES = {
     "succeeded": "Imported",
     "completed_with_errors": "Imported with errors",
     "failed": "Failed",
+    "cancelled": "Cancelled",
 }
 
 HEADLINES = {
@@ -49,6 +51,7 @@ HEADLINES = {
     "succeeded": "{file} was imported: {all_rows}.",
     "completed_with_errors": "{file} was imported, but {rows_failed} of {total_rows} {were} rejected.",
     "failed": "{file} could not be imported: {reason}.",
+    "cancelled": "The import of {file} was cancelled.",
 }
 
 # Extra words per failure kind, shown under the headline.
@@ -94,6 +97,10 @@ NEXT_STEPS = {
         "The attached error file lists every row with its problems in the last column, Failure Description.",
         "Fix the rows (the most common problems are listed above), then upload the file again and a new manifest for it.",
     ],
+    "cancelled": [
+        "Rows imported before the cancellation stay imported; nothing more of the file is read.",
+        "To import the file after all, upload it again, then a new manifest for it.",
+    ],
     "internal": [
         "Try the import again: upload the data file again, then a new manifest for it.",
         "If it fails again, contact us and mention job {job_id}.",
@@ -108,6 +115,7 @@ DRY_RUN_SUBJECTS = {
     "succeeded": "[{account}] Dry run passed: {file} ({total_rows}, nothing stored)",
     "completed_with_errors": "[{account}] Dry run found errors: {file} ({rows_failed} of {total_rows} would fail)",
     "failed": "[{account}] Dry run failed: {file} ({short_reason})",
+    "cancelled": "[{account}] Dry run cancelled: {file}",
 }
 DRY_RUN_OUTCOMES = {
     "picked_up": "Dry run picked up",
@@ -115,6 +123,7 @@ DRY_RUN_OUTCOMES = {
     "succeeded": "Dry run passed",
     "completed_with_errors": "Dry run found errors",
     "failed": "Dry run failed",
+    "cancelled": "Dry run cancelled",
 }
 DRY_RUN_HEADLINES = {
     "succeeded": "{file} was checked: {all_rows} would be imported.",

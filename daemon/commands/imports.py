@@ -1,16 +1,23 @@
-"""`ingestd imports list|show`: imports from the state database, as a table or as JSON."""
+"""`ingestd imports list|show|cancel|retry`: imports from the state database, as a table or as JSON."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sqlite3
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from daemon.commands import open_state
 from daemon.config import Config
 from daemon.errors import NotFoundError, UsageError
-from daemon.store.jobs import STATUSES, JobStore
+from daemon.jobs import messages
+from daemon.jobs.notices import build_payload
+from daemon.jobs.paths import job_dir
+from daemon.jobs.status import FINAL, PENDING, STATUSES
+from daemon.store.jobs import JobStore
 from daemon.text import json_text, printable
 from daemon.watch.watcher import ACCOUNT
 
@@ -52,19 +59,142 @@ def list_imports(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def show(args: argparse.Namespace, config: Config) -> int:
-    text = str(args.job_id).strip()
+def _job_id(value: Any) -> int:
+    text = str(value).strip()
     if not text.isdigit() or int(text) < 1:
-        raise UsageError(
-            f"job id {args.job_id!r}: expected a positive whole number, as listed by 'ingestd imports list'"
-        )
-    job = _read(config, lambda store: store.get_import(int(text)), None)
+        raise UsageError(f"job id {value!r}: expected a positive whole number, as listed by 'ingestd imports list'")
+    return int(text)
+
+
+def show(args: argparse.Namespace, config: Config) -> int:
+    job_id = _job_id(args.job_id)
+    job = _read(config, lambda store: store.get_import(job_id), None)
     if job is None:
-        raise NotFoundError(f"no import with id {int(text)}")
+        raise NotFoundError(f"no import with id {job_id}")
     if args.json:
         print(json_text(job, indent=2))
         return 0
     print(_detail(job))
+    return 0
+
+
+def _existing(config: Config, job_id: int) -> tuple[JobStore, dict[str, Any]]:
+    store = _store(config)
+    try:
+        job = store.get_import(job_id) if store is not None else None
+    except sqlite3.Error as exc:
+        raise UsageError(f"state database {config.state_db}: cannot be read ({exc})") from None
+    if store is None or job is None:
+        raise NotFoundError(f"no import with id {job_id}")
+    return store, job
+
+
+def cancel(args: argparse.Namespace, config: Config) -> int:
+    """Cancel an import not yet finished: one not picked up ends `cancelled` now; a processing one stops at
+    its next batch boundary (the daemon's worker), keeping the rows written so far."""
+    job_id = _job_id(args.job_id)
+    store, job = _existing(config, job_id)
+    reason = messages.cancelled_by_operator()
+    if job["status"] in FINAL:
+        raise UsageError(f"import {job_id} has already finished ({job['status']}): there is nothing to cancel")
+    try:
+        if job["status"] in PENDING:
+            _take_manifest(config, job)  # first: a rescan must not queue the manifest again
+            if store.finish(job_id, "cancelled", error=reason, from_statuses=PENDING):
+                _notify_cancelled(config, store, job_id)
+                return _done(args, store, job_id, f"import {job_id} cancelled")
+        # Picked up (now or meanwhile): the worker stops it at its next batch boundary.
+        if store.request_cancel(job_id, reason):
+            return _done(
+                args,
+                store,
+                job_id,
+                f"import {job_id} is processing: it stops at its next batch boundary and ends cancelled"
+                " (rows already written stay)",
+            )
+    except sqlite3.Error as exc:
+        raise UsageError(f"state database {config.state_db}: cannot be written ({exc})") from None
+    job = store.get_import(job_id) or job
+    if job["status"] == "cancelled":  # the daemon settled it the same moment (it saw the manifest leave)
+        return _done(args, store, job_id, f"import {job_id} cancelled")
+    raise UsageError(f"import {job_id} has already finished ({job['status']}): there is nothing to cancel")
+
+
+def _take_manifest(config: Config, job: dict[str, Any]) -> None:
+    """Move a waiting job's manifest out of the partner's folder into the job's (where a retry finds it)."""
+    if job["details"].get("raw_name"):
+        return  # not UTF-8: the daemon's queue moves it by its real bytes
+    source = config.drop_root / job["account"] / job["manifest_name"]
+    folder = job_dir(config, job["id"])
+    if os.path.lexists(source) and not os.path.lexists(folder / job["manifest_name"]):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.replace(source, folder / job["manifest_name"])
+
+
+def _notify_cancelled(config: Config, store: JobStore, job_id: int) -> None:
+    """Queue the `cancelled` email in the outbox, which the daemon delivers; a failure here is only reported."""
+    try:
+        from notifier.service import Notifier
+
+        job = store.get_import(job_id) or {"details": {}}
+        emails = list(job["details"].get("client_emails") or [])
+        payload = build_payload(store, job_id, client_emails=emails, problems=[job.get("error") or ""])
+        Notifier(config, store.db).notify("cancelled", payload)
+    except Exception as exc:  # the cancel itself is recorded: say what was not sent, and go on
+        print(f"ingestd: warning: the cancellation email of import {job_id} was not queued ({exc})", file=sys.stderr)
+
+
+def retry(args: argparse.Namespace, config: Config) -> int:
+    """Queue a finished import's files again as a new import, last in its account's order."""
+    job_id = _job_id(args.job_id)
+    store, job = _existing(config, job_id)
+    if job["status"] not in FINAL:
+        raise UsageError(f"import {job_id} is still {job['status']}: only a finished import can be retried")
+    folder = job_dir(config, job_id)
+    if not os.path.lexists(folder / job["manifest_name"]):
+        raise NotFoundError(
+            f"import {job_id}: its files are no longer kept (removed after jobs.retention_days, or moved to a"
+            " later retry)"
+        )
+    # The data file first, the manifest last: as a partner uploads them.
+    names = [name for name in (job["file_name"], job["manifest_name"]) if name]
+    moved: list[tuple[str, str]] = []
+
+    def move_files(new_id: int) -> None:
+        target = job_dir(config, new_id)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if os.path.lexists(folder / name) and not os.path.lexists(target / name):
+                os.replace(folder / name, target / name)
+                moved.append((str(target / name), str(folder / name)))
+
+    try:
+        new_id = store.retry(job_id, move_files)
+    except sqlite3.IntegrityError:
+        _move_back(moved)
+        raise UsageError(
+            f"import {job_id}: a manifest named {job['manifest_name']} is already waiting in the account's queue"
+        ) from None
+    except (sqlite3.Error, OSError) as exc:
+        _move_back(moved)
+        raise UsageError(f"import {job_id} could not be queued again ({exc})") from None
+    if new_id is None:  # finished a moment ago? then it is not final: say what it is
+        _move_back(moved)
+        raise UsageError(f"import {job_id} is not finished: only a finished import can be retried")
+    return _done(args, store, new_id, f"import {job_id} queued again as import {new_id}")
+
+
+def _move_back(moved: list[tuple[str, str]]) -> None:
+    for now, before in reversed(moved):
+        with contextlib.suppress(OSError):
+            os.replace(now, before)
+
+
+def _done(args: argparse.Namespace, store: JobStore, job_id: int, text: str) -> int:
+    if getattr(args, "json", False):
+        print(json_text(store.get_import(job_id), indent=2))
+    else:
+        print(printable(text))
     return 0
 
 
@@ -105,7 +235,11 @@ def _detail(job: dict[str, Any]) -> str:
         ("manifest", job["manifest_name"]),
         ("file", job["file_name"] or "-"),
         ("type", job["type"] or "-"),
-        ("rows", f"{job['rows_total']} read, {job['rows_ingested']} ingested, {job['rows_failed']} failed"),
+        (
+            "rows",
+            f"{job['rows_total']} read, {job['rows_ingested']} ingested, {job['rows_failed']} failed"
+            + (f", {job['rows_duplicate']} already present" if job.get("rows_duplicate") else ""),
+        ),
         ("created", job["created_at"]),
         ("started", job["started_at"] or "-"),
         ("finished", job["finished_at"] or "-"),
@@ -116,8 +250,14 @@ def _detail(job: dict[str, Any]) -> str:
         fields.append(("error", job["error"]))
     if details.get("paused"):
         fields.append(("paused", details["paused"]))
+    if job.get("dry_run"):
+        fields.append(("dry run", "yes: validated and reported, nothing stored"))
+    if job.get("cancel_requested") and job["status"] == "processing":
+        fields.append(("cancelling", job["cancel_requested"]))
     if details.get("error_csv"):
         fields.append(("error csv", details["error_csv"]))
+    if details.get("report"):
+        fields.append(("report", details["report"]))
     # Partner text (names, reasons quoting cells) is escaped: it must not drive the operator's terminal.
     lines = [f"{name + ':':<11}{printable(str(value))}" for name, value in fields]
     if details.get("problems"):

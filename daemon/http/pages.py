@@ -155,10 +155,8 @@ def progress(item: dict[str, Any]) -> str:
 
 
 def rows_duplicate(item: dict[str, Any]) -> int | None:
-    """Rows already present (events that de-duplicated): the import's `rows_duplicate`, else its details'."""
+    """Rows already present (events that de-duplicated): the import's `rows_duplicate`."""
     value = item.get("rows_duplicate")
-    if value is None:
-        value = (item.get("details") or {}).get("rows_duplicate")
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from daemon.jobs.status import ACTIVE, STATUSES
 from daemon.store.keys import ACCOUNT_RE
 
 # DESIGN.md's job statuses, in lifecycle order; "active" ones make the activity page refresh itself.
-STATUSES = ("queued", "waiting_for_data", "processing", "succeeded", "completed_with_errors", "failed")
-ACTIVE_STATUSES = frozenset({"queued", "waiting_for_data", "processing"})
+ACTIVE_STATUSES = frozenset(ACTIVE)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 

@@ -20,6 +20,8 @@ class Checkpoint:
     rows_done: int = 0
     rows_ingested: int = 0
     rows_failed: int = 0
+    rows_duplicate: int = 0  # rows already stored (events that de-duplicated)
+    rows_expected: int | None = None  # the data file's rows, once counted (progress)
     error_bytes: int = 0
     processing_ts: int = 0
     started: float = 0.0  # epoch seconds of the first pickup, for duration_ms

@@ -5,24 +5,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from daemon import metrics
 from daemon.config import Config
+from daemon.jobs.notices import build_payload
+from daemon.jobs.paths import job_dir, partner_errors_dir
 from daemon.jobs.queue import Queue, Ready
 from daemon.jobs.worker import Worker
 from daemon.logs import event
+from daemon.sinks.base import Sink
 from daemon.store.db import StateDB
 from daemon.store.jobs import JobStore, iso
 from daemon.watch.watcher import DropWatcher
 
 log = logging.getLogger("ingestd.jobs")
 
-STOP_GRACE = 15.0  # seconds a running batch gets to reach its checkpoint at shutdown
 WAKE_DELAY = 0.25  # least seconds between two scheduling passes asked for by file events
-IDLE_TICK = 30.0  # the scheduler looks again at least this often, even without a file event
+# The scheduler looks again at least this often, even without a file event: a job `imports retry` queued
+# (from another process, with no file event) starts within this.
+IDLE_TICK = 5.0
 RESCAN_EVERY = 60.0  # a safety net for watch events lost (e.g. inotify queue overflow)
 RESCAN_MIN_AGE = 5.0  # a periodic rescan leaves alone files still being written by other means
 RETENTION_EVERY = 3600.0
@@ -30,10 +35,14 @@ COOLDOWN = 30.0  # seconds an account is left alone after its job's task died un
 PAUSE_RETRY = 5.0  # seconds before a job paused by a full disk or a locked database is tried again
 
 
+class Notifier(Protocol):
+    def notify(self, kind: str, job: dict[str, Any]) -> None: ...
+
+
 class JobManager:
     """One job at a time per account in arrival order, `jobs.workers` accounts at once."""
 
-    def __init__(self, config: Config, db: StateDB, sink: Any, notifier: Any) -> None:
+    def __init__(self, config: Config, db: StateDB, sink: Sink, notifier: Notifier) -> None:
         self.config = config
         self.store = JobStore(db)
         self.sink = sink
@@ -44,20 +53,17 @@ class JobManager:
         self._last_wake = float("-inf")
         self._loop: asyncio.AbstractEventLoop | None = None
         self.worker = Worker(config, self.store, sink, self._notify, self._stopping)
-        self.queue = Queue(config, self.store, self.worker.fail_pickup)
+        self.queue = Queue(config, self.store, self.worker.fail_pickup, self.worker.cancel_pending)
         self.watcher = DropWatcher(config.drop_root, self.store, self.wake)
         self._running: dict[str, asyncio.Task[None]] = {}  # account -> its job's task
         self._tasks: list[asyncio.Task[None]] = []
         self._next_check: float | None = None
         self._cooldown: dict[str, float] = {}  # account -> monotonic time before which it is left alone
+        self._graceful: asyncio.Task[Any] | None = None  # the wait for running jobs at shutdown
 
     # -- service interface ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.sink is None:
-            # Development scaffolding: without a sink there is nowhere to write, so take no jobs.
-            log.warning("jobs: no sink available, not taking jobs")
-            return
         self._loop = asyncio.get_running_loop()
         self.config.jobs_root.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.remove_expired)
@@ -72,7 +78,8 @@ class JobManager:
         ]
 
     async def stop(self) -> None:
-        """Stop taking jobs; running ones stop at their next checkpoint within STOP_GRACE, then are cancelled."""
+        """Stop taking jobs; running ones stop at their next checkpoint within `jobs.shutdown_grace`, then are
+        cancelled (at once when the service is told to stop again: `force_stop`)."""
         self._stopping.set()
         self.wake()
         await asyncio.to_thread(self.watcher.stop)
@@ -80,23 +87,24 @@ class JobManager:
             task.cancel()
         running = list(self._running.values())
         if running:
-            _, late = await asyncio.wait(running, timeout=STOP_GRACE)
-            for task in late:
-                task.cancel()
+            self._graceful = asyncio.create_task(asyncio.wait(running, timeout=self.config.jobs.shutdown_grace))
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._graceful
+            for task in running:
+                if not task.done():
+                    task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def force_stop(self) -> None:
+        """A second stop signal: running jobs are cancelled now (they resume from their last checkpoint)."""
+        if self._graceful is not None and not self._graceful.done():
+            self._graceful.cancel()
+
     def banner(self) -> list[str]:
-        lines = [f"  jobs   {self.config.jobs.workers} workers, drop folders under {self.config.drop_root.resolve()}"]
-        if self.notifier is not None and not hasattr(self.notifier, "banner"):
-            smtp = self.config.smtp
-            target = f"smtp {smtp.host}:{smtp.port}" if smtp.host else f"files under {self.config.mail_dir.resolve()}"
-            lines.append(f"  mail   {target}")
-        return lines
+        return [f"  jobs   {self.config.jobs.workers} workers, drop folders under {self.config.drop_root.resolve()}"]
 
     def health(self) -> str | None:
-        if self.sink is None:
-            return "jobs: no sink available"
         for task in self._tasks:
             if task.done() and not self._stopping.is_set():
                 return f"jobs: {task.get_name()} stopped"
@@ -150,17 +158,17 @@ class JobManager:
         return len(plan.ready)
 
     def _start(self, ready: Ready) -> None:
-        account = ready.job["account"]
-        task = asyncio.create_task(self.worker.run(ready), name=f"job-{ready.job['id']}")
+        account = ready.job.account
+        task = asyncio.create_task(self.worker.run(ready), name=f"job-{ready.job.id}")
         self._running[account] = task
 
         def done(finished: asyncio.Task[None]) -> None:
             self._running.pop(account, None)
             if not finished.cancelled() and finished.exception() is not None:
                 # Even recording the failure failed (e.g. the state DB): try again later, not in a tight loop.
-                log.error("job %s stopped unexpectedly", ready.job["id"], exc_info=finished.exception())
+                log.error("job %s stopped unexpectedly", ready.job.id, exc_info=finished.exception())
                 self._cooldown[account] = time.monotonic() + COOLDOWN
-            elif ready.job["id"] in self.worker.paused:
+            elif ready.job.id in self.worker.paused:
                 # Paused (a full disk, a locked database): run it again from its checkpoint in a while.
                 self._cooldown[account] = time.monotonic() + PAUSE_RETRY
             self._wake.set()
@@ -213,16 +221,32 @@ class JobManager:
     # -- retention ------------------------------------------------------------------------------
 
     def remove_expired(self) -> list[int]:
-        """Remove the folders of jobs finished more than `jobs.retention_days` ago (0 keeps them)."""
+        """Remove the folders of jobs finished more than `jobs.retention_days` ago (0 keeps them), and their
+        copies in the partner's `errors/` folder (error CSV, report)."""
         days = self.config.jobs.retention_days
         if days <= 0:
             return []
         removed = []
-        for job_id in self.store.finished_before(iso(time.time() - days * 86400)):
-            folder = self.config.jobs_root / str(job_id)
+        for job in self.store.finished_before(iso(time.time() - days * 86400)):
+            folder = job_dir(self.config, job.id)
+            gone = False
             if folder.exists():
                 shutil.rmtree(folder, ignore_errors=True)
-                removed.append(job_id)
+                gone = True
+            errors = partner_errors_dir(self.config, job.account)
+            for recorded in (job.details.get("error_csv"), job.details.get("report")):
+                if not isinstance(recorded, str) or not recorded.startswith("errors/"):
+                    continue
+                path = errors / recorded.removeprefix("errors/")
+                if "/" in recorded.removeprefix("errors/") or not os.path.lexists(path) or os.path.isdir(path):
+                    continue
+                try:
+                    os.unlink(path)  # a link placed there is removed, never followed
+                    gone = True
+                except OSError as exc:
+                    log.warning("could not remove %s of job %s: %s", recorded, job.id, exc)
+            if gone:
+                removed.append(job.id)
         if removed:
             event(log, "jobs.retention", removed=len(removed), retention_days=days)
         return removed
@@ -230,20 +254,8 @@ class JobManager:
     # -- notifications --------------------------------------------------------------------------
 
     def _notify(self, kind: str, job_id: int, **extra: Any) -> None:
-        """The import dict plus the notifier's extra keys; a notifier error is logged, never fatal to the job."""
-        if self.notifier is None:
-            return
-        job = self.store.get_import(job_id) or {"id": job_id}
-        payload = {
-            **job,
-            "client_emails": [],
-            "problems": [],
-            "reasons": [],
-            "error_csv": None,
-            "progress": None,
-            **extra,
-        }
+        """The payload of daemon/jobs/notices.py to the notifier; a notifier error is logged, never fatal to the job."""
         try:
-            self.notifier.notify(kind, payload)
+            self.notifier.notify(kind, build_payload(self.store, job_id, **extra))
         except Exception:
             log.exception("could not queue the %s notification of job %s", kind, job_id)

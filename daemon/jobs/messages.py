@@ -24,6 +24,14 @@ def unreadable_detail(manifest_name: str, reason: str) -> str:
     return f"{manifest_name} could not be read ({reason})"
 
 
+def removed_by_partner(manifest_name: str) -> str:
+    return f"{manifest_name} was removed from your folder before its import started"
+
+
+def cancelled_by_operator() -> str:
+    return "cancelled by an operator (ingestd imports cancel)"
+
+
 def vanished_detail(manifest_name: str) -> str:
     return f"{manifest_name} was removed from your folder before it was picked up"
 
@@ -83,3 +91,76 @@ def paused_disk_full(where: str, detail: str) -> str:
 
 def paused_locked(where: str, detail: str) -> str:
     return f"paused: the {where} is locked by another process ({detail}); the import resumes when it is free"
+
+
+def report_not_written(reason: str) -> str:
+    """Recorded in the job's details when the partner's report could not be written to `errors/`."""
+    return f"the report could not be written into your errors/ folder ({reason})"
+
+
+# -- the report left in the partner's errors/ folder for every failed or partly failed import -------
+
+REPORT_STEPS = {
+    "manifest": [
+        "Correct the manifest using the problems listed above.",
+        "Upload it again under a new name (every manifest needs a unique name), after its data file.",
+    ],
+    "no_data_file": [
+        "Check fileName in the manifest: it must match the data file's name exactly, upper and lower case.",
+        "Upload the data file first, then a new manifest for it: the manifest always goes last.",
+    ],
+    "file_unreadable": [
+        "Check the file: a header row, the same number of fields on every row, UTF-8 text (or the manifest's"
+        " encoding).",
+        "Upload the corrected file again, then a new manifest for it.",
+    ],
+    "all_rows_failed": [
+        "The error file lists every row with its problems in the last column, Failure Description.",
+        "Fix the rows, then upload the file again and a new manifest for it.",
+    ],
+    "internal": [
+        "This is an error on our side, not a problem with your file: try the import again later.",
+        "If it fails again, contact us and mention the job id.",
+    ],
+    "completed_with_errors": [
+        "The rows that passed were imported; only the rows in the error file were left out.",
+        "Fix those rows using the last column, Failure Description, then upload them as a new data file"
+        " (the error file can be uploaded again as it is) and a new manifest for it.",
+    ],
+}
+
+
+def report(
+    *,
+    job_id: int,
+    file_name: str,
+    manifest_name: str,
+    status: str,
+    reason: str | None,
+    kind: str | None,
+    problems: list[str],
+    rows: tuple[int, int, int],
+    reasons: list[list[object]],
+    error_csv: str | None,
+    dry_run: bool = False,
+) -> str:
+    """The plain-text report of a failed or partly failed import, for `get errors/<job id>-<stem>.report.txt`."""
+    outcome = "failed" if status == "failed" else "checked with errors" if dry_run else "imported with errors"
+    lines = [f"Import {job_id} of {file_name} (manifest {manifest_name}): {outcome}"]
+    if dry_run:
+        lines.append("This was a dry run (dryRun: true): nothing was stored.")
+    if reason:
+        lines += ["", f"Reason: {reason}"]
+    if problems:
+        lines += ["", "Problems:"] + [f"  - {problem}" for problem in problems]
+    done, ingested, failed = rows
+    if done or failed:
+        lines += ["", f"Rows: {done} read, {ingested} {'valid' if dry_run else 'imported'}, {failed} rejected"]
+    if reasons:
+        lines += ["", "Why rows were rejected:"] + [f"  {count:>8}  {message}" for message, count in reasons[:20]]
+    if error_csv:
+        lines += ["", f"The rejected rows, each with its problems: get {error_csv}"]
+    steps = REPORT_STEPS.get(kind or status, [])
+    if steps:
+        lines += ["", "What to do:"] + [f"  {n}. {step}" for n, step in enumerate(steps, 1)]
+    return "\n".join(lines) + "\n"

@@ -8,13 +8,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from daemon.config import Config
 from daemon.jobs import messages
 from daemon.jobs.files import NotRegular, lstat_regular, pause_reason, read_bounded
+from daemon.jobs.paths import job_dir
+from daemon.jobs.status import PENDING
 from daemon.logs import event
-from daemon.store.jobs import JobStore
+from daemon.store.jobs import Job, JobStore
 from manifests.model import Manifest, ManifestError, load_manifest
 
 log = logging.getLogger("ingestd.jobs")
@@ -24,12 +25,14 @@ log = logging.getLogger("ingestd.jobs")
 class Ready:
     """A job whose manifest is valid and whose CSV is there (or a job to resume)."""
 
-    job: dict[str, Any]
-    manifest: Any
+    job: Job
+    manifest: Manifest
 
 
 @dataclass
-class Plan:
+class Pickups:
+    """What one pass over the queue found: jobs ready for a worker, and when to look again."""
+
     ready: list[Ready] = field(default_factory=list)
     next_check: float | None = None  # epoch seconds when a waiting job should be looked at again
 
@@ -37,10 +40,11 @@ class Plan:
 class Queue:
     """Pickup checks, run in a worker thread (file and database I/O): one head job per account, in id order."""
 
-    def __init__(self, config: Config, store: JobStore, fail: Callable[..., None]) -> None:
+    def __init__(self, config: Config, store: JobStore, fail: Callable[..., None], cancel: Callable[..., None]) -> None:
         self.config = config
         self.store = store
         self.fail = fail  # fail(job, reason, problems, client_emails): final status, file moved, notified
+        self.cancel = cancel  # cancel(job, detail, client_emails): `cancelled`, notified
         # job id -> (the manifest file's identity, its parse): a manifest waiting for its CSV is parsed once.
         self._parsed: dict[int, tuple[tuple[int, ...], Manifest | ManifestError]] = {}
         self.active_ids: set[int] = set()  # the head jobs of the last pass
@@ -48,27 +52,27 @@ class Queue:
         self.paused: dict[int, tuple[str, str]] = {}
 
     def job_dir(self, job_id: int) -> Path:
-        return self.config.jobs_root / str(job_id)
+        return job_dir(self.config, job_id)
 
-    def manifest_path(self, job: dict[str, Any]) -> Path:
+    def manifest_path(self, job: Job) -> Path:
         """The job folder once picked up (also after a crash mid-pickup), else the partner's folder."""
-        moved = self.job_dir(job["id"]) / job["manifest_name"]
-        return moved if moved.exists() else self.config.drop_root / job["account"] / job["manifest_name"]
+        moved = self.job_dir(job.id) / job.manifest_name
+        return moved if moved.exists() else self.config.drop_root / job.account / job.manifest_name
 
-    def plan(self, busy: set[str], free_slots: int, now: float | None = None) -> Plan:
+    def plan(self, busy: set[str], free_slots: int, now: float | None = None) -> Pickups:
         """Settle every head job that can be settled now; return those ready for a worker (at most free_slots)."""
         now = time.time() if now is None else now
-        result = Plan()
+        result = Pickups()
         settled = True
         while settled:  # a head that fails makes the account's next job the head: look again
             settled = False
             heads = self.store.heads()
-            current = {job["id"] for job in heads}
+            current = {job.id for job in heads}
             self.active_ids = current
             self._parsed = {job_id: entry for job_id, entry in self._parsed.items() if job_id in current}
             self.paused = {job_id: entry for job_id, entry in self.paused.items() if job_id in current}
             for job in heads:
-                if job["account"] in busy or any(r.job["account"] == job["account"] for r in result.ready):
+                if job.account in busy or any(r.job.account == job.account for r in result.ready):
                     continue
                 try:
                     outcome = self._check(job, now, result, free_slots - len(result.ready))
@@ -76,23 +80,21 @@ class Queue:
                     # Logged and tried again next round; the other accounts go on meanwhile.
                     reason = pause_reason(exc)
                     if reason is None:
-                        log.exception("could not check job %s of %s", job["id"], job["account"])
-                    elif self.paused.get(job["id"], ("", ""))[1] != reason:
-                        event(
-                            log, "job.paused", logging.WARNING, account=job["account"], job_id=job["id"], reason=reason
-                        )
+                        log.exception("could not check job %s of %s", job.id, job.account)
+                    elif self.paused.get(job.id, ("", ""))[1] != reason:
+                        event(log, "job.paused", logging.WARNING, account=job.account, job_id=job.id, reason=reason)
                     if reason is not None:
-                        self.paused[job["id"]] = (job["account"], reason)
+                        self.paused[job.id] = (job.account, reason)
                     continue
-                self.paused.pop(job["id"], None)
+                self.paused.pop(job.id, None)
                 settled = settled or outcome
         return result
 
-    def _manifest(self, job: dict[str, Any], path: Path) -> Manifest:
+    def _manifest(self, job: Job, path: Path) -> Manifest:
         """The job's manifest, parsed once per version of the file; ManifestError, NotRegular or OSError."""
         info = os.lstat(path)
         identity = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
-        cached = self._parsed.get(job["id"])
+        cached = self._parsed.get(job.id)
         if cached is None or cached[0] != identity:
             limit = self.config.jobs.max_manifest_size
             raw, info = read_bounded(path, limit)
@@ -103,47 +105,53 @@ class Queue:
                 )
             except ManifestError as exc:
                 parsed = exc
-            cached = self._parsed[job["id"]] = (identity, parsed)
+            cached = self._parsed[job.id] = (identity, parsed)
         if isinstance(cached[1], ManifestError):
             raise cached[1]
         return cached[1]
 
-    def _check(self, job: dict[str, Any], now: float, result: Plan, free: int) -> bool:
+    def _check(self, job: Job, now: float, result: Pickups, free: int) -> bool:
         """True when the job reached a final status here (so the account's next job may move)."""
-        raw_name = job["details"].get("raw_name")
-        if raw_name and job["status"] != "processing":
+        raw_name = job.details.get("raw_name")
+        if raw_name and job.status != "processing":
             # Queued under safe text by the watcher; the file itself goes by its real bytes.
-            self.fail(job, messages.UNREADABLE, [messages.bad_name_detail(job["manifest_name"])], [])
+            self.fail(job, messages.UNREADABLE, [messages.bad_name_detail(job.manifest_name)], [])
             return True
         path = self.manifest_path(job)
         try:
             manifest = self._manifest(job, path)
         except FileNotFoundError:
-            self.fail(job, messages.UNREADABLE, [messages.vanished_detail(job["manifest_name"])], [])
+            if job.status in PENDING:
+                # The partner took it back: not a failure, and never a reason to block the account.
+                emails = list(job.details.get("client_emails") or [])
+                self.cancel(job, messages.removed_by_partner(job.manifest_name), emails)
+                return True
+            self.fail(job, messages.UNREADABLE, [messages.vanished_detail(job.manifest_name)], [])
             return True
         except NotRegular as exc:
             self.fail(job, messages.UNREADABLE, [str(exc)], [])
             return True
         except OSError as exc:
-            detail = messages.unreadable_detail(job["manifest_name"], exc.strerror or str(exc))
+            detail = messages.unreadable_detail(job.manifest_name, exc.strerror or str(exc))
             self.fail(job, messages.UNREADABLE, [detail], [])
             return True
         except ManifestError as exc:
             self.fail(job, messages.BAD_MANIFEST, list(exc.problems), list(exc.client_emails))
             return True
-        if not job["file_name"]:
-            self.store.set_file(job["id"], manifest.file_name, manifest.type)
-            job.update(file_name=manifest.file_name, type=manifest.type)
-        if job["status"] == "processing":
+        if not job.file_name:
+            self.store.set_file(job.id, manifest.file_name, manifest.type)
+            job.file_name, job.type = manifest.file_name, manifest.type
+        if job.status == "processing":
             if free > 0:
                 result.ready.append(Ready(job, manifest))
             return False
-        if self.store.name_used(job["account"], job["manifest_name"], job["id"]):
-            detail = messages.duplicate_detail(job["manifest_name"])
+        retry = job.details.get("retry_of") is not None  # the same manifest again, on purpose
+        if not retry and self.store.name_used(job.account, job.manifest_name, job.id):
+            detail = messages.duplicate_detail(job.manifest_name)
             self.fail(job, messages.DUPLICATE_MANIFEST, [detail], manifest.client_emails)
             return True
-        csv_path = self.config.drop_root / job["account"] / manifest.file_name
-        moved_csv = self.job_dir(job["id"]) / manifest.file_name
+        csv_path = self.config.drop_root / job.account / manifest.file_name
+        moved_csv = self.job_dir(job.id) / manifest.file_name
         try:
             present = lstat_regular(csv_path) is not None or lstat_regular(moved_csv) is not None
         except NotRegular as exc:
@@ -155,10 +163,10 @@ class Queue:
                 result.ready.append(Ready(job, manifest))
             return False
         grace = self.config.jobs.data_file_grace
-        since = job.get("waiting_since")
+        since = job.waiting_since
         if since is None:
-            self.store.mark_waiting(job["id"], now, manifest.file_name, manifest.type)
-            event(log, "job.waiting_for_data", account=job["account"], job_id=job["id"], file=manifest.file_name)
+            self.store.mark_waiting(job.id, now, manifest.file_name, manifest.type, list(manifest.client_emails))
+            event(log, "job.waiting_for_data", account=job.account, job_id=job.id, file=manifest.file_name)
             since = now
         if now - since >= grace:
             self.fail(

@@ -6,11 +6,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import queue
 import shutil
-import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +19,24 @@ from daemon import metrics
 from daemon.config import Config
 from daemon.errors import JobFailed, RetryableError
 from daemon.jobs import messages
+from daemon.jobs.cells import RefusedCells
 from daemon.jobs.checkpoints import Checkpoint, ErrorFile
 from daemon.jobs.files import NotRegular, lstat_regular, pause_reason
+from daemon.jobs.paths import ERRORS_FILE, job_dir, partner_error_name, partner_errors_dir, partner_report_name
+from daemon.jobs.prefetch import Validated
+from daemon.jobs.progress import Progress
 from daemon.jobs.queue import Ready
 from daemon.logs import event
-from daemon.store.jobs import JobStore
-from daemon.text import safe
+from daemon.sinks.base import Sink, Written
+from daemon.store.jobs import Job, JobStore
+from manifests.model import Manifest
 
 # Imported with the daemon, not at the first job: polars and pyarrow take a moment to load.
 from manifests.validate import Batch, FileError, validate_csv
 
 log = logging.getLogger("ingestd.jobs")
 
-ERRORS_FILE = "errors.csv"
-MAX_SINK_RETRY_DELAY = 30.0
-MAX_NAME_BYTES = 255  # NAME_MAX of the usual file systems
+__all__ = ["ERRORS_FILE", "Interrupted", "JobCancelled", "Worker", "partner_error_name"]
 
 Notify = Callable[..., Any]  # notify(kind, job_id, **extra) -> None, synchronous (called in a thread)
 
@@ -43,120 +45,31 @@ class Interrupted(Exception):
     """The service is stopping: leave the job `processing`, it resumes from its checkpoint."""
 
 
-_END = object()
+class JobCancelled(Exception):
+    """`imports cancel` asked a processing job to stop: at the batch boundary, keeping what was written."""
+
+    def __init__(self, by: str) -> None:
+        super().__init__(by)
+        self.by = by
 
 
-class Validated:
-    """Validation in its own thread, running ahead of the sink by up to `ahead` batches.
+@dataclass
+class Outcome:
+    """How a job ends: everything its final steps (files for the partner, the record, the log, the email) need."""
 
-    `take(rows)` waits for the next validated batch and joins to it whatever else is ready, up to `rows`
-    rows: one sink write and one checkpoint. When the sink is the slower side, writes grow to about
-    `rows` rows, and fewer, larger commits cost far less than many small ones (a commit rewrites every
-    index page it touched); when validation is slower, the sink gets each batch as soon as it is ready.
-    An error from the file midway is raised only after the rows before it were handed on."""
-
-    def __init__(self, batches: Generator[Batch, None, None], ahead: int) -> None:
-        self._batches = batches
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, ahead))
-        self._held: Any = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, name="ingestd-validate", daemon=True)
-        self._thread.start()
-
-    def _produce(self) -> None:
-        try:
-            for batch in self._batches:
-                if not self._put(batch):
-                    return
-            self._put(_END)
-        except BaseException as exc:  # a FileError, or anything else: raised to the worker in row order
-            self._put(exc)
-        finally:
-            self._batches.close()
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _get(self, wait: bool) -> Any:
-        while not self._stop.is_set():
-            try:
-                return self._queue.get(timeout=0.1) if wait else self._queue.get_nowait()
-            except queue.Empty:
-                if not wait:
-                    return None
-        return _END
-
-    def take(self, rows: int) -> Batch | None:
-        """The next batch joined with those ready behind it, or None at the end; blocks (call it in a thread)."""
-        item = self._held if self._held is not None else self._get(wait=True)
-        self._held = None
-        if item is _END:
-            self._held = _END
-            return None
-        if isinstance(item, BaseException):
-            raise item
-        parts: list[Batch] = [item]
-        total = item.rows
-        while total < rows:
-            item = self._get(wait=False)
-            if item is None:
-                break
-            if not isinstance(item, Batch):
-                self._held = item
-                break
-            parts.append(item)
-            total += item.rows
-        return _join(parts)
-
-    def close(self) -> None:
-        """Stop validating and wait for the thread (it finishes the batch in hand); blocks."""
-        self._stop.set()
-        self._thread.join()
-
-
-def _join(batches: list[Batch]) -> Batch:
-    if len(batches) == 1:
-        return batches[0]
-    first, last = batches[0], batches[-1]
-
-    def frames(kind: str) -> pl.DataFrame | None:
-        parts = [frame for frame in (getattr(batch, kind) for batch in batches) if frame is not None]
-        return pl.concat(parts, rechunk=False) if parts else None
-
-    return Batch(
-        index=last.index,
-        header=first.header,
-        rows=sum(batch.rows for batch in batches),
-        rows_done=last.rows_done,
-        last_line=last.last_line,
-        bytes_done=last.bytes_done,
-        events=frames("events"),
-        profiles=frames("profiles"),
-        bad=[row for batch in batches for row in batch.bad],
-    )
-
-
-def partner_error_name(job_id: int, file_name: str) -> str:
-    """The error CSV's name in `drop/<account>/errors/`: `<job id>-<file stem>.errors.csv`.
-
-    The stem is shortened (on a character boundary) so that the name, and its hidden `.<name>.part`
-    while it is written, fit in NAME_MAX bytes whatever the length of the partner's file name."""
-    suffix = ".errors.csv"
-    room = MAX_NAME_BYTES - len(f".{job_id}-{suffix}.part".encode())
-    stem = safe(Path(file_name).stem).encode()[:room].decode("utf-8", "ignore")
-    return f"{job_id}-{stem}{suffix}"
+    status: str
+    error: str | None
+    problems: list[str]
+    emails: list[str]
+    checkpoint: Checkpoint
+    error_bytes: int
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class Worker:
     """Runs one ready job; many Workers share the store, the sink and the stop signal."""
 
-    def __init__(self, config: Config, store: JobStore, sink: Any, notify: Notify, stopping: asyncio.Event) -> None:
+    def __init__(self, config: Config, store: JobStore, sink: Sink, notify: Notify, stopping: asyncio.Event) -> None:
         self.config = config
         self.store = store
         self.sink = sink
@@ -179,24 +92,28 @@ class Worker:
         job, manifest = ready.job, ready.manifest
         emails = list(manifest.client_emails)
         try:
-            if job["status"] != "processing":
-                await asyncio.to_thread(self._pickup, job, manifest)
+            if job.status != "processing":
+                if not await asyncio.to_thread(self._pickup, job, manifest):
+                    return  # cancelled by an operator while the queue was settling it: already final
             else:
-                event(log, "job.resumed", account=job["account"], job_id=job["id"], rows_done=job["rows_total"])
+                event(log, "job.resumed", account=job.account, job_id=job.id, rows_done=job.rows_total)
             await self._process(job, manifest)
         except Interrupted:
-            event(log, "job.interrupted", account=job["account"], job_id=job["id"])
+            event(log, "job.interrupted", account=job.account, job_id=job.id)
+        except JobCancelled as exc:
+            await asyncio.to_thread(self._finish_cancelled, job, exc.by, emails)
         except FileError as exc:
             await asyncio.to_thread(self._finish_failed, job, str(exc), [str(exc)], emails)
         except JobFailed as exc:
             await asyncio.to_thread(self._finish_failed, job, exc.reason, exc.details, emails)
         except asyncio.CancelledError:
-            event(log, "job.cancelled", account=job["account"], job_id=job["id"])
+            # Stopped by the shutdown (after jobs.shutdown_grace, or a second signal): resumes from its checkpoint.
+            event(log, "job.interrupted", account=job.account, job_id=job.id, forced=True)
             raise
         except Exception as exc:
             if pause_reason(exc) is not None:
                 raise  # not the partner's file: the job waits and resumes
-            log.exception("job %s failed with an internal error", job["id"])
+            log.exception("job %s failed with an internal error", job.id)
             await asyncio.to_thread(
                 self._finish_failed,
                 job,
@@ -207,37 +124,39 @@ class Worker:
             )
 
     def job_dir(self, job_id: int) -> Path:
-        return self.config.jobs_root / str(job_id)
+        return job_dir(self.config, job_id)
 
     # -- pauses ---------------------------------------------------------------------------------
 
-    def _pause(self, job: dict[str, Any], reason: str) -> None:
+    def _pause(self, job: Job, reason: str) -> None:
         """Record why the job waits (also when the state database itself cannot be written)."""
-        before = self.paused.get(job["id"])
-        self.paused[job["id"]] = (job["account"], reason)
+        before = self.paused.get(job.id)
+        self.paused[job.id] = (job.account, reason)
         try:
-            self.store.set_paused(job["id"], reason)
+            self.store.set_paused(job.id, reason)
         except Exception as exc:
-            log.warning("could not record the pause of job %s: %s", job["id"], exc)
+            log.warning("could not record the pause of job %s: %s", job.id, exc)
         if before is None or before[1] != reason:
-            event(log, "job.paused", logging.WARNING, account=job["account"], job_id=job["id"], reason=reason)
+            event(log, "job.paused", logging.WARNING, account=job.account, job_id=job.id, reason=reason)
 
-    def _unpause(self, job: dict[str, Any], *, stored: bool = True) -> None:
-        if self.paused.pop(job["id"], None) is None:
+    def _unpause(self, job: Job, *, stored: bool = True) -> None:
+        if self.paused.pop(job.id, None) is None:
             return
         if stored:
-            self.store.set_paused(job["id"], None)
-        event(log, "job.unpaused", account=job["account"], job_id=job["id"])
+            self.store.set_paused(job.id, None)
+        event(log, "job.unpaused", account=job.account, job_id=job.id)
 
     # -- pickup ---------------------------------------------------------------------------------
 
-    def _pickup(self, job: dict[str, Any], manifest: Any) -> None:
-        """Move the CSV and the manifest into the job's folder, then mark the job processing."""
-        folder = self.job_dir(job["id"])
+    def _pickup(self, job: Job, manifest: Manifest) -> bool:
+        """Move the CSV and the manifest into the job's folder, then mark the job processing.
+
+        False when the job was cancelled meanwhile (`imports cancel`): its files stay in its folder."""
+        folder = self.job_dir(job.id)
         folder.mkdir(parents=True, exist_ok=True)
-        drop = self.config.drop_root / job["account"]
+        drop = self.config.drop_root / job.account
         # The CSV first: a crash in between leaves the manifest where the queue finds it again.
-        for name in (manifest.file_name, job["manifest_name"]):
+        for name in (manifest.file_name, job.manifest_name):
             if os.path.lexists(drop / name) and not os.path.lexists(folder / name):
                 os.replace(drop / name, folder / name)  # a link moves as a link: it is refused below
         data = folder / manifest.file_name
@@ -250,30 +169,50 @@ class Worker:
         size = info.st_size
         now = time.time()
         checkpoint = Checkpoint(processing_ts=int(now), started=now)
-        self.store.mark_processing(job["id"], manifest.file_name, manifest.type, size, checkpoint.to_dict())
-        job.update(status="processing", file_name=manifest.file_name, type=manifest.type)
-        event(log, "job.processing", account=job["account"], job_id=job["id"], file=manifest.file_name, size_bytes=size)
-        self.notify("picked_up", job["id"], client_emails=list(manifest.client_emails))
+        if not self.store.mark_processing(job.id, manifest.file_name, manifest.type, size, checkpoint.to_dict()):
+            event(log, "job.not_picked_up", account=job.account, job_id=job.id, reason="cancelled")
+            return False
+        job.status, job.file_name, job.type = "processing", manifest.file_name, manifest.type
+        if manifest.dry_run:
+            self.store.set_details(job.id, dry_run=True)
+            job.details["dry_run"] = True
+        event(
+            log,
+            "job.processing",
+            account=job.account,
+            job_id=job.id,
+            file=manifest.file_name,
+            size_bytes=size,
+            **({"dry_run": True} if manifest.dry_run else {}),
+        )
+        self.notify("picked_up", job.id, client_emails=list(manifest.client_emails))
+        return True
 
     # -- the batch loop -------------------------------------------------------------------------
 
-    async def _process(self, job: dict[str, Any], manifest: Any) -> None:
-        folder = self.job_dir(job["id"])
-        checkpoint = Checkpoint.from_dict(await asyncio.to_thread(self.store.checkpoint, job["id"]))
+    async def _process(self, job: Job, manifest: Manifest) -> None:
+        folder = self.job_dir(job.id)
+        checkpoint = Checkpoint.from_dict(await asyncio.to_thread(self.store.checkpoint, job.id))
+        by = await asyncio.to_thread(self.store.cancel_requested, job.id)
+        if by:  # asked while the daemon was down, or before the first batch
+            raise JobCancelled(by)
         errors = await asyncio.to_thread(ErrorFile, folder / ERRORS_FILE, checkpoint.error_bytes)
+        data = folder / manifest.file_name
         validated = validate_csv(
-            folder / manifest.file_name,
+            data,
             manifest,
-            account=job["account"],
+            account=job.account,
             processing_ts=checkpoint.processing_ts,
             batch_rows=self.config.jobs.batch_rows,
             skip_rows=checkpoint.rows_done,
             restricted_events=self.config.jobs.restricted_events,
         )
         batch_rows = self.config.jobs.batch_rows
-        commit_rows = max(batch_rows, self.config.jobs.commit_rows) if self.sink.joins_batches else batch_rows
+        commit_rows = self.sink.write_rows(batch_rows, self.config.jobs.commit_rows)
         batches = Validated(validated, ahead=-(-commit_rows // batch_rows) + 1)
-        bytes_total = max(1, (folder / manifest.file_name).stat().st_size)
+        bytes_total = max(1, data.stat().st_size)
+        progress = Progress(data, checkpoint.rows_done, checkpoint.rows_expected, bytes_total)
+        refused = RefusedCells(data, manifest, batch_rows)
         last_progress = time.monotonic()
         header: list[str] = []
         try:
@@ -281,66 +220,87 @@ class Worker:
                 if self.stopping.is_set():
                     raise Interrupted
                 header = header or list(batch.header or [])
-                await self._batch(job, batch, header, checkpoint, errors)
+                by = await self._batch(job, manifest, batch, header, checkpoint, errors, progress, refused)
                 event(
                     log,
                     "job.progress",
-                    account=job["account"],
-                    job_id=job["id"],
+                    account=job.account,
+                    job_id=job.id,
                     rows_done=checkpoint.rows_done,
                     rows_ingested=checkpoint.rows_ingested,
                     rows_failed=checkpoint.rows_failed,
+                    rows_duplicate=checkpoint.rows_duplicate,
                     bytes_done=batch.bytes_done,
                     size_bytes=bytes_total,
                     elapsed_ms=int((time.time() - checkpoint.started) * 1000),
                 )
+                if by:
+                    raise JobCancelled(by)
                 if time.monotonic() - last_progress >= self.config.notify.progress_interval:
                     last_progress = time.monotonic()
-                    fraction = min(1.0, batch.bytes_done / bytes_total)
-                    elapsed = time.time() - checkpoint.started
-                    eta = elapsed / fraction * (1 - fraction) if fraction > 0 else None
-                    progress = {"rows_done": checkpoint.rows_done, "fraction": fraction, "eta_seconds": eta}
                     await asyncio.to_thread(
                         self.notify,
                         "progress",
-                        job["id"],
+                        job.id,
                         client_emails=list(manifest.client_emails),
-                        progress=progress,
+                        progress=progress.report(checkpoint.rows_done, batch.bytes_done),
                     )
         finally:
             # The validation thread finishes the batch in hand, so the file is closed and nothing runs on.
             await asyncio.to_thread(batches.close)
             await asyncio.to_thread(errors.close)
+            await asyncio.to_thread(refused.close)
         await asyncio.to_thread(self._finish, job, checkpoint, list(manifest.client_emails), errors.size)
 
     async def _batch(
-        self, job: dict[str, Any], batch: Any, header: list[str], checkpoint: Checkpoint, errors: ErrorFile
-    ) -> None:
-        frame = batch.events if job["type"] == "event" else batch.profiles
+        self,
+        job: Job,
+        manifest: Manifest,
+        batch: Batch,
+        header: list[str],
+        checkpoint: Checkpoint,
+        errors: ErrorFile,
+        progress: Progress,
+        refused: RefusedCells,
+    ) -> str | None:
+        """Sink one batch (unless a dry run), then checkpoint it; returns who asked to cancel the job, if anyone."""
+        frame = batch.events if job.type == "event" else batch.profiles
         good = 0 if frame is None else frame.height
-        failures = await self._write(job, frame) if good else []
+        # A dry run validates and reports every row as usual, and stores none.
+        written = await self._write(job, frame) if good and frame is not None and not manifest.dry_run else Written()
         bad = [(row.line, list(row.cells), list(row.problems)) for row in batch.bad]
-        bad += [(failure.line, [], [(None, failure.message)]) for failure in failures]
+        if written:  # rows the sink refused keep their original cells, like every other failed row
+            cells = await asyncio.to_thread(refused.lookup, [failure.line for failure in written])
+            width = len(header)  # an error CSV uploaded again: its last Failure Description column is not a cell
+            bad += [
+                (failure.line, cells.get(failure.line, [])[:width], [(None, failure.message)]) for failure in written
+            ]
         bad.sort(key=lambda item: item[0])
         checkpoint.rows_done = batch.rows_done
-        checkpoint.rows_ingested += good - len(failures)
+        checkpoint.rows_ingested += good - len(written)
         checkpoint.rows_failed += len(bad)
+        checkpoint.rows_duplicate += written.duplicates
         checkpoint.count_reasons([problems for _, _, problems in bad])
         checkpoint.error_bytes = await asyncio.to_thread(errors.write, header, [(cells, p) for _, cells, p in bad])
-        await asyncio.to_thread(self.store.save_checkpoint, job["id"], checkpoint.to_dict(), batch.bytes_done)
-        if job["id"] in self.paused:
+        if checkpoint.rows_expected is None:
+            checkpoint.rows_expected = progress.counted
+        report = progress.report(checkpoint.rows_done, batch.bytes_done)
+        by = await asyncio.to_thread(self.store.save_checkpoint, job.id, checkpoint.to_dict(), batch.bytes_done, report)
+        if job.id in self.paused:
             await asyncio.to_thread(self._unpause, job)
-        metrics.ROWS_INGESTED.labels(job["type"]).inc(good - len(failures))
-        metrics.ROWS_FAILED.labels(job["type"]).inc(len(bad))
+        if not manifest.dry_run:
+            metrics.ROWS_INGESTED.labels(job.type).inc(good - len(written))
+        metrics.ROWS_FAILED.labels(job.type).inc(len(bad))
+        return by
 
-    async def _write(self, job: dict[str, Any], frame: Any) -> list[Any]:
+    async def _write(self, job: Job, frame: pl.DataFrame) -> Written:
         """Write one batch; while the store is unreachable the job is paused and the same batch retried."""
-        write = self.sink.write_events if job["type"] == "event" else self.sink.write_profiles
-        limit = self.config.elasticsearch.max_retry_delay if self.sink.name == "elasticsearch" else MAX_SINK_RETRY_DELAY
+        write = self.sink.write_events if job.type == "event" else self.sink.write_profiles
+        limit = self.sink.max_retry_delay
         delay, paused = 1.0, False
         while True:
             try:
-                failures = await write(job["account"], frame)
+                written = await write(job.account, frame)
             except RetryableError as exc:
                 metrics.SINK_ERRORS.labels("retry").inc()
                 if not paused:
@@ -351,110 +311,120 @@ class Worker:
                 try:
                     await asyncio.wait_for(self.stopping.wait(), wait)
                 except TimeoutError:
+                    # A cancel asked for while the store is away ends the job now: this batch was not written.
+                    by = await asyncio.to_thread(self.store.cancel_requested, job.id)
+                    if by:
+                        raise JobCancelled(by) from exc
                     continue
                 raise Interrupted from exc
             if paused:
                 await asyncio.to_thread(self._unpause, job)
-            if failures:
-                metrics.SINK_ERRORS.labels("row").inc(len(failures))
-            return list(failures)
+            if written:
+                metrics.SINK_ERRORS.labels("row").inc(len(written))
+            return written
 
-    # -- final statuses (run in a thread) -------------------------------------------------------
+    # -- how a job ends (run in a thread) -------------------------------------------------------
 
-    def _finish(self, job: dict[str, Any], checkpoint: Checkpoint, emails: list[str], error_bytes: int) -> None:
+    def _finish(self, job: Job, checkpoint: Checkpoint, emails: list[str], error_bytes: int) -> None:
         if checkpoint.rows_failed == 0:
             status, error = "succeeded", None
         elif checkpoint.rows_ingested == 0:
             status, error = "failed", messages.ALL_ROWS_FAILED
         else:
             status, error = "completed_with_errors", None
-        self._final(job, status, error, [], emails, checkpoint, error_bytes)
+        self._final(job, Outcome(status, error, [], emails, checkpoint, error_bytes))
 
-    def fail_pickup(self, job: dict[str, Any], reason: str, problems: list[str], emails: list[str]) -> None:
+    def fail_pickup(self, job: Job, reason: str, problems: list[str], emails: list[str]) -> None:
         """Fail before processing: the manifest leaves the partner's folder (so no rescan queues it again)."""
-        folder = self.job_dir(job["id"])
+        self._take_manifest(job)
+        self._final(job, Outcome("failed", reason, problems, emails, Checkpoint(), 0))
+
+    def cancel_pending(self, job: Job, detail: str, emails: list[str]) -> None:
+        """Cancel a job not picked up yet (its manifest was removed by the partner): it blocks nobody."""
+        self._take_manifest(job)
+        self._final(job, Outcome("cancelled", detail, [], emails, Checkpoint(), 0))
+
+    def _take_manifest(self, job: Job) -> None:
+        folder = self.job_dir(job.id)
         folder.mkdir(parents=True, exist_ok=True)
-        source: str | Path = self.config.drop_root / job["account"] / job["manifest_name"]
-        raw_name = job["details"].get("raw_name")
+        source: str | bytes | Path = self.config.drop_root / job.account / job.manifest_name
+        raw_name = job.details.get("raw_name")
         if raw_name:  # a name that is not UTF-8: the file goes by its real bytes, and is kept under safe text
-            source = os.path.join(os.fsencode(self.config.drop_root / job["account"]), bytes.fromhex(raw_name))
-        if os.path.lexists(source) and not os.path.lexists(folder / job["manifest_name"]):
-            os.replace(source, folder / job["manifest_name"])
-        self._final(job, "failed", reason, problems, emails, Checkpoint(), 0)
+            source = os.path.join(os.fsencode(self.config.drop_root / job.account), bytes.fromhex(raw_name))
+        if os.path.lexists(source) and not os.path.lexists(folder / job.manifest_name):
+            os.replace(source, folder / job.manifest_name)
+
+    def _finish_cancelled(self, job: Job, by: str, emails: list[str]) -> None:
+        """A processing job stopped at a batch boundary: what was written stays, the rest of the file is left."""
+        checkpoint = Checkpoint.from_dict(self.store.checkpoint(job.id))
+        path = self.job_dir(job.id) / ERRORS_FILE
+        size = path.stat().st_size if path.exists() else 0
+        self._final(job, Outcome("cancelled", by, [], emails, checkpoint, size))
 
     def _finish_failed(
         self,
-        job: dict[str, Any],
+        job: Job,
         reason: str,
         problems: list[str],
         emails: list[str],
         exception: str | None = None,
     ) -> None:
-        checkpoint = Checkpoint.from_dict(self.store.checkpoint(job["id"]))
-        path = self.job_dir(job["id"]) / ERRORS_FILE
+        checkpoint = Checkpoint.from_dict(self.store.checkpoint(job.id))
+        path = self.job_dir(job.id) / ERRORS_FILE
+        size = path.stat().st_size if path.exists() else 0
         extra = {"exception": exception} if exception else {}
-        self._final(
-            job, "failed", reason, problems, emails, checkpoint, path.stat().st_size if path.exists() else 0, **extra
+        self._final(job, Outcome("failed", reason, problems, emails, checkpoint, size, extra))
+
+    def _final(self, job: Job, outcome: Outcome) -> None:
+        """The final steps, in order: the partner's copies, the record, the log and metrics, the notification."""
+        partner_csv = self._copy_error_csv(job, outcome)
+        report = self._write_report(job, outcome, partner_csv)
+        if not self._record(job, outcome, partner_csv, report):
+            return  # finished meanwhile (cancelled by an operator): that status stands, and was told
+        self._count(job, outcome)
+        self._tell(job, outcome, partner_csv, report)
+
+    def _copy_error_csv(self, job: Job, outcome: Outcome) -> str | None:
+        if outcome.error_bytes <= 0:
+            return None
+        full = self.job_dir(job.id) / ERRORS_FILE
+        name = partner_error_name(job.id, job.file_name or job.manifest_name)
+        return self._place_for_partner(
+            job, name, lambda temp: shutil.copyfile(full, temp, follow_symlinks=False), outcome, report=False
         )
 
-    def _final(
-        self,
-        job: dict[str, Any],
-        status: str,
-        error: str | None,
-        problems: list[str],
-        emails: list[str],
-        checkpoint: Checkpoint,
-        error_bytes: int,
-        **details: Any,
-    ) -> None:
-        full = self.job_dir(job["id"]) / ERRORS_FILE
-        partner_copy = None
-        if error_bytes > 0:
-            partner_copy = self._copy_for_partner(job, full, details)
-        duration_ms = int((time.time() - checkpoint.started) * 1000) if checkpoint.started else None
-        reasons = checkpoint.top_reasons()
-        self.store.finish(
-            job["id"],
-            status,
-            error=error,
-            problems=problems,
-            reasons=reasons,
-            duration_ms=duration_ms,
-            error_csv=partner_copy,
-            **details,
-        )
-        self._unpause(job, stored=False)  # finish() cleared the stored pause
-        metrics.IMPORTS.labels(status).inc()
-        if duration_ms is not None:
-            metrics.JOB_DURATION.observe(duration_ms / 1000)
-        event(
-            log,
-            f"job.{status}",
-            logging.WARNING if status == "failed" else logging.INFO,
-            account=job["account"],
-            job_id=job["id"],
-            rows_ingested=checkpoint.rows_ingested,
-            rows_failed=checkpoint.rows_failed,
-            elapsed_ms=duration_ms,
-            **({"error": error} if error else {}),
-            **details,
-        )
-        self.notify(
-            status,
-            job["id"],
-            client_emails=emails,
-            problems=problems,
-            reasons=reasons,
-            error_csv=str(full) if error_bytes > 0 else None,
-            **({"failure": messages.failure_kind(error)} if status == "failed" and error else {}),
+    def _write_report(self, job: Job, outcome: Outcome, partner_csv: str | None) -> str | None:
+        """Every failed or partly failed import leaves a short report in `errors/`, whatever was emailed."""
+        if outcome.status not in ("failed", "completed_with_errors"):
+            return None
+        text = messages.report(
+            job_id=job.id,
+            file_name=job.file_name or job.manifest_name,
+            manifest_name=job.manifest_name,
+            status=outcome.status,
+            reason=outcome.error,
+            kind=messages.failure_kind(outcome.error) if outcome.status == "failed" and outcome.error else None,
+            problems=outcome.problems,
+            rows=(outcome.checkpoint.rows_done, outcome.checkpoint.rows_ingested, outcome.checkpoint.rows_failed),
+            reasons=outcome.checkpoint.top_reasons(),
+            error_csv=partner_csv,
+            dry_run=bool(job.details.get("dry_run")),
         )
 
-    def _copy_for_partner(self, job: dict[str, Any], full: Path, details: dict[str, Any]) -> str | None:
-        """Best effort: the error CSV in the partner's `errors/` folder. The email carries it anyway, so a
-        copy that cannot be written (a file named `errors`, a full disk) is logged and noted, never fatal."""
-        name = partner_error_name(job["id"], job["file_name"] or job["manifest_name"])
-        target = self.config.drop_root / job["account"] / "errors"
+        def write(temp: Path) -> None:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+
+        name = partner_report_name(job.id, job.file_name or job.manifest_name)
+        return self._place_for_partner(job, name, write, outcome, report=True)
+
+    def _place_for_partner(
+        self, job: Job, name: str, write: Callable[[Path], Any], outcome: Outcome, *, report: bool
+    ) -> str | None:
+        """Best effort: a file in the partner's `errors/` folder. The email carries the same facts, so a file
+        that cannot be written (a file named `errors`, a full disk) is logged and noted, never fatal."""
+        target = partner_errors_dir(self.config, job.account)
         temp = target / f".{name}.part"
         try:
             if os.path.islink(target) or (os.path.lexists(target) and not target.is_dir()):
@@ -463,16 +433,72 @@ class Worker:
             if os.path.lexists(temp):  # a left-over, or a link placed there: never written through
                 os.unlink(temp)
             # A hidden name until complete: the partner never downloads half a file.
-            shutil.copyfile(full, temp, follow_symlinks=False)
+            write(temp)
             os.replace(temp, target / name)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 if os.path.lexists(temp) and not os.path.islink(temp):
                     os.unlink(temp)
             shown = exc.strerror if exc.strerror else str(exc)
-            details["error_csv_copy"] = messages.copy_not_written(shown)
-            event(
-                log, "job.error_csv_not_copied", logging.WARNING, account=job["account"], job_id=job["id"], reason=shown
-            )
+            if report:
+                outcome.details["report_copy"] = messages.report_not_written(shown)
+                name_of_event = "job.report_not_written"
+            else:
+                outcome.details["error_csv_copy"] = messages.copy_not_written(shown)
+                name_of_event = "job.error_csv_not_copied"
+            event(log, name_of_event, logging.WARNING, account=job.account, job_id=job.id, reason=shown)
             return None
         return f"errors/{name}"
+
+    def _record(self, job: Job, outcome: Outcome, partner_csv: str | None, report: str | None) -> bool:
+        checkpoint = outcome.checkpoint
+        duration_ms = int((time.time() - checkpoint.started) * 1000) if checkpoint.started else None
+        outcome.details["duration_ms"] = duration_ms
+        recorded = self.store.finish(
+            job.id,
+            outcome.status,
+            error=outcome.error,
+            problems=outcome.problems,
+            reasons=checkpoint.top_reasons(),
+            error_csv=partner_csv,
+            report=report,
+            **outcome.details,
+        )
+        self._unpause(job, stored=False)  # finish() cleared the stored pause
+        return recorded
+
+    def _count(self, job: Job, outcome: Outcome) -> None:
+        checkpoint, duration_ms = outcome.checkpoint, outcome.details.get("duration_ms")
+        metrics.IMPORTS.labels(outcome.status).inc()
+        if duration_ms is not None:
+            metrics.JOB_DURATION.observe(duration_ms / 1000)
+        shown = {key: value for key, value in outcome.details.items() if key != "duration_ms"}
+        event(
+            log,
+            f"job.{outcome.status}",
+            logging.WARNING if outcome.status == "failed" else logging.INFO,
+            account=job.account,
+            job_id=job.id,
+            rows_ingested=checkpoint.rows_ingested,
+            rows_failed=checkpoint.rows_failed,
+            rows_duplicate=checkpoint.rows_duplicate,
+            elapsed_ms=duration_ms,
+            **({"error": outcome.error} if outcome.error else {}),
+            **shown,
+        )
+
+    def _tell(self, job: Job, outcome: Outcome, partner_csv: str | None, report: str | None) -> None:
+        failed = outcome.status == "failed" and outcome.error
+        # A cancellation's reason (who or what cancelled it) is the one detail its email has to give.
+        problems = outcome.problems or ([outcome.error] if outcome.status == "cancelled" and outcome.error else [])
+        self.notify(
+            outcome.status,
+            job.id,
+            client_emails=outcome.emails,
+            problems=problems,
+            reasons=outcome.checkpoint.top_reasons(),
+            error_csv=str(self.job_dir(job.id) / ERRORS_FILE) if outcome.error_bytes > 0 else None,
+            partner_error_csv=partner_csv,
+            partner_report=report,
+            **({"failure": messages.failure_kind(outcome.error)} if failed and outcome.error else {}),
+        )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from daemon.sinks.base import RowFailure, Sink
+from daemon.sinks.base import RowFailure, Sink, Written
 
 if TYPE_CHECKING:
     from daemon.config import Config
 
-__all__ = ["RowFailure", "Sink", "open_sink"]
+__all__ = ["RowFailure", "Sink", "Written", "open_sink"]
 
 
 def open_sink(config: Config) -> Sink:

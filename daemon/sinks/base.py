@@ -24,6 +24,15 @@ class RowFailure:
     message: str
 
 
+class Written(list[RowFailure]):
+    """What one write did: the rows the sink refused (the list itself) and `duplicates`, the rows that were
+    already stored (events whose id was there: a re-import, or a repeat within the file)."""
+
+    def __init__(self, failures: list[RowFailure] | None = None, duplicates: int = 0) -> None:
+        super().__init__(failures or [])
+        self.duplicates = duplicates
+
+
 class Sink(abc.ABC):
     """Where validated rows land. Writes are idempotent: the worker may retry a batch after a crash or an outage."""
 
@@ -31,6 +40,13 @@ class Sink(abc.ABC):
     # Whether the worker should join validated batches into writes of up to `jobs.commit_rows` rows: for
     # a store whose commit costs by the pages it touches rather than by the rows it holds.
     joins_batches: bool = False
+    # The longest wait, in seconds, between two tries of a write the store refused for now (RetryableError):
+    # the worker pauses the job and tries the same batch again until it is written.
+    max_retry_delay: float = 30.0
+
+    def write_rows(self, batch_rows: int, commit_rows: int) -> int:
+        """Rows the worker hands over per write: one validated batch, or batches joined up to `commit_rows`."""
+        return max(batch_rows, commit_rows) if self.joins_batches else batch_rows
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -40,11 +56,11 @@ class Sink(abc.ABC):
     async def stop(self) -> None: ...
 
     @abc.abstractmethod
-    async def write_events(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
-        """Store the events frame; an event_id already stored is skipped (not a failure)."""
+    async def write_events(self, account: str, frame: pl.DataFrame) -> Written:
+        """Store the events frame; an event_id already stored is skipped (not a failure) and counted."""
 
     @abc.abstractmethod
-    async def write_profiles(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
+    async def write_profiles(self, account: str, frame: pl.DataFrame) -> Written:
         """Apply each row's ops to its profile, in frame order."""
 
     @abc.abstractmethod

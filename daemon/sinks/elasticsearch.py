@@ -25,6 +25,7 @@ from daemon.sinks.base import (
     PROFILE_COLUMNS,
     RowFailure,
     Sink,
+    Written,
     check_columns,
     iso_ms,
     parse_ops,
@@ -106,6 +107,7 @@ _CHUNK_ACTIONS = 5_000
 _IN_FLIGHT = 2  # bulk requests at once per batch
 _HEALTH_TIMEOUT = 5.0
 _FILTER = "errors,items.*.status,items.*.error"
+_LOOKUP_IDS = 10_000  # ids per lookup search: the default index.max_result_window
 
 
 class _CompatTransport(AsyncTransport):
@@ -138,6 +140,7 @@ class ElasticsearchSink(Sink):
 
     def __init__(self, config: ElasticsearchConfig) -> None:
         self.config = config
+        self.max_retry_delay = config.max_retry_delay
         self.url = config.url
         prefix = config.index_prefix
         self.profiles_index = f"{prefix}-profiles"
@@ -246,7 +249,7 @@ class ElasticsearchSink(Sink):
             delay *= 2
         raise AssertionError("unreachable")
 
-    async def _bulk(self, actions: list[str], lines: list[list[int]]) -> list[RowFailure]:
+    async def _bulk(self, actions: list[str], lines: list[list[int]]) -> Written:
         """Send pre-serialised action+document pairs; `lines[i]` are the CSV lines behind action i.
 
         A few requests are in flight at once, so serialising and parsing here overlaps the server's work;
@@ -254,7 +257,7 @@ class ElasticsearchSink(Sink):
         """
         gate = asyncio.Semaphore(_IN_FLIGHT)
 
-        async def send(chunk: list[int]) -> list[RowFailure]:
+        async def send(chunk: list[int]) -> Written:
             async with gate:
                 return await self._send_chunk(actions, lines, chunk)
 
@@ -266,11 +269,13 @@ class ElasticsearchSink(Sink):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        return [failure for failures in results for failure in failures]
+        return Written(
+            [failure for failures in results for failure in failures], sum(part.duplicates for part in results)
+        )
 
-    async def _send_chunk(self, actions: list[str], lines: list[list[int]], chunk: list[int]) -> list[RowFailure]:
+    async def _send_chunk(self, actions: list[str], lines: list[list[int]], chunk: list[int]) -> Written:
         """One bulk request; items refused with 429 are sent again with back-off; 409 on create = already stored."""
-        failures: list[RowFailure] = []
+        failures = Written()
         pending = chunk
         delay = self.first_delay
         for attempt in range(1, self.attempts + 1):
@@ -282,7 +287,10 @@ class ElasticsearchSink(Sink):
             for index, item in zip(pending, response["items"], strict=True):
                 result = next(iter(item.values()))
                 status = result.get("status", 0)
-                if status < 300 or (status == 409 and "create" in item):
+                if status < 300:
+                    continue
+                if status == 409 and "create" in item:
+                    failures.duplicates += 1
                     continue
                 if status == 429:
                     rejected.append(index)
@@ -301,21 +309,50 @@ class ElasticsearchSink(Sink):
             pending = rejected
         return failures
 
-    async def write_events(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
+    async def write_events(self, account: str, frame: pl.DataFrame) -> Written:
         check_columns(frame, EVENT_COLUMNS, "events")
         await self._ensure_schema()
         # Serialising a batch is CPU work: done in a thread so the event loop stays free.
-        failures, actions, lines = await asyncio.to_thread(self._event_actions, account, frame)
+        failures, actions, lines, ids = await asyncio.to_thread(self._event_actions, account, frame)
         if not actions:
-            return failures
-        return failures + await self._bulk(actions, lines)
+            return Written(failures)
+        # An event's monthly index comes from its ts, and an event without one takes the processing time's:
+        # imported again in a later month, it would go to another index, where `create` cannot see it. So ids
+        # already stored behind the alias, in any index, are skipped (and counted) before the bulk request.
+        present = await self._stored_ids(ids)
+        if present:
+            kept = [i for i, doc_id in enumerate(ids) if doc_id not in present]
+            actions, lines = [actions[i] for i in kept], [lines[i] for i in kept]
+        written = await self._bulk(actions, lines) if actions else Written()
+        return Written(failures + written, written.duplicates + len(ids) - len(actions))
 
-    def _event_actions(self, account: str, frame: pl.DataFrame) -> tuple[list[RowFailure], list[str], list[list[int]]]:
+    async def _stored_ids(self, ids: list[str]) -> set[str]:
+        """The ids among `ids` stored in any index behind the events alias (none when it does not exist yet)."""
+        found: set[str] = set()
+        for start in range(0, len(ids), _LOOKUP_IDS):
+            part = ids[start : start + _LOOKUP_IDS]
+            try:
+                response = await self._call(
+                    self.client.search,
+                    index=self.events_alias,
+                    query={"ids": {"values": part}},
+                    size=len(part),
+                    source=False,
+                    filter_path="hits.hits._id",
+                )
+            except NotFoundError:  # no event stored yet: the alias does not exist
+                return found
+            found.update(hit["_id"] for hit in (response.get("hits") or {}).get("hits") or [])
+        return found
+
+    def _event_actions(
+        self, account: str, frame: pl.DataFrame
+    ) -> tuple[list[RowFailure], list[str], list[list[int]], list[str]]:
         complete = valid_events()
         failures = [RowFailure(line, INCOMPLETE_EVENT) for line in frame.filter(~complete)["line"].to_list()]
         good = frame.filter(complete)
         if good.is_empty():
-            return failures, [], []
+            return failures, [], [], []
         # Serialised column-wise by polars: the properties cell is already a JSON object and is spliced in as is.
         prefix = self.config.index_prefix
         month = pl.from_epoch(pl.col("ts"), time_unit="ms").dt.strftime("%Y.%m")
@@ -337,16 +374,19 @@ class ElasticsearchSink(Sink):
                 pl.lit("}\n"),
             ).alias("pair"),
             "line",
+            "event_id",
         )
-        return failures, pairs["pair"].to_list(), [[line] for line in pairs["line"].to_list()]
+        lines = [[line] for line in pairs["line"].to_list()]
+        return failures, pairs["pair"].to_list(), lines, pairs["event_id"].to_list()
 
-    async def write_profiles(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
+    async def write_profiles(self, account: str, frame: pl.DataFrame) -> Written:
         check_columns(frame, PROFILE_COLUMNS, "profiles")
         await self._ensure_schema()
         failures, actions, lines = await asyncio.to_thread(self._profile_actions, account, frame)
         if not actions:
-            return failures
-        return failures + await self._bulk(actions, lines)
+            return Written(failures)
+        written = await self._bulk(actions, lines)
+        return Written(failures + written)  # a profile row is applied, never a duplicate
 
     def _profile_actions(
         self, account: str, frame: pl.DataFrame

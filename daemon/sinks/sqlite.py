@@ -24,6 +24,7 @@ from daemon.sinks.base import (
     PROFILE_COLUMNS,
     RowFailure,
     Sink,
+    Written,
     apply_ops,
     check_columns,
     check_ops,
@@ -145,11 +146,11 @@ class SQLiteSink(Sink):
             self._conn.close()
             self._conn = None
 
-    async def write_events(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
+    async def write_events(self, account: str, frame: pl.DataFrame) -> Written:
         check_columns(frame, EVENT_COLUMNS, "events")
         return await self._run(self._write_events, account, frame)
 
-    def _write_events(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
+    def _write_events(self, account: str, frame: pl.DataFrame) -> Written:
         complete = valid_events()
         failures = [RowFailure(line, INCOMPLETE_EVENT) for line in frame.filter(~complete)["line"].to_list()]
         # Sorted in index order, the inserts walk the unique index forwards instead of jumping around it; a
@@ -170,6 +171,7 @@ class SQLiteSink(Sink):
         )
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
+        before = conn.total_changes
         try:
             # A slice at a time as one flat list of values in row order (cheaper than a tuple per row), so
             # the Python objects of a large write never all exist at once.
@@ -180,17 +182,19 @@ class SQLiteSink(Sink):
                     )
                 )
                 _insert_chunked(conn, _insert_events, account, values, 7)
+            # INSERT OR IGNORE changes only the rows it inserted: the others were already there.
+            inserted = conn.total_changes - before
             conn.execute("COMMIT")  # a failed COMMIT (a full disk) is rolled back too
         except BaseException:
             rollback(conn)
             raise
-        return failures
+        return Written(failures, duplicates=rows.height - inserted)
 
-    async def write_profiles(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
+    async def write_profiles(self, account: str, frame: pl.DataFrame) -> Written:
         check_columns(frame, PROFILE_COLUMNS, "profiles")
         return await self._run(self._write_profiles, account, frame)
 
-    def _write_profiles(self, account: str, frame: pl.DataFrame) -> list[RowFailure]:
+    def _write_profiles(self, account: str, frame: pl.DataFrame) -> Written:
         failures: list[RowFailure] = []
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
@@ -225,7 +229,7 @@ class SQLiteSink(Sink):
         except BaseException:
             rollback(conn)
             raise
-        return failures
+        return Written(failures)  # a profile row is applied, never a duplicate
 
     async def get_profile(self, account: str, identity: str) -> dict[str, Any] | None:
         return await self._run(self._get_profile, account, identity)

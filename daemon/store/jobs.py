@@ -6,14 +6,17 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from daemon.jobs.status import ACTIVE, FINAL, PENDING, STATUSES
 from daemon.store.db import StateDB
 
-STATUSES = ("queued", "waiting_for_data", "processing", "succeeded", "completed_with_errors", "failed")
-PENDING = ("queued", "waiting_for_data")
-ACTIVE = ("queued", "waiting_for_data", "processing")
-FINAL = ("succeeded", "completed_with_errors", "failed")
+_IN_PENDING = f"status IN ({', '.join(repr(status) for status in PENDING)})"
+_IN_ACTIVE = f"status IN ({', '.join(repr(status) for status in ACTIVE)})"
+
+# Re-exported: the statuses have one home, daemon/jobs/status.py.
+__all__ = ["ACTIVE", "FINAL", "PENDING", "STATUSES", "Job", "JobStore", "iso", "to_import", "utc_now"]
 
 
 def utc_now() -> str:
@@ -25,7 +28,7 @@ def iso(epoch: float) -> str:
 
 
 def _details(raw: str | None) -> dict[str, Any]:
-    details: dict[str, Any] = {"problems": [], "reasons": [], "paused": None, "duration_ms": None}
+    details: dict[str, Any] = {"problems": [], "reasons": [], "paused": None, "duration_ms": None, "timeline": []}
     details.update(json.loads(raw or "{}"))
     return details
 
@@ -44,14 +47,61 @@ def to_import(row: sqlite3.Row) -> dict[str, Any]:
         "rows_total": row["rows_total"],
         "rows_ingested": row["rows_ingested"],
         "rows_failed": row["rows_failed"],
+        "rows_duplicate": row["rows_duplicate"],
+        "dry_run": bool(details.get("dry_run")),
         "bytes_total": row["bytes_total"],
         "bytes_done": row["bytes_done"],
         "created_at": row["created_at"],
         "started_at": row["started_at"],
         "finished_at": row["finished_at"],
         "error": row["error"],
+        "cancel_requested": row["cancel_requested"],
         "details": details,
     }
+
+
+@dataclass
+class Job:
+    """A job as the scheduler and the workers see it; the CLI and the API read import dicts (`to_import`)."""
+
+    id: int
+    account: str
+    manifest_name: str
+    file_name: str
+    type: str
+    status: str
+    rows_total: int
+    details: dict[str, Any]
+    waiting_since: float | None = None  # epoch seconds when it first waited for its data file
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        return cls(
+            id=row["id"],
+            account=row["account"],
+            manifest_name=row["manifest_name"],
+            file_name=row["file_name"],
+            type=row["type"],
+            status=row["status"],
+            rows_total=row["rows_total"],
+            details=_details(row["details"]),
+            waiting_since=row["waiting_since"],
+        )
+
+
+def _timeline(details: dict[str, Any], event: str, detail: str | None = None, at: float | None = None) -> None:
+    """Append one `{"at", "event", "detail"}` entry to `details["timeline"]` (the shape the page renders)."""
+    details.setdefault("timeline", []).append(
+        {"at": iso(time.time() if at is None else at), "event": event, "detail": detail}
+    )
+
+
+def _update_details(conn: sqlite3.Connection, job_id: int, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    row = conn.execute("SELECT details FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    details = json.loads(row["details"] if row else "{}")
+    change(details)
+    conn.execute("UPDATE jobs SET details = ? WHERE id = ?", (json.dumps(details), job_id))
+    return details
 
 
 class JobStore:
@@ -61,16 +111,6 @@ class JobStore:
         self.db = db
 
     # -- creation -------------------------------------------------------------------------------
-
-    def create(self, account: str, manifest_name: str) -> int:
-        """A new queued job; its id is its place in the arrival order."""
-        now = utc_now()
-        with self.db.transaction() as conn:
-            cursor = conn.execute(
-                "INSERT INTO jobs (account, manifest_name, status, created_at, updated_at) VALUES (?, ?, 'queued', ?, ?)",
-                (account, manifest_name, now, now),
-            )
-            return int(cursor.lastrowid or 0)
 
     def enqueue(
         self,
@@ -92,10 +132,12 @@ class JobStore:
             ).fetchone()
             if pending is not None or not still_there():
                 return None
+            details = dict(details or {})
+            _timeline(details, "queued")
             cursor = conn.execute(
                 "INSERT INTO jobs (account, manifest_name, status, created_at, updated_at, details)"
                 " VALUES (?, ?, 'queued', ?, ?, ?)",
-                (account, manifest_name, now, now, json.dumps(details or {})),
+                (account, manifest_name, now, now, json.dumps(details)),
             )
             return int(cursor.lastrowid or 0)
 
@@ -126,14 +168,12 @@ class JobStore:
         rows = self.db.query("SELECT checkpoint FROM jobs WHERE id = ?", (job_id,))
         return json.loads(rows[0]["checkpoint"]) if rows else {}
 
-    def heads(self) -> list[dict[str, Any]]:
+    def heads(self) -> list[Job]:
         """Each account's oldest unfinished job: the only one of that account allowed to move."""
         rows = self.db.query(
-            "SELECT * FROM jobs WHERE id IN (SELECT MIN(id) FROM jobs WHERE status IN (?, ?, ?) GROUP BY account)"
-            " ORDER BY id",
-            ACTIVE,
+            f"SELECT * FROM jobs WHERE id IN (SELECT MIN(id) FROM jobs WHERE {_IN_ACTIVE} GROUP BY account) ORDER BY id"
         )
-        return [{**to_import(row), "waiting_since": row["waiting_since"]} for row in rows]
+        return [Job.from_row(row) for row in rows]
 
     def name_used(self, account: str, manifest_name: str, before_id: int) -> bool:
         """True when an earlier job of the account was picked up under this manifest name."""
@@ -144,71 +184,164 @@ class JobStore:
         return bool(rows)
 
     def pending_count(self) -> int:
-        return int(self.db.query("SELECT COUNT(*) FROM jobs WHERE status IN (?, ?)", PENDING)[0][0])
+        return int(self.db.query(f"SELECT COUNT(*) FROM jobs WHERE {_IN_PENDING}")[0][0])
 
-    def finished_before(self, cutoff: str) -> list[int]:
+    def finished_before(self, cutoff: str) -> list[Job]:
+        """Jobs finished before `cutoff` (ISO 8601 UTC): retention removes their files."""
+        marks = ", ".join("?" for _ in FINAL)
         rows = self.db.query(
-            "SELECT id FROM jobs WHERE status IN (?, ?, ?) AND finished_at IS NOT NULL AND finished_at < ?",
+            f"SELECT * FROM jobs WHERE status IN ({marks}) AND finished_at IS NOT NULL AND finished_at < ?",
             (*FINAL, cutoff),
         )
-        return [row["id"] for row in rows]
+        return [Job.from_row(row) for row in rows]
+
+    def cancel_requested(self, job_id: int) -> str | None:
+        rows = self.db.query("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
+        return rows[0]["cancel_requested"] if rows else None
 
     # -- transitions ----------------------------------------------------------------------------
 
-    def mark_waiting(self, job_id: int, since: float, file_name: str, type_: str) -> None:
+    def mark_waiting(
+        self, job_id: int, since: float, file_name: str, type_: str, client_emails: list[str] | None = None
+    ) -> None:
+        """`client_emails` are kept so that a cancel (the partner removing the manifest) can still tell them."""
         with self.db.transaction() as conn:
-            conn.execute(
-                "UPDATE jobs SET status = 'waiting_for_data', waiting_since = COALESCE(waiting_since, ?),"
-                " file_name = ?, type = ?, updated_at = ? WHERE id = ?",
+            cursor = conn.execute(
+                "UPDATE jobs SET status = 'waiting_for_data', waiting_since = ?, file_name = ?, type = ?,"
+                f" updated_at = ? WHERE id = ? AND waiting_since IS NULL AND {_IN_PENDING}",
                 (since, file_name, type_, utc_now(), job_id),
             )
+            if cursor.rowcount:
+
+                def change(details: dict[str, Any]) -> None:
+                    details["client_emails"] = list(client_emails or [])
+                    _timeline(details, "waiting_for_data", file_name, at=since)
+
+                _update_details(conn, job_id, change)
 
     def mark_processing(
         self, job_id: int, file_name: str, type_: str, bytes_total: int, checkpoint: dict[str, Any]
-    ) -> None:
+    ) -> bool:
+        """False when the job is no longer pending (cancelled meanwhile): it must not be processed."""
         now = utc_now()
         with self.db.transaction() as conn:
-            conn.execute(
+            cursor = conn.execute(
                 "UPDATE jobs SET status = 'processing', file_name = ?, type = ?, bytes_total = ?, started_at = ?,"
-                " checkpoint = ?, updated_at = ? WHERE id = ?",
+                f" checkpoint = ?, updated_at = ? WHERE id = ? AND {_IN_PENDING}",
                 (file_name, type_, bytes_total, now, json.dumps(checkpoint), now, job_id),
             )
+            if not cursor.rowcount:
+                return False
+            _update_details(conn, job_id, lambda details: _timeline(details, "picked_up", file_name))
+            return True
 
-    def save_checkpoint(self, job_id: int, checkpoint: dict[str, Any], bytes_done: int) -> None:
-        """Everything a resume needs, in one transaction: written only after the sink acknowledged."""
+    def save_checkpoint(
+        self, job_id: int, checkpoint: dict[str, Any], bytes_done: int, progress: dict[str, Any] | None = None
+    ) -> str | None:
+        """Everything a resume needs, in one transaction: written only after the sink acknowledged.
+
+        `progress` (rows done, rows expected, fraction, time left) goes to `details.progress` for the API.
+        Returns the job's `cancel_requested` (who asked), read in the same transaction: the batch boundary
+        is where a processing job stops when it is cancelled."""
         with self.db.transaction() as conn:
             conn.execute(
-                "UPDATE jobs SET rows_total = ?, rows_ingested = ?, rows_failed = ?, bytes_done = ?,"
-                " checkpoint = ?, updated_at = ? WHERE id = ?",
+                "UPDATE jobs SET rows_total = ?, rows_ingested = ?, rows_failed = ?, rows_duplicate = ?,"
+                " bytes_done = ?, checkpoint = ?, updated_at = ? WHERE id = ?",
                 (
                     checkpoint["rows_done"],
                     checkpoint["rows_ingested"],
                     checkpoint["rows_failed"],
+                    checkpoint.get("rows_duplicate", 0),
                     bytes_done,
                     json.dumps(checkpoint),
                     utc_now(),
                     job_id,
                 ),
             )
+            if progress is not None:
+                _update_details(conn, job_id, lambda details: details.update(progress=progress))
+            row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return row["cancel_requested"] if row else None
+
+    def set_details(self, job_id: int, **values: Any) -> None:
+        """Merge `values` into the job's details."""
+        with self.db.transaction() as conn:
+            _update_details(conn, job_id, lambda details: details.update(values))
 
     def set_paused(self, job_id: int, reason: str | None) -> None:
+        """Record a pause (or its end, None); the timeline gets `paused` / `resumed` when that changes."""
         with self.db.transaction() as conn:
+            row = conn.execute("SELECT paused FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            before = row["paused"] if row else None
             conn.execute("UPDATE jobs SET paused = ?, updated_at = ? WHERE id = ?", (reason, utc_now(), job_id))
+            if reason is not None and before is None:
+                _update_details(conn, job_id, lambda details: _timeline(details, "paused", reason))
+            elif reason is None and before is not None:
+                _update_details(conn, job_id, lambda details: _timeline(details, "resumed"))
 
-    def finish(self, job_id: int, status: str, *, error: str | None = None, **details: Any) -> None:
-        """A final status; `details` are merged into the job's details."""
+    def finish(
+        self,
+        job_id: int,
+        status: str,
+        *,
+        error: str | None = None,
+        from_statuses: tuple[str, ...] = ACTIVE,
+        **details: Any,
+    ) -> bool:
+        """A final status; `details` are merged into the job's details. False (nothing changed) when the job
+        is not in one of `from_statuses` any more, e.g. cancelled by an operator while the queue settled it."""
         if status not in FINAL:
             raise ValueError(f"not a final status: {status}")
         now = utc_now()
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT details FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            merged = json.loads(row["details"] if row else "{}")
+            row = conn.execute("SELECT details, status, cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row["status"] not in from_statuses:
+                return False
+            merged = json.loads(row["details"])
             merged.update(details)
+            if status == "cancelled":
+                _timeline(merged, "cancelled", row["cancel_requested"] or error)
+            _timeline(merged, "finished", status)
             conn.execute(
                 "UPDATE jobs SET status = ?, error = ?, details = ?, paused = NULL, finished_at = ?, updated_at = ?"
                 " WHERE id = ?",
                 (status, error, json.dumps(merged), now, now, job_id),
             )
+            return True
+
+    # -- cancel and retry (`ingestd imports cancel|retry`, a partner removing a waiting manifest) ---------------
+
+    def request_cancel(self, job_id: int, by: str) -> bool:
+        """Ask a processing job to stop at its next batch boundary; False when it is not processing."""
+        with self.db.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET cancel_requested = COALESCE(cancel_requested, ?), updated_at = ?"
+                " WHERE id = ? AND status = 'processing'",
+                (by, utc_now(), job_id),
+            )
+            return bool(cursor.rowcount)
+
+    def retry(self, job_id: int, move_files: Callable[[int], None]) -> int | None:
+        """A new queued job for a finished job's files, last in its account's order; None when not finished.
+
+        `move_files(new_id)` moves the files into the new job's folder inside the write transaction: the
+        scheduler sees the new job only once its files are in place (and never if moving them failed)."""
+        now = utc_now()
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row["status"] not in FINAL:
+                return None
+            details: dict[str, Any] = {"retry_of": job_id}
+            _timeline(details, "queued", f"retry of job {job_id}")
+            cursor = conn.execute(
+                "INSERT INTO jobs (account, manifest_name, file_name, type, status, created_at, updated_at, details)"
+                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (row["account"], row["manifest_name"], row["file_name"], row["type"], now, now, json.dumps(details)),
+            )
+            new_id = int(cursor.lastrowid or 0)
+            _update_details(conn, job_id, lambda old: _timeline(old, "retried", f"as job {new_id}"))
+            move_files(new_id)
+            return new_id
 
     def set_file(self, job_id: int, file_name: str, type_: str) -> None:
         with self.db.transaction() as conn:

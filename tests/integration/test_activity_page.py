@@ -172,8 +172,10 @@ NOTIFIED = [
 
 def feedback_import(served: Served, **extra: object) -> int:
     """A finished import with everything the page's newer parts show: timeline, emails, duplicates, error CSV."""
-    details = {**FINISHED["details"], "timeline": TIMELINE, "notified": NOTIFIED, "rows_duplicate": 3}
-    job_id = served.add_import("acme", "profiles.manifest", "completed_with_errors", **{**FINISHED, "details": details})
+    details = {**FINISHED["details"], "timeline": TIMELINE, "notified": NOTIFIED}
+    job_id = served.add_import(
+        "acme", "profiles.manifest", "completed_with_errors", **{**FINISHED, "details": details, "rows_duplicate": 3}
+    )
     folder = served.config.jobs_root / str(job_id)
     folder.mkdir(parents=True)
     (folder / "errors.csv").write_bytes(b"identity,Phone,Failure Description\r\nu1,+1,Phone number is not valid\r\n")

@@ -21,6 +21,7 @@ from daemon.config import Config, load_config
 from daemon.http.app import HTTPService
 from daemon.store import StateDB
 from daemon.store.jobs import JobStore
+from tests.fixtures.jobs import add_job
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Served:
 
     def add_import(self, account: str, manifest: str, status: str = "queued", **columns: Any) -> int:
         """A job created through the jobs store, then moved to `status` as a worker would leave it."""
-        job_id = self.jobs.create(account, manifest)
+        job_id = add_job(self.jobs, account, manifest)
         values = {"status": status, "file_name": manifest.replace(".manifest", ".csv"), **columns}
         if "details" in values:
             values["details"] = json.dumps(values["details"])

@@ -12,6 +12,7 @@ import pytest
 
 from daemon.store.db import StateDB
 from daemon.store.jobs import JobStore
+from tests.fixtures.jobs import add_job
 from tests.fixtures.sshkeys import make_keypair
 
 
@@ -26,7 +27,7 @@ def ingestd(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def imports(data_dir: Path) -> dict[str, int]:
     store = JobStore(StateDB(data_dir / "state.sqlite3"))
-    done = store.create("acme", "profiles.manifest")
+    done = add_job(store, "acme", "profiles.manifest")
     store.mark_processing(done, "profiles.csv", "profile", 500, {})
     store.save_checkpoint(done, {"rows_done": 5, "rows_ingested": 4, "rows_failed": 1}, 500)
     store.finish(
@@ -35,9 +36,9 @@ def imports(data_dir: Path) -> dict[str, int]:
         reasons=[["Phone number is not valid", 1]],
         error_csv="errors/1-profiles.errors.csv",
     )
-    failed = store.create("globex", "events.manifest")
+    failed = add_job(store, "globex", "events.manifest")
     store.finish(failed, "failed", error="No data file found", problems=["events.csv did not arrive"])
-    queued = store.create("acme", "later.manifest")
+    queued = add_job(store, "acme", "later.manifest")
     store.db.close()
     return {"done": done, "failed": failed, "queued": queued}
 
@@ -115,7 +116,7 @@ def test_a_damaged_state_database_is_an_error_not_a_traceback(tmp_path: Path) ->
 def test_partner_text_cannot_drive_the_operators_terminal(data_dir: Path) -> None:
     # A manifest name, a file name and a reason quoting a cell are partner text: escapes must arrive as text.
     store = JobStore(StateDB(data_dir / "state.sqlite3"))
-    hostile = store.create("acme", "x\x1b]0;owned\x07.manifest")
+    hostile = add_job(store, "acme", "x\x1b]0;owned\x07.manifest")
     store.mark_processing(hostile, "\x1b[2Jdata\x9b.csv", "event", 10, {})
     store.finish(hostile, "failed", error="All rows failed", problems=["line 2: found '\x1b[31mred\u202e'"])
     store.db.close()

@@ -76,7 +76,9 @@ def test_a_file_name_that_is_not_utf8_fails_its_job_and_blocks_nothing(daemon: D
     assert job["manifest_name"] == "\\xff.manifest"
     assert job["details"]["problems"] == ["\\xff.manifest: the file name is not valid UTF-8; rename it"]
     # Moved out of the partner's folder by its real bytes, kept in the job's folder under safe text.
-    assert os.listdir(os.fsencode(daemon.drop(ACCOUNT))) == []
+    # Only the report of the failure is left for the partner, in errors/.
+    assert os.listdir(os.fsencode(daemon.drop(ACCOUNT))) == [b"errors"]
+    assert [path.name for path in (daemon.drop(ACCOUNT) / "errors").iterdir()] == [f"{job['id']}-\\xff.report.txt"]
     assert (daemon.data_dir / "jobs" / str(job["id"]) / "\\xff.manifest").exists()
     # Another one arrives while the daemon is down: the next start's rescan must cope with it.
     daemon.stop()

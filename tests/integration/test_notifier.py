@@ -12,6 +12,7 @@ import pytest
 
 from daemon.store import StateDB
 from notifier.outbox import backoff
+from tests.fixtures.jobs import add_job
 from tests.fixtures.smtp import (
     SMTPServer,
     job,
@@ -392,7 +393,7 @@ def test_the_job_record_says_who_was_emailed_or_that_nobody_could_be(data_dir: P
     config = notifier_config(data_dir, **_smtp_env(smtp_server), INGESTD_NOTIFY__OPS_EMAILS="ops@example.org")
     notifier = make_notifier(config)
     jobs = JobStore(notifier.db)
-    told, nobody = jobs.create("acme", "a.manifest"), jobs.create("acme", "b.manifest")
+    told, nobody = add_job(jobs, "acme", "a.manifest"), add_job(jobs, "acme", "b.manifest")
     failed = {"status": "failed", "error": "Incorrect details in manifest file", "file_name": ""}
     with running(notifier):
         notifier.notify("picked_up", job(told, client_emails=["partner@example.com", "not an address"]))

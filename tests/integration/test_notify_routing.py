@@ -12,6 +12,7 @@ from daemon.metrics import REGISTRY
 from daemon.store import StateDB
 from daemon.store.accounts import AccountStore
 from daemon.store.jobs import JobStore
+from tests.fixtures.jobs import add_job
 from tests.fixtures.smtp import SMTPServer, job, make_notifier, notifier_config, outbox_rows, running, wait_until
 
 
@@ -55,7 +56,7 @@ def test_a_recipient_refused_with_5xx_is_given_up_and_recorded_while_the_others_
 ) -> None:
     config = notifier_config(data_dir, **_smtp_env(smtp_server))
     db = StateDB(config.state_db)
-    job_id = JobStore(db).create("acme", "events.manifest")
+    job_id = add_job(JobStore(db), "acme", "events.manifest")
     smtp_server.refused.add("gone@example.com")
     notifier = make_notifier(config)
     with caplog.at_level(logging.INFO, logger="ingestd.notifier"), running(notifier):

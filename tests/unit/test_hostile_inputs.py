@@ -14,7 +14,7 @@ import pytest
 
 from daemon.errors import RetryableError
 from daemon.jobs.files import NotRegular, open_regular, pause_reason, read_bounded
-from daemon.jobs.worker import partner_error_name
+from daemon.jobs.paths import partner_error_name
 from manifests.errors_csv import neutralise
 from manifests.model import ManifestError, _recover_emails, load_manifest
 from manifests.validate import FileError, validate_csv

@@ -8,6 +8,7 @@ import pytest
 
 from daemon.store.db import StateDB
 from daemon.store.jobs import JobStore
+from tests.fixtures.jobs import add_job
 
 IMPORT_KEYS = {
     "id",
@@ -33,9 +34,9 @@ def store(tmp_path: Path) -> JobStore:
 
 
 def test_ids_follow_arrival_and_lists_are_newest_first(store: JobStore) -> None:
-    first = store.create("acme", "a.manifest")
-    second = store.create("acme", "b.manifest")
-    other = store.create("globex", "a.manifest")
+    first = add_job(store, "acme", "a.manifest")
+    second = add_job(store, "acme", "b.manifest")
+    other = add_job(store, "globex", "a.manifest")
     assert first < second < other
     assert [job["id"] for job in store.list_imports()] == [other, second, first]
     assert [job["id"] for job in store.list_imports(account="acme")] == [second, first]
@@ -43,7 +44,7 @@ def test_ids_follow_arrival_and_lists_are_newest_first(store: JobStore) -> None:
 
 
 def test_import_dict_has_the_documented_keys(store: JobStore) -> None:
-    job = store.get_import(store.create("acme", "a.manifest"))
+    job = store.get_import(add_job(store, "acme", "a.manifest"))
     assert job is not None
     assert set(job) >= IMPORT_KEYS
     assert job["status"] == "queued"
@@ -65,26 +66,26 @@ def test_a_manifest_waiting_in_the_drop_folder_gets_one_job(store: JobStore) -> 
 
 
 def test_heads_are_each_accounts_oldest_unfinished_job(store: JobStore) -> None:
-    a1 = store.create("acme", "1.manifest")
-    store.create("acme", "2.manifest")
-    g1 = store.create("globex", "1.manifest")
-    assert [job["id"] for job in store.heads()] == [a1, g1]
+    a1 = add_job(store, "acme", "1.manifest")
+    add_job(store, "acme", "2.manifest")
+    g1 = add_job(store, "globex", "1.manifest")
+    assert [job.id for job in store.heads()] == [a1, g1]
     store.finish(a1, "succeeded")
-    assert [job["manifest_name"] for job in store.heads() if job["account"] == "acme"] == ["2.manifest"]
+    assert [job.manifest_name for job in store.heads() if job.account == "acme"] == ["2.manifest"]
 
 
 def test_manifest_name_is_used_only_once_picked_up(store: JobStore) -> None:
-    first = store.create("acme", "a.manifest")
+    first = add_job(store, "acme", "a.manifest")
     assert not store.name_used("acme", "a.manifest", first + 1)
     store.mark_processing(first, "a.csv", "event", 10, {})
-    second = store.create("acme", "a.manifest")
+    second = add_job(store, "acme", "a.manifest")
     assert store.name_used("acme", "a.manifest", second)
     assert not store.name_used("acme", "a.manifest", first)
     assert not store.name_used("globex", "a.manifest", second)
 
 
 def test_checkpoint_and_final_status_are_visible_in_the_import(store: JobStore) -> None:
-    job_id = store.create("acme", "a.manifest")
+    job_id = add_job(store, "acme", "a.manifest")
     store.mark_processing(job_id, "a.csv", "profile", 100, {"rows_done": 0})
     store.save_checkpoint(job_id, {"rows_done": 7, "rows_ingested": 5, "rows_failed": 2, "error_bytes": 40}, 60)
     store.set_paused(job_id, "elasticsearch unreachable")
@@ -104,4 +105,4 @@ def test_checkpoint_and_final_status_are_visible_in_the_import(store: JobStore) 
 
 def test_finish_refuses_a_non_final_status(store: JobStore) -> None:
     with pytest.raises(ValueError, match="not a final status"):
-        store.finish(store.create("acme", "a.manifest"), "processing")
+        store.finish(add_job(store, "acme", "a.manifest"), "processing")
