@@ -12,6 +12,7 @@ from daemon.text import has_surrogates, safe
 from manifests import rules
 
 _EMAIL = re.compile(rules.EMAIL_PATTERN)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Linear whatever the text: an address starts only where a run of address characters starts (the
 # lookbehind), and the possessive, bounded parts never give back what they took, so a megabyte of
 # letters is one failed attempt, not one per position.
@@ -85,7 +86,12 @@ class Manifest(_Strict):
     def _plain_name(cls, value: str) -> str:
         bad = not value or value in (".", "..") or value.startswith(".") or any(c in value for c in "/\\\0")
         if bad or value != value.strip():
-            raise ValueError(f"expected a plain file name in the same folder (no '/', no '..'), found {value!r}")
+            raise ValueError(f"expected a plain file name in the same folder (no '/', no '..'), found {_show(value)}")
+        if len(value.encode("utf-8", "surrogatepass")) > rules.MAX_FILE_NAME_BYTES:
+            raise ValueError(f"expected a file name of at most {rules.MAX_FILE_NAME_BYTES} bytes, found {_show(value)}")
+        if _CONTROL.search(value):
+            # An upload's name cannot hold them either (the SFTP server refuses it), and they would reach subjects.
+            raise ValueError(f"expected a file name without control characters, found {_show(value)}")
         return value
 
     @field_validator("type", mode="before")
@@ -166,6 +172,9 @@ def load_manifest(raw: bytes, *, max_size: int | None = None, max_recipients: in
         raise ManifestError([problem], _recover_emails(text, limit=max_recipients)) from None
     except RecursionError:
         raise ManifestError(["the manifest is not valid JSON: it is nested too deeply"], []) from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits (Python's int_max_str_digits)
+        problem = f"the manifest is not valid JSON: {_clip(str(exc))}"
+        raise ManifestError([problem], _recover_emails(text[: rules.RECOVER_CHARS], limit=max_recipients)) from None
     if not isinstance(data, dict):
         raise ManifestError([f"the manifest must be a JSON object, found {_json_kind(data)}"], [])
     # A "\udcff" escape decodes to a lone surrogate: no UTF-8 encoder (SQLite, email, logs) can write it.

@@ -103,6 +103,7 @@ EVENT_NAME_KEY = "evtName"
 OPERATION_SUFFIX = ".operation"
 OPERATIONS = ("$set", "$add", "$remove", "$delete")
 DATE_PREFIX = "$D_"
+MAX_FILE_NAME_BYTES = 255  # NAME_MAX: a longer fileName can name no file
 MAX_COLUMNS = 260
 MAX_EVENT_PROPERTIES = 100
 MAX_CHARS = 1024

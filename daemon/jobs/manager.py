@@ -58,6 +58,7 @@ class JobManager:
         self._running: dict[str, asyncio.Task[None]] = {}  # account -> its job's task
         self._tasks: list[asyncio.Task[None]] = []
         self._next_check: float | None = None
+        self._more = False  # the last pass left heads to settle
         self._cooldown: dict[str, float] = {}  # account -> monotonic time before which it is left alone
         self._graceful: asyncio.Task[Any] | None = None  # the wait for running jobs at shutdown
 
@@ -154,6 +155,9 @@ class JobManager:
                 self.worker.paused.pop(job_id, None)
         for ready in plan.ready:
             self._start(ready)
+        self._more = plan.more
+        if plan.more:  # heads left to settle: another pass right after this one, ready jobs already started
+            self._wake.set()
         metrics.QUEUE_DEPTH.set(await asyncio.to_thread(self.store.pending_count))
         return len(plan.ready)
 
@@ -211,7 +215,7 @@ class JobManager:
         deadline = time.monotonic() + timeout
         while True:
             started = await self.schedule_once()
-            if not started and not self._running:
+            if not started and not self._running and not self._more:
                 return
             if self._running:
                 await asyncio.wait(list(self._running.values()), timeout=max(0.1, deadline - time.monotonic()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,13 @@ from daemon.jobs.paths import job_dir
 from daemon.jobs.status import PENDING
 from daemon.logs import event
 from daemon.store.jobs import Job, JobStore
+from daemon.text import safe
 from manifests.model import Manifest, ManifestError, load_manifest
 
 log = logging.getLogger("ingestd.jobs")
+
+PASS_BUDGET = 0.25  # seconds one scheduling pass may spend settling heads before the ready ones start
+MAX_CHECK_ERRORS = 3  # passes in a row a head's check may fail unexpectedly before the job fails for good
 
 
 @dataclass
@@ -35,6 +40,7 @@ class Pickups:
 
     ready: list[Ready] = field(default_factory=list)
     next_check: float | None = None  # epoch seconds when a waiting job should be looked at again
+    more: bool = False  # the pass ran out of its time budget with heads still to settle: look again at once
 
 
 class Queue:
@@ -50,6 +56,7 @@ class Queue:
         self.active_ids: set[int] = set()  # the head jobs of the last pass
         # job id -> (account, reason): heads that could not be settled for a full disk or a locked database.
         self.paused: dict[int, tuple[str, str]] = {}
+        self._errors: dict[int, int] = {}  # job id -> passes in a row its check raised unexpectedly
 
     def job_dir(self, job_id: int) -> Path:
         return job_dir(self.config, job_id)
@@ -60,35 +67,62 @@ class Queue:
         return moved if moved.exists() else self.config.drop_root / job.account / job.manifest_name
 
     def plan(self, busy: set[str], free_slots: int, now: float | None = None) -> Pickups:
-        """Settle every head job that can be settled now; return those ready for a worker (at most free_slots)."""
+        """Settle the head jobs that can be settled now; return those ready for a worker (at most free_slots).
+
+        Every account's head is looked at once per round; a round that settled some looks again (the next job
+        became the head), until PASS_BUDGET seconds are used: then `more` says to come back at once, after the
+        ready jobs have started. So a thousand bad manifests of one account cost it many passes, and another
+        account's import waits for one budget, not for all of them.
+        """
         now = time.time() if now is None else now
+        started = time.monotonic()
         result = Pickups()
         settled = True
         while settled:  # a head that fails makes the account's next job the head: look again
+            if time.monotonic() - started > PASS_BUDGET:
+                result.more = True
+                break
             settled = False
             heads = self.store.heads()
             current = {job.id for job in heads}
             self.active_ids = current
             self._parsed = {job_id: entry for job_id, entry in self._parsed.items() if job_id in current}
             self.paused = {job_id: entry for job_id, entry in self.paused.items() if job_id in current}
+            self._errors = {job_id: count for job_id, count in self._errors.items() if job_id in current}
             for job in heads:
                 if job.account in busy or any(r.job.account == job.account for r in result.ready):
                     continue
                 try:
                     outcome = self._check(job, now, result, free_slots - len(result.ready))
                 except Exception as exc:
-                    # Logged and tried again next round; the other accounts go on meanwhile.
                     reason = pause_reason(exc)
                     if reason is None:
-                        log.exception("could not check job %s of %s", job.id, job.account)
-                    elif self.paused.get(job.id, ("", ""))[1] != reason:
+                        outcome = self._unexpected(job, exc)
+                        settled = settled or outcome
+                        continue
+                    if self.paused.get(job.id, ("", ""))[1] != reason:
                         event(log, "job.paused", logging.WARNING, account=job.account, job_id=job.id, reason=reason)
-                    if reason is not None:
-                        self.paused[job.id] = (job.account, reason)
+                    self.paused[job.id] = (job.account, reason)
                     continue
                 self.paused.pop(job.id, None)
+                self._errors.pop(job.id, None)
                 settled = settled or outcome
         return result
+
+    def _unexpected(self, job: Job, exc: Exception) -> bool:
+        """A check that raised what no rule foresaw: tried again next pass (the other accounts go on), and after
+        MAX_CHECK_ERRORS passes in a row the job fails for good, so it never blocks its account for ever. The
+        log line is bounded: the exception may quote a partner's (very long) name."""
+        count = self._errors[job.id] = self._errors.get(job.id, 0) + 1
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        where = f"{Path(frame.filename).name}:{frame.lineno}" if frame else "?"
+        error = safe(f"{type(exc).__name__}: {exc}")[:300]
+        event(log, "job.check_failed", logging.ERROR, account=job.account, job_id=job.id, error=error, at=where)
+        if count < MAX_CHECK_ERRORS:
+            return False
+        self._errors.pop(job.id, None)
+        self.fail(job, messages.INTERNAL, [], list(job.details.get("client_emails") or []))
+        return True
 
     def _manifest(self, job: Job, path: Path) -> Manifest:
         """The job's manifest, parsed once per version of the file; ManifestError, NotRegular or OSError."""
@@ -157,6 +191,12 @@ class Queue:
         except NotRegular as exc:
             # A link or a special file is not waited for: it will not become the partner's data.
             self.fail(job, messages.UNREADABLE, [str(exc)], manifest.client_emails)
+            return True
+        except OSError as exc:
+            if pause_reason(exc) is not None:
+                raise
+            detail = messages.unreadable_detail(safe(manifest.file_name)[:300], exc.strerror or str(exc))
+            self.fail(job, messages.UNREADABLE, [detail], manifest.client_emails)
             return True
         if present:
             if free > 0:

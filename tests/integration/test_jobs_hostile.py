@@ -185,8 +185,15 @@ def test_links_and_special_files_are_never_followed(daemon: Daemon) -> None:
     secret = key.read_bytes()
     assert b"PRIVATE KEY" in secret
     assert "PRIVATE KEY" not in mail_text(daemon)
+    host_keys = daemon.data_dir / "host_keys"
     for path in daemon.data_dir.rglob("*"):
-        if path.is_file() and not path.is_symlink() and path.stat().st_ino != key.stat().st_ino:
+        # The host keys themselves, and the hard link to one the other writer placed, are the key, not a copy.
+        if (
+            path.is_file()
+            and not path.is_symlink()
+            and path.parent != host_keys
+            and path.stat().st_ino != key.stat().st_ino
+        ):
             assert b"PRIVATE KEY" not in path.read_bytes(), path
 
 
@@ -319,3 +326,46 @@ def test_a_locked_sink_database_pauses_the_import_and_it_resumes_when_released(d
     assert (job["status"], job["rows_ingested"]) == ("succeeded", 2), job
     assert fetch(daemon.http_url + "/healthz").status == 200
     assert cli_json(daemon, "profiles", "get", ACCOUNT, "jane")["properties"]["Name"] == "Jane"
+
+
+def test_manifests_that_break_the_checks_still_end_and_block_nothing(daemon: Daemon) -> None:
+    # A fileName longer than any file name (lstat: ENAMETOOLONG), one with control characters, and an integer of
+    # 5,000 digits (json: ValueError): each stayed queued for ever, its account blocked, a traceback every pass.
+    put(daemon, "long.manifest", manifest("x" * 1000 + ".csv"))
+    put(daemon, "ctrl.manifest", manifest("a\x1b[31mred\x07.csv"))
+    put(
+        daemon,
+        "digits.manifest",
+        '{"fileName": "d.csv", "type": "profile", "clientEmail": "a@b.co", "n": ' + "7" * 5000 + "}",
+    )
+    import_pair(daemon, "ok.csv", "identity,Name\njohn,John\n", "ok.manifest")
+    jobs = {job["manifest_name"]: job for job in finished(daemon, 4)}
+    assert jobs["ok.manifest"]["status"] == "succeeded"
+    for name, problem in (
+        ("long.manifest", "fileName: expected a file name of at most 255 bytes"),
+        ("ctrl.manifest", "fileName: expected a file name without control characters"),
+        ("digits.manifest", "the manifest is not valid JSON: Exceeds the limit"),
+    ):
+        assert jobs[name]["status"] == "failed"
+        assert jobs[name]["details"]["problems"][0].startswith(problem), jobs[name]["details"]["problems"]
+    assert "Traceback" not in daemon.log()
+    assert max(len(line) for line in daemon.log().splitlines()) < 4000
+
+
+def test_a_burst_of_bad_manifests_does_not_hold_back_another_accounts_import(daemon: Daemon) -> None:
+    # Found at start (or arriving together), 600 broken manifests of one account used to be settled in one
+    # scheduling pass before any ready job started: another account's import waited for all of them.
+    daemon.stop()
+    for n in range(600):
+        put(daemon, f"bad{n:04d}.manifest", "{not json", account="evil")
+    daemon.start()
+    import_pair(daemon, "ok.csv", "identity,Name\njohn,John\n", "ok.manifest")
+    jobs = finished(daemon, 601)
+    [ok] = [job for job in jobs if job["account"] == ACCOUNT]
+    assert ok["status"] == "succeeded"
+    bad = [job for job in jobs if job["account"] == "evil"]
+    assert {job["status"] for job in bad} == {"failed"}
+    # The good import did not wait for the bad account's pile to be settled: it ended while that went on.
+    lines = daemon.log().splitlines()
+    done = next(i for i, line in enumerate(lines) if "job.succeeded" in line and f"account={ACCOUNT}" in line)
+    assert any("job.failed account=evil" in line for line in lines[done:])
