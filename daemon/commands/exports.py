@@ -14,6 +14,7 @@ from daemon.exports import texts
 from daemon.exports.model import ExportSpec, make_spec
 from daemon.exports.selection import SelectionError, open_selection
 from daemon.exports.store import ExportStore
+from daemon.store.db import MAX_INTEGER
 from daemon.text import json_text, printable
 
 
@@ -71,8 +72,9 @@ def create(args: argparse.Namespace, config: Config) -> int:
 
 
 def _get(config: Config, export_id: str) -> tuple[ExportStore, sqlite3.Row]:
-    if not str(export_id).isdigit():
-        raise UsageError(f"export id {export_id!r}: expected a number")
+    text = str(export_id)
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_INTEGER:
+        raise UsageError(f"export id {printable(str(export_id))!r}: expected a number")
     if not config.state_db.exists():
         raise NotFoundError(texts.NO_SUCH_EXPORT.format(value=export_id))
     store = _store(config)

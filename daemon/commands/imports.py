@@ -17,6 +17,7 @@ from daemon.jobs import messages
 from daemon.jobs.notices import build_payload
 from daemon.jobs.paths import job_dir
 from daemon.jobs.status import FINAL, PENDING, STATUSES
+from daemon.store.db import MAX_INTEGER
 from daemon.store.jobs import JobStore
 from daemon.text import json_text, printable
 from daemon.watch.watcher import ACCOUNT
@@ -61,8 +62,11 @@ def list_imports(args: argparse.Namespace, config: Config) -> int:
 
 def _job_id(value: Any) -> int:
     text = str(value).strip()
-    if not text.isdigit() or int(text) < 1:
-        raise UsageError(f"job id {value!r}: expected a positive whole number, as listed by 'ingestd imports list'")
+    # ASCII digits only ("²".isdigit() is true), and no longer than SQLite's largest INTEGER.
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not 1 <= int(text) <= MAX_INTEGER:
+        raise UsageError(
+            f"job id {printable(str(value))[:40]!r}: expected a positive whole number, as listed by 'ingestd imports list'"
+        )
     return int(text)
 
 

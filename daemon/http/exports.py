@@ -10,6 +10,7 @@ from aiohttp import web
 
 from daemon.exports.store import ExportStore
 from daemon.http import api, pages
+from daemon.store.db import MAX_INTEGER
 from daemon.store.keys import ACCOUNT_RE
 
 EXPORTS = web.AppKey("exports", ExportStore)
@@ -33,7 +34,7 @@ def _limit(request: web.Request) -> tuple[str | None, int, int]:
         offset = int(request.query.get("offset", "0"))
     except ValueError:
         raise ValueError("limit and offset: expected whole numbers") from None
-    if not 1 <= limit <= MAX_LIMIT or offset < 0:
+    if not 1 <= limit <= MAX_LIMIT or not 0 <= offset <= MAX_INTEGER:
         raise ValueError(f"limit: expected 1 to {MAX_LIMIT}; offset: 0 or more")
     return account, limit, offset
 
@@ -61,7 +62,7 @@ async def list_exports(request: web.Request) -> web.Response:
 
 async def _one(request: web.Request) -> tuple[int | None, dict[str, Any] | None]:
     text = request.match_info["id"]
-    if not text.isdigit() or len(text) > 18:
+    if not text.isdigit() or len(text) > 18:  # 18 digits: always below SQLite's largest INTEGER
         return None, None
     store = request.app[EXPORTS]
 

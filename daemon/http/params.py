@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from daemon.jobs.status import ACTIVE, STATUSES
+from daemon.store.db import MAX_INTEGER
 from daemon.store.keys import ACCOUNT_RE
 
 # DESIGN.md's job statuses, in lifecycle order; "active" ones make the activity page refresh itself.
@@ -39,8 +40,9 @@ def _integer(query: Mapping[str, str], name: str, default: int, low: int, high: 
         value = int(raw)
     except ValueError:
         raise ParamError(name, f"expected an integer, found {raw!r}") from None
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+    high = MAX_INTEGER if high is None else high
+    if value < low or value > high:
+        bound = f"between {low} and {high}"
         raise ParamError(name, f"must be {bound}, found {value}")
     return value
 
@@ -50,7 +52,7 @@ def parse_job_id(raw: str) -> int:
         value = int(raw)
     except ValueError:
         raise ParamError("id", f"expected an import id (a positive integer), found {raw!r}") from None
-    if value < 1:
+    if not 1 <= value <= MAX_INTEGER:
         raise ParamError("id", f"expected an import id (a positive integer), found {raw!r}")
     return value
 

@@ -40,6 +40,9 @@ def rollback(conn: sqlite3.Connection) -> None:
         log.warning("rollback failed after an error: %s", exc)
 
 
+MAX_INTEGER = 2**63 - 1  # SQLite's largest INTEGER: an id or offset beyond it is bad input, not a query
+
+
 class StateDB:
     """The state database. Each thread gets its own connection; writes are short transactions."""
 

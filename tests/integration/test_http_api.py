@@ -200,6 +200,8 @@ def test_list_imports_newest_first_with_filters_and_paging(serve: Callable[..., 
         ("offset=-1", "offset"),
         ("offset=1.5", "offset"),
         ("account=../etc", "account"),
+        ("offset=9223372036854775808", "offset"),  # beyond SQLite's INTEGER: was a 500 and a traceback
+        ("offset=" + "9" * 5000, "offset"),
     ],
 )
 def test_bad_query_parameters_are_400_naming_the_parameter(
@@ -227,6 +229,10 @@ def test_one_import_by_id(serve: Callable[..., Served]) -> None:
     bad = served.get("/api/imports/latest")
     assert bad.status == 400
     assert bad.json()["param"] == "id"
+    for huge in ("9" * 30, "9" * 5000):  # was a 500 (OverflowError) and a traceback in the log
+        assert served.get(f"/api/imports/{huge}").status == 400
+        assert served.get(f"/imports/{huge}").status == 400
+        assert served.get("/api/exports?offset=" + huge).status == 400
 
 
 def test_metrics_are_prometheus_text_with_depths_read_from_the_store(serve: Callable[..., Served]) -> None:

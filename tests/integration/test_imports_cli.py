@@ -157,3 +157,13 @@ def test_commands_run_in_the_wrong_folder_say_so_and_reads_create_nothing(tmp_pa
     )
     assert result.returncode == 0
     assert f"new data directory {folder / 'ingestd-data'}" in result.stderr
+
+
+def test_a_job_id_beyond_any_import_is_bad_input_not_a_traceback(data_dir: Path, imports: dict[str, int]) -> None:
+    for bad in ("9" * 30, "²", "9" * 5000):
+        for verb in ("show", "cancel", "retry"):
+            result = ingestd(data_dir, "imports", verb, bad)
+            assert result.returncode == 2, result.stderr
+            assert result.stderr.startswith("ingestd: error: job id ") and "Traceback" not in result.stderr
+    result = ingestd(data_dir, "exports", "show", "9" * 30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
