@@ -8,6 +8,7 @@ import csv
 import io
 import queue
 import re
+import struct
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -235,11 +236,13 @@ class CsvReader:
     def _piece(self, record_batch: pa.RecordBatch | None) -> RawBatch:
         frame = pl.DataFrame() if record_batch is None else pl.from_arrow(record_batch)
         assert isinstance(frame, pl.DataFrame)
+        header_row = False
         if not self.header:
             if record_batch is None or frame.height == 0:
                 return RawBatch(pl.DataFrame())
             self._take_header(frame.row(0))
             frame = frame.slice(1)
+            header_row = True
         columns = [f"f{i}" for i in range(len(self.header))]
         if frame.width == 0:
             frame = pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
@@ -307,6 +310,8 @@ class CsvReader:
             if starts is not None
             else []
         )
+        if record_batch is not None and header_row:
+            record_batch = record_batch.slice(1)  # the header's cells are not data: they would spoil the facts
         facts = _flags(record_batch, len(columns), self.wanted) if record_batch is not None else None
         return RawBatch(frame, ragged, facts)
 
@@ -375,7 +380,7 @@ def _flags(record_batch: pa.RecordBatch, width: int, wanted: dict[int, Facts] | 
         if need is None:
             continue  # no rule reads this column's facts
         column = record_batch.column(i)
-        if not isinstance(column, pa.LargeStringArray) or column.offset:
+        if not isinstance(column, pa.LargeStringArray):
             return None
         empty = long = True
         if need.empty or need.long:
@@ -384,6 +389,11 @@ def _flags(record_batch: pa.RecordBatch, width: int, wanted: dict[int, Facts] | 
         dated = escape = spaced = upper = other = True
         if need.dated or need.escape or need.spaced or need.upper or need.other:
             data = column.buffers()[-1]
+            if data is not None and column.offset:  # a slice (the first block, after its header row)
+                offsets = column.buffers()[1]
+                (start,) = struct.unpack_from("<q", offsets, 8 * column.offset)
+                (end,) = struct.unpack_from("<q", offsets, 8 * (column.offset + len(column)))
+                data = data.slice(start, end - start)
             raw = data.to_pybytes() if data is not None else b""
             if need.escape or need.spaced:
                 smallest = pc.min(pa.Array.from_buffers(pa.uint8(), len(raw), [None, data])).as_py() if raw else 0x7F
