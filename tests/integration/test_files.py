@@ -8,6 +8,7 @@ import csv
 import gzip
 import io
 import json
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -266,3 +267,36 @@ def test_a_decimal_comma_without_the_manifest_option_gets_a_hint(partner: Partne
         "Preis: Value must be a FLOAT: a finite decimal number, found '12,5' "
         '(a decimal comma: add "decimal": "," to the manifest)',
     ]
+
+
+@pytest.mark.slow
+def test_a_killed_gzip_import_resumes_from_its_checkpoint_with_exact_counts(
+    make_daemon: Callable[..., Daemon], keypair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from tests.integration.test_e2e_crash import MANIFEST, ROWS, job_row, sink_events, write_events
+
+    daemon = make_daemon(INGESTD_JOBS__BATCH_ROWS="5000", INGESTD_JOBS__COMMIT_ROWS="15000")
+    daemon.add_key(ACCOUNT, keypair[1])
+    partner = Partner(daemon, keypair[0], tmp_path / "partner")
+    bad = write_events(partner.folder / "big.csv")
+    packed = binary(partner, "big.csv.gz", gzip.compress((partner.folder / "big.csv").read_bytes(), compresslevel=1))
+    partner.put(packed, partner.file("big.manifest", {**MANIFEST, "fileName": "big.csv.gz"}))
+    deadline = time.monotonic() + 120
+    while not ((state := job_row(daemon)) and state[0] == "processing" and state[1] > 0):
+        assert time.monotonic() < deadline, f"never saw the job processing: {state}\n{daemon.log()[-3000:]}"
+        time.sleep(0.02)
+    daemon.kill()
+    status, ingested_at_stop = job_row(daemon) or ("?", 0)
+    assert status == "processing" and 0 < ingested_at_stop < ROWS - bad, "the kill must land mid-import"
+    daemon.start()
+    [job] = finished(daemon, 1)
+    assert (job["status"], job["rows_total"], job["rows_ingested"], job["rows_failed"]) == (
+        "completed_with_errors",
+        ROWS,
+        ROWS - bad,
+        bad,
+    )
+    assert sink_events(daemon) == (ROWS - bad, ROWS - bad)
+    error_rows = (daemon.drop(ACCOUNT) / job["details"]["error_csv"]).read_text(encoding="utf-8-sig").splitlines()
+    assert len(error_rows) == len(set(error_rows)) == bad + 1
+    assert "job.resumed" in daemon.log()
