@@ -149,7 +149,7 @@ class GzipStream(_Inflating):
             raise FileError(rules.file_damaged(self.kind, str(exc))) from None
 
     def _next_member(self, unused: bytes) -> None:
-        rest = unused + self._tail
+        rest = unused  # everything after the member (zlib repeats it in unconsumed_tail; isal does not)
         if not rest and self.handle.tell() >= self.end:
             self._done = True
             return
