@@ -374,8 +374,10 @@ def test_a_decimal_comma_is_read_when_the_manifest_says_so(tmp_path):
     result = run(tmp_path, "identity;P\na;12,5\nb;-3\nc;1.234,5\nd;1.5\n", spec)
     assert [row["ops"] for row in result.rows] == [[["$set", "P", 12.5]], [["$set", "P", -3.0]]]
     assert [row.cells for row in result.bad] == [["c", "1.234,5"], ["d", "1.5"]]
-    assert result.bad[1].problems[0][1].endswith(
-        "found '1.5' (the manifest says \"decimal\": \",\": write 12,5, without thousands marks)"
+    assert (
+        result.bad[1]
+        .problems[0][1]
+        .endswith('found \'1.5\' (the manifest says "decimal": ",": write 12,5, without thousands marks)')
     )
 
 
