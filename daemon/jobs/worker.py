@@ -139,6 +139,8 @@ def _join(batches: list[Batch]) -> Batch:
         events=frames("events"),
         profiles=frames("profiles"),
         bad=[row for batch in batches for row in batch.bad],
+        dialect=first.dialect,
+        notes=first.notes,
     )
 
 
@@ -269,6 +271,7 @@ class Worker:
             batch_rows=self.config.jobs.batch_rows,
             skip_rows=checkpoint.rows_done,
             restricted_events=self.config.jobs.restricted_events,
+            max_uncompressed=self.config.sftp.max_file_size,
         )
         batch_rows = self.config.jobs.batch_rows
         commit_rows = max(batch_rows, self.config.jobs.commit_rows) if self.sink.joins_batches else batch_rows
@@ -276,11 +279,13 @@ class Worker:
         bytes_total = max(1, (folder / manifest.file_name).stat().st_size)
         last_progress = time.monotonic()
         header: list[str] = []
+        notes: list[str] = []  # how the header was read (matched ignoring case, ...): shown in the report
         try:
             while (batch := await asyncio.to_thread(batches.take, commit_rows)) is not None:
                 if self.stopping.is_set():
                     raise Interrupted
                 header = header or list(batch.header or [])
+                notes = notes or list(batch.notes)
                 await self._batch(job, batch, header, checkpoint, errors)
                 event(
                     log,
@@ -311,7 +316,7 @@ class Worker:
             # The validation thread finishes the batch in hand, so the file is closed and nothing runs on.
             await asyncio.to_thread(batches.close)
             await asyncio.to_thread(errors.close)
-        await asyncio.to_thread(self._finish, job, checkpoint, list(manifest.client_emails), errors.size)
+        await asyncio.to_thread(self._finish, job, checkpoint, list(manifest.client_emails), errors.size, notes)
 
     async def _batch(
         self, job: dict[str, Any], batch: Any, header: list[str], checkpoint: Checkpoint, errors: ErrorFile
@@ -326,7 +331,8 @@ class Worker:
         checkpoint.rows_ingested += good - len(failures)
         checkpoint.rows_failed += len(bad)
         checkpoint.count_reasons([problems for _, _, problems in bad])
-        checkpoint.error_bytes = await asyncio.to_thread(errors.write, header, [(cells, p) for _, cells, p in bad])
+        rows = [(cells, p) for _, cells, p in bad]
+        checkpoint.error_bytes = await asyncio.to_thread(errors.write, header, rows, batch.dialect)
         await asyncio.to_thread(self.store.save_checkpoint, job["id"], checkpoint.to_dict(), batch.bytes_done)
         if job["id"] in self.paused:
             await asyncio.to_thread(self._unpause, job)
@@ -361,14 +367,16 @@ class Worker:
 
     # -- final statuses (run in a thread) -------------------------------------------------------
 
-    def _finish(self, job: dict[str, Any], checkpoint: Checkpoint, emails: list[str], error_bytes: int) -> None:
+    def _finish(
+        self, job: dict[str, Any], checkpoint: Checkpoint, emails: list[str], error_bytes: int, notes: list[str]
+    ) -> None:
         if checkpoint.rows_failed == 0:
             status, error = "succeeded", None
         elif checkpoint.rows_ingested == 0:
             status, error = "failed", messages.ALL_ROWS_FAILED
         else:
             status, error = "completed_with_errors", None
-        self._final(job, status, error, [], emails, checkpoint, error_bytes)
+        self._final(job, status, error, notes, emails, checkpoint, error_bytes)
 
     def fail_pickup(self, job: dict[str, Any], reason: str, problems: list[str], emails: list[str]) -> None:
         """Fail before processing: the manifest leaves the partner's folder (so no rescan queues it again)."""
