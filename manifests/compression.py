@@ -125,7 +125,9 @@ class _Inflating(Stream):
             raise FileError(rules.file_bomb(self.kind, self.end - self.start))
 
     def _next_member(self, unused: bytes) -> None:
+        """The end of the compressed data (gzip: maybe another member follows)."""
         self._done = True
+        self._done_at = os.fstat(self.handle.fileno()).st_size  # a zip's central directory counts as read
 
     def _finish(self) -> None:
         if not self._decompressor.eof:
@@ -198,9 +200,6 @@ class ZipStream(_Inflating):
         else:
             self._done_at = os.fstat(self.handle.fileno()).st_size
         return out
-
-    def _next_member(self, unused: bytes) -> None:
-        self._done = True
 
 
 def open_stream(path: str, *, limit: int) -> Stream:
