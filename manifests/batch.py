@@ -29,7 +29,8 @@ class Facts(NamedTuple):
     long: bool = True  # a cell over 1024 bytes
     spaced: bool = True  # white space or non-ASCII (strip_chars may change it)
     upper: bool = True  # upper case (to_lowercase may change it)
-    other: bool = True  # a byte other than an ASCII digit, once `$D_` prefixes are left out
+    other: bool = True  # a byte other than an ASCII digit, once `$D_` prefixes are left out (the ts column)
+    date_other: bool = True  # a `$D_` date that is more than digits (ISO 8601, a fraction); False without dates
 
     def merge(self, other: Facts) -> Facts:
         return Facts(*(a or b for a, b in zip(self, other, strict=True)))

@@ -65,7 +65,7 @@ class Stats:
     op_spaced: tuple[bool, ...] = ()  # per `.operation` column
     ts_dated: bool = True  # the ts column may hold a `$D_` date
     ts_spaced: bool = True  # the ts column may need strip_chars
-    other: tuple[bool, ...] = ()  # a cell may hold more than digits (after `$D_`): ISO 8601, decimals
+    other: tuple[bool, ...] = ()  # a `$D_` date may hold more than digits: ISO 8601, a fraction
     op_upper: tuple[bool, ...] = ()  # per `.operation` column: may need to_lowercase
     ts_other: bool = True  # the ts column may hold more than digits
 
@@ -136,7 +136,7 @@ class Plan:
                 op_spaced=tuple(flags[i].spaced if i in flags else True for i in self.op_indexes),
                 ts_dated=ts is None or ts.dated,
                 ts_spaced=ts is None or ts.spaced,
-                other=tuple(f.other for f in facts),
+                other=tuple(f.date_other for f in facts),
                 op_upper=tuple(flags[i].upper if i in flags else True for i in self.op_indexes),
                 ts_other=ts is None or ts.other,
             )
@@ -156,7 +156,7 @@ class Plan:
             wanted.setdefault(index, set()).update(facts)
 
         for p in self.props:
-            want(p.index, "empty", "dated", "other")  # empty cells, dates (and their form): every property
+            want(p.index, "empty", "dated", "date_other")  # empty cells, dates (and their form): every property
             want(p.index, *(("escape", "long") if p.data_type == "STRING" else ("spaced",)))
             if datatypes.get(p.data_type).lowers:
                 want(p.index, "upper")

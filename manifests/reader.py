@@ -385,8 +385,8 @@ def _flags(record_batch: pa.RecordBatch, width: int, wanted: dict[int, Facts] | 
         if need.empty or need.long:
             bounds = pc.min_max(pc.binary_length(column)).as_py() if len(column) else {"min": 1, "max": 0}
             empty, long = bounds["min"] == 0, bounds["max"] > rules.MAX_CHARS
-        dated = escape = spaced = upper = other = True
-        if need.dated or need.escape or need.spaced or need.upper or need.other:
+        dated = escape = spaced = upper = other = date_other = True
+        if need.dated or need.escape or need.spaced or need.upper or need.other or need.date_other:
             data = column.buffers()[-1]
             if data is not None and column.offset:  # a slice (the first block, after its header row)
                 offsets = column.buffers()[1]
@@ -402,10 +402,11 @@ def _flags(record_batch: pa.RecordBatch, width: int, wanted: dict[int, Facts] | 
             dated = b"$" in raw and _DATE in raw
             # Short cells (booleans, operations) only: lower-casing a copy of a long buffer costs more than it saves.
             upper = not need.upper or len(raw) > 8 * len(column) or raw.lower() != raw
-            if need.other:
+            if need.other or (need.date_other and dated):
                 # Only digits (epoch numbers): the timestamp rules skip parsing ISO 8601 and decimals.
                 # isdigit() stops at the first other byte: a text column costs next to nothing.
                 numbers = raw.replace(_DATE, b"") if dated else raw
                 other = bool(numbers) and not numbers.isdigit()
-        flags[i] = Facts(empty, dated, escape, long, spaced, upper, other)
+            date_other = dated and other  # no dates: none is more than digits; else the column's other cells count
+        flags[i] = Facts(empty, dated, escape, long, spaced, upper, other, date_other)
     return flags
