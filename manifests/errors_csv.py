@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
-import os
+import io
 from collections.abc import Iterable, Sequence
-from typing import Any
+
+from manifests.batch import Dialect
 
 FAILURE_COLUMN = "Failure Description"
 # What a spreadsheet runs as a formula when a cell starts with it (OWASP, "CSV Injection").
@@ -32,28 +34,31 @@ def failure_description(problems: Iterable[tuple[str | None, str]]) -> str:
     return "; ".join(f"{column}: {message}" if column else message for column, message in problems)
 
 
-class ErrorCSVWriter:
-    """Appends bad rows to an RFC 4180 CSV (CRLF, minimal quoting) that starts with the original header."""
+def encode_rows(
+    header: Sequence[str],
+    rows: Iterable[tuple[Sequence[str], Iterable[tuple[str | None, str]]]],
+    dialect: Dialect | None = None,
+    *,
+    first: bool,
+) -> bytes:
+    """(cells, problems) rows as error-CSV bytes in the upload's own delimiter and encoding (RFC 4180 quoting,
+    CRLF); `first`: the file's start, with the byte order mark (UTF-8, UTF-16) and the header row.
 
-    def __init__(self, path: str | os.PathLike[str], header: Sequence[str], *, delimiter: str = ",") -> None:
-        self.width = len(header)
-        self._file = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by close()
-        self._writer = csv.writer(self._file, delimiter=delimiter, lineterminator="\r\n")
-        self._writer.writerow([*neutralise_row(header), FAILURE_COLUMN])
-
-    def write(self, bad_rows: Iterable[Any]) -> None:
-        """Rows with `.cells` and `.problems` (BadRow); short rows are padded so the description lines up."""
-        for row in bad_rows:
-            cells = list(row.cells)
-            if len(cells) < self.width:
-                cells += [""] * (self.width - len(cells))
-            self._writer.writerow(neutralise_row([*cells, failure_description(row.problems)]))
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> ErrorCSVWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    Short rows are padded so the description lines up; cells a spreadsheet would run get a `'`."""
+    dialect = dialect or Dialect()
+    text = io.StringIO()
+    writer = csv.writer(text, delimiter=dialect.delimiter, lineterminator="\r\n")
+    if first:
+        writer.writerow([*neutralise_row(header), FAILURE_COLUMN])
+    width = len(header)
+    for cells, problems in rows:
+        padded = list(cells) + [""] * (width - len(cells)) if len(cells) < width else list(cells)
+        writer.writerow(neutralise_row([*padded, failure_description(problems)]))
+    codec, bom = dialect.encoding, b""
+    if codec.startswith("utf-16"):
+        codec, bom = ("utf-16-be", codecs.BOM_UTF16_BE) if codec == "utf-16-be" else ("utf-16-le", codecs.BOM_UTF16_LE)
+    elif codec == "utf-8":
+        bom = codecs.BOM_UTF8
+    # Our own texts may hold a character a single-byte encoding lacks (—, …): it becomes "?".
+    data = text.getvalue().encode(codec, errors="replace")
+    return (bom if first and dialect.bom else b"") + data

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from daemon.text import has_surrogates, safe
-from manifests import rules
+from manifests import datatypes, rules
 
 _EMAIL = re.compile(rules.EMAIL_PATTERN)
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -64,14 +64,15 @@ class Column(_Strict):
     def _data_type(cls, value: Any) -> Any:
         if not isinstance(value, str):
             return value
-        if value.strip().upper() in rules.DATA_TYPES:
+        known = tuple(datatypes.REGISTRY)
+        if value.strip().upper() in known:
             return value.strip().upper()
-        hint = rules.did_you_mean(value, rules.DATA_TYPES)
-        raise ValueError(f"expected one of {', '.join(rules.DATA_TYPES)}, found {value!r}{hint}")
+        hint = rules.did_you_mean(value, known)
+        raise ValueError(f"expected one of {', '.join(known)}, found {value!r}{hint}")
 
 
 class Manifest(_Strict):
-    """A validated manifest; `encoding`/`delimiter` are None when the partner left them out."""
+    """A validated manifest; `encoding`/`delimiter`/`decimal` are None when the partner left them out."""
 
     file_name: str = Field(alias="fileName")
     type: Literal["event", "profile"]
@@ -80,6 +81,7 @@ class Manifest(_Strict):
     encoding: str | None = None
     delimiter: str | None = None
     dry_run: bool = Field(False, alias="dryRun")  # validate and report as usual, store nothing
+    decimal: str | None = None  # the decimal mark of FLOAT cells: "." (default) or ","
 
     @field_validator("file_name")
     @classmethod
@@ -142,6 +144,15 @@ class Manifest(_Strict):
             shown = ", ".join(f"{name} {char!r}" for char, name in rules.DELIMITERS.items())
             raise ValueError(f"expected one of {shown}, found {value!r}")
         return char
+
+    @field_validator("decimal", mode="before")
+    @classmethod
+    def _decimal(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.strip() in rules.DECIMALS:
+            return value.strip()
+        raise ValueError(f'expected "." or "," (the decimal mark of FLOAT values), found {value!r}')
 
     def property_name(self, header: str) -> str:
         """The property a CSV column lands in: its ctName, or the header itself."""

@@ -8,11 +8,10 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from manifests import rules
+from manifests import datatypes, rules, timestamps
+from manifests.batch import Facts, FileError
 from manifests.model import Manifest
-from manifests.reader import Facts, FileError
 
-_ISO = "%Y-%m-%dT%H:%M:%SZ"
 # JSON string escapes, applied in one Aho-Corasick pass only to columns that need them.
 _ESCAPES = ["\\", '"', "\n", "\r", "\t"] + [chr(c) for c in range(32) if chr(c) not in "\n\r\t"]
 _ESCAPED = ["\\\\", '\\"', "\\n", "\\r", "\\t"] + [f"\\u{c:04x}" for c in range(32) if chr(c) not in "\n\r\t"]
@@ -20,11 +19,15 @@ _ESCAPED = ["\\\\", '\\"', "\\n", "\\r", "\\t"] + [f"\\u{c:04x}" for c in range(
 
 @dataclass
 class Check:
-    """One rule: `failed` is a boolean expression over the batch; `column` is the header name or None."""
+    """One rule: `failed` is a boolean expression over the batch; `column` is the header name or None.
+
+    `shows`: the index of the column whose cell the problem quotes (", found '12,5'"), with `data_type` for a hint."""
 
     column: str | None
     message: str
     failed: pl.Expr
+    shows: int | None = None
+    data_type: str | None = None
 
 
 @dataclass
@@ -62,6 +65,9 @@ class Stats:
     op_spaced: tuple[bool, ...] = ()  # per `.operation` column
     ts_dated: bool = True  # the ts column may hold a `$D_` date
     ts_spaced: bool = True  # the ts column may need strip_chars
+    other: tuple[bool, ...] = ()  # a `$D_` date may hold more than digits: ISO 8601, a fraction
+    op_upper: tuple[bool, ...] = ()  # per `.operation` column: may need to_lowercase
+    ts_other: bool = True  # the ts column may hold more than digits
 
     def get(self, name: str, k: int) -> bool:
         values: tuple[bool, ...] = getattr(self, name)
@@ -89,6 +95,8 @@ class Plan:
     account: str
     processing_ts: int
     restricted: list[str]
+    decimal: str = "."
+    notes: list[str] = field(default_factory=list)  # how the header was matched, for the report
     _cache: dict[Stats, Compiled] = field(default_factory=dict)
 
     @property
@@ -118,16 +126,19 @@ class Plan:
             first = flags.get(self.ids[0].index) if self.ids else None
             ts = flags.get(self.ts.index) if self.ts is not None else None
             return Stats(
-                tuple(f[0] for f in facts),
-                tuple(f[1] for f in facts),
-                tuple(f[2] for f in facts),
-                first is not None and not first[0] and not first[3],
-                long=tuple(f[3] for f in facts),
-                spaced=tuple(f[4] for f in facts),
-                upper=tuple(f[5] for f in facts),
-                op_spaced=tuple(flags[i][4] if i in flags else True for i in self.op_indexes),
-                ts_dated=ts is None or ts[1],
-                ts_spaced=ts is None or ts[4],
+                tuple(f.empty for f in facts),
+                tuple(f.dated for f in facts),
+                tuple(f.escape for f in facts),
+                first is not None and not first.empty and not first.long,
+                long=tuple(f.long for f in facts),
+                spaced=tuple(f.spaced for f in facts),
+                upper=tuple(f.upper for f in facts),
+                op_spaced=tuple(flags[i].spaced if i in flags else True for i in self.op_indexes),
+                ts_dated=ts is None or ts.dated,
+                ts_spaced=ts is None or ts.spaced,
+                other=tuple(f.date_other for f in facts),
+                op_upper=tuple(flags[i].upper if i in flags else True for i in self.op_indexes),
+                ts_other=ts is None or ts.other,
             )
         row = frame.select(self.stats_exprs()).row(0, named=True) if self.props or self.ids else {}
         return Stats(
@@ -139,25 +150,23 @@ class Plan:
 
     def wanted_facts(self) -> dict[int, Facts]:
         """Per column, the facts (see reader.Facts) that stats() and the compiled rules read; the reader skips the rest."""
-        wanted: dict[int, list[bool]] = {}
+        wanted: dict[int, set[str]] = {}
 
-        def want(index: int, *facts: int) -> None:
-            slots = wanted.setdefault(index, [False] * 6)
-            for fact in facts:
-                slots[fact] = True
+        def want(index: int, *facts: str) -> None:
+            wanted.setdefault(index, set()).update(facts)
 
         for p in self.props:
-            want(p.index, 0, 1)  # empty cells, dates: every property
-            want(p.index, *((2, 3) if p.data_type == "STRING" else (4,)))  # escapes, length / strip
-            if p.data_type == "BOOLEAN":
-                want(p.index, 5)  # lower-casing
+            want(p.index, "empty", "dated", "date_other")  # empty cells, dates (and their form): every property
+            want(p.index, *(("escape", "long") if p.data_type == "STRING" else ("spaced",)))
+            if datatypes.get(p.data_type).lowers:
+                want(p.index, "upper")
         if self.ids:
-            want(self.ids[0].index, 0, 3)
+            want(self.ids[0].index, "empty", "long")
         for i in self.op_indexes:
-            want(i, 4)
+            want(i, "spaced", "upper")
         if self.ts is not None:
-            want(self.ts.index, 1, 4)
-        return {i: (a, b, c, d, e, f) for i, (a, b, c, d, e, f) in wanted.items()}
+            want(self.ts.index, "dated", "spaced", "other")
+        return {i: Facts(**{name: name in names for name in Facts._fields}) for i, names in wanted.items()}
 
     def compile(self, stats: Stats) -> Compiled:
         if stats not in self._cache:
@@ -169,14 +178,23 @@ def build_plan(
     manifest: Manifest, header: list[str], *, account: str, processing_ts: int, restricted: Sequence[str]
 ) -> Plan:
     """The roles of the file's columns; FileError when the header and the manifest disagree."""
-    _check_header(manifest, header)
+    keys, notes = match_columns(manifest, header)
     profile = manifest.type == "profile"
+
+    def column(i: int) -> tuple[str, str]:
+        """(property name, dataType) of the column at i: its manifest entry, else its header."""
+        entry = manifest.columns.get(keys[i]) if i in keys else None
+        name = entry.ct_name if entry is not None and entry.ct_name else (keys.get(i) or header[i])
+        if entry is None or not entry.ct_name:
+            name = _reserved(name, header[i], notes, profile)
+        return name, entry.data_type if entry is not None else "STRING"
+
     op_columns: dict[str, int] = {}
     if profile:
         for i, name in enumerate(header):
-            base = name.removesuffix(rules.OPERATION_SUFFIX)
-            if name.endswith(rules.OPERATION_SUFFIX) and base:
-                op_columns[base] = i
+            base = name[: -len(rules.OPERATION_SUFFIX)]
+            if name.lower().endswith(rules.OPERATION_SUFFIX) and base:
+                op_columns[_fold(base)] = i
     op_indexes = sorted(op_columns.values())
     props: list[Prop] = []
     ids: dict[str, Prop] = {}
@@ -185,17 +203,16 @@ def build_plan(
     for i, head in enumerate(header):
         if i in op_indexes:
             continue
-        name = manifest.property_name(head)
+        name, data_type = column(i)
         if name in seen:
             raise FileError(rules.file_same_property(seen[name], head, name))
         seen[name] = head
-        data_type = manifest.data_type(head)
-        message = rules.TYPE_PROBLEMS[data_type]
+        message = datatypes.get(data_type).problem
         if name in rules.IDENTITY_KEYS or (name == rules.EVENT_NAME_KEY and not profile):
             data_type, message = "STRING", rules.TYPE_PROBLEMS["STRING"]
         elif name.startswith(rules.MSG_PREFIX):
             data_type, message = "BOOLEAN", rules.BAD_MSG
-        prop = Prop(i, head, name, data_type, message, op_columns.pop(head, None))
+        prop = Prop(i, head, name, data_type, message, op_columns.pop(_fold(head), None))
         if name == rules.TS_KEY:
             ts = prop
         elif name == rules.EVENT_NAME_KEY and not profile:
@@ -204,8 +221,13 @@ def build_plan(
             props.append(prop)
             if name in rules.IDENTITY_KEYS:
                 ids[name] = prop
-    for base, i in op_columns.items():  # `<col>.operation` without `<col>`: only $delete means something
+    for i in op_columns.values():  # `<col>.operation` without `<col>`: only $delete means something
+        base = header[i][: -len(rules.OPERATION_SUFFIX)]
         props.append(Prop(i, base, manifest.property_name(base), "STRING", "", i, value=False))
+    if header and not ids:
+        raise FileError(rules.file_no_identity(manifest.type))
+    if header and not profile and event_name is None:
+        raise FileError(rules.FILE_NO_EVENT_NAME)
     if not profile:
         props.sort(key=lambda p: p.name)  # canonical key order, for the de-duplication id
     return Plan(
@@ -218,8 +240,59 @@ def build_plan(
         op_indexes=op_indexes,
         account=account,
         processing_ts=processing_ts,
-        restricted=list(restricted),
+        restricted=[name.lower() for name in restricted],
+        decimal=manifest.decimal or ".",
+        notes=notes,
     )
+
+
+def _fold(name: str) -> str:
+    return name.strip().casefold()
+
+
+_RESERVED = {_fold(key): key for key in (*rules.IDENTITY_KEYS, rules.TS_KEY, rules.EVENT_NAME_KEY)}
+
+
+def _reserved(name: str, head: str, notes: list[str], profile: bool) -> str:
+    """An unmapped header that is a reserved property name written in another case ("IDENTITY", " ts ")."""
+    key = _RESERVED.get(_fold(name))
+    if key is None or key == name or (key == rules.EVENT_NAME_KEY and profile):
+        return name
+    notes.append(rules.note_reserved(head, key))
+    return key
+
+
+def match_columns(manifest: Manifest, header: list[str]) -> tuple[dict[int, str], list[str]]:
+    """The manifest column each header position stands for, and notes for the report.
+
+    A header matches a manifest column by its exact name, else ignoring case and surrounding space (when
+    that finds exactly one column not matched yet). A manifest column the header lacks fails the file."""
+    keys: dict[int, str] = {}
+    notes: list[str] = []
+    exact = {name: i for i, name in enumerate(header)}
+    loose: dict[str, list[int]] = {}
+    for i, name in enumerate(header):
+        loose.setdefault(_fold(name), []).append(i)
+    pending = []
+    for key in manifest.columns:
+        if key in exact:
+            keys[exact[key]] = key
+        else:
+            pending.append(key)
+    missing = []
+    for key in pending:
+        found = [i for i in loose.get(_fold(key), []) if i not in keys]
+        if len(found) == 1:
+            keys[found[0]] = key
+            notes.append(rules.note_header_case(header[found[0]], key))
+        else:
+            missing.append(key)
+    if missing and len(missing) == len(manifest.columns):
+        raise FileError(rules.file_no_header_match(list(manifest.columns)))
+    if missing:
+        unmatched = [name for i, name in enumerate(header) if i not in keys]
+        raise FileError(rules.file_missing_columns(missing, unmatched))
+    return keys, notes
 
 
 def _checks(plan: Plan, stats: Stats) -> list[Check]:
@@ -230,39 +303,41 @@ def _checks(plan: Plan, stats: Stats) -> list[Check]:
             continue
         raw, present = p.raw, p.present
         is_date = raw.str.starts_with(rules.DATE_PREFIX)
+        kind = datatypes.get(p.data_type)
         typed_bad: pl.Expr | None = None  # None: cannot happen in this batch
-        if p.data_type == "STRING":
+        if kind.check is None:
             if stats.get("long", k):  # else no cell of this batch is over 1024 bytes
                 typed_bad = present & (raw.str.len_chars() > rules.MAX_CHARS)
         else:
-            ok = _ok(_clean(raw, stats, k), p.data_type, lowered=stats.get("upper", k))
+            ok = kind.check(_clean(raw, stats, k), _context(plan, stats, k))
             typed_bad = present & ~ok.fill_null(False)
         if stats.dated[k]:
-            date_ok = _date_seconds(raw).is_between(0, rules.MAX_DATE).fill_null(False)
-            checks.append(Check(p.header, rules.BAD_DATE, is_date & ~date_ok))
+            date_ok = _date_ms(raw, stats.get("other", k)).is_not_null()
+            checks.append(Check(p.header, rules.BAD_DATE, is_date & ~date_ok, p.index))
             typed_bad = None if typed_bad is None else typed_bad & ~is_date
         if typed_bad is not None:
-            checks.append(Check(p.header, p.message, typed_bad))
+            quoted = p.index if kind.check is not None else None  # a long string is not quoted back
+            checks.append(Check(p.header, p.message, typed_bad, quoted, p.data_type))
         if p.name == "Phone":
             checks.append(Check(p.header, rules.BAD_PHONE, present & ~raw.str.contains(rules.PHONE_PATTERN)))
         if p.name == "Email":
             checks.append(Check(p.header, rules.BAD_EMAIL, present & ~raw.str.contains(rules.EMAIL_PATTERN)))
     for n, i in enumerate(plan.op_indexes):
-        cell = pl.col(f"f{i}").str.strip_chars() if stats.get("op_spaced", n) else pl.col(f"f{i}")
+        cell = _op_cell(plan, stats, n, i)
         bad = (cell.str.len_bytes() > 0) & ~cell.is_in(list(rules.OPERATIONS))
-        checks.append(Check(plan.header[i], rules.BAD_OPERATION, bad))
+        checks.append(Check(plan.header[i], rules.BAD_OPERATION, bad, i))
     if plan.ts is not None:
         present = plan.ts.present
-        checks.append(Check(plan.ts.header, rules.BAD_TS, present & ~_ts_seconds(plan.ts.raw, stats).is_not_null()))
+        bad_ts = present & ~_ts_ms(plan.ts.raw, stats).is_not_null()
+        checks.append(Check(plan.ts.header, rules.BAD_TS, bad_ts, plan.ts.index))
     if plan.event_name is not None:
         raw, head = plan.event_name.raw, plan.event_name.header
         checks.append(Check(head, rules.EVENT_NAME_MISSING, raw.str.len_bytes() == 0))
-        checks.append(Check(head, rules.EVENT_RESTRICTED, raw.is_in(plan.restricted)))
+        restricted = raw.str.to_lowercase().is_in(plan.restricted) if plan.restricted else pl.lit(False)
+        checks.append(Check(head, rules.EVENT_RESTRICTED, restricted, plan.event_name.index))
         checks.append(Check(head, rules.TYPE_PROBLEMS["STRING"], raw.str.len_chars() > rules.MAX_CHARS))
     position = {name: i for i, name in enumerate(plan.header)}
     checks.sort(key=lambda check: position[check.column or ""])  # stable: a column's own order is kept
-    if plan.kind == "event" and plan.event_name is None:
-        checks.append(Check(None, rules.EVENT_NAME_MISSING, pl.lit(True)))
     checks.append(Check(None, rules.IDENTITY_MISSING, _identity(plan, stats).is_null()))
     if plan.kind == "event" and len(plan.props) > rules.MAX_EVENT_PROPERTIES:
         count = pl.sum_horizontal([_keeps(plan, p, stats).cast(pl.Int32) for p in plan.props])
@@ -270,36 +345,39 @@ def _checks(plan: Plan, stats: Stats) -> list[Check]:
     return checks
 
 
+def _op_cell(plan: Plan, stats: Stats, n: int, i: int) -> pl.Expr:
+    """A `.operation` cell as written, stripped and lower-cased as far as this batch needs it ("$ADD" is $add)."""
+    cell = pl.col(f"f{i}")
+    if stats.get("op_spaced", n):
+        cell = cell.str.strip_chars()
+    return cell.str.to_lowercase() if stats.get("op_upper", n) else cell
+
+
+def _context(plan: Plan, stats: Stats, k: int) -> datatypes.Context:
+    return datatypes.Context(lowered=stats.get("upper", k), decimal=plan.decimal)
+
+
 def _clean(raw: pl.Expr, stats: Stats, k: int) -> pl.Expr:
-    """The cell stripped and lower-cased, as far as this batch needs it."""
+    """The cell stripped, as far as this batch needs it."""
     return raw.str.strip_chars() if stats.get("spaced", k) else raw
 
 
-def _ok(text: pl.Expr, data_type: str, *, lowered: bool = True) -> pl.Expr:
-    """Whether a non-date cell (already stripped as needed) is valid for this non-STRING type."""
-    if data_type == "INTEGER":
-        return text.cast(pl.Int64, strict=False).is_between(*rules.INT32)
-    if data_type == "LONG":
-        return text.cast(pl.Int64, strict=False).is_not_null()
-    if data_type == "FLOAT":
-        return text.cast(pl.Float64, strict=False).is_finite()
-    return _lower(text, lowered).is_in([*rules.TRUE_WORDS, *rules.FALSE_WORDS])
+def _date_ms(raw: pl.Expr, other: bool = True) -> pl.Expr:
+    """Epoch milliseconds of a `$D_` date (seconds, milliseconds or ISO 8601 after the prefix), null when not valid."""
+    text = raw.str.slice(len(rules.DATE_PREFIX))
+    return timestamps.epoch_ms(text, max_seconds=rules.MAX_DATE, digits_only=not other)
 
 
-def _lower(text: pl.Expr, needed: bool) -> pl.Expr:
-    return text.str.to_lowercase() if needed else text
-
-
-def _date_seconds(raw: pl.Expr) -> pl.Expr:
-    return raw.str.slice(len(rules.DATE_PREFIX)).cast(pl.Int64, strict=False)
-
-
-def _ts_seconds(raw: pl.Expr, stats: Stats) -> pl.Expr:
-    """Epoch seconds of a ts cell (also as `$D_<epoch>`), null when not valid."""
-    plain = (raw.str.strip_chars() if stats.ts_spaced else raw).cast(pl.Int64, strict=False)
-    dated = raw.str.starts_with(rules.DATE_PREFIX)
-    seconds = pl.when(dated).then(_date_seconds(raw)).otherwise(plain) if stats.ts_dated else plain
-    return pl.when(seconds.is_between(0, rules.MAX_TS)).then(seconds)
+def _ts_ms(raw: pl.Expr, stats: Stats) -> pl.Expr:
+    """Epoch milliseconds of a ts cell (also as `$D_<instant>`), null when not valid."""
+    text = raw.str.strip_chars() if stats.ts_spaced else raw
+    if stats.ts_dated:
+        text = (
+            pl.when(text.str.starts_with(rules.DATE_PREFIX))
+            .then(text.str.slice(len(rules.DATE_PREFIX)))
+            .otherwise(text)
+        )
+    return timestamps.epoch_ms(text, max_seconds=rules.MAX_TS, digits_only=not stats.ts_other)
 
 
 def _identity(plan: Plan, stats: Stats) -> pl.Expr:
@@ -330,32 +408,24 @@ def _kept_when_present(plan: Plan, p: Prop, stats: Stats) -> bool:
     return p not in plan.ids or (stats.first_id_always and p is not plan.ids[0])
 
 
-def _value(p: Prop, k: int, stats: Stats) -> tuple[str, pl.Expr, str]:
+def _value(p: Prop, k: int, stats: Stats, plan: Plan) -> tuple[str, pl.Expr, str]:
     """(prefix, expression, suffix) whose concatenation is the cell's JSON value (where it has one)."""
     raw = p.raw
-    if p.data_type == "STRING":
+    kind = datatypes.get(p.data_type)
+    if kind.value is None:
         text = raw.str.replace_many(_ESCAPES, _ESCAPED) if stats.escape[k] else raw
         if stats.dated[k]:
-            text = pl.when(raw.str.starts_with(rules.DATE_PREFIX)).then(_iso(raw)).otherwise(text)
+            text = pl.when(raw.str.starts_with(rules.DATE_PREFIX)).then(_iso(raw, stats, k)).otherwise(text)
         return '"', text, '"'
-    stripped = _clean(raw, stats, k)
-    if p.data_type in ("INTEGER", "LONG"):
-        typed = stripped.cast(pl.Int64, strict=False).cast(pl.String)
-    elif p.data_type == "FLOAT":
-        typed = stripped.cast(pl.Float64, strict=False).cast(pl.String)
-    else:
-        truth = _lower(stripped, stats.get("upper", k)).is_in(list(rules.TRUE_WORDS))
-        typed = pl.when(truth).then(pl.lit("true")).otherwise(pl.lit("false"))
+    typed = kind.value(_clean(raw, stats, k), _context(plan, stats, k))
     if stats.dated[k]:
-        dated = pl.concat_str([pl.lit('"'), _iso(raw), pl.lit('"')])
+        dated = pl.concat_str([pl.lit('"'), _iso(raw, stats, k), pl.lit('"')])
         typed = pl.when(raw.str.starts_with(rules.DATE_PREFIX)).then(dated).otherwise(typed)
     return "", typed, ""
 
 
-def _iso(raw: pl.Expr) -> pl.Expr:
-    seconds = _date_seconds(raw)
-    safe = pl.when(seconds.is_between(0, rules.MAX_DATE)).then(seconds)
-    return pl.from_epoch(safe, time_unit="s").dt.strftime(_ISO)
+def _iso(raw: pl.Expr, stats: Stats, k: int) -> pl.Expr:
+    return timestamps.iso_text(_date_ms(raw, stats.get("other", k)))
 
 
 def _join(items: list[tuple[bool, list[pl.Expr | str]]], open_: str, close: str) -> pl.Expr:
@@ -394,7 +464,7 @@ def _properties(plan: Plan, stats: Stats) -> pl.Expr:
     for k, p in enumerate(plan.props):
         if p in plan.ids and stats.first_id_always and p is plan.ids[0]:
             continue
-        prefix, value, suffix = _value(p, k, stats)
+        prefix, value, suffix = _value(p, k, stats, plan)
         always = not stats.empty[k] and _kept_when_present(plan, p, stats)
         keep = pl.when(_keeps(plan, p, stats)).then(value) if not always else value
         items.append((always, [json.dumps(p.name) + ":" + prefix, keep, suffix]))
@@ -407,15 +477,13 @@ def _ops(plan: Plan, stats: Stats) -> pl.Expr:
         if p in plan.ids and stats.first_id_always and p is plan.ids[0]:
             continue
         key = json.dumps(p.name)
-        prefix, value, suffix = _value(p, k, stats) if p.value else ("", pl.lit(None, dtype=pl.String), "")
+        prefix, value, suffix = _value(p, k, stats, plan) if p.value else ("", pl.lit(None, dtype=pl.String), "")
         always = p.op_index is None and not stats.empty[k] and _kept_when_present(plan, p, stats)
         if p.op_index is None:
             keep = value if always else pl.when(_keeps(plan, p, stats)).then(value)
             items.append((always, [f'["$set",{key},{prefix}', keep, f"{suffix}]"]))
             continue
-        cell = pl.col(f"f{p.op_index}")
-        if stats.get("op_spaced", plan.op_indexes.index(p.op_index)):
-            cell = cell.str.strip_chars()
+        cell = _op_cell(plan, stats, plan.op_indexes.index(p.op_index), p.op_index)
         op = pl.when(cell.str.len_bytes() == 0).then(pl.lit("$set")).otherwise(cell)
         entry = (
             pl.when(op == "$delete")
@@ -430,8 +498,8 @@ def _ops(plan: Plan, stats: Stats) -> pl.Expr:
 def _compile(plan: Plan, stats: Stats) -> Compiled:
     identity = _identity(plan, stats)
     if plan.ts is not None:
-        seconds = _ts_seconds(plan.ts.raw, stats)
-        ts_ms = (pl.when(plan.ts.present).then(seconds).otherwise(pl.lit(plan.processing_ts)) * 1000).cast(pl.Int64)
+        ms = _ts_ms(plan.ts.raw, stats)
+        ts_ms = pl.when(plan.ts.present).then(ms).otherwise(pl.lit(plan.processing_ts * 1000)).cast(pl.Int64)
         ts_cell: pl.Expr = plan.ts.raw
     else:
         ts_ms = pl.lit(plan.processing_ts * 1000, dtype=pl.Int64)
@@ -447,11 +515,3 @@ def _compile(plan: Plan, stats: Stats) -> Compiled:
     parts = ["identity", "name", "_ts_cell", "properties"]
     key = pl.concat_str([pl.lit(plan.account), *[pl.col(c) for c in parts]], separator="\x1f")
     return Compiled(_checks(plan, stats), outputs, key)
-
-
-def _check_header(manifest: Manifest, header: list[str]) -> None:
-    missing = [name for name in manifest.columns if name not in header]
-    if missing and len(missing) == len(manifest.columns):
-        raise FileError(rules.file_no_header_match(list(manifest.columns)))
-    if missing:
-        raise FileError(rules.file_missing_columns(missing, header))

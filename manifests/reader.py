@@ -1,19 +1,17 @@
-"""Reading a partner's CSV: decoding, delimiter sniffing, and bounded batches of rows with their line numbers."""
+"""The CSV reader: delimiter sniffing, header checks, and bounded RawBatches of rows with their line numbers.
+
+Three steps, each its own module: compression (the file's bytes), decoding (UTF-8 text), this (rows)."""
 
 from __future__ import annotations
 
-import codecs
 import csv
-import errno
 import io
-import os
 import queue
 import re
-import stat
+import struct
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -21,191 +19,19 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from manifests import rules
+from manifests.batch import ALL_FACTS, Dialect, Facts, FileError, Ragged, RawBatch, concat
+from manifests.compression import Stream, open_stream
+from manifests.decoding import Decoded
 from manifests.errors_csv import FAILURE_COLUMN, NEUTRALISED_PATTERN
 
-# What a batch's column may hold: (an empty cell, a `$D_` date, a character JSON must escape,
-# a cell over 1024 bytes, white space or non-ASCII, upper case).
-Facts = tuple[bool, bool, bool, bool, bool, bool]
+__all__ = ["CsvReader", "Facts", "FileError", "RawBatch", "sniff_delimiter"]
+
 BLOCK_SIZE = 4 << 20  # pyarrow's parse block; also the longest row we accept
 _PEEK = 64 << 10
-_RECOUNT = 16 << 20  # read size when counting in the file again
-_ALL: Facts = (True, True, True, True, True, True)
 _DATE = rules.DATE_PREFIX.encode()
 # The header record: unquoted runs and quoted fields (a doubled quote is two of them) up to a newline.
 _HEADER_END = re.compile(rb'(?:[^"\n]++|"[^"]*+")*+\n')
 _QUOTED = re.compile(rb'"[^"]*+"')
-# O_NONBLOCK: a FIFO must not hang the worker; O_NOFOLLOW: a link is not the partner's file.
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-
-
-class FileError(Exception):
-    """The file as a whole cannot be read; str() is the partner-facing reason."""
-
-    def __init__(self, detail: str) -> None:
-        self.detail = detail
-        self.reason = rules.FILE_PREFIX + detail
-        super().__init__(self.reason)
-
-
-@dataclass
-class Ragged:
-    """A row whose field count differs from the header's: kept as text for the error CSV."""
-
-    line: int
-    text: str
-    fields: int
-
-
-@dataclass
-class RawBatch:
-    """Rows between two cuts: `frame` holds the well-formed ones (columns f0.., and `line`), in line order."""
-
-    frame: pl.DataFrame
-    ragged: list[Ragged] = field(default_factory=list)
-    # Per column, conservatively (True may be a false alarm): see Facts. None: unknown, assume everything.
-    flags: dict[int, Facts] | None = None
-
-    @property
-    def rows(self) -> int:
-        return self.frame.height + len(self.ragged)
-
-    def split(self, n: int) -> tuple[RawBatch, RawBatch]:
-        """The first n rows (in file order) and the rest."""
-        if not self.ragged:
-            return RawBatch(self.frame.head(n), flags=self.flags), RawBatch(self.frame.slice(n), flags=self.flags)
-        lines = pl.concat([self.frame["line"], pl.Series([r.line for r in self.ragged], dtype=pl.Int64)]).sort()
-        if n >= lines.len():
-            return self, RawBatch(self.frame.clear(), flags=self.flags)
-        cut = lines[n]
-        head = RawBatch(self.frame.filter(pl.col("line") < cut), [r for r in self.ragged if r.line < cut], self.flags)
-        tail = RawBatch(self.frame.filter(pl.col("line") >= cut), [r for r in self.ragged if r.line >= cut], self.flags)
-        return head, tail
-
-    @property
-    def last_line(self) -> int:
-        last = self.frame["line"].max() if self.frame.height else 0
-        return max([int(last or 0)] + [r.line for r in self.ragged])  # type: ignore[arg-type]
-
-
-class _Source(io.RawIOBase):
-    """The raw file as UTF-8 bytes for pyarrow: BOM dropped, other encodings transcoded, bad bytes located."""
-
-    def __init__(self, handle: BinaryIO, encoding: str | None) -> None:
-        super().__init__()
-        self.handle = handle
-        self.bytes_done = 0
-        self.quotes = False  # a quote has been read: a value may hold a newline
-        self._quote_count = 0  # transcoded files only: UTF-8 ones count theirs when asked (odd_quotes)
-        self._lines = 0  # transcoded files only: newlines before the current chunk, to place an undecodable byte
-        self._out = b""
-        self._last = b""
-        self._eof = False
-        head = handle.read(4)
-        self.bytes_done = len(head)
-        if encoding in (None, "utf-8") and head.startswith(codecs.BOM_UTF8):
-            head = head[3:]
-        elif encoding is None and head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
-            encoding = "utf-16"  # a UTF-16 byte order mark is unambiguous, even when not declared
-        if encoding == "utf-16" and head[:2] not in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
-            encoding = "utf-16-le"  # no byte order mark: Windows' order, the usual one
-        self.codec = encoding or "utf-8"
-        self.shown = rules.ENCODINGS.get(self.codec, self.codec)
-        self._decoder = codecs.getincrementaldecoder(self.codec)("strict")
-        big_endian = self.codec == "utf-16-be" or (self.codec == "utf-16" and head[:2] == codecs.BOM_UTF16_BE)
-        self._newline = {True: b"\x00\n", False: b"\n\x00"}[big_endian] if self.codec.startswith("utf-16") else b"\n"
-        self._pending = head
-
-    def readable(self) -> bool:
-        return True
-
-    def _convert(self, raw: bytes, final: bool) -> bytes:
-        try:
-            if self.codec == "utf-8":
-                # Valid ASCII needs no decoding; otherwise decode only to check and discard the text.
-                if not raw.isascii() or final or self._decoder.getstate()[0]:
-                    self._decoder.decode(raw, final)
-                out = raw
-            else:
-                out = self._decoder.decode(raw, final).encode("utf-8")
-        except UnicodeDecodeError as exc:
-            data = exc.object
-            if self.codec == "utf-8":
-                # The decoder's input (its held-back bytes, then raw) is the file's bytes up to bytes_done.
-                line = self._newlines_before(self.bytes_done - len(data) + exc.start) + 1
-            else:
-                line = self._lines + bytes(data[: exc.start]).count(self._newline) + 1
-            byte = data[exc.start] if exc.start < len(data) else 0
-            raise FileError(rules.file_undecodable(byte, line, self.shown)) from None
-        except UnicodeError:
-            raise FileError(rules.file_not_encoded(self.shown)) from None
-        if self.codec == "utf-8":
-            # Counting newlines and quotes of every block costs a quarter of the parse; only errors need them.
-            self.quotes = self.quotes or b'"' in out
-        else:
-            self._lines += raw.count(self._newline)
-            self._quote_count += out.count(b'"')
-            self.quotes = self._quote_count > 0
-        return out
-
-    def _count_in_file(self, needle: bytes, end: int | None = None) -> int:
-        """Occurrences of a byte in the file's first `end` bytes (all of it when None), read again from disk."""
-        self.handle.seek(0)
-        count = 0
-        left = end
-        while left is None or left > 0:
-            block = self.handle.read(_RECOUNT if left is None else min(_RECOUNT, left))
-            if not block:
-                break
-            count += block.count(needle)
-            left = None if left is None else left - len(block)
-        return count
-
-    def _newlines_before(self, position: int) -> int:
-        return self._count_in_file(b"\n", position)
-
-    def odd_quotes(self) -> bool:
-        """Whether the text holds an odd number of double quotes (UTF-8: counted now, from the file)."""
-        if self.codec != "utf-8":
-            return self._quote_count % 2 == 1
-        # A byte order mark holds no quote, so the file's bytes count the same as the text's.
-        return self.quotes and self._count_in_file(b'"') % 2 == 1
-
-    def _fill(self, size: int) -> None:
-        while len(self._out) < size and not self._eof:
-            fresh = self.handle.read(max(size - len(self._out), _PEEK))  # a block read whole, not re-sliced
-            self.bytes_done += len(fresh)
-            raw, self._pending = self._pending + fresh, b""
-            if not raw:
-                self._eof = True
-                self._emit(self._convert(b"", True))
-                if self._last not in (b"", b"\n"):
-                    self._emit(b"\n")  # pyarrow cannot read a one-line file without its line end
-                break
-            self._emit(self._convert(raw, False))
-
-    def _emit(self, out: bytes) -> None:
-        if out:
-            self._out += out
-            self._last = out[-1:]
-
-    def peek(self, size: int = _PEEK) -> bytes:
-        """The first bytes of converted text, without consuming them."""
-        self._fill(size)
-        return self._out[:size]
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = 1 << 62
-            self._fill(size)
-        else:
-            self._fill(size)
-        out, self._out = self._out[:size], self._out[size:]
-        return out
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 def sniff_delimiter(text: str) -> str:
@@ -225,15 +51,18 @@ def sniff_delimiter(text: str) -> str:
 class CsvReader:
     """Streams a CSV as RawBatches of at most `batch_rows` rows; `header` is known after the first one."""
 
-    def __init__(self, path: str, *, encoding: str | None, delimiter: str | None) -> None:
+    def __init__(
+        self, path: str, *, encoding: str | None, delimiter: str | None, max_uncompressed: int = rules.MAX_UNCOMPRESSED
+    ) -> None:
         self.path = path
         self.encoding = encoding
         self.delimiter = delimiter
+        self.max_uncompressed = max_uncompressed
         self.header: list[str] = []
         self.fields = 0  # fields in the header row (one more than `header` in an error CSV uploaded again)
         self._restore = False  # an error CSV uploaded again: its neutralised cells get their first `'` back
-        self._handle: BinaryIO | None = None
-        self._source: _Source | None = None
+        self._stream: Stream | None = None
+        self._source: Decoded | None = None
         self._invalid: list[tuple[int, str, int]] = []
         self._found: list[tuple[int, str, int]] = []  # filled by pyarrow's callback in the parsing thread
         self._next_rec = 1  # pyarrow's record number (header = 1) of the next record
@@ -245,23 +74,25 @@ class CsvReader:
     def bytes_done(self) -> int:
         return self._source.bytes_done if self._source else 0
 
+    @property
+    def compression(self) -> str:
+        """plain, gzip or zip (known once reading started)."""
+        return self._stream.kind if self._stream else "plain"
+
+    @property
+    def dialect(self) -> Dialect:
+        """The upload's delimiter and encoding, for its error CSV."""
+        codec = self._source.codec if self._source else (self.encoding or "utf-8")
+        bom = codec.startswith("utf-16") or codec == "utf-8"
+        return Dialect(delimiter=self.delimiter or ",", encoding=codec, bom=bom)
+
     def _on_invalid(self, row: Any) -> str:
         self._found.append((row.number, row.text, row.actual_columns))
         return "skip"
 
     def _open(self) -> Iterator[pa.RecordBatch]:
-        try:
-            fd = os.open(self.path, _OPEN_FLAGS)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
-                raise FileError(rules.FILE_NOT_REGULAR) from None
-            raise FileError(f"the data file cannot be opened ({exc.strerror})") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise FileError(rules.FILE_NOT_REGULAR)
-        os.set_blocking(fd, True)
-        self._handle = os.fdopen(fd, "rb")  # closed in batches()
-        self._source = _Source(self._handle, self.encoding)
+        self._stream = open_stream(self.path, limit=self.max_uncompressed)  # closed in batches()
+        self._source = Decoded(self._stream, self.encoding)
         head = self._source.peek()
         if not head.strip():
             raise FileError(rules.FILE_EMPTY)
@@ -366,14 +197,14 @@ class CsvReader:
                 count += piece.rows
                 # Strictly more than a batch: the file's last rows wait for the end-of-file checks.
                 while count > batch_rows:
-                    whole = _concat(pending)
+                    whole = concat(pending)
                     head, tail = whole.split(batch_rows)
                     yield head
                     pending, count = [tail], tail.rows
             if not self.header:
                 raise FileError(rules.FILE_EMPTY)
             piece = self._piece(None)  # invalid rows after the last good one
-            whole = _concat([*pending, piece])
+            whole = concat([*pending, piece])
             self._check_unclosed_quote(whole)
             while whole.rows > batch_rows:
                 head, whole = whole.split(batch_rows)
@@ -384,8 +215,8 @@ class CsvReader:
             stop.set()
             if thread is not None:
                 thread.join()
-            if self._handle:
-                self._handle.close()
+            if self._stream:
+                self._stream.close()
 
     def _check_unclosed_quote(self, last: RawBatch) -> None:
         """An odd number of quotes and a last row holding newlines: a quoted field swallowed the file's end."""
@@ -404,11 +235,13 @@ class CsvReader:
     def _piece(self, record_batch: pa.RecordBatch | None) -> RawBatch:
         frame = pl.DataFrame() if record_batch is None else pl.from_arrow(record_batch)
         assert isinstance(frame, pl.DataFrame)
+        header_row = False
         if not self.header:
             if record_batch is None or frame.height == 0:
                 return RawBatch(pl.DataFrame())
             self._take_header(frame.row(0))
             frame = frame.slice(1)
+            header_row = True
         columns = [f"f{i}" for i in range(len(self.header))]
         if frame.width == 0:
             frame = pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
@@ -476,8 +309,10 @@ class CsvReader:
             if starts is not None
             else []
         )
-        flags = _flags(record_batch, len(columns), self.wanted) if record_batch is not None else None
-        return RawBatch(frame, ragged, flags)
+        if record_batch is not None and header_row:
+            record_batch = record_batch.slice(1)  # the header's cells are not data: they would spoil the facts
+        facts = _flags(record_batch, len(columns), self.wanted) if record_batch is not None else None
+        return RawBatch(frame, ragged, facts)
 
     def _spans(self, frame: pl.DataFrame, columns: list[str], record_batch: pa.RecordBatch | None) -> pl.Series | None:
         """Physical lines per row when a quoted value holds a newline, else None (one line each)."""
@@ -540,46 +375,38 @@ def _flags(record_batch: pa.RecordBatch, width: int, wanted: dict[int, Facts] | 
     wanted is not computed and reported as True, the conservative answer."""
     flags: dict[int, Facts] = {}
     for i in range(min(width, record_batch.num_columns)):
-        need = _ALL if wanted is None else wanted.get(i)
+        need = ALL_FACTS if wanted is None else wanted.get(i)
         if need is None:
             continue  # no rule reads this column's facts
         column = record_batch.column(i)
-        if not isinstance(column, pa.LargeStringArray) or column.offset:
+        if not isinstance(column, pa.LargeStringArray):
             return None
         empty = long = True
-        if need[0] or need[3]:
+        if need.empty or need.long:
             bounds = pc.min_max(pc.binary_length(column)).as_py() if len(column) else {"min": 1, "max": 0}
             empty, long = bounds["min"] == 0, bounds["max"] > rules.MAX_CHARS
-        dated = escape = spaced = upper = True
-        if need[1] or need[2] or need[4] or need[5]:
+        dated = escape = spaced = upper = other = date_other = True
+        if need.dated or need.escape or need.spaced or need.upper or need.other or need.date_other:
             data = column.buffers()[-1]
+            if data is not None and column.offset:  # a slice (the first block, after its header row)
+                offsets = column.buffers()[1]
+                (start,) = struct.unpack_from("<q", offsets, 8 * column.offset)
+                (end,) = struct.unpack_from("<q", offsets, 8 * (column.offset + len(column)))
+                data = data.slice(start, end - start)
             raw = data.to_pybytes() if data is not None else b""
-            if need[2] or need[4]:
+            if need.escape or need.spaced:
                 smallest = pc.min(pa.Array.from_buffers(pa.uint8(), len(raw), [None, data])).as_py() if raw else 0x7F
                 escape = b'"' in raw or b"\\" in raw or smallest < 0x20
                 spaced = smallest <= 0x20 or not raw.isascii()  # strip_chars also strips Unicode spaces
             # memchr for "$" first: a multi-byte search over a buffer without it costs several times more.
             dated = b"$" in raw and _DATE in raw
             # Short cells (booleans, operations) only: lower-casing a copy of a long buffer costs more than it saves.
-            upper = not need[5] or len(raw) > 8 * len(column) or raw.lower() != raw
-        flags[i] = (empty, dated, escape, long, spaced, upper)
+            upper = not need.upper or len(raw) > 8 * len(column) or raw.lower() != raw
+            if need.other or (need.date_other and dated):
+                # Only digits (epoch numbers): the timestamp rules skip parsing ISO 8601 and decimals.
+                # isdigit() stops at the first other byte: a text column costs next to nothing.
+                numbers = raw.replace(_DATE, b"") if dated else raw
+                other = bool(numbers) and not numbers.isdigit()
+            date_other = dated and other  # no dates: none is more than digits; else the column's other cells count
+        flags[i] = Facts(empty, dated, escape, long, spaced, upper, other, date_other)
     return flags
-
-
-def _merge_flags(pieces: list[RawBatch]) -> dict[int, Facts] | None:
-    merged: dict[int, Facts] = {}
-    for piece in pieces:
-        if piece.flags is None:
-            if piece.frame.height:
-                return None
-            continue
-        for i, facts in piece.flags.items():
-            old = merged.get(i)
-            merged[i] = facts if old is None else tuple(a or b for a, b in zip(old, facts, strict=True))  # type: ignore[assignment]
-    return merged
-
-
-def _concat(pieces: list[RawBatch]) -> RawBatch:
-    frames = [p.frame for p in pieces if p.frame.width]
-    frame = pl.concat(frames, how="vertical", rechunk=False) if frames else pl.DataFrame()
-    return RawBatch(frame, [r for p in pieces for r in p.ragged], _merge_flags(pieces))

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import re
 
 from daemon.config import DEFAULT_RESTRICTED_EVENTS
 
 # -- manifest vocabulary ------------------------------------------------------------------------
 
-MANIFEST_KEYS = ("fileName", "type", "clientEmail", "columns", "encoding", "delimiter")
+MANIFEST_KEYS = ("fileName", "type", "clientEmail", "columns", "encoding", "delimiter", "decimal")
 REQUIRED_KEYS = ("fileName", "type", "clientEmail")
 COLUMN_KEYS = ("ctName", "dataType")
 TYPES = ("event", "profile")
-DATA_TYPES = ("STRING", "INTEGER", "FLOAT", "BOOLEAN", "LONG")
+DECIMALS = (".", ",")  # the manifest's `decimal`: the decimal mark of FLOAT cells
 
 # Bloomreach's list: UTF-8, UTF-16, cp1250–cp1258, latin1, iso-8859-2 (codec name -> name shown to partners).
 ENCODINGS = {
@@ -92,6 +93,9 @@ def _size(limit: int) -> str:
     for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if limit >= factor and limit % factor == 0:
             return f"{limit // factor} {unit}"
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if limit >= factor:
+            return f"{limit / factor:.1f} {unit}"
     return f"{limit} bytes"
 
 
@@ -125,14 +129,14 @@ IDENTITY_MISSING = (
     "At least one of identity / fbId / gpId / objectId is mandatory under 1024 chars to identify the user"
 )
 EVENT_NAME_MISSING = "Event name is mandatory"
-EVENT_RESTRICTED = "Event name belongs to CleverTap restricted system events"
+EVENT_RESTRICTED = "Event name is a restricted system event name (reserved by ingestd)"
 TOO_MANY_PROPERTIES = "Cannot have more than 100 event properties"
 BAD_OPERATION = "Profile operation must be one of $add, $set, $remove, $delete"
 BAD_PHONE = "Phone number is not valid"
 BAD_EMAIL = "Email address is not valid"
 BAD_MSG = "Communication preference must be a boolean: true, false, 1, 0, yes, no, y or n"
-BAD_TS = "Timestamp must be in epoch seconds"
-BAD_DATE = "Date must be $D_ followed by epoch seconds"
+BAD_TS = "expected epoch seconds, epoch milliseconds or ISO 8601 like 2024-05-01T10:00:00Z"
+BAD_DATE = "expected $D_ followed by epoch seconds, epoch milliseconds or ISO 8601 like $D_2024-05-01T10:00:00Z"
 TYPE_PROBLEMS = {
     "INTEGER": "Value must be an INTEGER: a whole number from -2147483648 to 2147483647",
     "LONG": "Value must be a LONG: a whole number from -9223372036854775808 to 9223372036854775807",
@@ -140,6 +144,30 @@ TYPE_PROBLEMS = {
     "BOOLEAN": "Value must be a BOOLEAN: true, false, 1, 0, yes, no, y or n",
     "STRING": "Value must be at most 1024 characters",
 }
+
+
+FOUND = ", found "
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?[0-9]*,[0-9]+\s*$")
+_SHOWN_CHARS = 60
+
+
+def found(message: str, cell: str, data_type: str | None = None, decimal: str = ".") -> str:
+    """A problem with the cell that caused it, and a hint where one helps ("12,5" in a FLOAT column)."""
+    shown = cell if len(cell) <= _SHOWN_CHARS else cell[: _SHOWN_CHARS - 1] + "…"
+    text = f"{message}{FOUND}{shown!r}"
+    if data_type == "FLOAT" and decimal == "." and _DECIMAL_COMMA.match(cell):
+        text += ' (a decimal comma: add "decimal": "," to the manifest)'
+    elif data_type == "FLOAT" and decimal == "," and "." in cell:
+        text += ' (the manifest says "decimal": ",": write 12,5, without thousands marks)'
+    return text
+
+
+def reason(message: str) -> str:
+    """A problem without the cell it quotes: what the report counts (so 1,000 bad values are one reason)."""
+    head, sep, _ = message.partition(FOUND + "'")
+    if not sep:
+        head, sep, _ = message.partition(FOUND + '"')
+    return head
 
 
 def ragged_row(fields: int, expected: int) -> str:
@@ -155,12 +183,35 @@ FILE_NO_HEADER = "no header row (the first line is empty)"
 
 def file_no_header_match(expected: list[str]) -> str:
     shown = ", ".join(f"'{name}'" for name in expected[:5]) + (", …" if len(expected) > 5 else "")
-    return f"no header row: the first line has none of the manifest's columns ({shown})"
+    return f"no header row: the first line has none of the manifest's columns ({shown}), even ignoring case"
 
 
 def file_missing_columns(missing: list[str], header: list[str]) -> str:
-    parts = [f"'{name}'{did_you_mean(name, header)}" for name in missing]
-    return f"the header has no column {', '.join(parts)} named in the manifest's columns"
+    shown = ", ".join(f"'{name}'" for name in missing[:10]) + (", …" if len(missing) > 10 else "")
+    noun = "column" if len(missing) == 1 else "columns"
+    text = f"the manifest maps the {noun} {shown}, which the header does not have (even ignoring case)"
+    guesses = [(name, did_you_mean(name, header)) for name in missing[:10]]
+    hints = [f"'{guess.split(chr(39))[1]}' for '{name}'" for name, guess in guesses if guess]
+    return text + (f"; did you mean {', '.join(hints)}?" if hints else "")
+
+
+def file_no_identity(kind: str) -> str:
+    what = "profile" if kind == "profile" else "event's user"
+    return (
+        f"the header has no column for the {what}'s identity: name one identity, objectId, fbId or gpId, "
+        'or map one with "ctName" in the manifest\'s columns'
+    )
+
+
+FILE_NO_EVENT_NAME = 'the header has no event name column: name it evtName, or map one with "ctName": "evtName" in the manifest\'s columns'
+
+
+def note_header_case(found_name: str, key: str) -> str:
+    return f"the header's column '{found_name}' was matched to the manifest's '{key}' ignoring case and spaces"
+
+
+def note_reserved(found_name: str, key: str) -> str:
+    return f"the header's column '{found_name}' was read as '{key}' (ignoring case and spaces)"
 
 
 def file_empty_name(position: int) -> str:
@@ -214,3 +265,48 @@ def file_field_too_long(line: int, limit: int) -> str:
 
 def file_malformed(line: int, detail: str) -> str:
     return f"the CSV is malformed near line {line} ({detail})"
+
+
+# -- compressed data files (gzip, zip with one member) ------------------------------------------
+
+MAX_UNCOMPRESSED = 5 << 30  # default cap of a file's uncompressed bytes (the worker passes sftp.max_file_size)
+MAX_RATIO = 200  # real CSVs compress 5-20x, very repetitive ones ~100x; deflate bombs ~1000x
+RATIO_FLOOR = 64 << 20  # a small file may always expand to this much
+
+
+def file_uncompressed_too_large(kind: str, limit: int) -> str:
+    return (
+        f"the {kind} file uncompresses to more than {_size(limit)}, the largest data file accepted "
+        "(sftp.max_file_size); split it into smaller files"
+    )
+
+
+def file_bomb(kind: str, compressed: int) -> str:
+    return (
+        f"the {kind} file uncompresses to more than {MAX_RATIO} times its compressed size ({_size(compressed)}): "
+        "refused as a decompression bomb"
+    )
+
+
+def file_truncated(kind: str) -> str:
+    return f"the {kind} file is cut short (it ends before its compressed data does); upload it again"
+
+
+def file_damaged(kind: str, detail: str) -> str:
+    return f"the {kind} file is damaged ({detail[:200]})"
+
+
+def file_zip_members(names: list[str]) -> str:
+    if not names:
+        return "the zip file holds no file; it must hold exactly one CSV"
+    shown = ", ".join(f"'{name[:100]}'" for name in names[:5]) + (", …" if len(names) > 5 else "")
+    return f"the zip file holds {len(names)} files ({shown}); it must hold exactly one CSV"
+
+
+FILE_ZIP_ENCRYPTED = "the zip file is encrypted (password-protected); upload it without a password"
+_ZIP_METHODS = {9: "deflate64", 12: "bzip2", 14: "lzma", 93: "zstandard", 95: "xz", 98: "ppmd"}
+
+
+def file_zip_method(method: int) -> str:
+    name = _ZIP_METHODS.get(method, f"method {method}")
+    return f"the zip file is compressed with {name}; only deflate (the usual) and stored are read"

@@ -1,4 +1,6 @@
-"""validate_csv(): a CSV streamed in bounded batches through the columnar rules, good rows typed, bad rows explained."""
+"""validate(): any Reader's rows in bounded batches through the columnar rules, good rows typed, bad rows explained.
+
+validate_csv() is validate() with the CSV reader (plain, gzip or zip files)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ import polars as pl
 import xxhash
 
 from manifests import rules
+from manifests.batch import Dialect, FileError, RawBatch, Reader
 from manifests.model import Manifest
 from manifests.plan import Check, Plan, build_plan
-from manifests.reader import CsvReader, FileError, RawBatch
+from manifests.reader import CsvReader
 
-__all__ = ["DEFAULT", "BadRow", "Batch", "FileError", "validate_csv"]
+__all__ = ["DEFAULT", "BadRow", "Batch", "Dialect", "FileError", "validate", "validate_csv"]
 
 DEFAULT: Sequence[str] = rules.RESTRICTED_EVENTS
 
@@ -51,6 +54,8 @@ class Batch:
     events: pl.DataFrame | None = None
     profiles: pl.DataFrame | None = None
     bad: list[BadRow] = field(default_factory=list)
+    dialect: Dialect = field(default_factory=Dialect)  # how to write this file's error CSV
+    notes: list[str] = field(default_factory=list)  # for the report: how headers were matched, ...
 
 
 def validate_csv(
@@ -62,13 +67,51 @@ def validate_csv(
     batch_rows: int = 50_000,
     skip_rows: int = 0,
     restricted_events: Sequence[str] = DEFAULT,
+    max_uncompressed: int = rules.MAX_UNCOMPRESSED,
 ) -> Iterator[Batch]:
     """Batches of at most `batch_rows` rows; the first `skip_rows` data rows are read but not emitted.
 
+    The file may be gzip- or zip-compressed; it may hold at most `max_uncompressed` bytes uncompressed.
     Raises FileError when the file as a whole cannot be read (also midway, e.g. an undecodable byte)."""
+    reader = CsvReader(
+        os.fspath(path), encoding=manifest.encoding, delimiter=manifest.delimiter, max_uncompressed=max_uncompressed
+    )
+    return validate(
+        reader,
+        manifest,
+        account=account,
+        processing_ts=processing_ts,
+        batch_rows=batch_rows,
+        skip_rows=skip_rows,
+        restricted_events=restricted_events,
+    )
+
+
+def validate(
+    reader: Reader,
+    manifest: Manifest,
+    *,
+    account: str,
+    processing_ts: int,
+    batch_rows: int = 50_000,
+    skip_rows: int = 0,
+    restricted_events: Sequence[str] = DEFAULT,
+) -> Iterator[Batch]:
+    """validate_csv() for any input format: `reader` makes the RawBatches (see manifests.batch.Reader)."""
     if batch_rows < 1:
         raise ValueError("batch_rows must be positive")
-    reader = CsvReader(os.fspath(path), encoding=manifest.encoding, delimiter=manifest.delimiter)
+    return _validate(reader, manifest, account, processing_ts, batch_rows, skip_rows, restricted_events)
+
+
+def _validate(
+    reader: Reader,
+    manifest: Manifest,
+    account: str,
+    processing_ts: int,
+    batch_rows: int,
+    skip_rows: int,
+    restricted_events: Sequence[str],
+) -> Iterator[Batch]:
     plan: Plan | None = None
     done = index = 0
     emitted = False
@@ -88,7 +131,9 @@ def validate_csv(
         emitted = True
         index += 1
     if plan is None:
-        build_plan(manifest, reader.header, account=account, processing_ts=processing_ts, restricted=restricted_events)
+        plan = build_plan(
+            manifest, reader.header, account=account, processing_ts=processing_ts, restricted=restricted_events
+        )
     if not emitted:
         empty = pl.DataFrame(schema=EVENTS_SCHEMA if manifest.type == "event" else PROFILES_SCHEMA)
         yield Batch(
@@ -100,11 +145,13 @@ def validate_csv(
             bytes_done=reader.bytes_done,
             events=empty if manifest.type == "event" else None,
             profiles=empty if manifest.type == "profile" else None,
+            dialect=reader.dialect,
+            notes=list(plan.notes) if plan is not None else [],
         )
 
 
-def _run(plan: Plan, reader: CsvReader, raw: RawBatch, *, index: int, rows_done: int) -> Batch:
-    compiled = plan.compile(plan.stats(raw.frame, raw.flags))
+def _run(plan: Plan, reader: Reader, raw: RawBatch, *, index: int, rows_done: int) -> Batch:
+    compiled = plan.compile(plan.stats(raw.frame, raw.facts))
     flags = [f"_p{j}" for j in range(len(compiled.checks))]
     # Checks and outputs in one pass, so polars computes shared sub-expressions (casts, dates) once.
     frame = (
@@ -128,7 +175,7 @@ def _run(plan: Plan, reader: CsvReader, raw: RawBatch, *, index: int, rows_done:
         result = good.select(list(PROFILES_SCHEMA))
     failed = frame.select(["line", *flags]).filter(mask) if any_bad else None
     cells = raw.frame.select(plan.columns).filter(mask) if any_bad else None
-    bad = _bad_rows(compiled.checks, reader, failed, cells, raw)
+    bad = _bad_rows(plan, compiled.checks, reader, failed, cells, raw)
     return Batch(
         index=index,
         header=list(reader.header),
@@ -139,28 +186,43 @@ def _run(plan: Plan, reader: CsvReader, raw: RawBatch, *, index: int, rows_done:
         events=result if plan.kind == "event" else None,
         profiles=result if plan.kind == "profile" else None,
         bad=bad,
+        dialect=reader.dialect,
+        notes=list(plan.notes),
     )
 
 
 def _bad_rows(
-    checks: list[Check], reader: CsvReader, failed: pl.DataFrame | None, cells: pl.DataFrame | None, raw: RawBatch
+    plan: Plan,
+    checks: list[Check],
+    reader: Reader,
+    failed: pl.DataFrame | None,
+    cells: pl.DataFrame | None,
+    raw: RawBatch,
 ) -> list[BadRow]:
     rows: list[BadRow] = []
     if failed is not None and cells is not None:
-        # Bad rows share a few patterns of failed checks: each pattern's problems are listed once.
-        patterns: dict[tuple[bool, ...], list[tuple[str | None, str]]] = {}
+        # Bad rows share a few patterns of failed checks: each pattern's checks are listed once.
+        patterns: dict[tuple[bool, ...], list[Check]] = {}
         for (line, *hits), row_cells in zip(failed.rows(), cells.rows(), strict=True):
             key = tuple(hits)
-            problems = patterns.get(key)
-            if problems is None:
-                problems = patterns[key] = [(checks[j].column, checks[j].message) for j, hit in enumerate(hits) if hit]
-            rows.append(BadRow(int(line), list(row_cells), list(problems)))
+            failing = patterns.get(key)
+            if failing is None:
+                failing = patterns[key] = [checks[j] for j, hit in enumerate(hits) if hit]
+            problems = [
+                (c.column, c.message if c.shows is None else _found(c, row_cells[c.shows], plan.decimal))
+                for c in failing
+            ]
+            rows.append(BadRow(int(line), list(row_cells), problems))
     width = reader.fields or len(reader.header)
     for ragged in raw.ragged:
         problem = (None, rules.ragged_row(ragged.fields, width))
         rows.append(BadRow(ragged.line, reader.split_cells(ragged.text, ragged.line), [problem]))
     rows.sort(key=lambda row: row.line)
     return rows
+
+
+def _found(check: Check, cell: str, decimal: str) -> str:
+    return rules.found(check.message, cell.strip(), check.data_type, decimal)
 
 
 def _event_ids(keys: pl.Series) -> pl.Series:

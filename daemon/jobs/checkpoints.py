@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 from collections import Counter
@@ -10,7 +9,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from manifests.errors_csv import FAILURE_COLUMN, failure_description, neutralise_row
+from manifests import rules
+from manifests.batch import Dialect
+from manifests.errors_csv import encode_rows
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Checkpoint:
         return asdict(self)
 
     def count_reasons(self, problems: list[list[tuple[str | None, str]]]) -> None:
-        counts = Counter(message for row in problems for _, message in row)
+        counts = Counter(rules.reason(message) for row in problems for _, message in row)
         for message, count in counts.items():
             self.reasons[message] = self.reasons.get(message, 0) + count
 
@@ -59,22 +60,18 @@ class ErrorFile:
         elif length:
             raise FileNotFoundError(f"error CSV {path} is gone but the checkpoint says {length} bytes")
 
-    def write(self, header: list[str], rows: list[tuple[list[str], list[tuple[str | None, str]]]]) -> int:
-        """Append (cells, problems) rows (the header first when the file is empty); returns the new length."""
+    def write(
+        self,
+        header: list[str],
+        rows: list[tuple[list[str], list[tuple[str | None, str]]]],
+        dialect: Dialect | None = None,
+    ) -> int:
+        """Append (cells, problems) rows (the header first when the file is empty), in the upload's delimiter
+        and encoding (`dialect`; a row the sink refused has no cells and is padded); returns the new length."""
         if self._handle is None:
             self._handle = open(self.path, "ab")  # noqa: SIM115 - kept open across batches, closed in close()
         if rows:
-            text = io.StringIO()
-            writer = csv.writer(text, lineterminator="\r\n")
-            if self._handle.tell() == 0:
-                writer.writerow([*neutralise_row(header), FAILURE_COLUMN])
-            width = len(header)
-            for cells, problems in rows:
-                # A row the sink refused has no cells to hand: keep the columns aligned.
-                padded = list(cells) + [""] * (width - len(cells)) if len(cells) < width else list(cells)
-                # Cells a spreadsheet would run as formulas get a `'`: the file is opened by people.
-                writer.writerow(neutralise_row([*padded, failure_description(problems)]))
-            self._handle.write(text.getvalue().encode("utf-8"))
+            self._handle.write(encode_rows(header, rows, dialect, first=self._handle.tell() == 0))
             self._handle.flush()
             os.fsync(self._handle.fileno())
         return self._handle.tell()

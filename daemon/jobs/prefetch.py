@@ -109,4 +109,6 @@ def _join(batches: list[Batch]) -> Batch:
         events=frames("events"),
         profiles=frames("profiles"),
         bad=[row for batch in batches for row in batch.bad],
+        dialect=first.dialect,
+        notes=first.notes,
     )

@@ -206,6 +206,7 @@ class Worker:
             batch_rows=self.config.jobs.batch_rows,
             skip_rows=checkpoint.rows_done,
             restricted_events=self.config.jobs.restricted_events,
+            max_uncompressed=self.config.sftp.max_file_size,
         )
         batch_rows = self.config.jobs.batch_rows
         commit_rows = self.sink.write_rows(batch_rows, self.config.jobs.commit_rows)
@@ -215,11 +216,13 @@ class Worker:
         refused = RefusedCells(data, manifest, batch_rows)
         last_progress = time.monotonic()
         header: list[str] = []
+        notes: list[str] = []  # how the header was read (matched ignoring case, ...): shown in the report
         try:
             while (batch := await asyncio.to_thread(batches.take, commit_rows)) is not None:
                 if self.stopping.is_set():
                     raise Interrupted
                 header = header or list(batch.header or [])
+                notes = notes or list(batch.notes)
                 by = await self._batch(job, manifest, batch, header, checkpoint, errors, progress, refused)
                 event(
                     log,
@@ -250,7 +253,7 @@ class Worker:
             await asyncio.to_thread(batches.close)
             await asyncio.to_thread(errors.close)
             await asyncio.to_thread(refused.close)
-        await asyncio.to_thread(self._finish, job, checkpoint, list(manifest.client_emails), errors.size)
+        await asyncio.to_thread(self._finish, job, checkpoint, list(manifest.client_emails), errors.size, notes)
 
     async def _batch(
         self,
@@ -281,7 +284,9 @@ class Worker:
         checkpoint.rows_failed += len(bad)
         checkpoint.rows_duplicate += written.duplicates
         checkpoint.count_reasons([problems for _, _, problems in bad])
-        checkpoint.error_bytes = await asyncio.to_thread(errors.write, header, [(cells, p) for _, cells, p in bad])
+        checkpoint.error_bytes = await asyncio.to_thread(
+            errors.write, header, [(cells, p) for _, cells, p in bad], batch.dialect
+        )
         if checkpoint.rows_expected is None:
             checkpoint.rows_expected = progress.counted
         report = progress.report(checkpoint.rows_done, batch.bytes_done)
@@ -325,14 +330,14 @@ class Worker:
 
     # -- how a job ends (run in a thread) -------------------------------------------------------
 
-    def _finish(self, job: Job, checkpoint: Checkpoint, emails: list[str], error_bytes: int) -> None:
+    def _finish(self, job: Job, checkpoint: Checkpoint, emails: list[str], error_bytes: int, notes: list[str]) -> None:
         if checkpoint.rows_failed == 0:
             status, error = "succeeded", None
         elif checkpoint.rows_ingested == 0:
             status, error = "failed", messages.ALL_ROWS_FAILED
         else:
             status, error = "completed_with_errors", None
-        self._final(job, Outcome(status, error, [], emails, checkpoint, error_bytes))
+        self._final(job, Outcome(status, error, notes, emails, checkpoint, error_bytes))
 
     def fail_pickup(self, job: Job, reason: str, problems: list[str], emails: list[str]) -> None:
         """Fail before processing: the manifest leaves the partner's folder (so no rescan queues it again)."""

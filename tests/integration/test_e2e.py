@@ -178,7 +178,7 @@ def test_bad_rows_are_reported_and_the_partner_can_fetch_the_error_csv(partner: 
     fetched = partner.folder / "fetched.csv"
     result = sftp_batch(daemon.sftp_port, ACCOUNT, partner.key, [f'get "{job["details"]["error_csv"]}" "{fetched}"'])
     assert result.returncode == 0, result.stderr
-    rows = fetched.read_text(encoding="utf-8").splitlines()
+    rows = fetched.read_text(encoding="utf-8-sig").splitlines()
     assert rows[0] == "identity,Name,Phone,Failure Description"
     assert rows[1].startswith(",Nobody,") and rows[2].startswith("jane,Jane,12345,")
     assert "Phone number is not valid" in rows[2]

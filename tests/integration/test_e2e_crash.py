@@ -100,7 +100,7 @@ def test_a_daemon_stopped_mid_import_resumes_and_ends_with_exact_counts(
     assert job["status"] == "completed_with_errors"
     assert (job["rows_total"], job["rows_ingested"], job["rows_failed"]) == (ROWS, ROWS - bad, bad)
     assert sink_events(daemon) == (ROWS - bad, ROWS - bad)
-    error_rows = (daemon.drop(ACCOUNT) / job["details"]["error_csv"]).read_text(encoding="utf-8").splitlines()
+    error_rows = (daemon.drop(ACCOUNT) / job["details"]["error_csv"]).read_text(encoding="utf-8-sig").splitlines()
     assert len(error_rows) == bad + 1  # the header, then each bad row exactly once
     assert len(set(error_rows)) == bad + 1
     assert "job.resumed" in daemon.log()

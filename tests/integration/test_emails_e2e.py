@@ -219,7 +219,7 @@ def test_all_rows_failed_attaches_every_row(
     ((name, content),) = failed.attachments()
     assert name == job["details"]["error_csv"].removeprefix("errors/")
     assert content == partner.get(job["details"]["error_csv"])
-    assert content.decode().splitlines()[0] == "identity,Phone,Failure Description"
+    assert content.decode("utf-8-sig").splitlines()[0] == "identity,Phone,Failure Description"
 
 
 def test_completed_with_errors_attaches_exactly_the_partners_error_csv(

@@ -155,7 +155,7 @@ def test_bad_rows_go_to_the_partners_error_csv(harness: Harness) -> None:
     assert job["status"] == "completed_with_errors"
     assert (job["rows_total"], job["rows_ingested"], job["rows_failed"]) == (3, 1, 2)
     error_csv = harness.config.drop_root / ACCOUNT / job["details"]["error_csv"]
-    lines = error_csv.read_text(encoding="utf-8").splitlines()
+    lines = error_csv.read_text(encoding="utf-8-sig").splitlines()
     assert lines[0] == "identity,Name,Phone,Failure Description"
     assert lines[1].startswith(",Nobody,'+14155550101,") and lines[2].startswith("jane,Jane,12,")
     assert sum(count for _, count in job["details"]["reasons"]) >= 2

@@ -209,7 +209,7 @@ def test_error_csv_cells_are_neutralised_and_a_fixed_error_csv_imports_the_origi
     import_pair(daemon, "p.csv", text.getvalue(), "p.manifest", columns=columns)
     [job] = finished(daemon, 1)
     assert job["status"] == "completed_with_errors"
-    error_csv = (daemon.drop(ACCOUNT) / job["details"]["error_csv"]).read_text(encoding="utf-8")
+    error_csv = (daemon.drop(ACCOUNT) / job["details"]["error_csv"]).read_text(encoding="utf-8-sig")
     header, bad = list(csv.reader(io.StringIO(error_csv)))
     assert header == ["identity", "Name", "Score", "Note", "Failure Description"]
     assert bad[1:4] == ["'" + link, "'-5", "'@SUM(A1)"]

@@ -16,7 +16,6 @@ EVENT = {"evt": {"ctName": "evtName"}, "who": {"ctName": "identity"}}
 # (kind, columns, header, row, expected problems as (column, message))
 PROBLEMS = [
     ("profile", {}, "identity,Age", ",21", [(None, rules.IDENTITY_MISSING)]),
-    ("profile", {}, "Name,Age", "Jo,21", [(None, rules.IDENTITY_MISSING)]),
     (
         "profile",
         {},
@@ -24,8 +23,16 @@ PROBLEMS = [
         f"{LONG},21",
         [("identity", "Value must be at most 1024 characters"), (None, rules.IDENTITY_MISSING)],
     ),
-    ("profile", {"t": {"ctName": "ts"}}, "identity,t", "a,abc", [("t", "Timestamp must be in epoch seconds")]),
-    ("profile", {"t": {"ctName": "ts"}}, "identity,t", "a,1574668407000", [("t", rules.BAD_TS)]),
+    (
+        "profile",
+        {"t": {"ctName": "ts"}},
+        "identity,t",
+        "a,abc",
+        [("t", "expected epoch seconds, epoch milliseconds or ISO 8601 like 2024-05-01T10:00:00Z")],
+    ),
+    ("profile", {"t": {"ctName": "ts"}}, "identity,t", "a,01/05/2024", [("t", rules.BAD_TS)]),
+    ("profile", {"t": {"ctName": "ts"}}, "identity,t", "a,2024-05-01T10:00:00", [("t", rules.BAD_TS)]),
+    ("profile", {"t": {"ctName": "ts"}}, "identity,t", "a,99999999999", [("t", rules.BAD_TS)]),
     ("profile", {"t": {"ctName": "ts"}}, "identity,t", "a,-5", [("t", rules.BAD_TS)]),
     ("profile", {"Age": {"dataType": "INTEGER"}}, "identity,Age", "a,21.5", [("Age", rules.TYPE_PROBLEMS["INTEGER"])]),
     (
@@ -55,7 +62,8 @@ PROBLEMS = [
     ("profile", {"P": {"dataType": "FLOAT"}}, "identity,P", "a,1e999", [("P", rules.TYPE_PROBLEMS["FLOAT"])]),
     ("profile", {"B": {"dataType": "BOOLEAN"}}, "identity,B", "a,maybe", [("B", rules.TYPE_PROBLEMS["BOOLEAN"])]),
     ("profile", {}, "identity,Bio", f"a,{LONG}", [("Bio", "Value must be at most 1024 characters")]),
-    ("profile", {}, "identity,Born", "a,$D_abc", [("Born", "Date must be $D_ followed by epoch seconds")]),
+    ("profile", {}, "identity,Born", "a,$D_abc", [("Born", rules.BAD_DATE)]),
+    ("profile", {}, "identity,Born", "a,$D_12/05/2020", [("Born", rules.BAD_DATE)]),
     ("profile", {"N": {"dataType": "INTEGER"}}, "identity,N", "a,$D_", [("N", rules.BAD_DATE)]),
     ("profile", {}, "identity,Phone", "a,12345", [("Phone", "Phone number is not valid")]),
     ("profile", {"p": {"ctName": "Phone"}}, "identity,p", "a,+0123456789", [("p", rules.BAD_PHONE)]),
@@ -70,15 +78,16 @@ PROBLEMS = [
         [("Playlist.operation", "Profile operation must be one of $add, $set, $remove, $delete")],
     ),
     ("event", EVENT, "evt,who", ",a", [("evt", "Event name is mandatory")]),
-    ("event", {"who": {"ctName": "identity"}}, "who,Price", "a,1", [(None, rules.EVENT_NAME_MISSING)]),
     (
         "event",
         EVENT,
         "evt,who",
         "App Launched,a",
-        [("evt", "Event name belongs to CleverTap restricted system events")],
+        [("evt", "Event name is a restricted system event name (reserved by ingestd)")],
     ),
     ("event", EVENT, "evt,who", "Stayed,a", [("evt", rules.EVENT_RESTRICTED)]),
+    ("event", EVENT, "evt,who", "app launched,a", [("evt", rules.EVENT_RESTRICTED)]),
+    ("event", EVENT, "evt,who", "STAYED,a", [("evt", rules.EVENT_RESTRICTED)]),
     (
         "event",
         {**EVENT, "n": {"dataType": "INTEGER"}, "p": {"ctName": "Phone"}},
@@ -109,7 +118,8 @@ def test_a_bad_row_lists_every_problem_with_its_column(tmp_path, facts, kind, co
     assert len(result.bad) == 1
     assert result.bad[0].line == 2
     assert result.bad[0].cells == next(csv.reader([row]))
-    assert result.bad[0].problems == expected
+    # The problems as the report counts them; the error CSV quotes the cell too (see the tests below).
+    assert [(column, rules.reason(message)) for column, message in result.bad[0].problems] == expected
 
 
 # (kind, columns, header, row, expected subset of the record)
@@ -187,6 +197,37 @@ RECORDS = [
     ("profile", {}, "gpId,fbId", "g,f", {"identity": "f", "ops": [["$set", "gpId", "g"]]}),
     ("profile", {}, "identity,objectId", f"{LONG[:1024]},o", {"identity": LONG[:1024]}),
     ("profile", {"t": {"ctName": "ts"}}, "identity,t", "a,1574668407", {"ts": 1574668407000, "ops": []}),
+    *[
+        ("profile", {"t": {"ctName": "ts"}}, "identity,t", f"a,{cell}", {"ts": ms, "ops": []})
+        for cell, ms in [
+            ("1574668407000", 1574668407000),
+            ("1574668407123", 1574668407123),
+            ("1574668407.5", 1574668407500),
+            ("2019-11-25T07:53:27Z", 1574668407000),
+            ("2019-11-25T09:53:27+02:00", 1574668407000),
+            ("2019-11-25T02:53:27-0500", 1574668407000),
+            ("2019-11-25T07:53:27.123Z", 1574668407123),
+            ("2019-11-25 07:53:27Z", 1574668407000),
+            (" 2019-11-25T07:53:27Z ", 1574668407000),
+            ("$D_1574668407", 1574668407000),
+            ("$D_2019-11-25T07:53:27Z", 1574668407000),
+            ("99999999999999", None),
+        ]
+        if ms is not None
+    ],
+    ("profile", {}, "identity,Born", "a,$D_1589274432000", {"ops": [["$set", "Born", "2020-05-12T09:07:12Z"]]}),
+    ("profile", {}, "identity,Born", "a,$D_1589274432123", {"ops": [["$set", "Born", "2020-05-12T09:07:12.123Z"]]}),
+    (
+        "profile",
+        {},
+        "identity,Born",
+        "a,$D_2020-05-12T11:07:12+02:00",
+        {"ops": [["$set", "Born", "2020-05-12T09:07:12Z"]]},
+    ),
+    ("profile", {}, "identity,P,P.operation", "a,Rock,$ADD", {"ops": [["$add", "P", "Rock"]]}),
+    ("profile", {}, "identity,P,P.operation", "a,Pop, $Remove ", {"ops": [["$remove", "P", "Pop"]]}),
+    ("profile", {}, "identity,P,P.operation", "a,x,$DELETE", {"ops": [["$delete", "P", None]]}),
+    ("profile", {"P": {"dataType": "FLOAT"}}, "identity,P", "a,12.5", {"ops": [["$set", "P", 12.5]]}),
     ("profile", {"t": {"ctName": "ts"}}, "identity,t", "a,", {"ts": PROCESSING_TS * 1000}),
     ("profile", {}, "identity", "a", {"ts": PROCESSING_TS * 1000, "ops": []}),
     ("event", EVENT, "evt,who", "Purchased,a", {"name": "Purchased", "identity": "a", "properties": {}}),
@@ -238,7 +279,7 @@ def test_restricted_events_are_configurable(tmp_path):
     data = "evt,who\nApp Launched,a\nMy Event,b\n"
     result = run(tmp_path, data, manifest("event", EVENT), restricted_events=["My Event"])
     assert [row["name"] for row in result.rows] == ["App Launched"]
-    assert result.problems == [[("evt", rules.EVENT_RESTRICTED)]]
+    assert result.problems == [[("evt", rules.EVENT_RESTRICTED + ", found 'My Event'")]]
 
 
 def test_event_ids_are_deterministic_and_ignore_processing_time(tmp_path):
@@ -273,3 +314,153 @@ def test_event_ids_follow_the_recipe_in_small_and_large_batches(tmp_path, rows):
     ]
     assert frame["properties"][1] == '{"Note":"n1","Price":1.0}'
     assert frame["event_id"].to_list() == expected
+
+
+# -- the value in the problem, and hints ---------------------------------------------------------
+
+TS = {"t": {"ctName": "ts"}}
+
+
+@pytest.mark.parametrize(
+    ("columns", "header", "row", "expected"),
+    [
+        (
+            TS,
+            "identity,t",
+            "a,01/05/2024",
+            "expected epoch seconds, epoch milliseconds or ISO 8601 like 2024-05-01T10:00:00Z, found '01/05/2024'",
+        ),
+        (
+            {},
+            "identity,Born",
+            "a,$D_12/05/2020",
+            "expected $D_ followed by epoch seconds, epoch milliseconds or ISO 8601 like $D_2024-05-01T10:00:00Z, "
+            "found '$D_12/05/2020'",
+        ),
+        (
+            {"P": {"dataType": "FLOAT"}},
+            "identity,P",
+            'a,"12,5"',
+            "Value must be a FLOAT: a finite decimal number, found '12,5' "
+            '(a decimal comma: add "decimal": "," to the manifest)',
+        ),
+        ({"N": {"dataType": "INTEGER"}}, "identity,N", "a, 2x ", rules.TYPE_PROBLEMS["INTEGER"] + ", found '2x'"),
+        (
+            {},
+            "identity,P,P.operation",
+            "a,x,$append",
+            "Profile operation must be one of $add, $set, $remove, $delete, found '$append'",
+        ),
+    ],
+)
+def test_a_problem_quotes_the_value_it_found(tmp_path, columns, header, row, expected):
+    result = run(tmp_path, f"{header}\n{row}\n", manifest("profile", columns))
+    [[(_, message)]] = result.problems
+    assert message == expected
+    assert rules.reason(message) == expected.split(", found ")[0]
+
+
+def test_a_long_value_is_shortened_in_the_problem(tmp_path):
+    result = run(tmp_path, "identity,t\na," + "9" * 200 + "\n", manifest("profile", TS))
+    [[(_, message)]] = result.problems
+    assert message.endswith("found '" + "9" * 59 + "…'")
+
+
+# -- European spreadsheets: a decimal comma -------------------------------------------------------
+
+
+def test_a_decimal_comma_is_read_when_the_manifest_says_so(tmp_path):
+    spec = manifest("profile", {"P": {"dataType": "FLOAT"}}, decimal=",")
+    result = run(tmp_path, "identity;P\na;12,5\nb;-3\nc;1.234,5\nd;1.5\n", spec)
+    assert [row["ops"] for row in result.rows] == [[["$set", "P", 12.5]], [["$set", "P", -3.0]]]
+    assert [row.cells for row in result.bad] == [["c", "1.234,5"], ["d", "1.5"]]
+    assert (
+        result.bad[1]
+        .problems[0][1]
+        .endswith('found \'1.5\' (the manifest says "decimal": ",": write 12,5, without thousands marks)')
+    )
+
+
+def test_decimal_must_be_a_point_or_a_comma():
+    from manifests.model import ManifestError
+
+    with pytest.raises(ManifestError, match=r"decimal: expected \"\.\" or \",\""):
+        manifest("profile", decimal=";")
+
+
+# -- headers: exact, then ignoring case and spaces; a missing column fails the file once ---------
+
+
+def test_an_all_caps_header_matches_the_manifest_and_the_report_says_so(tmp_path):
+    spec = manifest("profile", {"email": {"ctName": "identity"}, "age": {"ctName": "Age", "dataType": "INTEGER"}})
+    result = run(tmp_path, "EMAIL,AGE, CITY \na@x.com,21,Paris\n", spec)
+    assert result.bad == []
+    assert result.rows[0]["identity"] == "a@x.com"
+    assert result.rows[0]["ops"] == [["$set", "Age", 21], ["$set", " CITY ", "Paris"]]
+    assert result.batches[0].notes == [
+        "the header's column 'EMAIL' was matched to the manifest's 'email' ignoring case and spaces",
+        "the header's column 'AGE' was matched to the manifest's 'age' ignoring case and spaces",
+    ]
+
+
+def test_reserved_names_match_in_any_case(tmp_path):
+    result = run(tmp_path, "IDENTITY,TS,Name\na,1574668407,Jo\n", manifest("profile"))
+    assert (result.rows[0]["identity"], result.rows[0]["ts"]) == ("a", 1574668407000)
+    assert result.batches[0].notes == [
+        "the header's column 'IDENTITY' was read as 'identity' (ignoring case and spaces)",
+        "the header's column 'TS' was read as 'ts' (ignoring case and spaces)",
+    ]
+
+
+def test_an_exact_match_wins_over_one_ignoring_case(tmp_path):
+    spec = manifest("profile", {"Name": {"ctName": "FullName"}})
+    result = run(tmp_path, "identity,NAME,Name\na,x,y\n", spec)
+    assert result.rows[0]["ops"] == [["$set", "NAME", "x"], ["$set", "FullName", "y"]]
+    assert result.batches[0].notes == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "columns", "header", "reason"),
+    [
+        (
+            "profile",
+            {"identity": {}, "age": {"dataType": "INTEGER"}},
+            "identity,agee",
+            "the manifest maps the column 'age', which the header does not have (even ignoring case); "
+            "did you mean 'agee' for 'age'?",
+        ),
+        ("profile", {}, "Name,Age", rules.file_no_identity("profile")),
+        ("event", {"who": {"ctName": "identity"}}, "who,Price", rules.FILE_NO_EVENT_NAME),
+    ],
+)
+def test_a_missing_column_fails_the_file_once(tmp_path, kind, columns, header, reason):
+    from manifests.validate import FileError
+
+    with pytest.raises(FileError) as caught:
+        run(tmp_path, f"{header}\n" + "x,1\n" * 50, manifest(kind, columns))
+    assert str(caught.value) == rules.FILE_PREFIX + reason
+
+
+# -- the dataType registry ----------------------------------------------------------------------
+
+
+def test_every_data_type_is_in_the_registry_and_an_unknown_one_is_an_error():
+    from manifests import datatypes
+    from manifests.model import ManifestError
+
+    assert list(datatypes.REGISTRY) == ["STRING", "INTEGER", "FLOAT", "BOOLEAN", "LONG"]
+    assert set(rules.TYPE_PROBLEMS) == set(datatypes.REGISTRY)
+    with pytest.raises(ValueError, match="unknown dataType 'DECIMAL'"):
+        datatypes.get("DECIMAL")
+    with pytest.raises(ManifestError, match="expected one of STRING, INTEGER, FLOAT, BOOLEAN, LONG"):
+        manifest("profile", {"x": {"dataType": "DECIMAL"}})
+
+
+def test_a_type_missing_from_the_registry_fails_the_plan_not_as_a_boolean(tmp_path, monkeypatch):
+    from manifests import datatypes
+    from manifests.plan import build_plan
+
+    spec = manifest("profile", {"B": {"dataType": "BOOLEAN"}})
+    monkeypatch.delitem(datatypes.REGISTRY, "BOOLEAN")
+    with pytest.raises(ValueError, match="unknown dataType 'BOOLEAN'"):
+        build_plan(spec, ["identity", "B"], account="a", processing_ts=1, restricted=[])

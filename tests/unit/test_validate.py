@@ -166,7 +166,8 @@ def test_blank_lines_are_skipped_but_counted(tmp_path):
         (
             b"identity,agee\na,1\n",
             {"identity": {}, "age": {"dataType": "INTEGER"}},
-            "the header has no column 'age' — did you mean 'agee'? named in the manifest's columns",
+            "the manifest maps the column 'age', which the header does not have (even ignoring case); "
+            "did you mean 'agee' for 'age'?",
         ),
         (
             b"identity,user\na,b\n",

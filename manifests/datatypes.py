@@ -1,0 +1,94 @@
+"""The dataTypes a manifest may name: one table of (check, JSON value) expressions, so a new type is one entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import polars as pl
+
+from manifests import rules
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a type's expressions may depend on: whether the batch needs lower-casing, the decimal mark."""
+
+    lowered: bool = True
+    decimal: str = "."
+
+
+@dataclass(frozen=True)
+class DataType:
+    """`check(text, ctx)`: whether a non-empty, non-date cell (stripped) is valid; `value(text, ctx)`: its JSON.
+
+    STRING is the one type written as a JSON string; its rule is the length limit, applied by the plan."""
+
+    name: str
+    problem: str
+    check: Callable[[pl.Expr, Context], pl.Expr] | None
+    value: Callable[[pl.Expr, Context], pl.Expr] | None
+    string: bool = False
+    lowers: bool = False  # reads the `upper` fact (case-insensitive words)
+
+
+def _lower(text: pl.Expr, ctx: Context) -> pl.Expr:
+    return text.str.to_lowercase() if ctx.lowered else text
+
+
+def _float(text: pl.Expr, ctx: Context) -> pl.Expr:
+    if ctx.decimal == ",":
+        # A decimal comma: "12,5". A point is refused, so "1.234" (a thousands mark) is never read as 1.234.
+        return pl.when(~text.str.contains(".", literal=True)).then(
+            text.str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
+        )
+    return text.cast(pl.Float64, strict=False)
+
+
+def _int(text: pl.Expr, ctx: Context) -> pl.Expr:
+    return text.cast(pl.Int64, strict=False)
+
+
+_WORDS = [*rules.TRUE_WORDS, *rules.FALSE_WORDS]
+
+REGISTRY: dict[str, DataType] = {
+    t.name: t
+    for t in (
+        DataType("STRING", rules.TYPE_PROBLEMS["STRING"], None, None, string=True),
+        DataType(
+            "INTEGER",
+            rules.TYPE_PROBLEMS["INTEGER"],
+            lambda text, ctx: _int(text, ctx).is_between(*rules.INT32),
+            lambda text, ctx: _int(text, ctx).cast(pl.String),
+        ),
+        DataType(
+            "FLOAT",
+            rules.TYPE_PROBLEMS["FLOAT"],
+            lambda text, ctx: _float(text, ctx).is_finite(),
+            lambda text, ctx: _float(text, ctx).cast(pl.String),
+        ),
+        DataType(
+            "BOOLEAN",
+            rules.TYPE_PROBLEMS["BOOLEAN"],
+            lambda text, ctx: _lower(text, ctx).is_in(_WORDS),
+            lambda text, ctx: (
+                pl.when(_lower(text, ctx).is_in(list(rules.TRUE_WORDS))).then(pl.lit("true")).otherwise(pl.lit("false"))
+            ),
+            lowers=True,
+        ),
+        DataType(
+            "LONG",
+            rules.TYPE_PROBLEMS["LONG"],
+            lambda text, ctx: _int(text, ctx).is_not_null(),
+            lambda text, ctx: _int(text, ctx).cast(pl.String),
+        ),
+    )
+}
+
+
+def get(name: str) -> DataType:
+    """The registered type; ValueError for a name not in the table (never a silent default)."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown dataType {name!r}; known: {', '.join(REGISTRY)}") from None
