@@ -118,8 +118,11 @@ class Manifest(_Strict):
         if limit is not None and len(value) > limit:
             raise ValueError(rules.too_many_recipients(limit, len(value)))
         for item in value:
-            if not isinstance(item, str) or not _EMAIL.match(item.strip()):
-                raise ValueError(f"expected email addresses, found {item!r}")
+            # 254 characters: the longest address SMTP can carry (RFC 5321's 256-octet path, less the <>).
+            too_long = isinstance(item, str) and len(item.strip()) > rules.MAX_EMAIL_CHARS
+            if not isinstance(item, str) or too_long or not _EMAIL.match(item.strip()):
+                shown = repr(_clip(item)) if isinstance(item, str) else _show(item)
+                raise ValueError(f"expected email addresses, found {shown}")
         return [item.strip() for item in value]
 
     @field_validator("encoding", mode="before")

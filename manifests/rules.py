@@ -119,6 +119,7 @@ TRUE_WORDS = ("true", "1", "yes", "y")
 FALSE_WORDS = ("false", "0", "no", "n")
 PHONE_PATTERN = r"^\+[1-9][0-9]{6,14}$"  # E.164
 # Pragmatic address check (one @, a dotted domain, no spaces): email-validator is too slow per row.
+MAX_EMAIL_CHARS = 254
 EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 MSG_PREFIX = "MSG-"
 RESTRICTED_EVENTS: tuple[str, ...] = tuple(DEFAULT_RESTRICTED_EVENTS)

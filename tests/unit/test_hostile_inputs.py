@@ -184,3 +184,16 @@ def test_partner_error_names_fit_in_name_max() -> None:
     assert len(f".{name}.part".encode()) <= 255 and name.endswith(".errors.csv")
     assert partner_error_name(7, "é" * 200 + ".csv").encode().decode("utf-8")  # cut on a character boundary
     assert partner_error_name(42, "profiles.csv") == "42-profiles.errors.csv"
+
+
+def test_an_address_longer_than_smtp_can_carry_is_a_manifest_problem() -> None:
+    from manifests.model import ManifestError, load_manifest
+
+    raw = '{"fileName": "a.csv", "type": "event", "clientEmail": "a@' + "b." * 200_000 + 'com"}'
+    try:
+        load_manifest(raw.encode())
+    except ManifestError as exc:
+        assert exc.problems[0].startswith("clientEmail: expected email addresses, found 'a@b.b.")
+        assert len(exc.problems[0]) < 200  # the value is quoted shortened, not whole
+    else:
+        raise AssertionError("a 400 KB address was accepted")
