@@ -47,7 +47,7 @@ class FileError(Exception):
         super().__init__(self.reason)
 
 
-@dataclass
+@dataclass(slots=True)
 class Ragged:
     """A row whose field count differs from the header's: kept as text for the error CSV."""
 
