@@ -319,3 +319,19 @@ def test_a_locked_sink_database_pauses_the_import_and_it_resumes_when_released(d
     assert (job["status"], job["rows_ingested"]) == ("succeeded", 2), job
     assert fetch(daemon.http_url + "/healthz").status == 200
     assert cli_json(daemon, "profiles", "get", ACCOUNT, "jane")["properties"]["Name"] == "Jane"
+
+
+def test_a_file_of_nothing_but_ragged_rows_fails_and_its_error_csv_holds_every_row(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    # The security review's file, in many small batches: bad rows wait for the sink by weight, none is lost.
+    daemon = make_daemon(INGESTD_JOBS__BATCH_ROWS="100", INGESTD_JOBS__COMMIT_ROWS="2000")
+    rows = 5_000
+    import_pair(daemon, "p.csv", "identity,name\n" + "a\n" * rows, "p.manifest")
+    [job] = finished(daemon, 1)
+    assert job["status"] == "failed" and job["error"] == "All rows failed"
+    assert (job["rows_ingested"], job["rows_failed"]) == (0, rows)
+    error_csv = (daemon.drop(ACCOUNT) / job["details"]["error_csv"]).read_text(encoding="utf-8")
+    header, *bad = list(csv.reader(io.StringIO(error_csv)))
+    assert header == ["identity", "name", "Failure Description"]
+    assert len(bad) == rows and all(row[0] == "a" for row in bad)
