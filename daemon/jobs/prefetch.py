@@ -13,6 +13,14 @@ from manifests.validate import Batch
 
 _END = object()
 
+# What validated-but-unwritten batches may hold besides their count: a batch of failed rows is one Python
+# object per row (its cells, its problems), many times the weight of the same rows in a frame, so a file of
+# nothing but bad rows must not have `ahead` batches of them waiting (a 4 MB file of ragged rows held 760 MB).
+BAD_ROWS = 50_000  # failed rows waiting for the sink: about one batch's worth
+MAX_BYTES = 256 * 1024 * 1024  # an estimate of everything waiting: frames' sizes plus failed rows' objects
+_BAD_ROW_BYTES = 250  # a BadRow, its cells list and its problems list, before the cells' text
+_CELL_BYTES = 50  # one str object, before its text
+
 
 class Validated:
     """Validation in its own thread, running ahead of the sink by up to `ahead` batches.
@@ -21,13 +29,26 @@ class Validated:
     rows: one sink write and one checkpoint. When the sink is the slower side, writes grow to about
     `rows` rows, and fewer, larger commits cost far less than many small ones (a commit rewrites every
     index page it touched); when validation is slower, the sink gets each batch as soon as it is ready.
-    An error from the file midway is raised only after the rows before it were handed on."""
+    An error from the file midway is raised only after the rows before it were handed on.
 
-    def __init__(self, batches: Iterator[Batch], ahead: int) -> None:
+    Besides their count, the batches waiting are bounded by weight: the producer does not hand on another
+    batch while those waiting hold `bad_rows` failed rows or more, or `max_bytes` bytes (an estimate) or more,
+    so one account's file of bad rows costs about three batches (one waiting, one in hand on each side), not
+    `ahead`. Good batches weigh only their frames, so the sink's large joined writes stay as they were."""
+
+    def __init__(
+        self, batches: Iterator[Batch], ahead: int, *, bad_rows: int = BAD_ROWS, max_bytes: int = MAX_BYTES
+    ) -> None:
         self._batches = batches
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, ahead))
         self._held: Any = None
         self._stop = threading.Event()
+        self._bad_budget = max(1, bad_rows)
+        self._byte_budget = max(1, max_bytes)
+        self._room = threading.Condition()
+        self._waiting_bad = 0  # failed rows in the batches put and not yet taken
+        self._waiting_bytes = 0
+        self.blocked = threading.Event()  # set while the producer waits for room (by count or by weight)
         self._thread = threading.Thread(target=self._produce, name="ingestd-validate", daemon=True)
         self._thread.start()
 
@@ -45,21 +66,49 @@ class Validated:
                 close()
 
     def _put(self, item: Any) -> bool:
+        bad, size = _weight(item) if isinstance(item, Batch) else (0, 0)
+        if bad or size:
+            with self._room:
+                # Nothing waiting: any batch goes (one larger than the budget still has to pass).
+                while (self._waiting_bad or self._waiting_bytes) and (
+                    self._waiting_bad >= self._bad_budget or self._waiting_bytes >= self._byte_budget
+                ):
+                    if self._stop.is_set():
+                        self.blocked.clear()
+                        return False
+                    self.blocked.set()
+                    self._room.wait(timeout=0.1)
+                self.blocked.clear()
+                self._waiting_bad += bad
+                self._waiting_bytes += size
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.1)
+                self._queue.put((item, bad, size), timeout=0.1)
+                self.blocked.clear()
                 return True
             except queue.Full:
+                self.blocked.set()
                 continue
+        self.blocked.clear()
         return False
+
+    def _taken(self, bad: int, size: int) -> None:
+        if bad or size:
+            with self._room:
+                self._waiting_bad -= bad
+                self._waiting_bytes -= size
+                self._room.notify_all()
 
     def _get(self, wait: bool) -> Any:
         while not self._stop.is_set():
             try:
-                return self._queue.get(timeout=0.1) if wait else self._queue.get_nowait()
+                item, bad, size = self._queue.get(timeout=0.1) if wait else self._queue.get_nowait()
             except queue.Empty:
                 if not wait:
                     return None
+                continue
+            self._taken(bad, size)
+            return item
         return _END
 
     def take(self, rows: int) -> Batch | None:
@@ -88,6 +137,14 @@ class Validated:
         """Stop validating and wait for the thread (it finishes the batch in hand); blocks."""
         self._stop.set()
         self._thread.join()
+
+
+def _weight(batch: Batch) -> tuple[int, int]:
+    """The failed rows a batch holds and an estimate of its bytes."""
+    size = sum(frame.estimated_size() for frame in (batch.events, batch.profiles) if frame is not None)
+    for row in batch.bad:
+        size += _BAD_ROW_BYTES + sum(_CELL_BYTES + len(cell) for cell in row.cells)
+    return len(batch.bad), size
 
 
 def _join(batches: list[Batch]) -> Batch:

@@ -210,7 +210,8 @@ class Worker:
         )
         batch_rows = self.config.jobs.batch_rows
         commit_rows = self.sink.write_rows(batch_rows, self.config.jobs.commit_rows)
-        batches = Validated(validated, ahead=-(-commit_rows // batch_rows) + 1)
+        # Bad rows are Python objects, not frames: at most about one batch's worth of them waits for the sink.
+        batches = Validated(validated, ahead=-(-commit_rows // batch_rows) + 1, bad_rows=batch_rows)
         bytes_total = max(1, data.stat().st_size)
         progress = Progress(data, checkpoint.rows_done, checkpoint.rows_expected, bytes_total)
         refused = RefusedCells(data, manifest, batch_rows)

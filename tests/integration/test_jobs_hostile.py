@@ -369,3 +369,21 @@ def test_a_burst_of_bad_manifests_does_not_hold_back_another_accounts_import(dae
     lines = daemon.log().splitlines()
     done = next(i for i, line in enumerate(lines) if "job.succeeded" in line and f"account={ACCOUNT}" in line)
     assert any("job.failed account=evil" in line for line in lines[done:])
+
+
+def test_a_file_of_nothing_but_ragged_rows_fails_and_its_error_csv_holds_every_row(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    # The security review's file, in many small batches: bad rows wait for the sink by weight, none is lost.
+    daemon = make_daemon(INGESTD_JOBS__BATCH_ROWS="100", INGESTD_JOBS__COMMIT_ROWS="2000")
+    rows = 5_000
+    import_pair(daemon, "p.csv", "identity,name\n" + "a\n" * rows, "p.manifest")
+    [job] = finished(daemon, 1)
+    assert job["status"] == "failed" and job["error"] == "All rows failed"
+    assert (job["rows_ingested"], job["rows_failed"]) == (0, rows)
+    error_csv = (daemon.drop(ACCOUNT) / job["details"]["error_csv"]).read_text(
+        encoding="utf-8-sig"
+    )  # a BOM, as the upload was UTF-8
+    header, *bad = list(csv.reader(io.StringIO(error_csv)))
+    assert header == ["identity", "name", "Failure Description"]
+    assert len(bad) == rows and all(row[0] == "a" for row in bad)
