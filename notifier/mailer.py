@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import smtplib
+import socket
 import ssl
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from daemon.config import SMTPConfig
@@ -29,11 +33,37 @@ class SMTPMailer:
 
     def __init__(self, config: SMTPConfig) -> None:
         self.config = config
+        self._lock = threading.Lock()
+        self._live: set[smtplib.SMTP] = set()  # conversations in flight, for abort()
+
+    def abort(self) -> int:
+        """Cut the connection of every conversation in flight (from any thread); each send() then fails at once
+        with DeliveryError. A connection still being opened is not cut: it ends within `smtp.timeout`."""
+        with self._lock:
+            clients = list(self._live)
+        for client in clients:
+            sock = getattr(client, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    # socket.socket's own shutdown, also for a TLS socket: it wakes the thread blocked reading.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        return len(clients)
 
     def describe(self) -> str:
         security = "implicit TLS" if self.config.tls else "STARTTLS" if self.config.starttls else "plain"
         login = f", login {self.config.username}" if self.config.username else ""
         return f"smtp://{self.config.host}:{self.config.port} ({security}{login})"
+
+    @contextlib.contextmanager
+    def _tracked(self, client: smtplib.SMTP) -> Iterator[None]:
+        """`client` is in flight (abort() may cut it) until the block ends."""
+        with self._lock:
+            self._live.add(client)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._live.discard(client)
 
     def send(self, sender: str, recipients: list[str], data: bytes) -> dict[str, tuple[int, str]]:
         """Deliver `data`; returns the recipients the server refused (code, text) while accepting the others."""
@@ -45,7 +75,7 @@ class SMTPMailer:
                 )
             else:
                 client = smtplib.SMTP(config.host, config.port, timeout=config.timeout)
-            with client:
+            with self._tracked(client), client:
                 client.ehlo()
                 if config.starttls and not config.tls:
                     client.starttls(context=ssl.create_default_context())

@@ -23,6 +23,7 @@ from notifier.mailer import DeliveryError, FileMailer, SMTPMailer
 from notifier.outbox import Item, Outbox, email_channel, epoch, record_notified, webhook_channel
 from notifier.recipients import Plan
 from notifier.render import fmt_duration
+from notifier.slots import FairSlots
 from notifier.webhooks import WebhookClient, build_body
 
 log = logging.getLogger("ingestd.notifier")
@@ -39,7 +40,12 @@ STUCK_AFTER = 600.0
 SUMMARY_EVERY = 30.0
 # SMTP conversations at once, in their own threads: many destinations retrying against a relay that
 # hangs must neither open a connection each nor take the threads the rest of the daemon works in.
+# They are shared fairly over accounts (notifier/slots.py): one account's slow destinations never hold them all.
 SMTP_CONNECTIONS = 4
+# stop() waits this long at most for deliveries in flight. Abandoning one is safe: its row is still pending
+# in the outbox and is delivered again after the restart; only a message the server accepted in that very
+# moment is sent twice. Waiting `smtp.timeout` for a hanging relay would hold up every SIGTERM.
+STOP_GRACE = 3.0
 
 
 def check_addresses(config: Config) -> None:
@@ -86,6 +92,7 @@ class Notifier:
         self.outbox = Outbox(db)
         self.smtp = SMTPMailer(config.smtp) if config.smtp.host else None
         self._smtp_pool: ThreadPoolExecutor | None = None
+        self._smtp_slots = FairSlots(SMTP_CONNECTIONS)
         self.files = FileMailer(config.mail_dir)
         self.webhooks = WebhookClient(config.webhooks.secret, config.webhooks.timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -187,14 +194,21 @@ class Notifier:
         self._runner = asyncio.create_task(self._run(), name="notifier")
 
     async def stop(self) -> None:
-        """Let a delivery in flight finish (so it is marked sent), then stop; the rest waits in the outbox."""
+        """Let deliveries in flight finish for STOP_GRACE seconds (so they are marked sent), then abandon the
+        rest: their rows stay pending in the outbox, delivered after the restart."""
         self._stopping = True
         self._poke()
         tasks = [task for task in [self._runner, *self._drains.values()] if task is not None]
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self.config.smtp.timeout + 5)
+            _, pending = await asyncio.wait(tasks, timeout=min(STOP_GRACE, self.config.smtp.timeout + 5))
             for task in pending:
                 task.cancel()
+            if pending and self.smtp is not None:
+                # A cancelled task leaves its thread blocked on the relay (and the interpreter joins pool
+                # threads at exit): cut those connections so the threads end now, the rows untouched.
+                cut = self.smtp.abort()
+                if cut:
+                    event(log, "notify.abandoned", logging.WARNING, conversations=cut)
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -405,7 +419,8 @@ class Notifier:
         if self._smtp_pool is None:
             self._smtp_pool = ThreadPoolExecutor(SMTP_CONNECTIONS, thread_name_prefix="ingestd-smtp")
         loop = asyncio.get_running_loop()
-        refused = await loop.run_in_executor(self._smtp_pool, self.smtp.send, sender, item.recipients, item.payload)
+        async with self._smtp_slots.hold(item.account):
+            refused = await loop.run_in_executor(self._smtp_pool, self.smtp.send, sender, item.recipients, item.payload)
         return f"{self.config.smtp.host}:{self.config.smtp.port}", refused
 
     @staticmethod

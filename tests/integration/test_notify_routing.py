@@ -12,6 +12,7 @@ from daemon.metrics import REGISTRY
 from daemon.store import StateDB
 from daemon.store.accounts import AccountStore
 from daemon.store.jobs import JobStore
+from notifier.service import SMTP_CONNECTIONS
 from tests.fixtures.jobs import add_job
 from tests.fixtures.smtp import SMTPServer, job, make_notifier, notifier_config, outbox_rows, running, wait_until
 
@@ -49,6 +50,37 @@ def test_a_destination_answering_4xx_delays_only_its_own_emails(data_dir: Path, 
         ("1", "picked_up"),
         ("1", "succeeded"),
     ]
+
+
+def test_one_accounts_slow_destinations_do_not_hold_up_another_accounts_email(
+    data_dir: Path, smtp_server: SMTPServer
+) -> None:
+    config = notifier_config(data_dir, **_smtp_env(smtp_server))
+    # Twice as many slow destinations as conversations: first come first served, B would wait for all of them.
+    slow = [f"slow{n}.example" for n in range(2 * SMTP_CONNECTIONS)]
+    smtp_server.slow_domains.update(dict.fromkeys(slow, 3.0))
+    notifier = make_notifier(config)
+    with running(notifier):
+        for n in range(0, len(slow), 2):
+            emails = [f"ops@{slow[n]}", f"ops@{slow[n + 1]}"]
+            notifier.notify("picked_up", job(n + 1, account="evil", client_emails=emails))
+        wait_until(lambda: len(outbox_rows(config)) == len(slow), what="A's emails queued")
+        notifier.notify("picked_up", job(99, account="good", client_emails=["b@fine.example"]))
+        (mail,) = smtp_server.wait_for(1, where=lambda m: m.rcpt_tos == ["b@fine.example"])
+        rows = outbox_rows(config)
+        waiting = [row for row in rows if row["account"] == "evil" and row["sent_at"] is None]
+        assert waiting, "B's email went out only after every one of A's"
+        assert len(waiting) >= len(slow) - (SMTP_CONNECTIONS - 1)  # one slot was B's all along
+        assert mail.message["X-Ingestd-Job"] == "99"
+    # stop() abandoned A's conversations still in flight: their rows wait in the outbox, untouched by the stop.
+    evil = [row for row in outbox_rows(config) if row["account"] == "evil"]
+    assert all(row["failed_at"] is None for row in evil)
+    assert any(row["sent_at"] is None for row in evil)
+    smtp_server.slow_domains.clear()
+    with running(make_notifier(config)):
+        wait_until(lambda: all(row["sent_at"] for row in outbox_rows(config)), what="all delivered after restart")
+    received = {rcpt for message in smtp_server.messages for rcpt in message.rcpt_tos}
+    assert received == {f"ops@{domain}" for domain in slow} | {"b@fine.example"}
 
 
 def test_a_recipient_refused_with_5xx_is_given_up_and_recorded_while_the_others_get_the_email(
