@@ -49,7 +49,9 @@ def test_rows_elasticsearch_refuses_keep_their_cells_and_stored_ones_count_as_pr
     _, second = finished(daemon, 2)
     assert second["status"] == "completed_with_errors"
     assert (second["rows_ingested"], second["rows_failed"], second["rows_duplicate"]) == (2, 1, 1)
-    text = (daemon.drop(ACCOUNT) / second["details"]["error_csv"]).read_text(encoding="utf-8")
+    text = (daemon.drop(ACCOUNT) / second["details"]["error_csv"]).read_text(
+        encoding="utf-8-sig"
+    )  # a BOM, as the upload was UTF-8
     header, row = list(csv.reader(io.StringIO(text)))
     assert header == ["identity", "evtName", "ts", "Price", "Failure Description"]
     # The original cells (neutralised as every error CSV cell is), not an empty row.
