@@ -328,6 +328,10 @@ def test_contacts_are_told_when_the_manifest_names_no_usable_address(
     assert (mail.copy, mail.rcpt_tos) == ("contacts", ["contact@example.com"])
     assert mail.subject == "[acme] Failed: broken.manifest (manifest has errors)"
     assert "the manifest names no email address we could read" in " ".join(mail.text().split())
+    # Whatever the config, the partner can `get` why from errors/.
+    [job] = json.loads(daemon.cli("imports", "list", "--json").stdout)
+    report = partner.get(job["details"]["report"]).decode()
+    assert "broken.manifest" in report and "the manifest is not valid JSON" in report
 
 
 def test_addresses_outside_the_allowed_domains_are_dropped_and_the_contacts_told(
