@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -117,6 +118,39 @@ class SFTPConfig(_Section):
     macs: StrList = []
     kex_algorithms: StrList = []
     host_key_algorithms: StrList = []
+    # Several SFTP processes share the port (SO_REUSEPORT), each with its own event loop; 0: one per core.
+    processes: int = Field(0, ge=0, le=64)
+    # A broken upload is kept this long, so that `reput` / `put -a` can continue it; then it is removed.
+    resume_window: Duration = "24h"  # type: ignore[assignment]
+    # Load balancers (addresses or networks) whose PROXY protocol (v1/v2) header is trusted, on SFTP and HTTP.
+    proxy_protocol_from: StrList = []
+
+    @field_validator("proxy_protocol_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"expected IP addresses or networks like 10.0.0.0/8, found {item!r}") from None
+        return value
+
+
+class StateConfig(_Section):
+    # Empty: data_dir/state.sqlite3 (one node). postgresql://user:password@host:port/db shares state between nodes.
+    url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _state_url(cls, value: str) -> str:
+        if value and not re.match(r"^postgres(?:ql)?://", value):
+            raise ValueError(f"expected empty (SQLite in data_dir) or a postgresql:// URL, found {value!r}")
+        return value
+
+
+class WatchConfig(_Section):
+    # How often the drop area is rescanned for files inotify cannot see (other nodes, NFS, other writers).
+    rescan_interval: Duration = "60s"  # type: ignore[assignment]
 
 
 class HTTPConfig(_Section):
@@ -235,6 +269,8 @@ class LogConfig(_Section):
 class Config(_Section):
     data_dir: Path = Path("./ingestd-data")
     sftp: SFTPConfig = SFTPConfig()
+    state: StateConfig = StateConfig()
+    watch: WatchConfig = WatchConfig()
     http: HTTPConfig = HTTPConfig()
     sink: SinkConfig = SinkConfig()
     elasticsearch: ElasticsearchConfig = ElasticsearchConfig()
