@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from notifier.channels import email_channel, webhook_channel
 from notifier.compose import build_message
-from notifier.outbox import Outbox, email_channel, webhook_channel
+from notifier.outbox import Outbox
 
 SUBJECT_DONE = "Export {id} of {account} is done: {rows} rows in {files} file(s)"
 SUBJECT_FAILED = "Export {id} of {account} failed: {reason}"
