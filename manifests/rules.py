@@ -7,6 +7,7 @@ import difflib
 import re
 
 from daemon.config import DEFAULT_RESTRICTED_EVENTS
+from daemon.units import size_text
 
 # -- manifest vocabulary ------------------------------------------------------------------------
 
@@ -78,7 +79,7 @@ MANIFEST_NOT_UNICODE = "is not valid Unicode text (it holds a lone surrogate esc
 
 
 def manifest_too_large(limit: int) -> str:
-    return f"the manifest is larger than {_size(limit)} (it was not read); a manifest is a small JSON object"
+    return f"the manifest is larger than {size_text(limit)} (it was not read); a manifest is a small JSON object"
 
 
 def too_many_recipients(limit: int, found: int) -> str:
@@ -87,16 +88,6 @@ def too_many_recipients(limit: int, found: int) -> str:
 
 def more_problems(count: int) -> str:
     return f"... and {count} more problems"
-
-
-def _size(limit: int) -> str:
-    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if limit >= factor and limit % factor == 0:
-            return f"{limit // factor} {unit}"
-    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if limit >= factor:
-            return f"{limit / factor:.1f} {unit}"
-    return f"{limit} bytes"
 
 
 # -- row rules ----------------------------------------------------------------------------------
@@ -277,14 +268,14 @@ RATIO_FLOOR = 64 << 20  # a small file may always expand to this much
 
 def file_uncompressed_too_large(kind: str, limit: int) -> str:
     return (
-        f"the {kind} file uncompresses to more than {_size(limit)}, the largest data file accepted "
+        f"the {kind} file uncompresses to more than {size_text(limit)}, the largest data file accepted "
         "(sftp.max_file_size); split it into smaller files"
     )
 
 
 def file_bomb(kind: str, compressed: int) -> str:
     return (
-        f"the {kind} file uncompresses to more than {MAX_RATIO} times its compressed size ({_size(compressed)}): "
+        f"the {kind} file uncompresses to more than {MAX_RATIO} times its compressed size ({size_text(compressed)}): "
         "refused as a decompression bomb"
     )
 

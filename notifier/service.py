@@ -17,6 +17,7 @@ from daemon.logs import event
 from daemon.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_PENDING
 from daemon.store import StateDB
 from daemon.store.accounts import AccountStore
+from daemon.units import duration_text
 from notifier import ratelimit, texts
 from notifier.channels import CHANNELS, email_channel, webhook_channel
 from notifier.channels import channel as channel_of
@@ -24,7 +25,6 @@ from notifier.compose import Email, compose_emails, plan_for
 from notifier.mailer import DeliveryError, FileMailer, SMTPMailer
 from notifier.outbox import Item, Outbox, epoch, record_notified
 from notifier.recipients import Plan
-from notifier.render import fmt_duration
 from notifier.slots import FairSlots
 from notifier.webhooks import WebhookClient, build_body
 
@@ -239,7 +239,7 @@ class Notifier:
         age = max(0.0, time.time() - epoch(row["created_at"]))
         others = f" (and {channels - 1} more destinations)" if channels > 1 else ""
         return (
-            f"outbox: {row['channel']} stuck for {fmt_duration(age)}{others}, {row['attempts']} attempts,"
+            f"outbox: {row['channel']} stuck for {duration_text(age)}{others}, {row['attempts']} attempts,"
             f" {self.outbox.depth()} waiting; last delivery error: {row['last_error']}"
         )
 
