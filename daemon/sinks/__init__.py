@@ -2,7 +2,7 @@
 
 To add a driver: a Sink subclass (daemon/sinks/base.py says what each method promises), an export reader
 (daemon/exports/selection.py's Selection), an entry in DRIVERS, its name in config.SinkConfig.driver, and the
-shared sink suite run against it (tests/unit/test_sinks.py); docs/architecture.md has the steps.
+shared sink suite run against it (tests/integration/test_sinks.py); docs/architecture.md has the steps.
 """
 
 from __future__ import annotations
