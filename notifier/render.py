@@ -10,9 +10,10 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from daemon.jobs.paths import partner_error_name
 from daemon.units import duration_text, size_text
 from notifier import texts
-from notifier.attachment import Attachment, partner_file_name
+from notifier.attachment import Attachment
 
 # How many grouped reasons and listed problems an email shows before "… and N more".
 MAX_REASONS = 20
@@ -56,21 +57,10 @@ def render_bodies(context: dict[str, Any]) -> tuple[str, str]:
 
 
 def failure_kind(job: dict[str, Any]) -> str:
-    """One of texts.FAILURE_KINDS: the job's explicit `failure`, else guessed from its reason and counts."""
+    """One of texts.FAILURE_KINDS: the payload's `failure` (daemon/jobs/messages.failure_kind named it from the
+    reason), never guessed from the wording of the error; `internal` when a sender named none."""
     explicit = job.get("failure")
-    if explicit in texts.FAILURE_KINDS:
-        return str(explicit)
-    error = (job.get("error") or "").lower()
-    if error.startswith("no data file"):
-        return "no_data_file"
-    if "manifest" in error:
-        return "manifest"
-    if any(words in error for words in ("couldn't be read", "could not be read", "cannot be read")):
-        return "file_unreadable"
-    total, ingested, failed = (_int(job.get(key)) for key in ("rows_total", "rows_ingested", "rows_failed"))
-    if (total and not ingested and failed >= total) or "all rows" in error or "every row" in error:
-        return "all_rows_failed"
-    return "internal"
+    return str(explicit) if explicit in texts.FAILURE_KINDS else "internal"
 
 
 def display_file(job: dict[str, Any]) -> str:
@@ -82,7 +72,7 @@ def partner_error_path(job: dict[str, Any]) -> str:
     recorded = _details(job).get("error_csv")
     if isinstance(recorded, str) and recorded.startswith("errors/"):
         return recorded
-    return f"errors/{partner_file_name(job.get('id') or 0, display_file(job))}"
+    return f"errors/{partner_error_name(job.get('id') or 0, display_file(job))}"
 
 
 def build_context(

@@ -15,9 +15,9 @@ from aiohttp import web
 
 from daemon.http import api
 from daemon.http.params import ACTIVE_STATUSES, STATUSES, ImportFilter, ParamError, parse_filter, parse_job_id
+from daemon.jobs.paths import partner_error_name
 from daemon.text import safe
 from daemon.units import duration_text
-from notifier.attachment import partner_file_name
 
 REFRESH_SECONDS = 5
 
@@ -333,7 +333,7 @@ async def errors_csv(request: web.Request) -> web.StreamResponse:
             f"import {job_id} has no error CSV: no row was rejected, or its job folder was removed after "
             "jobs.retention_days",
         )
-    name = partner_file_name(job_id, str(found.get("file_name") or found.get("manifest_name") or "import"))
+    name = partner_error_name(job_id, str(found.get("file_name") or found.get("manifest_name") or "import"))
     ascii_name = "".join(ch if ch.isascii() and ch.isprintable() and ch not in '"\\' else "_" for ch in name)
     response = web.FileResponse(
         path,

@@ -12,6 +12,7 @@ import pytest
 from jinja2 import UndefinedError
 
 from daemon.config import load_config
+from daemon.jobs import messages
 from daemon.units import duration_text, setting_text, size_text
 from notifier.attachment import prepare_attachment
 from notifier.compose import compose_email, compose_emails, render_email
@@ -118,21 +119,22 @@ def test_unknown_kind_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "counts", "expected"),
+    ("error", "expected"),
     [
-        ("Incorrect details in manifest file", (0, 0, 0), "manifest"),
-        ("Every manifest file must have a unique name", (0, 0, 0), "manifest"),
-        ("No data file found", (0, 0, 0), "no_data_file"),
-        ("File couldn't be read: no header row", (0, 0, 0), "file_unreadable"),
-        ("All rows failed", (10, 0, 10), "all_rows_failed"),
-        (None, (10, 0, 10), "all_rows_failed"),
-        ("Internal error", (10, 5, 0), "internal"),
+        ("Incorrect details in manifest file", "manifest"),
+        ("Every manifest file must have a unique name", "manifest"),
+        ("No data file found", "no_data_file"),
+        ("File couldn't be read: no header row", "file_unreadable"),
+        ("All rows failed", "all_rows_failed"),
+        ("Internal error", "internal"),
     ],
 )
-def test_failure_kind_follows_the_reason(error: str | None, counts: tuple[int, int, int], expected: str) -> None:
-    job = dict(zip(("rows_total", "rows_ingested", "rows_failed"), counts, strict=True), error=error)
-    assert failure_kind(job) == expected
-    assert failure_kind({**job, "failure": "internal"}) == "internal"
+def test_failure_kind_is_named_by_the_worker_and_never_guessed_from_the_wording(error: str, expected: str) -> None:
+    # The worker names the kind from its own reason constants (daemon/jobs/messages.py) ...
+    assert messages.failure_kind(error) == expected
+    # ... and the notifier takes what it was told: an error that merely mentions a manifest is not a manifest problem.
+    assert failure_kind({"error": error, "failure": expected}) == expected
+    assert failure_kind({"error": "manifest.csv could not be read", "rows_total": 3, "rows_failed": 3}) == "internal"
 
 
 def test_formatting_helpers_read_naturally() -> None:
