@@ -129,11 +129,10 @@ class Notifier:
                 held_back = not ratelimit.take(conn, account, job_id, limit, audiences, time.time())
             if not held_back:
                 for email in emails:
-                    self._queue_email(conn, email, job_id, kind, account)
+                    self.queue_email(conn, email, job_id, kind, account)
             if isinstance(job_id, int):
                 record_notified(conn, job_id, notified_entry(kind, recipients, bool(emails), held_back))
-            for url in self.config.webhooks.urls:
-                Outbox.add(conn, "webhook", job_id, kind, url, body, channel=webhook_channel(url), account=account)
+            self.queue_webhooks(conn, job_id, kind, body, account)
         for dropped in recipients.dropped:
             event(
                 log,
@@ -157,10 +156,19 @@ class Notifier:
             )
         elif not emails:
             event(log, "notify.no_recipients", logging.WARNING, job_id=job_id, notify_event=kind)
+        self.wake()
+
+    def wake(self) -> None:
+        """Rows were added to the outbox: update its gauge and wake the sender (any thread)."""
         self._update_depth()
         self._poke()
 
-    def _queue_email(self, conn: Any, email: Email, job_id: Any, kind: str, account: str) -> None:
+    def queue_webhooks(self, conn: Any, job_id: int | None, kind: str, body: bytes, account: str) -> None:
+        """One row per configured webhook URL, inside the caller's transaction."""
+        for url in self.config.webhooks.urls:
+            Outbox.add(conn, "webhook", job_id, kind, url, body, channel=webhook_channel(url), account=account)
+
+    def queue_email(self, conn: Any, email: Email, job_id: int | None, kind: str, account: str) -> None:
         """One row per recipient domain (its own channel), or one row when emails become files."""
         if self.smtp is None:
             groups = {"eml": email.recipients}
@@ -285,7 +293,7 @@ class Notifier:
             rows = ratelimit.claim(conn, account, time.time())
             if rows:
                 for email in ratelimit.compose_summary(account, rows, self.config, datetime.now(UTC)):
-                    self._queue_email(conn, email, None, "failures_summary", account)
+                    self.queue_email(conn, email, None, "failures_summary", account)
         return len(rows)
 
     async def _run(self) -> None:
