@@ -12,7 +12,6 @@ from daemon.units import size_text
 # -- manifest vocabulary ------------------------------------------------------------------------
 
 MANIFEST_KEYS = ("fileName", "type", "clientEmail", "columns", "encoding", "delimiter", "decimal")
-REQUIRED_KEYS = ("fileName", "type", "clientEmail")
 COLUMN_KEYS = ("ctName", "dataType")
 TYPES = ("event", "profile")
 DECIMALS = (".", ",")  # the manifest's `decimal`: the decimal mark of FLOAT cells
@@ -103,7 +102,6 @@ MAX_COLUMNS = 260
 MAX_EVENT_PROPERTIES = 100
 MAX_CHARS = 1024
 INT32 = (-(2**31), 2**31 - 1)
-INT64 = (-(2**63), 2**63 - 1)
 MAX_TS = 9_999_999_999  # epoch seconds up to 2286: longer values are milliseconds by mistake
 MAX_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
 TRUE_WORDS = ("true", "1", "yes", "y")
