@@ -14,6 +14,7 @@ import asyncssh
 from daemon.config import Config
 from daemon.errors import UsageError
 from daemon.logs import event
+from daemon.proxyproto import ProxyTrust
 from daemon.sftp.algorithms import select_algorithms
 from daemon.sftp.auth import SIGNATURE_ALGS, AccountSSHServer, LoginContext, LoginGuard
 from daemon.sftp.handler import Count, DropFolderSFTP, SessionPolicy, count_locally, sweep_temp_files
@@ -153,7 +154,8 @@ class SFTPListener:
         self._acceptor = await asyncssh.listen(
             self.config.sftp.host,
             self.config.sftp.port,
-            tunnel=GatedListener(self.gate),  # connection caps, checked before asyncssh sees a socket
+            # Connection caps, checked before asyncssh sees a socket (after a trusted balancer's PROXY header).
+            tunnel=GatedListener(self.gate, proxy_from=ProxyTrust(self.config.sftp.proxy_protocol_from)),
             server_factory=self._server_factory,
             server_host_keys=self.host_keys,
             allow_scp=False,
