@@ -122,7 +122,7 @@ class Recorder(asyncio.Protocol):
     """Stands for the SSH connection / HTTP handler: what address it is told, what bytes it gets."""
 
     def __init__(self, seen: list[Recorder]) -> None:
-        self.peer: object = None
+        self.peer: tuple[str, int] | None = None
         self.data = bytearray()
         self.transport: asyncio.BaseTransport | None = None
         seen.append(self)
@@ -181,7 +181,7 @@ def test_an_untrusted_peer_header_is_just_data() -> None:
     line = b"PROXY TCP4 203.0.113.7 10.0.0.5 50123 2222\r\n"
     seen, answer = exchange(["10.0.0.0/8"], [line])
     [protocol] = seen
-    assert protocol.peer[0] == "127.0.0.1"
+    assert protocol.peer is not None and protocol.peer[0] == "127.0.0.1"
     assert answer == b"echo " + line  # nothing parsed: the protocol behind decides (a failed handshake)
 
 
