@@ -173,7 +173,8 @@ class DropFolderSFTP(asyncssh.SFTPServer):
 
     def _open_download(self, path: bytes) -> Download:
         local = self._local(path)
-        fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO planted by hand would otherwise wait for a writer, with the loop blocked.
+        fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise SFTPFailure(NOT_A_FILE)

@@ -109,42 +109,6 @@ def test_session_closed_with_a_file_still_open_leaves_nothing(daemon: Daemon, pa
         client.close()
 
 
-def test_upload_over_the_size_limit_is_refused_and_leaves_nothing(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    daemon = make_daemon(INGESTD_SFTP__MAX_FILE_SIZE="256KiB")
-    private, public = make_keypair(tmp_path / "keys")
-    daemon.add_key("acme", public)
-    drop = daemon.drop("acme")
-    exact, over = tmp_path / "exact.csv", tmp_path / "over.csv"
-    exact.write_bytes(b"x" * 256 * 1024)
-    over.write_bytes(b"x" * (3 * 256 * 1024))
-    result = sftp_batch(daemon.sftp_port, "acme", private, [f"put {over}"])
-    assert result.returncode != 0
-    assert "over.csv" not in os.listdir(drop) and not temp_files(drop)
-    with paramiko_sftp(daemon.sftp_port, "acme", private) as sftp:
-        remote = sftp.open("over.csv", "wb")  # not pipelined: each write's answer is checked
-        with pytest.raises(OSError, match="exceeds the maximum upload size of 256 KiB"):
-            for _ in range(3 * 8):
-                remote.write(b"x" * 32 * 1024)
-        remote.close()
-        assert "over.csv" not in sftp.listdir(".")
-        sftp.put(str(exact), "exact.csv")  # the limit itself is allowed
-    assert (drop / "exact.csv").stat().st_size == 256 * 1024
-    # Refused, and then the client vanishes without closing: still nothing left, nothing unexpected logged.
-    sock = socket.create_connection(("127.0.0.1", daemon.sftp_port), timeout=30)
-    transport = paramiko.Transport(sock)
-    transport.connect(username="acme", pkey=paramiko.PKey.from_path(private))
-    sftp = paramiko.SFTPClient.from_transport(transport)
-    assert sftp is not None
-    remote = sftp.open("over.csv", "wb")
-    with pytest.raises(OSError, match="maximum upload size"):
-        remote.write(b"x" * (256 * 1024 + 1))
-    sock.shutdown(socket.SHUT_RDWR)
-    transport.close()
-    wait_for(lambda: daemon.log().count("reason=too_large") == 3, "three refusals in the log")
-    assert "over.csv" not in os.listdir(drop) and not temp_files(drop)
-    assert "Traceback" not in daemon.log()
-
-
 def test_sigterm_lets_uploads_in_flight_finish_and_exits_0(daemon: Daemon, partner: Path) -> None:
     drop = daemon.drop("acme")
     with paramiko_sftp(daemon.sftp_port, "acme", partner) as sftp:
