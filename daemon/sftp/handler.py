@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -30,7 +31,7 @@ from asyncssh import (
 )
 
 from daemon.logs import event
-from daemon.sftp import listing
+from daemon.sftp import listing, partials
 from daemon.sftp.messages import (
     ALREADY_EXISTS,
     DISCARDED,
@@ -44,6 +45,8 @@ from daemon.sftp.messages import (
     NOT_A_DIRECTORY,
     NOT_A_FILE,
     READ_ONLY_HANDLE,
+    RESUME_BUSY,
+    RESUME_GONE,
     SHOWN_BY_OPENSSH,
     SHUTTING_DOWN,
     TOO_LARGE,
@@ -52,6 +55,7 @@ from daemon.sftp.messages import (
     human_size,
     shown_by_openssh,
 )
+from daemon.sftp.partials import partial_path
 from daemon.sftp.paths import Jail
 from daemon.sftp.policy import Count, SessionPolicy, count_locally
 from daemon.sftp.rename import rename_noreplace
@@ -197,18 +201,29 @@ class DropFolderSFTP(asyncssh.SFTPServer):
                 raise SFTPNoSuchFile(NO_SUCH_FILE)  # as _local treats a link planted by hand
             if not stat.S_ISREG(existing.st_mode):
                 raise SFTPFailure(NOT_A_FILE)
+        partial = partial_path(self._root, name)
+        if not pflags & (FXF_TRUNC | FXF_EXCL):
+            # `reput` / `put -a`: continue the kept partial of this name, if there is one.
+            resumed = self._resume(name, final, partial, pflags)
+            if resumed is not None:
+                return resumed
+        if existing is not None:
             if pflags & FXF_EXCL:
                 raise SFTPFileAlreadyExists(ALREADY_EXISTS)
             if not pflags & FXF_TRUNC:
                 raise SFTPOpUnsupported(NO_RESUME)
         elif not pflags & FXF_CREAT:
             raise SFTPNoSuchFile(NO_SUCH_FILE)
+        if pflags & FXF_TRUNC and partials.folder_ok(self._root):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)  # the partner starts this name over: its broken upload is obsolete
         temp = temp_path(self._root, name)
         fd = create_temp(temp)
         upload = Upload(
             fd=fd,
             temp=temp,
             final=final,
+            partial=partial,
             account=self._account,
             name=name_from_bytes(name),
             connection_id=self._connection_id,
@@ -217,6 +232,58 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         )
         self._policy.started(upload)
         return upload
+
+    def _resume(self, name: bytes, final: bytes, partial: bytes, pflags: int) -> Upload | None:
+        """The kept partial of `name`, opened and locked for continuing; None when there is none."""
+        if not partials.folder_ok(self._root):
+            return None
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise SFTPFailure(NOT_A_FILE)
+            if not partials.lock(fd):
+                raise SFTPFailure(RESUME_BUSY)
+            try:
+                if os.lstat(partial).st_ino != info.st_ino:
+                    raise FileNotFoundError  # removed (expired) or replaced while we opened it
+            except FileNotFoundError:
+                os.close(fd)
+                return None
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+        upload = Upload(
+            fd=fd,
+            temp=partial,
+            final=final,
+            partial=partial,
+            account=self._account,
+            name=name_from_bytes(name),
+            connection_id=self._connection_id,
+            append=bool(pflags & FXF_APPEND),
+            count=self._policy.count,
+            size=info.st_size,
+            resumed_from=info.st_size,
+            prefix=info.st_size,
+        )
+        self._policy.started(upload)
+        return upload
+
+    def _partial_stat(self, path: bytes) -> os.stat_result | None:
+        """What `stat` says of a name that is only a kept partial: its size so far (how `reput` resumes)."""
+        parts = self._jail.parts(path)
+        if len(parts) != 1 or not partials.folder_ok(self._root):
+            return None
+        try:
+            info = os.lstat(partial_path(self._root, parts[0]))
+        except FileNotFoundError:
+            return None
+        return info if stat.S_ISREG(info.st_mode) else None
 
     @_sftp_errors
     def close(self, file_obj: object) -> None:
@@ -230,9 +297,10 @@ class DropFolderSFTP(asyncssh.SFTPServer):
             if self._session_ended():
                 # Never raise here: asyncssh is cleaning up the session and would skip the other handles.
                 if upload.failed is None:
-                    upload.discard(
-                        "disconnected", DISCARDED.format(reason="the connection ended before the file was closed")
-                    )
+                    try:
+                        upload.keep()
+                    except OSError as exc:
+                        upload.discard("error", DISCARDED.format(reason=exc.strerror or str(exc)))
                 return
             if upload.failed is not None:
                 raise SFTPFailure(upload.failed)
@@ -247,6 +315,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         elapsed_ms = int((time.monotonic() - upload.started) * 1000)
         upload.count("UPLOADS", 1, (upload.account,))
         upload.count("UPLOAD_BYTES", upload.size, (upload.account,))
+        resumed = {"resumed_from": upload.resumed_from} if upload.resumed_from else {}
         event(
             log,
             "upload.completed",
@@ -255,6 +324,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
             size_bytes=upload.size,
             elapsed_ms=elapsed_ms,
             connection_id=upload.connection_id,
+            **resumed,
         )
 
     def exit(self) -> None:
@@ -278,6 +348,10 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         if upload.failed is not None:
             raise SFTPFailure(upload.failed)
         if upload.append:
+            if offset > upload.size:
+                # The client continues from bytes this server does not have (the partial expired meanwhile).
+                upload.discard("error", RESUME_GONE)
+                raise SFTPFailure(upload.failed or "")
             offset = upload.size
         end = offset + len(data)
         if end > self._policy.max_file_size:
@@ -292,8 +366,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         except OSError as exc:
             upload.discard("error", DISCARDED.format(reason=exc.strerror or str(exc)))
             raise SFTPFailure(upload.failed or "") from None
-        if end > upload.size:
-            upload.size = end
+        upload.wrote(offset, end)
         return len(data)
 
     # -- attributes -----------------------------------------------------------------------------
@@ -304,11 +377,21 @@ class DropFolderSFTP(asyncssh.SFTPServer):
 
     @_sftp_errors
     def lstat(self, path: bytes) -> os.stat_result:
-        return os.lstat(self._local(path))
+        return self._stat(path, os.lstat)
 
     @_sftp_errors
     def stat(self, path: bytes) -> os.stat_result:
-        return os.stat(self._local(path))
+        return self._stat(path, os.stat)
+
+    def _stat(self, path: bytes, how: Callable[[bytes], os.stat_result]) -> os.stat_result:
+        local = self._local(path)
+        try:
+            return how(local)
+        except FileNotFoundError:
+            kept = self._partial_stat(path)
+            if kept is None:
+                raise
+            return kept
 
     @_sftp_errors
     def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
@@ -320,7 +403,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
                 file_obj.discard("too_large", TOO_LARGE.format(limit=human_size(self._policy.max_file_size)))
                 raise SFTPFailure(file_obj.failed or "")
             os.ftruncate(file_obj.fd, attrs.size)
-            file_obj.size = attrs.size
+            file_obj.truncated(attrs.size)
         set_times(file_obj.fd, attrs)
 
     @_sftp_errors
@@ -359,7 +442,16 @@ class DropFolderSFTP(asyncssh.SFTPServer):
     @_sftp_errors
     def remove(self, path: bytes) -> None:
         local = self._local(path)
-        if not stat.S_ISREG(os.lstat(local).st_mode):
+        try:
+            info = os.lstat(local)
+        except FileNotFoundError:
+            if self._partial_stat(path) is None:
+                raise
+            # `rm` of a name that is only a broken upload: the partner gives up on resuming it.
+            parts = self._jail.parts(path)
+            os.unlink(partial_path(self._root, parts[0]))
+            return
+        if not stat.S_ISREG(info.st_mode):
             raise SFTPFailure(NOT_A_FILE)
         os.unlink(local)
 

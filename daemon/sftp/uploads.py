@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -13,6 +12,8 @@ from dataclasses import dataclass, field
 from asyncssh import SFTPAttrs
 
 from daemon.logs import event
+from daemon.sftp import partials
+from daemon.sftp.messages import DISCARDED
 from daemon.sftp.paths import NAME_MAX
 from daemon.sftp.policy import Count
 
@@ -20,6 +21,8 @@ log = logging.getLogger("ingestd.sftp")
 
 TEMP_PREFIX = ".ingestd-upload-"
 TEMP_SUFFIX = ".part"
+_MAX_AHEAD = 1024  # out-of-order writes remembered per upload
+_DISCONNECTED = DISCARDED.format(reason="the connection ended before the file was closed")
 
 
 def temp_path(root: bytes, name: bytes) -> bytes:
@@ -37,11 +40,16 @@ def create_temp(temp: bytes) -> int:
 
 @dataclass
 class Upload:
-    """An upload in progress: written to `temp`, renamed to `final` only after a successful close."""
+    """An upload in progress: written to `temp`, renamed to `final` only after a successful close.
+
+    A resumed upload writes the kept partial itself (`temp` is then the partial, `resumed_from` its size).
+    If the connection ends first, `keep()` leaves what arrived as the partial of `final`'s name.
+    """
 
     fd: int
     temp: bytes
     final: bytes
+    partial: bytes  # where a broken upload of this name is kept
     account: str
     name: str
     connection_id: str
@@ -49,15 +57,49 @@ class Upload:
     count: Count
     started: float = field(default_factory=time.monotonic)
     size: int = 0
+    resumed_from: int = 0
+    prefix: int = 0  # bytes from the start written without a gap: what a broken upload keeps
     failed: str | None = None  # the partner-facing reason, once the upload is lost
+    _ahead: dict[int, int] = field(default_factory=dict)  # writes past a gap: offset -> end
+
+    def wrote(self, offset: int, end: int) -> None:
+        """Record a write of [offset, end): the size, and how far the file is whole from its start."""
+        if end > self.size:
+            self.size = end
+        if offset > self.prefix:
+            # Past a gap (a client writing out of order). Bounded: beyond it the gap just stays a gap.
+            if len(self._ahead) < _MAX_AHEAD:
+                self._ahead[offset] = max(end, self._ahead.get(offset, 0))
+            return
+        if end <= self.prefix:
+            return
+        self.prefix = end
+        while self._ahead:
+            reachable = [start for start in self._ahead if start <= self.prefix]
+            if not reachable:
+                break
+            for start in reachable:
+                self.prefix = max(self.prefix, self._ahead.pop(start))
+
+    def truncated(self, size: int) -> None:
+        self.size = size
+        self.prefix = min(self.prefix, size)
+        self._ahead = {start: min(end, size) for start, end in self._ahead.items() if start < size}
+
+    def _ours(self) -> bool:
+        """Whether `temp` is still the file we write (another upload of the name may have replaced it)."""
+        try:
+            return os.lstat(self.temp).st_ino == os.fstat(self.fd).st_ino
+        except FileNotFoundError:
+            return False
 
     def discard(self, reason: str, message: str) -> None:
-        """Close and delete the temp file; the final name is never touched."""
+        """Close and delete the temp file (or the partial being continued); the final name is never touched."""
         if self.fd >= 0:
+            if self._ours():
+                os.unlink(self.temp)
             os.close(self.fd)
             self.fd = -1
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.temp)
         if self.failed is None:
             self.failed = message
             self.count("UPLOADS_FAILED", 1, (reason,))
@@ -72,16 +114,46 @@ class Upload:
                 connection_id=self.connection_id,
             )
 
+    def keep(self) -> None:
+        """The connection ended before the close: keep the whole part as the name's partial, for resuming."""
+        if self.prefix == 0 or not self._ours():
+            self.discard("disconnected", _DISCONNECTED)
+            return
+        if self.size > self.prefix:
+            os.ftruncate(self.fd, self.prefix)  # after a gap nothing is trusted: resuming continues from here
+        os.utime(self.fd)  # the resume window runs from now (`put -p` may have set an old time)
+        if self.temp != self.partial:
+            folder = os.path.dirname(self.partial)
+            if not partials.folder_ok(os.path.dirname(folder), create=True):
+                self.discard("disconnected", _DISCONNECTED)
+                return
+            os.replace(self.temp, self.partial)  # the newest broken upload of a name is the one to continue
+        os.close(self.fd)
+        self.fd = -1
+        self.failed = _DISCONNECTED
+        self.count("UPLOADS_FAILED", 1, ("disconnected",))
+        event(
+            log,
+            "upload.interrupted",
+            account=self.account,
+            file=self.name,
+            size_bytes=self.prefix,
+            kept="resumable",
+            connection_id=self.connection_id,
+        )
+
     def commit(self) -> None:
-        """Close and atomically rename into place: the watcher sees the final name only when complete.
+        """Atomically rename into place, then close: the watcher sees the final name only when complete.
 
         No fsync, as OpenSSH's sftp-server: it would cost 1-2 ms per small file and most of a second per GiB,
         a daemon crash loses nothing that is in the page cache, and a client wanting durability asks for it
         (fsync@openssh.com, `put -f`), which the handler's `fsync()` honours.
         """
+        if self.resumed_from and not self._ours():
+            raise FileNotFoundError(errno.ENOENT, "the broken upload was replaced or removed meanwhile")
+        os.replace(self.temp, self.final)
         os.close(self.fd)
         self.fd = -1
-        os.replace(self.temp, self.final)
 
 
 @dataclass
