@@ -44,8 +44,8 @@ def folder_ok(account_dir: bytes | Path, create: bool = False) -> bool:
 
 def kept_since(account_dir: Path, name: str) -> float | None:
     """When the partial of `name` was last written (its mtime), or None when there is none."""
-    if not folder_ok(account_dir):
-        return None
+    if "/" in name or name.startswith(".") or not folder_ok(account_dir):
+        return None  # a manifest's fileName never leads out of the partial folder
     try:
         info = os.lstat(account_dir / PARTIAL_DIR / name)
     except (OSError, ValueError):
