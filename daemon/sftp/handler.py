@@ -202,8 +202,10 @@ class DropFolderSFTP(asyncssh.SFTPServer):
             if not stat.S_ISREG(existing.st_mode):
                 raise SFTPFailure(NOT_A_FILE)
         partial = partial_path(self._root, name)
-        if not pflags & (FXF_TRUNC | FXF_EXCL):
-            # `reput` / `put -a`: continue the kept partial of this name, if there is one.
+        if pflags & FXF_APPEND and not pflags & (FXF_TRUNC | FXF_EXCL):
+            # `reput` / `put -a` / append mode: continue the kept partial of this name, if there is one. Only
+            # in append mode: a client writing from offset 0 without truncating would leave a longer
+            # partial's old tail in place.
             resumed = self._resume(name, final, partial, pflags)
             if resumed is not None:
                 return resumed
@@ -214,7 +216,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
                 raise SFTPOpUnsupported(NO_RESUME)
         elif not pflags & FXF_CREAT:
             raise SFTPNoSuchFile(NO_SUCH_FILE)
-        if pflags & FXF_TRUNC and partials.folder_ok(self._root):
+        if partials.folder_ok(self._root):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(partial)  # the partner starts this name over: its broken upload is obsolete
         temp = temp_path(self._root, name)

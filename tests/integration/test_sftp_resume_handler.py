@@ -151,6 +151,14 @@ def test_a_new_upload_or_rm_drops_the_partial_and_one_partial_has_one_writer(
             await held.write(b" and the rest")
             await held.close()
             assert (drop / "y.csv").read_bytes() == b"part and the rest"
+        await broken_upload(server, acme, "w.csv", [(0, b"a longer old part")])
+        # Writing from offset 0 without truncating (not append mode) starts over: no old tail is left.
+        async with (
+            server.sftp(acme) as sftp,
+            sftp.open("w.csv", asyncssh.FXF_WRITE | asyncssh.FXF_CREAT, encoding=None) as remote,
+        ):
+            await remote.write(b"new", 0)
+        assert (drop / "w.csv").read_bytes() == b"new" and not (drop / PARTIAL / "w.csv").exists()
         await broken_upload(server, acme, "z.csv", [(0, b"abandoned")])
         async with server.sftp(acme) as sftp:
             await sftp.remove("z.csv")
