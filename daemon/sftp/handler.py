@@ -45,7 +45,6 @@ from daemon.sftp.messages import (
     NOT_A_DIRECTORY,
     NOT_A_FILE,
     READ_ONLY_HANDLE,
-    RESUME_BUSY,
     RESUME_GONE,
     SHOWN_BY_OPENSSH,
     SHUTTING_DOWN,
@@ -59,7 +58,7 @@ from daemon.sftp.partials import partial_path
 from daemon.sftp.paths import Jail
 from daemon.sftp.policy import Count, SessionPolicy, count_locally
 from daemon.sftp.rename import rename_noreplace
-from daemon.sftp.uploads import Download, Upload, create_temp, set_times, sweep_temp_files, temp_path
+from daemon.sftp.uploads import Download, Upload, create_temp, resume, set_times, sweep_temp_files, temp_path
 from daemon.text import name_from_bytes, safe
 
 # The listener and the supervisor import these from here.
@@ -239,41 +238,17 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         """The kept partial of `name`, opened and locked for continuing; None when there is none."""
         if not partials.folder_ok(self._root):
             return None
-        try:
-            fd = os.open(partial, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise SFTPFailure(NOT_A_FILE)
-            if not partials.lock(fd):
-                raise SFTPFailure(RESUME_BUSY)
-            try:
-                if os.lstat(partial).st_ino != info.st_ino:
-                    raise FileNotFoundError  # removed (expired) or replaced while we opened it
-            except FileNotFoundError:
-                os.close(fd)
-                return None
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            raise
-        upload = Upload(
-            fd=fd,
-            temp=partial,
+        upload = resume(
+            partial,
             final=final,
-            partial=partial,
             account=self._account,
             name=name_from_bytes(name),
             connection_id=self._connection_id,
             append=bool(pflags & FXF_APPEND),
             count=self._policy.count,
-            size=info.st_size,
-            resumed_from=info.st_size,
-            prefix=info.st_size,
         )
-        self._policy.started(upload)
+        if upload is not None:
+            self._policy.started(upload)
         return upload
 
     def _partial_stat(self, path: bytes) -> os.stat_result | None:

@@ -6,14 +6,15 @@ import errno
 import logging
 import os
 import secrets
+import stat
 import time
 from dataclasses import dataclass, field
 
-from asyncssh import SFTPAttrs
+from asyncssh import SFTPAttrs, SFTPFailure
 
 from daemon.logs import event
 from daemon.sftp import partials
-from daemon.sftp.messages import DISCARDED
+from daemon.sftp.messages import DISCARDED, NOT_A_FILE, RESUME_BUSY
 from daemon.sftp.paths import NAME_MAX
 from daemon.sftp.policy import Count
 
@@ -154,6 +155,47 @@ class Upload:
         os.replace(self.temp, self.final)
         os.close(self.fd)
         self.fd = -1
+
+
+def resume(
+    partial: bytes, *, final: bytes, account: str, name: str, connection_id: str, append: bool, count: Count
+) -> Upload | None:
+    """Open a kept partial for continuing, under its writer's lock; None when there is none (or no more)."""
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SFTPFailure(NOT_A_FILE)
+        if not partials.lock(fd):
+            raise SFTPFailure(RESUME_BUSY)
+        try:
+            current = os.lstat(partial).st_ino
+        except FileNotFoundError:
+            current = None
+    except BaseException:
+        os.close(fd)
+        raise
+    if current != info.st_ino:  # removed (expired) or replaced while we opened it
+        os.close(fd)
+        return None
+    size = info.st_size
+    return Upload(
+        fd=fd,
+        temp=partial,
+        final=final,
+        partial=partial,
+        account=account,
+        name=name,
+        connection_id=connection_id,
+        append=append,
+        count=count,
+        size=size,
+        resumed_from=size,
+        prefix=size,
+    )
 
 
 @dataclass
