@@ -50,6 +50,7 @@ from daemon.sftp.messages import (
     SHUTTING_DOWN,
     TOO_LARGE,
     TOP_FOLDER_ONLY,
+    UPLOAD_CUT_SHORT,
     WRITE_ONLY_HANDLE,
     human_size,
     shown_by_openssh,
@@ -281,6 +282,12 @@ class DropFolderSFTP(asyncssh.SFTPServer):
                 return
             if upload.failed is not None:
                 raise SFTPFailure(upload.failed)
+            if upload.cut_short:
+                try:
+                    upload.keep("interrupted")
+                except OSError as exc:
+                    upload.discard("error", DISCARDED.format(reason=exc.strerror or str(exc)))
+                raise SFTPFailure(UPLOAD_CUT_SHORT)
             try:
                 upload.commit()
             except OSError as exc:
@@ -330,6 +337,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
                 upload.discard("error", RESUME_GONE)
                 raise SFTPFailure(upload.failed or "")
             offset = upload.size
+        upload.cut_short = False  # data after a size change: the client goes on, it was not interrupted
         end = offset + len(data)
         if end > self._policy.max_file_size:
             upload.discard("too_large", TOO_LARGE.format(limit=human_size(self._policy.max_file_size)))
@@ -381,6 +389,10 @@ class DropFolderSFTP(asyncssh.SFTPServer):
                 raise SFTPFailure(file_obj.failed or "")
             os.ftruncate(file_obj.fd, attrs.size)
             file_obj.truncated(attrs.size)
+            if file_obj.append:
+                # OpenSSH's `reput` / `put -a` cuts the file to what was acknowledged only when the transfer was
+                # interrupted (Ctrl-C) or failed, just before closing it: keep it for resuming, do not publish it.
+                file_obj.cut_short = True
         set_times(file_obj.fd, attrs)
 
     @_sftp_errors

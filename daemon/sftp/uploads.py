@@ -61,6 +61,7 @@ class Upload:
     resumed_from: int = 0
     prefix: int = 0  # bytes from the start written without a gap: what a broken upload keeps
     failed: str | None = None  # the partner-facing reason, once the upload is lost
+    cut_short: bool = False  # an append-mode client truncated it: an interrupted resume, not a complete file
     _ahead: dict[int, int] = field(default_factory=dict)  # writes past a gap: offset -> end
 
     def wrote(self, offset: int, end: int) -> None:
@@ -115,10 +116,10 @@ class Upload:
                 connection_id=self.connection_id,
             )
 
-    def keep(self) -> None:
-        """The connection ended before the close: keep the whole part as the name's partial, for resuming."""
+    def keep(self, reason: str = "disconnected") -> None:
+        """The upload ended unfinished: keep the whole part as the name's partial, for resuming."""
         if self.prefix == 0 or not self._ours():
-            self.discard("disconnected", _DISCONNECTED)
+            self.discard(reason, _DISCONNECTED)
             return
         if self.size > self.prefix:
             os.ftruncate(self.fd, self.prefix)  # after a gap nothing is trusted: resuming continues from here
@@ -126,18 +127,19 @@ class Upload:
         if self.temp != self.partial:
             folder = os.path.dirname(self.partial)
             if not partials.folder_ok(os.path.dirname(folder), create=True):
-                self.discard("disconnected", _DISCONNECTED)
+                self.discard(reason, _DISCONNECTED)
                 return
             os.replace(self.temp, self.partial)  # the newest broken upload of a name is the one to continue
         os.close(self.fd)
         self.fd = -1
         self.failed = _DISCONNECTED
-        self.count("UPLOADS_FAILED", 1, ("disconnected",))
+        self.count("UPLOADS_FAILED", 1, (reason,))
         event(
             log,
             "upload.interrupted",
             account=self.account,
             file=self.name,
+            reason=reason,
             size_bytes=self.prefix,
             kept="resumable",
             connection_id=self.connection_id,

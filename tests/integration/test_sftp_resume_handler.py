@@ -191,3 +191,25 @@ def test_expired_partials_are_removed_and_a_resume_from_nothing_is_refused(
         assert "old.csv" not in os.listdir(drop)
 
     serve(tmp_path, sftp_host_keys, scenario)
+
+
+def test_a_resume_the_client_cuts_short_is_kept_unfinished_not_published(tmp_path: Path, sftp_host_keys: Path) -> None:
+    async def scenario(server: Server) -> None:
+        acme = server.partner()
+        drop = server.drop("acme")
+        await broken_upload(server, acme, "c.csv", [(0, b"first part, ")])
+        async with server.sftp(acme) as sftp:
+            # What OpenSSH's reput does on Ctrl-C: cut the file to what was acknowledged, then close it.
+            remote = await sftp.open("c.csv", "ab")
+            await remote.write(b"second part, unacknowledged tail")
+            await remote.truncate(len(b"first part, second part, "))
+            with pytest.raises(asyncssh.SFTPFailure, match="cut short and is kept unfinished"):
+                await remote.close()
+            assert "c.csv" not in os.listdir(drop) and server.counted("UPLOADS") == 0
+            assert (await sftp.stat("c.csv")).size == len(b"first part, second part, ")
+            async with sftp.open("c.csv", "ab") as remote:  # the same reput again finishes it
+                await remote.write(b"end\n")
+        assert (drop / "c.csv").read_bytes() == b"first part, second part, end\n"
+        assert server.counts.count(("UPLOADS_FAILED", 1, ("interrupted",))) == 1
+
+    serve(tmp_path, sftp_host_keys, scenario)
