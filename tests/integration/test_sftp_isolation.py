@@ -438,10 +438,12 @@ def test_rename_onto_a_manifest_queues_the_job_at_once(
             remote.write(json.dumps(manifest).encode())
         with sftp.open("other.tmp", "wb") as remote:
             remote.write(b"{}")
+        with sftp.open("unrelated.csv", "wb") as remote:
+            remote.write(b"identity\n")
         sftp.rename("renamed.tmp", "renamed.manifest")  # SFTP v3 rename
-        # v3 rename never replaces an existing name.
+        # v3 rename never replaces an existing name (not renamed.csv: the job may have taken it already).
         with pytest.raises(OSError):
-            sftp.rename("other.tmp", "renamed.csv")
+            sftp.rename("other.tmp", "unrelated.csv")
 
     def queued() -> bool:
         result = daemon.cli("imports", "list", "--json")
