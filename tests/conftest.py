@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.common",
     "tests.fixtures.sshkeys",
+    "tests.fixtures.sftp_server",
     "tests.fixtures.daemon",
     "tests.fixtures.noida",
     "tests.fixtures.smtp",

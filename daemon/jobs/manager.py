@@ -53,7 +53,9 @@ class JobManager:
         self.worker = Worker(config, self.store, sink, self._notify, self._stopping)
         self.queue = Queue(config, self.store, self.worker.fail_pickup, self.worker.cancel_pending)
         # The watcher also rescans every watch.rescan_interval: files of other nodes, lost watch events.
-        self.watcher = DropWatcher(config.drop_root, self.store, self.wake, config.watch.rescan_interval)
+        self.watcher = DropWatcher(
+            config.drop_root, self.store, self.wake, config.watch.rescan_interval, config.sftp.resume_window
+        )
         self._running: dict[str, asyncio.Task[None]] = {}  # account -> its job's task
         self._tasks: list[asyncio.Task[None]] = []
         self._next_check: float | None = None

@@ -16,6 +16,7 @@ from daemon.jobs.files import NotRegular, lstat_regular, pause_reason, read_boun
 from daemon.jobs.paths import job_dir
 from daemon.jobs.status import PENDING
 from daemon.logs import event
+from daemon.sftp import partials
 from daemon.store.jobs import Job, JobStore
 from daemon.text import safe
 from manifests.model import Manifest, ManifestError, load_manifest
@@ -208,12 +209,16 @@ class Queue:
             self.store.mark_waiting(job.id, now, manifest.file_name, manifest.type, list(manifest.client_emails))
             event(log, "job.waiting_for_data", account=job.account, job_id=job.id, file=manifest.file_name)
             since = now
-        if now - since >= grace:
+        deadline = since + grace
+        kept = partials.kept_since(self.config.drop_root / job.account, manifest.file_name)
+        if kept is not None:  # a broken upload of it may still be resumed: wait for it as long as it is kept
+            deadline = max(deadline, kept + self.config.sftp.resume_window)
+        if now >= deadline:
             self.fail(
                 job, messages.NO_DATA_FILE, [messages.no_data_detail(manifest.file_name, grace)], manifest.client_emails
             )
             return True
-        result.next_check = _earliest(result.next_check, since + grace)
+        result.next_check = _earliest(result.next_check, deadline)
         return False
 
 

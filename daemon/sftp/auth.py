@@ -16,14 +16,14 @@ from asyncssh.stream import SSHServerStreamSession
 from daemon.logs import event
 from daemon.sftp.algorithms import move_to_fast_cipher
 from daemon.sftp.compat import accept_repeated_userauth
-from daemon.sftp.handler import (
+from daemon.sftp.limits import StartupGate
+from daemon.sftp.messages import (
     BANNED,
     BANNED_ADDRESS,
     TOO_MANY_AUTH_FAILURES,
     TOO_MANY_SESSIONS,
-    Count,
 )
-from daemon.sftp.limits import StartupGate
+from daemon.sftp.policy import Count
 from daemon.store.bans import Ban, BanStore
 from daemon.store.keys import ACCOUNT_RE, KeyStore
 from daemon.text import printable

@@ -22,6 +22,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from daemon.logs import event
+from daemon.sftp import partials
 from daemon.store.jobs import JobStore
 from daemon.store.keys import ACCOUNT_RE
 from daemon.text import has_surrogates, safe
@@ -41,7 +42,8 @@ def manifest_of(drop_root: Path, path: str | bytes) -> tuple[str, str] | None:
     if len(parts) != 2:
         return None  # the drop root itself, errors/ and any deeper folder are not arrivals
     account, name = parts
-    # Hidden names are uploads in progress (".ingestd-upload-*.part") or the partner's own dotfiles.
+    # Hidden names are uploads in progress (".ingestd-upload-*.part") or the partner's own dotfiles; broken
+    # uploads kept for resuming are one level deeper (".ingestd-partial/<name>").
     if name.startswith(".") or not name.endswith(".manifest") or not ACCOUNT.match(account):
         return None
     return account, name
@@ -58,12 +60,18 @@ class DropWatcher:
     (JobStore.enqueue: one pending job per manifest), so a file seen both ways makes one job."""
 
     def __init__(
-        self, drop_root: Path, store: JobStore, on_change: Callable[..., None], rescan_interval: float = 0.0
+        self,
+        drop_root: Path,
+        store: JobStore,
+        on_change: Callable[..., None],
+        rescan_interval: float = 0.0,
+        resume_window: float | None = None,
     ) -> None:
         self.drop_root = drop_root.resolve()
         self.store = store
         self.on_change = on_change
         self.rescan_interval = rescan_interval  # 0: no periodic rescan
+        self.resume_window = resume_window  # broken uploads older than this are removed by each rescan
         self._observer: Observer | None = None
         self._stop = threading.Event()
         self._rescanner: threading.Thread | None = None
@@ -95,6 +103,11 @@ class DropWatcher:
         for account_dir in folders:
             if not account_dir.is_dir() or not ACCOUNT.match(account_dir.name):
                 continue
+            if self.resume_window is not None:
+                try:
+                    partials.remove_expired(account_dir, self.resume_window, now)
+                except OSError:
+                    log.exception("could not remove the expired partial uploads of %s", account_dir.name)
             for entry in os.scandir(account_dir):
                 match = manifest_of(self.drop_root, entry.path)
                 try:
