@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.noida",
     "tests.fixtures.smtp",
     "tests.fixtures.s3",
+    "tests.fixtures.postgres",
 ]
