@@ -14,7 +14,7 @@ from daemon import __version__
 from daemon.config import Config
 from daemon.logs import event, setup_logging
 from daemon.sftp.limits import raise_nofile_limit
-from daemon.store import StateDB
+from daemon.store import open_state
 
 log = logging.getLogger("ingestd.service")
 
@@ -32,7 +32,7 @@ class Service:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.db = StateDB(config.state_db)
+        self.db = open_state(config)
         self.components: dict[str, Any] = {}
         self._started: list[str] = []
         self._stopping = asyncio.Event()

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from email.utils import parseaddr
 
 from daemon.store import StateDB
+from daemon.store.db import for_update
 
 # First retry after this many seconds, doubling per attempt up to the channel's cap.
 BASE_DELAY = 1.0
@@ -85,12 +86,12 @@ class Outbox:
         if channel is None:
             first = target.split(",")[0]
             channel = webhook_channel(target) if kind == "webhook" else email_channel(first)
-        cursor = conn.execute(
+        row = conn.execute(
             "INSERT INTO outbox (kind, job_id, event, target, message_id, payload, created_at, channel, account)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (kind, job_id, event, target, message_id, payload, _now_iso(), channel, account),
-        )
-        return int(cursor.lastrowid or 0)
+        ).fetchone()
+        return int(row[0])
 
     def heads(self) -> list[Item]:
         """The oldest pending row of every channel: the only one that may be delivered next."""
@@ -114,7 +115,8 @@ class Outbox:
     def mark_retry(self, item_id: int, error: str, cap: float) -> tuple[int, float]:
         """Record a failed attempt; returns (attempts so far, seconds until the next one)."""
         with self.db.transaction() as conn:
-            attempts = conn.execute("SELECT attempts FROM outbox WHERE id = ?", (item_id,)).fetchone()[0] + 1
+            sql = f"SELECT attempts FROM outbox WHERE id = ?{self.db.for_update}"
+            attempts = conn.execute(sql, (item_id,)).fetchone()[0] + 1
             delay = backoff(attempts, cap)
             conn.execute(
                 "UPDATE outbox SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?",
@@ -197,7 +199,9 @@ def _record_undelivered(conn: sqlite3.Connection, item_id: int, refused: dict[st
     if not refused:
         return
     row = conn.execute(
-        "SELECT j.id, j.details, o.event FROM outbox o JOIN jobs j ON j.id = o.job_id WHERE o.id = ?", (item_id,)
+        "SELECT j.id, j.details, o.event FROM outbox o JOIN jobs j ON j.id = o.job_id WHERE o.id = ?"
+        + for_update(conn, "OF j"),
+        (item_id,),
     ).fetchone()
     if row is None:
         return
@@ -217,7 +221,7 @@ def record_notified(conn: sqlite3.Connection, job_id: int | None, entry: dict[st
     in the caller's transaction: the same one that queues the emails, so the record and the outbox agree."""
     if job_id is None:
         return
-    row = conn.execute("SELECT details FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    row = conn.execute("SELECT details FROM jobs WHERE id = ?" + for_update(conn), (job_id,)).fetchone()
     if row is None:
         return
     details = json.loads(row["details"] or "{}")

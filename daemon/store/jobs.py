@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.jobs.status import ACTIVE, FINAL, PENDING, STATUSES
-from daemon.store.db import StateDB
+from daemon.store.db import StateDB, for_update
 
 _IN_PENDING = f"status IN ({', '.join(repr(status) for status in PENDING)})"
 _IN_ACTIVE = f"status IN ({', '.join(repr(status) for status in ACTIVE)})"
@@ -97,7 +97,7 @@ def _timeline(details: dict[str, Any], event: str, detail: str | None = None, at
 
 
 def _update_details(conn: sqlite3.Connection, job_id: int, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    row = conn.execute("SELECT details FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    row = conn.execute(f"SELECT details FROM jobs WHERE id = ?{for_update(conn)}", (job_id,)).fetchone()
     details = json.loads(row["details"] if row else "{}")
     change(details)
     conn.execute("UPDATE jobs SET details = ? WHERE id = ?", (json.dumps(details), job_id))
@@ -126,6 +126,7 @@ class JobStore:
         `manifest_name` must be valid UTF-8 text (daemon.text.safe); `details` start the job's details."""
         now = utc_now()
         with self.db.transaction() as conn:
+            self._lock_account(conn, account)
             pending = conn.execute(
                 "SELECT id FROM jobs WHERE account = ? AND manifest_name = ? AND status IN ('queued', 'waiting_for_data')",
                 (account, manifest_name),
@@ -134,12 +135,19 @@ class JobStore:
                 return None
             details = dict(details or {})
             _timeline(details, "queued")
-            cursor = conn.execute(
+            row = conn.execute(
                 "INSERT INTO jobs (account, manifest_name, status, created_at, updated_at, details)"
-                " VALUES (?, ?, 'queued', ?, ?, ?)",
+                " VALUES (?, ?, 'queued', ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
                 (account, manifest_name, now, now, json.dumps(details)),
-            )
-            return int(cursor.lastrowid or 0)
+            ).fetchone()
+            return int(row[0]) if row is not None else None
+
+    def _lock_account(self, conn: sqlite3.Connection, account: str) -> None:
+        """Shared state: serialise the account's job creations (held to COMMIT), so its job ids grow in commit
+        order and a scheduler never sees a later job of the account before an earlier one. SQLite's BEGIN
+        IMMEDIATE already serialises every writer."""
+        if self.db.shared:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"ingestd.jobs.{account}",))
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -271,7 +279,7 @@ class JobStore:
     def set_paused(self, job_id: int, reason: str | None) -> None:
         """Record a pause (or its end, None); the timeline gets `paused` / `resumed` when that changes."""
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT paused FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = conn.execute(f"SELECT paused FROM jobs WHERE id = ?{self.db.for_update}", (job_id,)).fetchone()
             before = row["paused"] if row else None
             conn.execute("UPDATE jobs SET paused = ?, updated_at = ? WHERE id = ?", (reason, utc_now(), job_id))
             if reason is not None and before is None:
@@ -294,7 +302,9 @@ class JobStore:
             raise ValueError(f"not a final status: {status}")
         now = utc_now()
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT details, status, cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT details, status, cancel_requested FROM jobs WHERE id = ?{self.db.for_update}", (job_id,)
+            ).fetchone()
             if row is None or row["status"] not in from_statuses:
                 return False
             merged = json.loads(row["details"])
@@ -328,17 +338,18 @@ class JobStore:
         scheduler sees the new job only once its files are in place (and never if moving them failed)."""
         now = utc_now()
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = conn.execute(f"SELECT * FROM jobs WHERE id = ?{self.db.for_update}", (job_id,)).fetchone()
             if row is None or row["status"] not in FINAL:
                 return None
+            self._lock_account(conn, row["account"])
             details: dict[str, Any] = {"retry_of": job_id}
             _timeline(details, "queued", f"retry of job {job_id}")
-            cursor = conn.execute(
+            inserted = conn.execute(
                 "INSERT INTO jobs (account, manifest_name, file_name, type, status, created_at, updated_at, details)"
-                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
                 (row["account"], row["manifest_name"], row["file_name"], row["type"], now, now, json.dumps(details)),
-            )
-            new_id = int(cursor.lastrowid or 0)
+            ).fetchone()
+            new_id = int(inserted[0])
             _update_details(conn, job_id, lambda old: _timeline(old, "retried", f"as job {new_id}"))
             move_files(new_id)
             return new_id
