@@ -15,6 +15,7 @@ from email.utils import parseaddr
 
 from daemon.store import StateDB
 from daemon.store.db import for_update
+from daemon.store.jobs import LEASE_SECONDS
 
 # First retry after this many seconds, doubling per attempt up to the channel's cap.
 BASE_DELAY = 1.0
@@ -93,20 +94,44 @@ class Outbox:
         ).fetchone()
         return int(row[0])
 
+    @property
+    def _leasing(self) -> bool:
+        return self.db.shared and self.db.node is not None
+
     def heads(self) -> list[Item]:
-        """The oldest pending row of every channel: the only one that may be delivered next."""
-        rows = self.db.query(
-            f"SELECT * FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox WHERE {_PENDING} GROUP BY channel)"
-            " ORDER BY id"
-        )
-        return [_item(row) for row in rows]
+        """The oldest pending row of every channel: the only one that may be delivered next. Shared state:
+        not those another node is delivering."""
+        sql = f"SELECT * FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox WHERE {_PENDING} GROUP BY channel)"
+        params: tuple[object, ...] = ()
+        if self._leasing:
+            sql += " AND (lease_node IS NULL OR lease_node = ? OR lease_until < ?)"
+            params = (self.db.node, time.time())
+        return [_item(row) for row in self.db.query(sql + " ORDER BY id", params)]
 
     def head(self, channel: str) -> Item | None:
+        """The channel's oldest pending row, to deliver now. Shared state: claimed for this node (until it is
+        settled, or its claim lapses), None when another node holds it, so each row is sent by one node."""
         rows = self.db.query(
             f"SELECT * FROM outbox WHERE {_PENDING} AND channel = ? ORDER BY id LIMIT 1",
             (channel,),
         )
-        return _item(rows[0]) if rows else None
+        if not rows or not self._leasing:
+            return _item(rows[0]) if rows else None
+        now = time.time()
+        with self.db.transaction() as conn:
+            # The head itself or nothing: SKIP LOCKED must never pass over it to the next row of the channel.
+            row = conn.execute(
+                f"SELECT * FROM outbox WHERE id = ? AND {_PENDING}"
+                f" AND (lease_node IS NULL OR lease_node = ? OR lease_until < ?){self.db.skip_locked}",
+                (rows[0]["id"], self.db.node, now),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE outbox SET lease_node = ?, lease_until = ? WHERE id = ?",
+                (self.db.node, now + LEASE_SECONDS, row["id"]),
+            )
+        return _item(row)
 
     def mark_sent(self, item_id: int) -> None:
         with self.db.transaction() as conn:
@@ -118,8 +143,10 @@ class Outbox:
             sql = f"SELECT attempts FROM outbox WHERE id = ?{self.db.for_update}"
             attempts = conn.execute(sql, (item_id,)).fetchone()[0] + 1
             delay = backoff(attempts, cap)
+            # The claim ends with the attempt: any node may make the next one.
             conn.execute(
-                "UPDATE outbox SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?",
+                "UPDATE outbox SET attempts = ?, next_attempt = ?, last_error = ?, lease_node = NULL, lease_until = NULL"
+                " WHERE id = ?",
                 (attempts, time.time() + delay, error, item_id),
             )
         return attempts, delay

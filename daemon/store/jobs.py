@@ -16,7 +16,14 @@ _IN_PENDING = f"status IN ({', '.join(repr(status) for status in PENDING)})"
 _IN_ACTIVE = f"status IN ({', '.join(repr(status) for status in ACTIVE)})"
 
 # Re-exported: the statuses have one home, daemon/jobs/status.py.
-__all__ = ["ACTIVE", "FINAL", "PENDING", "STATUSES", "Job", "JobStore", "iso", "to_import", "utc_now"]
+__all__ = ["ACTIVE", "FINAL", "PENDING", "STATUSES", "Job", "JobStore", "LeaseLost", "iso", "to_import", "utc_now"]
+
+LEASE_SECONDS = 20.0  # how long a node's claim on a job (or an outbox row) holds without a heartbeat
+
+
+class LeaseLost(Exception):
+    """Shared state: this node's claim on a processing job lapsed (its heartbeats did not reach the state in
+    time) and another node may have taken the job over: stop without touching the job any more."""
 
 
 def utc_now() -> str:
@@ -207,6 +214,61 @@ class JobStore:
         rows = self.db.query("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
         return rows[0]["cancel_requested"] if rows else None
 
+    # -- leases (shared state only: SQLite has one node, whose scheduler is the only one) -------------------
+
+    @property
+    def _leasing(self) -> bool:
+        return self.db.shared and self.db.node is not None
+
+    def claim(self, job_ids: list[int], now: float | None = None) -> set[int]:
+        """The heads among `job_ids` this node may settle or run now, claimed for LEASE_SECONDS.
+
+        A job is claimed only while it is still its account's oldest unfinished job and no other node holds it
+        (or that node's claim lapsed: it died, and its processing job resumes here from its last checkpoint).
+        `FOR UPDATE SKIP LOCKED`: two nodes claiming at once never wait for each other nor both win.
+        Without shared state every job is this node's."""
+        if not self._leasing or not job_ids:
+            return set(job_ids)
+        now = time.time() if now is None else now
+        marks = ", ".join("?" for _ in job_ids)
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                f"SELECT id FROM jobs WHERE id IN ({marks}) AND {_IN_ACTIVE}"
+                " AND (lease_node IS NULL OR lease_node = ? OR lease_until < ?)"
+                f" AND id = (SELECT MIN(h.id) FROM jobs h WHERE h.account = jobs.account AND h.{_IN_ACTIVE})"
+                f"{self.db.skip_locked}",
+                (*job_ids, self.db.node, now),
+            ).fetchall()
+            claimed = [int(row[0]) for row in rows]
+            if claimed:
+                marks = ", ".join("?" for _ in claimed)
+                conn.execute(
+                    f"UPDATE jobs SET lease_node = ?, lease_until = ? WHERE id IN ({marks})",
+                    (self.db.node, now + LEASE_SECONDS, *claimed),
+                )
+        return set(claimed)
+
+    def release(self, job_ids: list[int]) -> None:
+        """Give up this node's claim on `job_ids` (heads it looked at but does not run)."""
+        if not self._leasing or not job_ids:
+            return
+        marks = ", ".join("?" for _ in job_ids)
+        with self.db.transaction() as conn:
+            conn.execute(
+                f"UPDATE jobs SET lease_node = NULL, lease_until = NULL WHERE id IN ({marks}) AND lease_node = ?",
+                (*job_ids, self.db.node),
+            )
+
+    def holds(self, job_id: int) -> bool:
+        """True while this node's claim on the job holds (always, without shared state)."""
+        if not self._leasing:
+            return True
+        rows = self.db.query("SELECT lease_node FROM jobs WHERE id = ?", (job_id,))
+        return bool(rows) and rows[0]["lease_node"] == self.db.node
+
+    def _lease_clause(self) -> tuple[str, tuple[Any, ...]]:
+        return (" AND lease_node = ?", (self.db.node,)) if self._leasing else ("", ())
+
     # -- transitions ----------------------------------------------------------------------------
 
     def mark_waiting(
@@ -232,11 +294,12 @@ class JobStore:
     ) -> bool:
         """False when the job is no longer pending (cancelled meanwhile): it must not be processed."""
         now = utc_now()
+        lease, held = self._lease_clause()
         with self.db.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET status = 'processing', file_name = ?, type = ?, bytes_total = ?, started_at = ?,"
-                f" checkpoint = ?, updated_at = ? WHERE id = ? AND {_IN_PENDING}",
-                (file_name, type_, bytes_total, now, json.dumps(checkpoint), now, job_id),
+                f" checkpoint = ?, updated_at = ? WHERE id = ? AND {_IN_PENDING}{lease}",
+                (file_name, type_, bytes_total, now, json.dumps(checkpoint), now, job_id, *held),
             )
             if not cursor.rowcount:
                 return False
@@ -250,11 +313,13 @@ class JobStore:
 
         `progress` (rows done, rows expected, fraction, time left) goes to `details.progress` for the API.
         Returns the job's `cancel_requested` (who asked), read in the same transaction: the batch boundary
-        is where a processing job stops when it is cancelled."""
+        is where a processing job stops when it is cancelled. Shared state: LeaseLost when this node's claim
+        lapsed (another node may be running the job from its previous checkpoint)."""
+        lease, held = self._lease_clause()
         with self.db.transaction() as conn:
-            conn.execute(
+            cursor = conn.execute(
                 "UPDATE jobs SET rows_total = ?, rows_ingested = ?, rows_failed = ?, rows_duplicate = ?,"
-                " bytes_done = ?, checkpoint = ?, updated_at = ? WHERE id = ?",
+                f" bytes_done = ?, checkpoint = ?, updated_at = ? WHERE id = ?{lease}",
                 (
                     checkpoint["rows_done"],
                     checkpoint["rows_ingested"],
@@ -264,8 +329,11 @@ class JobStore:
                     json.dumps(checkpoint),
                     utc_now(),
                     job_id,
+                    *held,
                 ),
             )
+            if lease and not cursor.rowcount:
+                raise LeaseLost(f"job {job_id}: this node's claim lapsed; another node may have taken it over")
             if progress is not None:
                 _update_details(conn, job_id, lambda details: details.update(progress=progress))
             row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -303,18 +371,26 @@ class JobStore:
         now = utc_now()
         with self.db.transaction() as conn:
             row = conn.execute(
-                f"SELECT details, status, cancel_requested FROM jobs WHERE id = ?{self.db.for_update}", (job_id,)
+                f"SELECT details, status, cancel_requested, lease_node, lease_until FROM jobs WHERE id = ?"
+                f"{self.db.for_update}",
+                (job_id,),
             ).fetchone()
             if row is None or row["status"] not in from_statuses:
                 return False
+            if (
+                self._leasing
+                and row["lease_node"] not in (None, self.db.node)
+                and (row["lease_until"] or 0) >= time.time()
+            ):
+                return False  # another node holds the job: it settles it
             merged = json.loads(row["details"])
             merged.update(details)
             if status == "cancelled":
                 _timeline(merged, "cancelled", row["cancel_requested"] or error)
             _timeline(merged, "finished", status)
             conn.execute(
-                "UPDATE jobs SET status = ?, error = ?, details = ?, paused = NULL, finished_at = ?, updated_at = ?"
-                " WHERE id = ?",
+                "UPDATE jobs SET status = ?, error = ?, details = ?, paused = NULL, finished_at = ?, updated_at = ?,"
+                " lease_node = NULL, lease_until = NULL WHERE id = ?",
                 (status, error, json.dumps(merged), now, now, job_id),
             )
             return True

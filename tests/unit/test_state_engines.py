@@ -13,7 +13,8 @@ from daemon.exports.store import ExportStore
 from daemon.store.accounts import AccountStore
 from daemon.store.bans import Ban, BanStore
 from daemon.store.db import StateDB
-from daemon.store.jobs import JobStore
+from daemon.store.jobs import LEASE_SECONDS, JobStore, LeaseLost
+from daemon.store.nodes import NodeStore
 from notifier import ratelimit
 from notifier.outbox import Outbox, record_notified
 from tests.fixtures.jobs import add_job
@@ -140,3 +141,85 @@ def test_text_with_sql_punctuation_is_stored_as_given(state_engine: Engine, text
     job_id = add_job(store, "acme", f"{text}.manifest.json")
     assert store.finish(job_id, "failed", error=text)
     assert store.get_import(job_id)["error"] == text  # type: ignore[index]
+
+
+# -- leases: shared state (PostgreSQL) only; SQLite has one node and keeps its single-process path ----------------
+
+
+def _node(state_engine: Engine, name: str) -> StateDB:
+    db = state_engine()
+    db.node = name
+    return db
+
+
+def test_a_head_is_claimed_by_one_node_at_a_time(state_engine: Engine) -> None:
+    a, b = JobStore(_node(state_engine, "a:1")), JobStore(_node(state_engine, "b:2"))
+    first = add_job(a, "acme", "1.manifest.json")
+    second = add_job(a, "acme", "2.manifest.json")
+    other = add_job(a, "beta", "1.manifest.json")
+    if not a.db.shared:
+        assert a.claim([first, other]) == {first, other} == b.claim([first, other])
+        return
+    assert a.claim([first, second]) == {first}  # only an account's oldest unfinished job is ever claimed
+    assert b.claim([first, other]) == {other}  # a's claim holds; the other account is free
+    assert a.finish(first, "failed", error="x")
+    assert b.claim([second]) == {second}  # the next head of acme, once the first is settled
+    assert not a.mark_processing(second, "2.csv", "event", 10, {"rows_done": 0})  # b holds it
+
+
+def test_a_lapsed_claim_is_taken_over_and_the_old_holder_stops(state_engine: Engine) -> None:
+    a, b = JobStore(_node(state_engine, "a:1")), JobStore(_node(state_engine, "b:2"))
+    job_id = add_job(a, "acme", "1.manifest.json")
+    if not a.db.shared:
+        return
+    assert a.claim([job_id]) == {job_id}
+    assert a.mark_processing(job_id, "1.csv", "event", 10, {"rows_done": 0})
+    checkpoint = {"rows_done": 5, "rows_ingested": 5, "rows_failed": 0}
+    a.save_checkpoint(job_id, checkpoint, 5)
+    assert b.claim([job_id]) == set()
+    later = time.time() + LEASE_SECONDS + 1  # a died: no heartbeat renewed its claim
+    assert b.claim([job_id], now=later) == {job_id}
+    assert b.checkpoint(job_id) == checkpoint  # b resumes from a's last checkpoint
+    with pytest.raises(LeaseLost):
+        a.save_checkpoint(job_id, {**checkpoint, "rows_done": 9}, 9)
+    assert not a.finish(job_id, "succeeded")  # a can no longer settle it: b does
+    assert b.finish(job_id, "succeeded")
+
+
+def test_heartbeats_keep_claims_and_a_clean_stop_gives_them_back(state_engine: Engine) -> None:
+    db_a, db_b = _node(state_engine, "a:1"), _node(state_engine, "b:2")
+    a, b = JobStore(db_a), JobStore(db_b)
+    nodes_a = NodeStore(db_a)
+    nodes_a.register("a:1", sftp="127.0.0.1:2222")
+    job_id = add_job(a, "acme", "1.manifest.json")
+    assert a.claim([job_id]) == {job_id}
+    assert a.mark_processing(job_id, "1.csv", "event", 10, {"rows_done": 0})
+    listed = NodeStore(db_b).list()
+    assert [(node["id"], node["state"], node["sftp"]) for node in listed] == [("a:1", "up", "127.0.0.1:2222")]
+    assert [job["id"] for job in listed[0]["running"]] == [job_id]
+    if db_a.shared:
+        nodes_a.clock = lambda: time.time() + LEASE_SECONDS - 1
+        nodes_a.beat("a:1")  # renewed: still a's a lease later
+        assert b.claim([job_id], now=time.time() + LEASE_SECONDS + 0.5) == set()
+    nodes_a.clock = time.time
+    nodes_a.stopped("a:1")
+    assert NodeStore(db_b).list()[0]["state"] == "stopped"
+    assert b.claim([job_id]) == {job_id}  # given back at once, no waiting for the lease
+
+
+def test_an_outbox_row_is_delivered_by_one_node(state_engine: Engine) -> None:
+    db_a, db_b = _node(state_engine, "a:1"), _node(state_engine, "b:2")
+    with db_a.transaction() as conn:
+        row_id = Outbox.add(conn, "email", None, "succeeded", "a@x.example", b"1", "<1@x>")
+        Outbox.add(conn, "email", None, "succeeded", "b@x.example", b"2", "<2@x>")
+    a, b = Outbox(db_a), Outbox(db_b)
+    item = a.head("email:x.example")
+    assert item is not None and item.id == row_id
+    if db_a.shared:
+        assert b.head("email:x.example") is None  # a is sending it; never the next row out of order
+        assert b.heads() == []
+        a.mark_retry(row_id, "421 later", cap=1)  # the attempt is over: any node may make the next
+        again = b.head("email:x.example")
+        assert again is not None and again.id == row_id
+    else:
+        assert b.head("email:x.example") is not None
