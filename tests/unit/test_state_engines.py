@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 
@@ -10,6 +11,7 @@ import pytest
 
 from daemon.exports.model import ExportSpec
 from daemon.exports.store import ExportStore
+from daemon.jobs.files import pause_reason
 from daemon.store.accounts import AccountStore
 from daemon.store.bans import Ban, BanStore
 from daemon.store.db import StateDB
@@ -18,6 +20,7 @@ from daemon.store.nodes import NodeStore
 from notifier import ratelimit
 from notifier.outbox import Outbox, record_notified
 from tests.fixtures.jobs import add_job
+from tests.fixtures.postgres import Postgres
 
 Engine = Callable[[], StateDB]
 
@@ -223,3 +226,18 @@ def test_an_outbox_row_is_delivered_by_one_node(state_engine: Engine) -> None:
         assert again is not None and again.id == row_id
     else:
         assert b.head("email:x.example") is not None
+
+
+def test_a_lost_state_connection_pauses_the_job_and_is_replaced(postgres_url: str, postgres_server: Postgres) -> None:
+    from daemon.store.pg import PgStateDB
+
+    db = PgStateDB(postgres_url)
+    store = JobStore(db)
+    job_id = add_job(store, "acme", "1.manifest.json")
+    name = postgres_url.rpartition("/")[2]
+    postgres_server.admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+    with pytest.raises(sqlite3.Error) as caught:  # what every caller already catches
+        store.heads()
+    assert (pause_reason(caught.value) or "").startswith("paused: the state database does not answer")
+    assert [job.id for job in store.heads()] == [job_id]  # the next use connects again
+    db.close()
