@@ -75,9 +75,11 @@ class Service:
         for name, component in self.components.items():
             await component.start()
             self._started.append(name)
-        sftp, http = self.components["sftp"], self.components["http"]
-        http_port = http.port if http.port is not None else self.config.http.port
-        await self.components["node"].announce(f"{sftp.host}:{sftp.port}", f"{self.config.http.host}:{http_port}")
+        node, sftp, http = (self.components.get(name) for name in ("node", "sftp", "http"))
+        if node is not None and sftp is not None and http is not None:
+            # The bound addresses (a port 0 became a real one) for `ingestd nodes`.
+            http_port = http.port if http.port is not None else self.config.http.port
+            await node.announce(f"{sftp.host}:{sftp.port}", f"{self.config.http.host}:{http_port}")
 
     async def stop(self) -> None:
         while self._started:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from daemon.config import Config
 from daemon.errors import UsageError
 from daemon.store import StateDB, db
+from daemon.store.urls import redacted
 
 
 def open_state(config: Config, *, create: bool) -> StateDB | None:
@@ -16,7 +17,10 @@ def open_state(config: Config, *, create: bool) -> StateDB | None:
     none; a write says so when it starts the default ./ingestd-data, which is likely not where the daemon looks.
     With `state.url` the state is the PostgreSQL database it names."""
     if config.state.url:
-        return db.open_state(config)
+        try:
+            return db.open_state(config)
+        except sqlite3.Error as exc:  # reached, but the schema could not be read or migrated
+            raise UsageError(f"state database {redacted(config.state.url)}: cannot be read ({exc})") from None
     if not config.state_db.exists():
         where = config.data_dir.resolve()
         if not create:

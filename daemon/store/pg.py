@@ -20,12 +20,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 from daemon.errors import UsageError
 from daemon.store.db import StateDB, migration_scripts, statements
+from daemon.store.urls import redacted
 
 MIGRATION_LOCK = 0x696E6765  # pg_advisory_xact_lock key held while migrating ("inge")
 CONNECT_TIMEOUT = 10  # seconds
@@ -185,16 +185,6 @@ class Connection:
 
     def close(self) -> None:
         self.raw.close()
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class PgStateDB(StateDB):

@@ -22,6 +22,7 @@ from tests.fixtures.noida import Noida
 from tests.fixtures.smtp import SMTPServer
 from tests.fixtures.sshkeys import make_keypair, sftp_batch
 from tests.integration.test_e2e import ACCOUNT, Partner, cli_json, wait_for
+from tests.integration.test_e2e_elasticsearch import es
 
 
 def api(daemon: Daemon, path: str) -> Any:
@@ -77,6 +78,7 @@ class Cluster:
         self.tmp_path = tmp_path
         self.data_dir = tmp_path / "shared" / "data"
         self.url = url
+        self.es_url, self.prefix = noida.url, prefix
         self.env = {
             "INGESTD_STATE__URL": url,
             "INGESTD_SINK__DRIVER": "elasticsearch",
@@ -196,14 +198,15 @@ ROWS = 400_000
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 400k rows through noida-db, twice started
 def test_the_other_node_finishes_the_import_of_a_killed_node_with_one_email(
     cluster: Callable[..., Cluster], keypair: tuple[Path, Path], tmp_path: Path, smtp_server: SMTPServer
 ) -> None:
     nodes = cluster(
         INGESTD_SMTP__HOST=smtp_server.host,
         INGESTD_SMTP__PORT=str(smtp_server.port),
-        INGESTD_JOBS__BATCH_ROWS="5000",
-        INGESTD_JOBS__COMMIT_ROWS="5000",
+        INGESTD_JOBS__BATCH_ROWS="10000",
+        INGESTD_JOBS__COMMIT_ROWS="20000",
     )
     one = nodes.node()
     two = nodes.node()
@@ -230,8 +233,12 @@ def test_the_other_node_finishes_the_import_of_a_killed_node_with_one_email(
         )
         return rows[0] if rows and rows[0][0] not in ("queued", "waiting_for_data", "processing") else None
 
-    status, total, ingested, failed, _ = wait_for("the survivor to finish it", finished, survivor, timeout=300)
+    status, total, ingested, failed, _ = wait_for("the survivor to finish it", finished, survivor, timeout=1500)
     assert (status, total, ingested, failed) == ("succeeded", ROWS, ROWS, 0)
+    # Exact in the sink too: the batch the victim wrote after its last checkpoint is written again under
+    # the same deterministic ids, so nothing is stored twice.
+    es(f"{nodes.es_url}/{nodes.prefix}-events*/_refresh", "POST")
+    assert es(f"{nodes.es_url}/{nodes.prefix}-events*/_count")["count"] == ROWS
     assert "job.resumed" in survivor.log()
     [node] = [n for n in cli_json(survivor, "nodes") if n["pid"] == victim.process.pid]  # type: ignore[union-attr]
     assert node["state"] == "lost"
