@@ -165,6 +165,13 @@ def test_two_nodes_share_keys_bans_and_the_job_queue(
     for timeline in timelines:
         assert [entry["event"] for entry in timeline["timeline"]].count("picked_up") == 1
 
+    # Every email (picked up, succeeded: as .eml files here) was delivered once, by one of the two nodes.
+    def delivered() -> list[tuple[Any, ...]] | None:
+        rows = nodes.sql("SELECT attempts, sent_at FROM outbox ORDER BY id")
+        return rows if len(rows) >= 8 and all(row[1] for row in rows) else None
+
+    assert {row[0] for row in wait_for("the emails to be delivered", delivered, one)} == {1}
+
     # A key revoked on one node refuses the next login on the other.
     assert one.cli("keys", "revoke", ACCOUNT, "--", cli_json(one, "keys", "list", ACCOUNT)[0]["name"]).returncode == 0
     refused = sftp_batch(two.sftp_port, ACCOUNT, keypair[0], ["ls"])
