@@ -142,10 +142,13 @@ def private_data_dir(config: Config) -> None:
 
 def check_shared_state(config: Config) -> None:
     """Shared state (PostgreSQL) means several nodes: the sink must be one they all reach."""
-    if config.state.url and config.sink.driver != "elasticsearch":
+    from daemon.sinks import DRIVERS, driver
+
+    if config.state.url and not driver(config).shared:
+        usable = " or ".join(f'"{name}"' for name, entry in DRIVERS.items() if entry.shared)
         raise UsageError(
             f"state.url is a shared PostgreSQL state, but sink.driver is {config.sink.driver!r}: several nodes "
-            'need one sink they all reach; set sink.driver = "elasticsearch" (or leave state.url empty for one node)'
+            f"need one sink they all reach; set sink.driver = {usable} (or leave state.url empty for one node)"
         )
 
 

@@ -11,11 +11,11 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parseaddr
 
 from daemon.store import StateDB
 from daemon.store.db import for_update
 from daemon.store.jobs import LEASE_SECONDS
+from notifier import channels
 
 # First retry after this many seconds, doubling per attempt up to the channel's cap.
 BASE_DELAY = 1.0
@@ -44,15 +44,6 @@ class Item:
     @property
     def recipients(self) -> list[str]:
         return [address.strip() for address in self.target.split(",") if address.strip()]
-
-
-def email_channel(address: str) -> str:
-    """The channel of an email to `address`: its domain, lower-case."""
-    return "email:" + parseaddr(address)[1].rpartition("@")[2].strip().lower()
-
-
-def webhook_channel(url: str) -> str:
-    return f"webhook:{url}"
 
 
 def backoff(attempts: int, cap: float) -> float:
@@ -85,8 +76,7 @@ class Outbox:
     ) -> int:
         """Insert one row inside the caller's transaction; `channel` defaults to the target's own."""
         if channel is None:
-            first = target.split(",")[0]
-            channel = webhook_channel(target) if kind == "webhook" else email_channel(first)
+            channel = channels.channel(kind).key(target)
         row = conn.execute(
             "INSERT INTO outbox (kind, job_id, event, target, message_id, payload, created_at, channel, account)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",

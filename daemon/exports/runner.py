@@ -14,7 +14,6 @@ import sqlite3
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import polars as pl
 
@@ -202,7 +201,3 @@ class Run:
                 series.writer.discard()
                 series.writer = None
         self.destination.clear_temps(self.export["id"])
-
-
-def staging_root(config: Config) -> Path:
-    return config.exports_staging

@@ -10,6 +10,7 @@ from typing import Any
 
 from daemon.exports.model import ExportSpec, iso, run_timestamp
 from daemon.store.db import StateDB
+from daemon.units import setting_text
 
 
 class ExportStore:
@@ -204,7 +205,7 @@ class ExportStore:
             "format": export["format"],
             "days": export["days"],
             "since": iso(export["since_ms"] / 1000) if export["since_ms"] is not None else None,
-            "every": _duration(export["every_s"]),
+            "every": setting_text(export["every_s"]) if export["every_s"] is not None else None,
             "recurring": export["every_s"] is not None,
             "destination": export["destination"],
             "requested_by": export["requested_by"],
@@ -246,13 +247,3 @@ class ExportStore:
                 for f in self.files(run["id"])
             ],
         }
-
-
-def _duration(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    if seconds % 3600 == 0:
-        return f"{int(seconds // 3600)}h"
-    if seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"

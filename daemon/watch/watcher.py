@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,14 +47,26 @@ def manifest_of(drop_root: Path, path: str | bytes) -> tuple[str, str] | None:
     return account, name
 
 
-class DropWatcher:
-    """Turns manifests into jobs from watchdog's thread; `on_change` wakes the scheduler for any file."""
+RESCAN_MIN_AGE = 5.0  # a periodic rescan leaves alone files still being written by other means
 
-    def __init__(self, drop_root: Path, store: JobStore, on_change: Callable[..., None]) -> None:
+
+class DropWatcher:
+    """Turns manifests into jobs from watchdog's thread; `on_change` wakes the scheduler for any file.
+
+    Every `rescan_interval` seconds it also rescans the drop folders: inotify sees only this machine's writes,
+    not those of other nodes on a shared file system (NFS, EFS), and it can overflow. Queuing is idempotent
+    (JobStore.enqueue: one pending job per manifest), so a file seen both ways makes one job."""
+
+    def __init__(
+        self, drop_root: Path, store: JobStore, on_change: Callable[..., None], rescan_interval: float = 0.0
+    ) -> None:
         self.drop_root = drop_root.resolve()
         self.store = store
         self.on_change = on_change
+        self.rescan_interval = rescan_interval  # 0: no periodic rescan
         self._observer: Observer | None = None
+        self._stop = threading.Event()
+        self._rescanner: threading.Thread | None = None
 
     def arrived(self, account: str, name: str) -> int | None:
         """Register a manifest seen in the drop folder; None when a job already waits for it.
@@ -111,8 +124,28 @@ class DropWatcher:
         self._observer.schedule(_Handler(self), str(self.drop_root), recursive=True, event_filter=_EVENTS)
         self._observer.daemon = True
         self._observer.start()
+        if self.rescan_interval > 0:
+            self._stop.clear()
+            self._rescanner = threading.Thread(target=self._rescan_forever, daemon=True, name="drop-rescan")
+            self._rescanner.start()
+
+    def _rescan_forever(self) -> None:
+        while not self._stop.wait(self.rescan_interval):
+            try:
+                queued = self.rescan(RESCAN_MIN_AGE)
+            except Exception:
+                log.exception("rescanning the drop folders failed")  # and again at the next interval
+                continue
+            if queued:
+                # Files no watch event announced: another node's or writer's (or events were lost).
+                event(log, "watch.rescan_queued", queued=len(queued), job_ids=queued[:20])
+                self.on_change(urgent=True)
 
     def stop(self) -> None:
+        self._stop.set()
+        if self._rescanner is not None:
+            self._rescanner.join(timeout=30)  # a rescan of a slow shared file system may be under way
+            self._rescanner = None
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
