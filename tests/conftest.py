@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.noida",
     "tests.fixtures.smtp",
     "tests.fixtures.s3",
+    "tests.fixtures.postgres",
 ]

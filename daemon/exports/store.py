@@ -27,7 +27,7 @@ class ExportStore:
             cursor = conn.execute(
                 "INSERT INTO exports (account, type, events, format, since_ms, days, every_s, destination, "
                 "requested_by, emails, status, watermark, next_run_at, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) RETURNING id",
                 (
                     spec.account,
                     spec.type,
@@ -47,7 +47,7 @@ class ExportStore:
                     now,
                 ),
             )
-            return int(cursor.lastrowid or 0)
+            return int(cursor.fetchone()[0])
 
     def get(self, export_id: int) -> sqlite3.Row | None:
         rows = self.db.query("SELECT * FROM exports WHERE id = ?", (export_id,))
@@ -132,10 +132,10 @@ class ExportStore:
                     stamp = run_timestamp(datetime.strptime(last, "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp() + 1)
                 cursor = conn.execute(
                     "INSERT INTO export_runs (export_id, run_ts, status, low, high, started_at) "
-                    "VALUES (?, ?, 'running', ?, ?, ?)",
+                    "VALUES (?, ?, 'running', ?, ?, ?) RETURNING id",
                     (export["id"], stamp, export["watermark"], json.dumps(high), now),
                 )
-                run_id = cursor.lastrowid
+                run_id = cursor.fetchone()[0]
             return conn.execute("SELECT * FROM export_runs WHERE id = ?", (run_id,)).fetchone()
 
     def has_unfinished_run(self, export_id: int) -> bool:

@@ -87,6 +87,10 @@ def paused_locked(where: str, detail: str) -> str:
     return f"paused: the {where} is locked by another process ({detail}); the import resumes when it is free"
 
 
+def paused_unreachable(where: str, detail: str) -> str:
+    return f"paused: the {where} does not answer ({detail}); the import resumes when it does"
+
+
 def report_not_written(reason: str) -> str:
     """Recorded in the job's details when the partner's report could not be written to `errors/`."""
     return f"the report could not be written into your errors/ folder ({reason})"

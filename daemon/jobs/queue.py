@@ -78,6 +78,18 @@ class Queue:
         now = time.time() if now is None else now
         started = time.monotonic()
         result = Pickups()
+        looked: set[int] = set()  # heads this node claimed (shared state) to look at in this pass
+        try:
+            self._plan(busy, free_slots, now, started, result, looked)
+        finally:
+            # Shared state: the heads looked at but not started go back to every node (one statement).
+            ready = {r.job.id for r in result.ready}
+            self.store.release(sorted(looked - ready))
+        return result
+
+    def _plan(
+        self, busy: set[str], free_slots: int, now: float, started: float, result: Pickups, looked: set[int]
+    ) -> None:
         settled = True
         while settled:  # a head that fails makes the account's next job the head: look again
             if time.monotonic() - started > PASS_BUDGET:
@@ -90,8 +102,12 @@ class Queue:
             self._parsed = {job_id: entry for job_id, entry in self._parsed.items() if job_id in current}
             self.paused = {job_id: entry for job_id, entry in self.paused.items() if job_id in current}
             self._errors = {job_id: count for job_id, count in self._errors.items() if job_id in current}
+            taken = {r.job.account for r in result.ready}
+            # Shared state: only the heads no other node holds (one per account cluster-wide); else all of them.
+            mine = self.store.claim([job.id for job in heads if job.account not in busy and job.account not in taken])
+            looked.update(mine)
             for job in heads:
-                if job.account in busy or any(r.job.account == job.account for r in result.ready):
+                if job.account in busy or job.id not in mine or any(r.job.account == job.account for r in result.ready):
                     continue
                 try:
                     outcome = self._check(job, now, result, free_slots - len(result.ready))
@@ -108,7 +124,6 @@ class Queue:
                 self.paused.pop(job.id, None)
                 self._errors.pop(job.id, None)
                 settled = settled or outcome
-        return result
 
     def _unexpected(self, job: Job, exc: Exception) -> bool:
         """A check that raised what no rule foresaw: tried again next pass (the other accounts go on), and after

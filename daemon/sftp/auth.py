@@ -285,6 +285,13 @@ class AccountSSHServer(asyncssh.SSHServer):
                 event(log, "login.ban_lifted", address=self.address)
             else:
                 self._turn_away(ban.account, max(ban.banned_until - time.time(), 0.0))
+        elif self._ctx.bans.db.shared:
+            # Shared state (several nodes): another node may have banned the address since this one started.
+            ban = await asyncio.to_thread(self._ctx.bans.banned, self.address, account)
+            if ban is not None:
+                left = max(ban.banned_until - time.time(), 0.0)
+                self._ctx.guard.restore(ban.address, ban.account, left)
+                self._turn_away(ban.account, left)
         return True  # every login needs a key
 
     def _turn_away(self, account: str, seconds_left: float) -> None:
