@@ -125,6 +125,8 @@ class Run:
             raise Stopped("stopping")
         if self.store.is_cancelled(self.export["id"]):
             raise Stopped("cancelled")
+        if not self.store.holds(self.export["id"]):
+            raise Stopped("lease lost")  # another node may run it now: write nothing more
 
     def _restart_clean(self) -> None:
         """An earlier attempt of this run was interrupted: remove what it published and left half-written."""

@@ -68,6 +68,9 @@ class NodeStore:
                     "UPDATE outbox SET lease_until = ? WHERE lease_node = ? AND sent_at IS NULL AND failed_at IS NULL",
                     (until, node),
                 )
+                conn.execute(
+                    "UPDATE exports SET lease_until = ? WHERE lease_node = ? AND status = 'running'", (until, node)
+                )
 
     def stopped(self, node: str) -> None:
         """A clean stop: the node's claims go back to the other nodes now, not when they lapse."""
@@ -76,6 +79,7 @@ class NodeStore:
             conn.execute("UPDATE nodes SET heartbeat_at = ?, stopped_at = ? WHERE id = ?", (now, iso(now), node))
             conn.execute("UPDATE jobs SET lease_node = NULL, lease_until = NULL WHERE lease_node = ?", (node,))
             conn.execute("UPDATE outbox SET lease_node = NULL, lease_until = NULL WHERE lease_node = ?", (node,))
+            conn.execute("UPDATE exports SET lease_node = NULL, lease_until = NULL WHERE lease_node = ?", (node,))
 
     def list(self) -> list[dict[str, Any]]:
         """Every node, newest first: its state (`up`, `stopped`, `lost`: no heartbeat within a lease) and the

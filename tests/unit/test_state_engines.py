@@ -241,3 +241,28 @@ def test_a_lost_state_connection_pauses_the_job_and_is_replaced(postgres_url: st
     assert (pause_reason(caught.value) or "").startswith("paused: the state database does not answer")
     assert [job.id for job in store.heads()] == [job_id]  # the next use connects again
     db.close()
+
+
+def test_an_export_run_is_resumed_only_by_its_node_or_after_its_claim_lapsed(state_engine: Engine) -> None:
+    a, b = ExportStore(_node(state_engine, "a:1")), ExportStore(_node(state_engine, "b:2"))
+    export_id = a.create(ExportSpec(account="acme", type="events"), {"seq": 0})
+    export = a.get(export_id)
+    assert export is not None
+    run = a.open_run(export, {"seq": 10})
+    assert run is not None and a.holds(export_id)
+    running = b.get(export_id)
+    assert running is not None and running["status"] == "running"
+    if not a.db.shared:
+        # One node: a run left running is taken up again at its next start, by itself.
+        assert [row["id"] for row in b.due(interrupted=True)] == [export_id]
+        return
+    # a is alive and runs it: b neither sees it as due nor can take it, at start or later.
+    assert b.due(interrupted=True) == [] and b.open_run(running, {"seq": 10}) is None
+    later = time.time() + LEASE_SECONDS + 1  # a died: no heartbeat renewed its claim
+    assert [row["id"] for row in b.due(later)] == [export_id]
+    taken = b.open_run(running, {"seq": 10}, now=later)
+    assert taken is not None and taken["id"] == run["id"] and taken["attempts"] == 2  # the same window, again
+    assert b.holds(export_id) and not a.holds(export_id)  # a, if it wakes up, stops at its next batch
+    b.finish_run(running, taken, "done")
+    finished = a.get(export_id)
+    assert finished is not None and finished["status"] == "done" and finished["lease_node"] is None
