@@ -310,7 +310,15 @@ class AccountSSHServer(asyncssh.SSHServer):
             message = BANNED_ADDRESS.format(address=self.address, wait=wait)
         else:
             message = BANNED.format(account=account, address=self.address, wait=wait)
-        event(log, "login.refused", logging.WARNING, address=self.address, account=account or None, reason="banned")
+        event(
+            log,
+            "login.refused",
+            logging.WARNING,
+            address=self.address,
+            account=account or None,
+            reason="banned",
+            connection_id=self.connection_id,
+        )
         self._ctx.count("LOGIN_FAILURES", 1, ())
         self._conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, message)
 
