@@ -15,7 +15,7 @@ from asyncssh.stream import SSHServerStreamSession
 
 from daemon.logs import event
 from daemon.sftp.algorithms import move_to_fast_cipher
-from daemon.sftp.compat import accept_repeated_userauth
+from daemon.sftp.compat import accept_repeated_userauth, skip_empty_ignore
 from daemon.sftp.handler import (
     BANNED,
     BANNED_ADDRESS,
@@ -241,6 +241,7 @@ class AccountSSHServer(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
         accept_repeated_userauth(conn)  # paramiko with several keys (daemon/sftp/compat.py)
+        skip_empty_ignore(conn)  # no CBC countermeasure with AEAD ciphers (daemon/sftp/compat.py)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.address = str(peer[0])
         self._ctx.gate.opened(self.address, self, self._drop)
