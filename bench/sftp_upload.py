@@ -23,6 +23,12 @@ port (openssh-server is installed with apt-get when missing).
 
     python bench/sftp_upload.py                    # 1 GiB + 1,000 x 100 KiB, 3 rounds
     python bench/sftp_upload.py --size 256MiB --files 200 --rounds 1
+    python bench/sftp_upload.py --clients 8        # 8 clients at once, each its own account: 128 MiB each,
+                                                   # then 100 x 100 KiB each
+    python bench/sftp_upload.py --processes 1      # ingestd with one SFTP process (default: one per core)
+
+With --clients N, N OpenSSH sftp clients run at once against each server (each its own account on ingestd,
+its own folder on sshd); the time is from the first start to the last end, the rate is over all of them.
 """
 
 SIZE_UNITS = {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
@@ -72,6 +78,12 @@ class Server:
     user = ""
     upload_dir = Path()
     process: subprocess.Popen[bytes] | None = None
+
+    def client(self, number: int) -> tuple[str, str, Path]:
+        """For --clients: client `number`'s (user, remote folder to put into, local folder its files land in)."""
+        folder = self.upload_dir / f"c{number}"
+        folder.mkdir(exist_ok=True)
+        return self.user, f"{folder}/", folder
 
     def cpu_seconds(self) -> float:
         """CPU used so far by the server and its live descendants (ingestd's SFTP process included)."""
@@ -180,14 +192,27 @@ class IngestdServer(Server):
 
     name = "ingestd"
 
-    def __init__(self, work: Path, client_public: Path, sftp_only: bool = False) -> None:
+    def __init__(
+        self,
+        work: Path,
+        client_public: Path,
+        sftp_only: bool = False,
+        processes: int | None = None,
+        clients: list[Path] | None = None,
+    ) -> None:
         data = work / "ingestd-data"
         env = {name: value for name, value in os.environ.items() if not name.startswith("INGESTD_")}
         env.update({"INGESTD_DATA_DIR": str(data), "INGESTD_SFTP__PORT": "0", "INGESTD_HTTP__PORT": "0"})
         env["INGESTD_SFTP__MAX_FILE_SIZE"] = "64GiB"
+        if processes is not None:
+            env["INGESTD_SFTP__PROCESSES"] = str(processes)
         self.user = "bench"
+        self.data = data
         cli = [sys.executable, "-m", "daemon.cli"]
         subprocess.run([*cli, "keys", "add", "bench", str(client_public)], check=True, env=env, capture_output=True)
+        for number, public in enumerate(clients or [], 1):  # --clients: one account each
+            command = [*cli, "keys", "add", f"bench{number}", str(public)]
+            subprocess.run(command, check=True, env=env, capture_output=True)
         self.upload_dir = data / "drop" / "bench"
         self.stdout = work / "ingestd.out"
         with open(self.stdout, "wb") as out, open(work / "ingestd.log", "wb") as err:
@@ -199,6 +224,12 @@ class IngestdServer(Server):
                 raise SystemExit(f"ingestd serve did not start: {(work / 'ingestd.log').read_text()[-2000:]}")
             time.sleep(0.05)
         self.port = int(match.group(1))
+        self.banner = self.stdout.read_text()
+
+    def client(self, number: int) -> tuple[str, str, Path]:
+        folder = self.data / "drop" / f"bench{number}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"bench{number}", "", folder
 
 
 # --stock-asyncssh: asyncssh's own SFTP server with nothing of ingestd (no temp files, checks, metrics or log
@@ -229,6 +260,11 @@ class StockAsyncsshServer(Server):
 
     name = "asyncssh"
 
+    def client(self, number: int) -> tuple[str, str, Path]:
+        folder = self.upload_dir / f"c{number}"
+        folder.mkdir(exist_ok=True)
+        return self.user, f"c{number}/", folder
+
     def __init__(self, work: Path, client_public: Path) -> None:
         self.port = free_port()
         self.user = "bench"
@@ -244,14 +280,44 @@ class StockAsyncsshServer(Server):
 CLIENT_OPTIONS: list[str] = []  # --client-option: extra `-o` options for every sftp run (both servers)
 
 
-def sftp(server: Server, key: Path, commands: list[str], verbose: bool = False) -> tuple[float, str]:
-    """Run OpenSSH sftp in batch mode; returns (seconds, stderr). Exits on failure."""
+def sftp_command(server: Server, key: Path, user: str = "", verbose: bool = False) -> list[str]:
     command = ["sftp", "-b", "-", "-P", str(server.port), "-i", str(key), "-o", "IdentitiesOnly=yes"]
     command += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"]
     command += [part for option in CLIENT_OPTIONS for part in ("-o", option)]
     if verbose:
         command.append("-v")
-    command.append(f"{server.user}@127.0.0.1")
+    command.append(f"{user or server.user}@127.0.0.1")
+    return command
+
+
+def sftp_many(server: Server, runs: list[tuple[str, Path, list[str]]]) -> float:
+    """Run one OpenSSH sftp per (user, key, commands), all at once; seconds from the first start to the last end."""
+    started = time.perf_counter()
+    processes = []
+    for user, key, commands in runs:
+        process = subprocess.Popen(
+            sftp_command(server, key, user),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdin is not None
+        process.stdin.write("\n".join(commands) + "\n")
+        process.stdin.close()
+        processes.append(process)
+    errors = [process.stderr.read() if process.stderr else "" for process in processes]
+    codes = [process.wait() for process in processes]
+    elapsed = time.perf_counter() - started
+    for code, error in zip(codes, errors, strict=True):
+        if code != 0:
+            raise SystemExit(f"sftp to {server.name} failed: {error[-2000:]}")
+    return elapsed
+
+
+def sftp(server: Server, key: Path, commands: list[str], verbose: bool = False) -> tuple[float, str]:
+    """Run OpenSSH sftp in batch mode; returns (seconds, stderr). Exits on failure."""
+    command = sftp_command(server, key, verbose=verbose)
     started = time.perf_counter()
     result = subprocess.run(command, input="\n".join(commands) + "\n", capture_output=True, text=True)
     elapsed = time.perf_counter() - started
@@ -266,6 +332,57 @@ def clear(directory: Path) -> None:
             path.unlink()
 
 
+def run_clients(
+    args: argparse.Namespace,
+    servers: list[Server],
+    keys: list[Path],
+    big: Path,
+    small: Path,
+    size: int,
+    files: int,
+) -> int:
+    """--clients N: every client at once, the big file each, then the small files each; paired ratios."""
+    big_rates: dict[str, list[float]] = {server.name: [] for server in servers}
+    small_rates: dict[str, list[float]] = {server.name: [] for server in servers}
+    cpu: dict[str, list[float]] = {server.name: [] for server in servers}
+    for _ in range(args.rounds):
+        for server in servers:  # interleaved, so background load affects both alike
+            clients = [server.client(number) for number in range(1, len(keys) + 1)]
+            runs = [(user, key, [f"put {big} {remote}"]) for (user, remote, _), key in zip(clients, keys, strict=True)]
+            seconds = sftp_many(server, runs)
+            for _, _, folder in clients:
+                assert (folder / "big.bin").stat().st_size == size
+                clear(folder)
+            big_rates[server.name].append(len(keys) * size / seconds / 1e6)
+            runs = [
+                (user, key, [f"put {small}/* {remote}"]) for (user, remote, _), key in zip(clients, keys, strict=True)
+            ]
+            before = server.cpu_seconds()
+            seconds = sftp_many(server, runs)
+            cpu[server.name].append(server.cpu_seconds() - before)
+            for _, _, folder in clients:
+                assert len(list(folder.glob("f*.csv"))) == files
+                clear(folder)
+            small_rates[server.name].append(len(keys) * files / seconds)
+
+    size_text = f"{size / 1024**2:.0f} MiB" if size < 1024**3 else f"{size / 1024**3:g} GiB"
+    print(f"\n{len(keys)} OpenSSH sftp clients at once, each its own account; {args.rounds} round(s), median")
+    print(f"{'':10}{f'{len(keys)} x 1 x {size_text}':>20}{f'{len(keys)} x {files} x {args.file_size // 1024} KiB':>24}")
+    for server in servers:
+        mbs = statistics.median(big_rates[server.name])
+        fps = statistics.median(small_rates[server.name])
+        print(f"{server.name:10}{mbs:>15.0f} MB/s{fps:>17.0f} files/s")
+    paired_big = [i / o for i, o in zip(big_rates["ingestd"], big_rates["openssh"], strict=True)]
+    paired_small = [i / o for i, o in zip(small_rates["ingestd"], small_rates["openssh"], strict=True)]
+    print(
+        f"{'paired':10}{statistics.median(paired_big):>20.2f}{statistics.median(paired_small):>24.2f}"
+        "   (ingestd / openssh, median of each round's ratio, target >= 0.90; rounds: "
+        f"big {' '.join(f'{r:.2f}' for r in paired_big)}, small {' '.join(f'{r:.2f}' for r in paired_small)})"
+    )
+    print(f"ingestd CPU: {statistics.median(cpu['ingestd']):.2f} s for the small files (median, all its processes)")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, epilog=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -278,6 +395,14 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="where to put files (default: a temp dir)")
     parser.add_argument(
         "--stock-asyncssh", action="store_true", help="also measure a plain asyncssh SFTP server, for reference"
+    )
+    parser.add_argument("--clients", type=int, default=0, help="N clients at once, each its own account")
+    parser.add_argument(
+        "--client-size", type=parse_size, default=parse_size("128MiB"), help="with --clients: big file per client"
+    )
+    parser.add_argument("--client-files", type=int, default=100, help="with --clients: small files per client")
+    parser.add_argument(
+        "--processes", type=int, default=None, help="ingestd's sftp.processes (default: its own, one per core)"
     )
     parser.add_argument(
         "--client-option",
@@ -294,23 +419,35 @@ def main() -> int:
     try:
         key = work / "id_ed25519"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        client_keys = [work / f"id_client{number}" for number in range(1, args.clients + 1)]
+        for client_key in client_keys:
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(client_key)], check=True)
+        authorized = work / "authorized.pub"  # sshd's and stock asyncssh's: every client's key
+        authorized.write_text("".join(k.with_suffix(".pub").read_text() for k in [key, *client_keys]))
+        size, files = (args.client_size, args.client_files) if args.clients else (args.size, args.files)
         big = work / "big.bin"
         with open(big, "wb") as handle:  # incompressible, written in chunks to keep memory flat
             chunk = os.urandom(8 * 1024**2)
-            for offset in range(0, args.size, len(chunk)):
-                handle.write(chunk[: min(len(chunk), args.size - offset)])
+            for offset in range(0, size, len(chunk)):
+                handle.write(chunk[: min(len(chunk), size - offset)])
         small = work / "small"
         small.mkdir()
         payload = os.urandom(args.file_size)
-        for index in range(args.files):
+        for index in range(files):
             (small / f"f{index:05d}.csv").write_bytes(payload)
 
         servers = [
-            OpenSSHServer(work, key.with_suffix(".pub")),
-            IngestdServer(work, key.with_suffix(".pub"), args.sftp_only),
+            OpenSSHServer(work, authorized),
+            IngestdServer(
+                work,
+                key.with_suffix(".pub"),
+                args.sftp_only,
+                args.processes,
+                [k.with_suffix(".pub") for k in client_keys],
+            ),
         ]
         if args.stock_asyncssh:
-            servers.append(StockAsyncsshServer(work, key.with_suffix(".pub")))
+            servers.append(StockAsyncsshServer(work, authorized))
         for server in servers:
             _, log = sftp(server, key, ["pwd"], verbose=True)
             # The last key exchange's: ingestd re-keys clients that can onto AES-GCM after login.
@@ -318,6 +455,11 @@ def main() -> int:
             cipher, mac = ciphers[-1] if ciphers else ("?", "?")
             chain = " -> ".join(found[0] for found in ciphers) if len(ciphers) > 1 else cipher
             print(f"{server.name:8} port {server.port}  cipher {chain}  MAC {mac}")
+        ingestd = servers[1]
+        processes = re.search(r"\((\d+) processes\)", getattr(ingestd, "banner", ""))
+        print(f"ingestd SFTP processes: {processes.group(1) if processes else 1}")
+        if args.clients:
+            return run_clients(args, servers, client_keys, big, small, size, files)
 
         big_rates: dict[str, list[float]] = {server.name: [] for server in servers}
         small_rates: dict[str, list[float]] = {server.name: [] for server in servers}

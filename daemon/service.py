@@ -45,7 +45,7 @@ class Service:
         from daemon.exports.service import ExportService
         from daemon.http.app import HTTPService
         from daemon.jobs.manager import JobManager
-        from daemon.sftp.server import SFTPService
+        from daemon.sftp.supervisor import SFTPService
         from daemon.sinks import open_sink
         from notifier.service import Notifier
 

@@ -15,7 +15,7 @@ from asyncssh.stream import SSHServerStreamSession
 
 from daemon.logs import event
 from daemon.sftp.algorithms import move_to_fast_cipher
-from daemon.sftp.compat import accept_repeated_userauth
+from daemon.sftp.compat import accept_repeated_userauth, skip_empty_ignore
 from daemon.sftp.limits import StartupGate
 from daemon.sftp.messages import (
     BANNED,
@@ -166,6 +166,9 @@ class LoginContext:
     sftp_factory: Callable[[asyncssh.SSHServerChannel], object]
     max_sessions: int
     prefer_fast: bool = False  # re-key clients that can onto AES-GCM after login (algorithms.move_to_fast_cipher)
+    # Told of every failed login here, (address, account): the other SFTP processes count it too (share_failure).
+    share_failure: Callable[[str, str], None] | None = None
+    connection_prefix: str = "c"  # connection ids: "c2.17" is the 17th connection of SFTP process 2
     tasks: set[asyncio.Future[None]] = field(default_factory=set)
     handshakes_logged: dict[str, float] = field(default_factory=dict)  # address -> when its failure was logged
 
@@ -179,6 +182,16 @@ class LoginContext:
             }
         self.handshakes_logged[address] = now
         event(log, "sftp.handshake_failed", logging.WARNING, address=address, reason=printable(reason)[:1000])
+
+    def failed_elsewhere(self, address: str, account: str) -> None:
+        """A failed login in another SFTP process: counted here as well, so a ban holds in every process.
+
+        Every process sees every failure, so each starts the ban at the same failure; each writes it (the same
+        row: address and account are its key), so that it is stored whichever process saw that failure first.
+        """
+        ban = self.guard.failed(address, account)
+        if ban is not None:
+            self.save_ban(ban)
 
     def save_ban(self, ban: Ban) -> None:
         """Write a new ban to the state DB in a thread (its time in epoch seconds), without waiting."""
@@ -212,7 +225,7 @@ class AccountSSHServer(asyncssh.SSHServer):
 
     def __init__(self, context: LoginContext) -> None:
         self._ctx = context
-        self.connection_id = f"c{next(self._ids)}"
+        self.connection_id = f"{context.connection_prefix}{next(self._ids)}"
         self.address = ""
         self.account: str | None = None
         self._conn: asyncssh.SSHServerConnection | None = None
@@ -228,6 +241,7 @@ class AccountSSHServer(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
         accept_repeated_userauth(conn)  # paramiko with several keys (daemon/sftp/compat.py)
+        skip_empty_ignore(conn)  # no CBC countermeasure with AEAD ciphers (daemon/sftp/compat.py)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.address = str(peer[0])
         self._ctx.gate.opened(self.address, self, self._drop)
@@ -256,6 +270,8 @@ class AccountSSHServer(asyncssh.SSHServer):
         for account in sorted(self._refused):
             self._ctx.count("LOGIN_FAILURES", 1, ())
             ban = self._ctx.guard.failed(self.address, account)
+            if self._ctx.share_failure is not None:
+                self._ctx.share_failure(self.address, account)
             event(
                 log,
                 "login.failed",
@@ -302,7 +318,15 @@ class AccountSSHServer(asyncssh.SSHServer):
             message = BANNED_ADDRESS.format(address=self.address, wait=wait)
         else:
             message = BANNED.format(account=account, address=self.address, wait=wait)
-        event(log, "login.refused", logging.WARNING, address=self.address, account=account or None, reason="banned")
+        event(
+            log,
+            "login.refused",
+            logging.WARNING,
+            address=self.address,
+            account=account or None,
+            reason="banned",
+            connection_id=self.connection_id,
+        )
         self._ctx.count("LOGIN_FAILURES", 1, ())
         self._conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, message)
 

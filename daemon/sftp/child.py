@@ -1,9 +1,11 @@
-"""The SFTP process, `python -m daemon.sftp.child`: started, watched and stopped by SFTPService."""
+"""An SFTP process, `python -m daemon.sftp.child NUMBER`: started, watched and stopped by SFTPService (supervisor.py)."""
 
-# Protocol with the daemon: the first line on stdin is the config as JSON; stdin stays open and its end
-# means the daemon is gone. On stdout, one JSON object per line: {"ready": {...}} once listening, or
-# {"error": "..."} and exit 2; then {"counts": [[metric, amount, labels], ...]}: the metric updates of the
-# last COUNT_DELAY seconds, added up per metric and labels.
+# Protocol with the daemon: the first line on stdin is the config as JSON; the listening port is taken with
+# SO_REUSEPORT, shared with the daemon's other SFTP processes. On stdout, one JSON object per line:
+# {"ready": {...}} once listening, or {"error": "..."} and exit 2; then {"counts": [[metric, amount, labels],
+# ...]}: the metric updates of the last COUNT_DELAY seconds, added up per metric and labels; and
+# {"failed": [address, account]} for each failed login. On stdin after the config, {"failed": [address,
+# account]}: a failed login in another SFTP process. The end of stdin means the daemon is gone.
 # SIGTERM or SIGINT: stop as SFTPListener.stop does (uploads in flight get their grace), exit 0.
 
 from __future__ import annotations
@@ -63,23 +65,53 @@ def send(message: dict[str, object]) -> None:
             view = view[os.write(fd, view) :]
 
 
-def _watch_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """Block on stdin until the daemon closes it (or dies): then stop, so no orphan keeps the port."""
+def read_line(fd: int, pending: bytearray) -> bytes | None:
+    """The next line from `fd` (without its newline), reading unbuffered; None at its end."""
+    while (end := pending.find(b"\n")) < 0:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return None
+        pending += chunk
+    line = bytes(pending[:end])
+    del pending[: end + 1]
+    return line
+
+
+def _watch_parent(
+    loop: asyncio.AbstractEventLoop, stop: asyncio.Event, listener: SFTPListener, pending: bytearray
+) -> None:
+    """Read the daemon's messages from stdin until it closes it (or dies): then stop, so no orphan keeps the port."""
     # os.read, not sys.stdin: a daemon thread blocked inside the buffered reader's lock makes
     # interpreter shutdown abort with "could not acquire lock for <stdin>".
     fd = sys.stdin.fileno()
-    while os.read(fd, 4096):
-        pass
     with contextlib.suppress(RuntimeError):  # the loop already closed: we are stopping anyway
+        while (line := read_line(fd, pending)) is not None:
+            try:
+                address, account = json.loads(line)["failed"]
+            except (ValueError, KeyError, TypeError):
+                continue  # nothing else is sent; a line from a newer daemon is not ours to act on
+            loop.call_soon_threadsafe(listener.failed_elsewhere, str(address), str(account))
         loop.call_soon_threadsafe(stop.set)
 
 
-async def serve(config: Config) -> int:
+def share_failure(address: str, account: str) -> None:
+    send({"failed": [address, account]})
+
+
+async def serve(config: Config, pending: bytearray, number: int) -> int:
     old, new = raise_nofile_limit()  # every connection is a descriptor
     if new != old:
         event(logging.getLogger("ingestd.sftp"), "sftp.nofile_limit_raised", soft=new, was=old)
     relay = CountRelay()
-    listener = SFTPListener(config, open_state(config), count=relay)
+    listener = SFTPListener(
+        config,
+        open_state(config),
+        count=relay,
+        reuse_port=True,
+        share_failure=share_failure,
+        sweep=False,
+        number=number,
+    )
     try:
         await listener.start()
     except OSError as exc:
@@ -92,7 +124,9 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    threading.Thread(target=_watch_parent, args=(loop, stop), daemon=True, name="parent-watch").start()
+    threading.Thread(
+        target=_watch_parent, args=(loop, stop, listener, pending), daemon=True, name="parent-watch"
+    ).start()
     send({"ready": {"host": listener.host, "port": listener.port, "fingerprint": listener.fingerprint}})
     await stop.wait()
     await listener.stop()
@@ -101,13 +135,15 @@ async def serve(config: Config) -> int:
 
 
 def main() -> int:
-    config = Config.model_validate_json(sys.stdin.buffer.readline())
+    pending = bytearray()
+    config = Config.model_validate_json(read_line(sys.stdin.fileno(), pending) or b"")
     setup_logging(config.log.format, config.log.level)
     # Our formatters use none of the caller's file and line, thread or process fields: not collecting them
     # (the logging HOWTO's "Optimization") makes the log line of each upload ~40% cheaper.
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    return asyncio.run(serve(config))
+    number = int(sys.argv[1]) if len(sys.argv) > 1 else 1  # 1..sftp.processes
+    return asyncio.run(serve(config, pending, number))
 
 
 if __name__ == "__main__":

@@ -148,10 +148,17 @@ class GatedListener:
     """What `asyncssh.listen(tunnel=...)` accepts as a listener (its `create_server` seam): a plain TCP
     listener whose accepted sockets pass StartupGate before asyncssh sees them."""
 
-    def __init__(self, gate: StartupGate, backlog: int = 1024, proxy_from: ProxyTrust | None = None) -> None:
+    def __init__(
+        self,
+        gate: StartupGate,
+        backlog: int = 1024,
+        proxy_from: ProxyTrust | None = None,
+        reuse_port: bool = False,
+    ) -> None:
         self.gate = gate
         self.backlog = backlog
         self.proxy_from = proxy_from or ProxyTrust([])
+        self.reuse_port = reuse_port  # several SFTP processes share the port (see daemon/sftp/supervisor.py)
         self.logger = logging.getLogger("asyncssh")
 
     async def create_server(
@@ -163,7 +170,9 @@ class GatedListener:
         factory = proxyproto.accepting(
             lambda: _GateProtocol(self.gate, session_factory), self.proxy_from, proxyproto.RefusedHeaders(log, "sftp")
         )
-        return await loop.create_server(factory, listen_host, listen_port, backlog=self.backlog)
+        return await loop.create_server(
+            factory, listen_host, listen_port, backlog=self.backlog, reuse_port=self.reuse_port or None
+        )
 
     def close(self) -> None:
         return None

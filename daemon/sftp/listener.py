@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncssh
@@ -103,6 +104,13 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         os.fsync(handle.fileno())
 
 
+def remove_temp_files(drop_root: Path) -> None:
+    """Delete the temp uploads a crash left (sweep_temp_files), saying how many."""
+    removed = sweep_temp_files(os.fsencode(drop_root))
+    if removed:
+        event(log, "sftp.temp_files_removed", count=removed)
+
+
 def host_keypairs(keys: dict[str, asyncssh.SSHKey], algorithms: list[str]) -> list[asyncssh.SSHKeyPair]:
     """The keys as asyncssh key pairs for `algorithms`, in that order: one pair per algorithm.
 
@@ -125,9 +133,24 @@ def host_keypairs(keys: dict[str, asyncssh.SSHKey], algorithms: list[str]) -> li
 class SFTPListener:
     """Listens for partners; each login gets DropFolderSFTP on drop_root/<account>. Runs in the SFTP process."""
 
-    def __init__(self, config: Config, db: StateDB, count: Count = count_locally) -> None:
+    def __init__(
+        self,
+        config: Config,
+        db: StateDB,
+        count: Count = count_locally,
+        *,
+        reuse_port: bool = False,
+        share_failure: Callable[[str, str], None] | None = None,
+        sweep: bool = True,
+        number: int | None = None,
+    ) -> None:
         self.config = config
         self.count = count
+        self.reuse_port = reuse_port  # one of several SFTP processes on this port
+        self.share_failure = share_failure  # tells the other processes of a failed login here
+        # Remove temp uploads a crash left; not where other processes may be writing theirs (the supervisor does).
+        self.sweep = sweep
+        self.number = number  # of this SFTP process, when the supervisor runs it
         self.keys = KeyStore(db)
         self.bans = BanStore(db)
         self.guard = LoginGuard(config.sftp.max_auth_failures, config.sftp.ban_time)
@@ -145,9 +168,8 @@ class SFTPListener:
     async def start(self) -> None:
         drop_root = self.config.drop_root
         drop_root.mkdir(parents=True, exist_ok=True)
-        removed = sweep_temp_files(drop_root)
-        if removed:
-            event(log, "sftp.temp_files_removed", count=removed)
+        if self.sweep:
+            remove_temp_files(drop_root)
         algorithms = select_algorithms(self.config.sftp)  # before anything is written: a config error stops here
         keys = {label: load_or_create_host_key(self.config.host_keys_dir, *spec) for label, spec in HOST_KEYS.items()}
         self.host_keys = host_keypairs(keys, algorithms.host_key_algorithms)
@@ -173,6 +195,8 @@ class SFTPListener:
             sftp_factory=self._sftp_factory,
             max_sessions=self.config.sftp.max_sessions,
             prefer_fast=algorithms.prefer_fast,
+            share_failure=self.share_failure,
+            connection_prefix="c" if self.number is None else f"c{self.number}.",
         )
         quiet_accept_errors(asyncio.get_running_loop(), self.refused)
         # No sftp_factory here: AccountSSHServer.session_requested opens SFTP sessions, counting them.
@@ -180,7 +204,9 @@ class SFTPListener:
             self.config.sftp.host,
             self.config.sftp.port,
             # Connection caps, checked before asyncssh sees a socket (after a trusted balancer's PROXY header).
-            tunnel=GatedListener(self.gate, proxy_from=ProxyTrust(self.config.sftp.proxy_protocol_from)),
+            tunnel=GatedListener(
+                self.gate, proxy_from=ProxyTrust(self.config.sftp.proxy_protocol_from), reuse_port=self.reuse_port
+            ),
             server_factory=self._server_factory,
             server_host_keys=self.host_keys,
             allow_scp=False,
@@ -202,12 +228,18 @@ class SFTPListener:
         )
         self.port = self._acceptor.get_port() or self.port
         others = {f"{label}_fingerprint": value for label, value in list(self.fingerprints.items())[1:]}
-        event(log, "sftp.listening", host=self.host, port=self.port, fingerprint=self.fingerprint, **others)
+        process = {} if self.number is None else {"process": self.number, "pid": os.getpid()}
+        event(log, "sftp.listening", host=self.host, port=self.port, **process, fingerprint=self.fingerprint, **others)
 
     @property
     def fingerprint(self) -> str:
         """The first host key offered (ed25519 unless sftp.host_key_algorithms leaves it out)."""
         return next(iter(self.fingerprints.values()), "")
+
+    def failed_elsewhere(self, address: str, account: str) -> None:
+        """A failed login seen by another SFTP process (see LoginContext.failed_elsewhere)."""
+        if self._context is not None:
+            self._context.failed_elsewhere(address, account)
 
     def _server_factory(self) -> AccountSSHServer:
         assert self._context is not None

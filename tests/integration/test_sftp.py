@@ -190,7 +190,9 @@ def test_revoked_key_is_refused_and_added_key_accepted_without_restart(
 
 def test_banner_shows_the_host_key_that_clients_see(served: tuple[Daemon, Partner, Partner]) -> None:
     daemon = served[0]
-    match = re.search(r"^  sftp   127\.0\.0\.1:(\d+)  host key (SHA256:\S+)$", daemon.stdout(), re.MULTILINE)
+    match = re.search(
+        r"^  sftp   127\.0\.0\.1:(\d+)  host key (SHA256:\S+)(  \(\d+ processes\))?$", daemon.stdout(), re.MULTILINE
+    )
     assert match and int(match.group(1)) == daemon.sftp_port
     transport = paramiko.Transport(("127.0.0.1", daemon.sftp_port))
     try:

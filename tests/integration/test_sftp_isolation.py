@@ -104,7 +104,10 @@ def keys(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
 def test_a_connection_flood_from_one_address_does_not_lock_out_a_partner(
     make_daemon: MakeDaemon, keys: dict[str, tuple[Path, Path]], tmp_path: Path
 ) -> None:
-    daemon = make_daemon(INGESTD_SFTP__PER_SOURCE_MAX_STARTUPS="5", INGESTD_SFTP__MAX_STARTUPS="20")
+    # One SFTP process: the connection caps are per process (see docs/ops-guide.md, Limits).
+    daemon = make_daemon(
+        INGESTD_SFTP__PER_SOURCE_MAX_STARTUPS="5", INGESTD_SFTP__MAX_STARTUPS="20", INGESTD_SFTP__PROCESSES="1"
+    )
     daemon.add_key("acme", keys["acme"][1])
     source = tmp_path / "during-flood.csv"
     source.write_text("identity\n1\n")
@@ -126,7 +129,9 @@ def test_a_connection_flood_from_one_address_does_not_lock_out_a_partner(
 def test_connections_not_logged_in_are_capped_in_all_and_logged_in_ones_do_not_count(
     make_daemon: MakeDaemon, keys: dict[str, tuple[Path, Path]]
 ) -> None:
-    daemon = make_daemon(INGESTD_SFTP__PER_SOURCE_MAX_STARTUPS="2", INGESTD_SFTP__MAX_STARTUPS="4")
+    daemon = make_daemon(
+        INGESTD_SFTP__PER_SOURCE_MAX_STARTUPS="2", INGESTD_SFTP__MAX_STARTUPS="4", INGESTD_SFTP__PROCESSES="1"
+    )
     daemon.add_key("acme", keys["acme"][1])
     # Logged in, they no longer count: more than both caps stay connected from one address.
     logged_in = [transport(daemon.sftp_port, "acme", keys["acme"][0]) for _ in range(5)]
@@ -175,7 +180,10 @@ def test_a_partner_logging_in_is_never_dropped_for_room_nor_banned_by_a_flood(
     # overall cap full. Before, the partner's connection was the oldest not logged in and was dropped for room,
     # and each drop counted as a failed login, until the partner's own address was banned.
     daemon = make_daemon(
-        INGESTD_SFTP__MAX_STARTUPS="3", INGESTD_SFTP__PER_SOURCE_MAX_STARTUPS="3", INGESTD_SFTP__MAX_AUTH_FAILURES="2"
+        INGESTD_SFTP__MAX_STARTUPS="3",
+        INGESTD_SFTP__PER_SOURCE_MAX_STARTUPS="3",
+        INGESTD_SFTP__MAX_AUTH_FAILURES="2",
+        INGESTD_SFTP__PROCESSES="1",
     )
     daemon.add_key("acme", keys["acme"][1])
     wrong, right = (asyncssh.read_private_key(keys[name][0]) for name in ("stranger", "acme"))
@@ -213,7 +221,12 @@ def test_running_out_of_descriptors_is_summarised_not_a_traceback_per_accept(
     from tests.fixtures.daemon import daemon_env
 
     data = tmp_path / "data"
-    env = daemon_env(data, INGESTD_SFTP__MAX_STARTUPS="1000", INGESTD_SFTP__PER_SOURCE_MAX_STARTUPS="1000")
+    env = daemon_env(
+        data,
+        INGESTD_SFTP__MAX_STARTUPS="1000",
+        INGESTD_SFTP__PER_SOURCE_MAX_STARTUPS="1000",
+        INGESTD_SFTP__PROCESSES="1",
+    )
     daemon = Daemon(data, env)
     # A hard limit the SFTP process cannot raise past: accept() fails with EMFILE during the flood.
     daemon.command = ("prlimit", "--nofile=96:96", sys.executable, "-m", "daemon.cli", "serve")

@@ -187,7 +187,7 @@ def port_open(port: int) -> bool:
 def test_a_crashed_sftp_process_is_replaced_on_the_same_port(daemon: Daemon, partner: Path, tmp_path: Path) -> None:
     assert daemon.process is not None
     children = Path(f"/proc/{daemon.process.pid}/task/{daemon.process.pid}/children").read_text().split()
-    [sftp_pid] = [int(pid) for pid in children if b"daemon.sftp.child" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    [sftp_pid, *_] = [int(pid) for pid in children if b"daemon.sftp.child" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     os.kill(sftp_pid, signal.SIGKILL)
     wait_for(lambda: "sftp.process_restarted" in daemon.log(), "a new SFTP process")
     source = tmp_path / "after.csv"

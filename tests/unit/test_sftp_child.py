@@ -51,3 +51,21 @@ def test_many_busy_accounts_are_sent_in_lines_the_daemon_can_read(monkeypatch: p
     asyncio.run(burst())
     assert [len(message["counts"]) for message in sent] == [200] * 5
     assert all(len(json.dumps(message)) < 64 * 1024 for message in sent)
+
+
+def test_the_config_line_and_the_messages_after_it_are_read_whole_however_they_arrive() -> None:
+    import os
+
+    read, write = os.pipe()
+    try:
+        # The config and a relayed failed login in one write, then a line split over two writes.
+        os.write(write, b'{"config": 1}\n{"failed": ["192.0.2.1", "acme"]}\n{"failed": ["192.0')
+        os.write(write, b'.2.2", "globex"]}\n')
+        os.close(write)
+        pending = bytearray()
+        assert child.read_line(read, pending) == b'{"config": 1}'
+        assert child.read_line(read, pending) == b'{"failed": ["192.0.2.1", "acme"]}'
+        assert child.read_line(read, pending) == b'{"failed": ["192.0.2.2", "globex"]}'
+        assert child.read_line(read, pending) is None  # the daemon closed the pipe
+    finally:
+        os.close(read)
