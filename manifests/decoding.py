@@ -155,18 +155,18 @@ class Decoded(io.RawIOBase):
                 self._gate.notify_all()
 
     def release(self) -> None:
-        """No read waits any more (the reader is closing)."""
+        """The reader is closing: a read waiting, and every read after, ends the file (not read on to its end)."""
         with self._gate:
             self._released = True
             self._gate.notify_all()
 
-    def _wait_for_room(self) -> None:
+    def _wait_for_room(self) -> bool:
         """pyarrow's streaming CSV reader reads the file in a background thread up to 32 blocks ahead of the
         parsing: 128 MiB of text held per import, most of a big file's first 128 MiB. So a read waits while it
         is `ahead` reads past the blocks asked for (block k is parsed with the start of k + 1). Should the
         parser ever need more than that, a read waits no longer than _STALL while a block is asked for."""
         if self._ahead is None:
-            return
+            return True
         with self._gate:
             while not self._released and self._reads >= self._parsed + self._ahead:
                 since = self._parsing_since
@@ -174,9 +174,11 @@ class Decoded(io.RawIOBase):
                     break
                 self._gate.wait(timeout=_STALL / 4)
             self._reads += 1
+            return not self._released
 
     def read(self, size: int = -1) -> bytes:
-        self._wait_for_room()
+        if not self._wait_for_room():
+            return b""
         if size is None or size < 0:
             size = 1 << 62
             self._fill(size)
