@@ -1,3 +1,8 @@
 """ingestd: an SFTP drop-folder ingestion daemon."""
 
 __version__ = "0.1.0"
+
+# Before anything imports polars or pyarrow: their allocators read their settings when they load.
+from daemon.jobs import memory as _memory
+
+_memory.apply()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import io
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from manifests import rules
@@ -12,14 +16,22 @@ from manifests.compression import Stream
 
 _PEEK = 64 << 10
 _RECOUNT = 16 << 20  # read size when counting in the file again
+_STALL = 0.5  # seconds a read waits at most while the parser asks for a block
 
 
 class Decoded(io.RawIOBase):
     """The raw file as UTF-8 bytes for pyarrow: BOM dropped, other encodings transcoded, bad bytes located."""
 
-    def __init__(self, stream: Stream, encoding: str | None) -> None:
+    def __init__(self, stream: Stream, encoding: str | None, *, ahead: int | None = None) -> None:
         super().__init__()
         self.stream = stream
+        # read() calls answered beyond the blocks the parser asked for (parsing()); None: not bounded.
+        self._ahead = ahead
+        self._gate = threading.Condition()
+        self._reads = 0  # read() calls answered
+        self._parsed = 0  # parsing() calls finished
+        self._parsing_since: float | None = None  # when the parsing() under way started
+        self._released = False
         self.bytes_read = 0  # uncompressed bytes read so far
         self.quotes = False  # a quote has been read: a value may hold a newline
         self._quote_count = 0  # transcoded files only: UTF-8 ones count theirs when asked (odd_quotes)
@@ -128,7 +140,45 @@ class Decoded(io.RawIOBase):
         self._fill(size)
         return self._out[:size]
 
+    @contextlib.contextmanager
+    def parsing(self) -> Iterator[None]:
+        """Around each call for the parser's next block (see `ahead`)."""
+        with self._gate:
+            self._parsing_since = time.monotonic()
+            self._gate.notify_all()
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._parsing_since = None
+                self._parsed += 1
+                self._gate.notify_all()
+
+    def release(self) -> None:
+        """The reader is closing: a read waiting, and every read after, ends the file (not read on to its end)."""
+        with self._gate:
+            self._released = True
+            self._gate.notify_all()
+
+    def _wait_for_room(self) -> bool:
+        """pyarrow's streaming CSV reader reads the file in a background thread up to 32 blocks ahead of the
+        parsing: 128 MiB of text held per import, most of a big file's first 128 MiB. So a read waits while it
+        is `ahead` reads past the blocks asked for (block k is parsed with the start of k + 1). Should the
+        parser ever need more than that, a read waits no longer than _STALL while a block is asked for."""
+        if self._ahead is None:
+            return True
+        with self._gate:
+            while not self._released and self._reads >= self._parsed + self._ahead:
+                since = self._parsing_since
+                if since is not None and time.monotonic() - since >= _STALL:
+                    break
+                self._gate.wait(timeout=_STALL / 4)
+            self._reads += 1
+            return not self._released
+
     def read(self, size: int = -1) -> bytes:
+        if not self._wait_for_room():
+            return b""
         if size is None or size < 0:
             size = 1 << 62
             self._fill(size)

@@ -27,6 +27,7 @@ from manifests.errors_csv import FAILURE_COLUMN, NEUTRALISED_PATTERN
 __all__ = ["CsvReader", "Facts", "FileError", "RawBatch", "sniff_delimiter"]
 
 BLOCK_SIZE = 4 << 20  # pyarrow's parse block; also the longest row we accept
+_READ_AHEAD = 2  # blocks pyarrow may read past those asked for (its own default is 32: 128 MiB)
 _PEEK = 64 << 10
 _DATE = rules.DATE_PREFIX.encode()
 # The header record: unquoted runs and quoted fields (a doubled quote is two of them) up to a newline.
@@ -92,7 +93,7 @@ class CsvReader:
 
     def _open(self) -> Iterator[pa.RecordBatch]:
         self._stream = open_stream(self.path, limit=self.max_uncompressed)  # closed in batches()
-        self._source = Decoded(self._stream, self.encoding)
+        self._source = Decoded(self._stream, self.encoding, ahead=_READ_AHEAD)
         head = self._source.peek()
         if not head.strip():
             raise FileError(rules.FILE_EMPTY)
@@ -100,6 +101,11 @@ class CsvReader:
             self.delimiter = sniff_delimiter(head.decode("utf-8", "replace"))
         self._check_header(head)
         names = [f"f{i}" for i in range(rules.MAX_COLUMNS + 1)]
+        with self._source.parsing():  # opening parses the first block
+            return self._open_csv(names)
+
+    def _open_csv(self, names: list[str]) -> Iterator[pa.RecordBatch]:
+        assert self._source is not None
         return iter(
             pacsv.open_csv(
                 self._source,
@@ -146,9 +152,11 @@ class CsvReader:
         The pieces (Arrow to polars, line numbers, buffer facts) are made here too, in file order; the
         consumer touches the numbering state only after the last item, when this thread has finished."""
         item: tuple[RawBatch | None, BaseException | None]
+        assert self._source is not None
         while not stop.is_set():
             try:
-                record_batch = next(arrow, None)
+                with self._source.parsing():
+                    record_batch = next(arrow, None)
                 found, self._found = self._found, []
                 self._invalid.extend(found)
                 item = (None if record_batch is None else self._piece(record_batch), None)
@@ -213,6 +221,8 @@ class CsvReader:
                 yield whole
         finally:
             stop.set()
+            if self._source is not None:
+                self._source.release()  # pyarrow's reading thread may wait for room
             if thread is not None:
                 thread.join()
             if self._stream:

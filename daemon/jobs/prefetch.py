@@ -17,7 +17,10 @@ _END = object()
 # object per row (its cells, its problems), many times the weight of the same rows in a frame, so a file of
 # nothing but bad rows must not have `ahead` batches of them waiting (a 4 MB file of ragged rows held 760 MB).
 BAD_ROWS = 50_000  # failed rows waiting for the sink: about one batch's worth
-MAX_BYTES = 256 * 1024 * 1024  # an estimate of everything waiting: frames' sizes plus failed rows' objects
+# An estimate of everything waiting: frames' sizes plus failed rows' objects. It bounds the sink's joined writes
+# too (take() joins what waits): 256 MiB let a 1M-row import peak at 750 MiB (bench/memory.py); at 64 MiB a
+# joined write still holds about 450,000 event rows, so the sqlite sink's commits stay few.
+MAX_BYTES = 64 * 1024 * 1024
 _BAD_ROW_BYTES = 250  # a BadRow, its cells list and its problems list, before the cells' text
 _CELL_BYTES = 50  # one str object, before its text
 
@@ -34,7 +37,8 @@ class Validated:
     Besides their count, the batches waiting are bounded by weight: the producer does not hand on another
     batch while those waiting hold `bad_rows` failed rows or more, or `max_bytes` bytes (an estimate) or more,
     so one account's file of bad rows costs about three batches (one waiting, one in hand on each side), not
-    `ahead`. Good batches weigh only their frames, so the sink's large joined writes stay as they were."""
+    `ahead`. Good batches weigh only their frames: `max_bytes` of them wait at most, and so one joined write
+    holds at most about that much (docs/ops-guide.md, "Memory")."""
 
     def __init__(
         self, batches: Iterator[Batch], ahead: int, *, bad_rows: int = BAD_ROWS, max_bytes: int = MAX_BYTES

@@ -71,8 +71,8 @@ _TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQ
 # Rows per INSERT statement: one sqlite3_step (and one GIL release) per chunk instead of per row roughly
 # halves the Python-side cost of a batch. Bounded by SQLite's host-parameter limit (999 on old builds).
 _ROWS_PER_STATEMENT = 160
-# Rows turned into Python values at a time within one write.
-_PYTHON_ROWS = 50_000
+# Rows turned into Python values at a time within one write (50,000 rows of 7 values held about 50 MiB).
+_PYTHON_ROWS = 10_000
 _TWO_64 = pl.lit(2**64, dtype=pl.UInt128)
 _SELECT_PROFILES = (
     "SELECT identity, ts, properties FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
@@ -119,7 +119,10 @@ class SQLiteSink(Sink):
             # state database, so a power cut cannot leave a checkpoint past rows that were lost. It costs
             # two fsyncs per write of many thousands of rows.
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA cache_size=-262144")
+            # 64 MiB of pages, shared by every import (was 256 MiB: the cache grew with each import's file
+            # towards that size, a third of a 1M-row import's peak RSS). It holds the index of 1M rows,
+            # which every write touches.
+            conn.execute("PRAGMA cache_size=-65536")
             conn.execute("PRAGMA temp_store=MEMORY")
             self._conn = conn
         return self._conn

@@ -387,3 +387,31 @@ def test_a_file_of_nothing_but_ragged_rows_fails_and_its_error_csv_holds_every_r
     header, *bad = list(csv.reader(io.StringIO(error_csv)))
     assert header == ["identity", "name", "Failure Description"]
     assert len(bad) == rows and all(row[0] == "a" for row in bad)
+
+
+def test_a_file_of_many_blocks_with_bad_and_ragged_rows_throughout_keeps_exact_counts(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    # About 11.6 MB: three of the reader's 4 MiB blocks, which it now reads one after another as it parses.
+    daemon = make_daemon(INGESTD_SINK__DRIVER="sqlite")
+    rows = 150_000
+    lines = ["identity,Name,Age"]
+    expected_bad: list[str] = []
+    for i in range(rows):
+        if i % 1000 == 7:
+            lines.append(f"user{i}@example.com,Name {i}")  # one field short: ragged
+            expected_bad.append(f"user{i}@example.com")
+        elif i % 1000 == 500:
+            lines.append(f"user{i}@example.com,Name {i},not a number {'x' * 40}")
+            expected_bad.append(f"user{i}@example.com")
+        else:
+            lines.append(f"user{i}@example.com,Name {i} {'y' * 40},{i % 90}")
+    text = "\n".join(lines) + "\n"
+    assert len(text) > 2 * (4 << 20)
+    import_pair(daemon, "p.csv", text, "p.manifest", columns={"Age": {"dataType": "INTEGER"}})
+    [job] = finished(daemon, 1)
+    assert job["status"] == "completed_with_errors"
+    assert (job["rows_ingested"], job["rows_failed"]) == (rows - len(expected_bad), len(expected_bad))
+    error_csv = (daemon.drop(ACCOUNT) / job["details"]["error_csv"]).read_text(encoding="utf-8-sig")
+    _, *bad = list(csv.reader(io.StringIO(error_csv)))
+    assert [row[0] for row in bad] == expected_bad  # in file order, none lost or repeated at a block's edge
