@@ -56,6 +56,8 @@ PROFILE_MAPPINGS = {
         "account": {"type": "keyword"},
         "identity": {"type": "keyword"},
         "ts": _DATE,
+        # exports: when the profile was last written (epoch ms, set at bulk time), what recurring runs select by.
+        "changed": {"type": "long"},
         "properties": _PROPERTIES,
     },
 }
@@ -97,6 +99,7 @@ ctx._source.properties = p;
 ctx._source.account = params.account;
 ctx._source.identity = params.identity;
 ctx._source.ts = params.ts;
+ctx._source.changed = params.changed;
 """
 
 _MAX_ID_BYTES = 512  # Elasticsearch refuses longer document ids
@@ -218,6 +221,10 @@ class ElasticsearchSink(Sink):
             except ApiError as exc:
                 if exc.error != "resource_already_exists_exception":  # another process was quicker
                     raise
+        else:  # made before the `changed` field existed: it learns it (the strict mapping would refuse it)
+            await self._call(
+                self.client.indices.put_mapping, index=self.profiles_index, properties={"changed": {"type": "long"}}
+            )
         await self._call(self.client.put_script, id=self.script_id, script={"lang": "painless", "source": APPLY_OPS})
 
     async def _call(self, method: Any, **kwargs: Any) -> Any:
@@ -401,7 +408,9 @@ class ElasticsearchSink(Sink):
         )
         ids = [profile_id(account, identity) for identity in grouped["identity"].to_list()]
         head = pl.struct(pl.lit(self.profiles_index).alias("_index"), pl.Series("_id", ids)).struct.json_encode()
-        params = pl.struct(pl.lit(account).alias("account"), "identity", "ts").struct.json_encode()
+        # `changed` (exports): when this batch was written; a retry after a crash stamps the profile again.
+        changed = pl.lit(int(time.time() * 1000)).alias("changed")
+        params = pl.struct(pl.lit(account).alias("account"), "identity", "ts", changed).struct.json_encode()
         actions = grouped.select(
             pl.concat_str(
                 pl.lit('{"update":'),

@@ -59,9 +59,17 @@ CREATE TABLE IF NOT EXISTS profiles (
     identity TEXT NOT NULL,
     ts INTEGER NOT NULL,
     properties TEXT NOT NULL,
+    changed INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (account, identity)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS profiles_changed ON profiles (account, changed);
 """
+# exports: `changed` is the account's change sequence, one more for every write of its profiles (every profile a
+# write touches gets that write's number), so a recurring export takes the profiles changed after its last run.
+# Sink files from before 2026-12-01 get the column, their profiles 1: changed before any export looked, so in the
+# first window of every recurring export (which starts after 0).
+PROFILES_CHANGED = "ALTER TABLE profiles ADD COLUMN changed INTEGER NOT NULL DEFAULT 1"
+_NEXT_CHANGE = "SELECT coalesce(max(changed), 0) + 1 FROM profiles WHERE account = ?"
 
 # Errors that say "not now" rather than "never": another writer holds the lock, the disk is full or failing.
 _TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PROTOCOL")
@@ -130,6 +138,10 @@ class SQLiteSink(Sink):
         columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
         if "event_id" in columns:
             _migrate_event_ids(conn)
+        profile_columns = {row[1] for row in conn.execute("PRAGMA table_info(profiles)")}
+        if profile_columns and "changed" not in profile_columns:
+            conn.execute(PROFILES_CHANGED)
+            event(log, "sink.migrated", logging.WARNING, table="profiles", column="changed")
         conn.executescript(SCHEMA)
 
     async def stop(self) -> None:
@@ -201,9 +213,10 @@ class SQLiteSink(Sink):
         conn.execute("BEGIN IMMEDIATE")
         try:
             stored = dict(conn.execute(_SELECT_PROFILES, (account, json.dumps(identities))).fetchall())
+            change = conn.execute(_NEXT_CHANGE, (account,)).fetchone()[0]
             if not batch.rows.is_empty():
-                values = _patches(batch, stored)
-                _insert_chunked(conn, _patch_profiles, account, values, 3)
+                values = _patches(batch, stored, change)
+                _insert_chunked(conn, _patch_profiles, account, values, 4)
             if not batch.slow.is_empty():
                 slow = set(batch.slow["identity"].to_list())
                 before = {identity: _loads(stored[identity]) for identity in slow if identity in stored}
@@ -212,9 +225,9 @@ class SQLiteSink(Sink):
                 values = [
                     value
                     for identity, (ts, properties) in profiles.items()
-                    for value in (identity, ts, _to_json(properties))
+                    for value in (identity, ts, _to_json(properties), change)
                 ]
-                _insert_chunked(conn, _upsert_profiles, account, values, 3)
+                _insert_chunked(conn, _upsert_profiles, account, values, 4)
             conn.execute("COMMIT")  # a failed COMMIT (a full disk) is rolled back too
         except BaseException:
             rollback(conn)
@@ -320,17 +333,18 @@ def _insert_chunked(
 
 @functools.lru_cache(maxsize=64)
 def _upsert_profiles(account: str, rows: int) -> str:
-    """Insert or replace `rows` profiles (identity, ts, properties); the account is a quoted literal."""
-    row = f"({_sql_text(account)}, ?, ?, ?)"
+    """Insert or replace `rows` profiles (identity, ts, properties, changed); the account is a quoted literal."""
+    row = f"({_sql_text(account)}, ?, ?, ?, ?)"
     return (
-        "INSERT INTO profiles (account, identity, ts, properties) VALUES "
+        "INSERT INTO profiles (account, identity, ts, properties, changed) VALUES "
         + ", ".join([row] * rows)
-        + " ON CONFLICT (account, identity) DO UPDATE SET ts = excluded.ts, properties = excluded.properties"
+        + " ON CONFLICT (account, identity) DO UPDATE SET ts = excluded.ts, properties = excluded.properties,"
+        " changed = excluded.changed"
     )
 
 
-def _patches(batch: profile_ops.ProfileBatch, stored: dict[str, str]) -> list[Any]:
-    """(identity, ts, properties) per identity of the batch's plain rows, flat: the whole object for a new
+def _patches(batch: profile_ops.ProfileBatch, stored: dict[str, str], change: int) -> list[Any]:
+    """(identity, ts, properties, change) per identity of the batch's plain rows, flat: the whole object for a new
     profile, a JSON merge patch (null: remove) for a stored one (applied by `_patch_profiles`)."""
     people = batch.rows.group_by("who", maintain_order=True).agg(pl.col("identity", "ts").last())
     known = people.filter(pl.col("identity").is_in(pl.Series(list(stored), dtype=pl.String).implode()))
@@ -363,7 +377,12 @@ def _patches(batch: profile_ops.ProfileBatch, stored: dict[str, str]) -> list[An
     # In primary key order, so the upserts walk the index forwards instead of jumping around it.
     rows = (
         people.join(objects, on="who", how="left", maintain_order="left")
-        .select("identity", "ts", pl.lit("{") + pl.col("properties").fill_null("") + pl.lit("}"))
+        .select(
+            "identity",
+            "ts",
+            pl.lit("{") + pl.col("properties").fill_null("") + pl.lit("}"),
+            pl.lit(change, dtype=pl.Int64).alias("changed"),
+        )
         .sort("identity")
     )
     return list(itertools.chain.from_iterable(zip(*(column.to_list() for column in rows.iter_columns()), strict=True)))
@@ -371,14 +390,14 @@ def _patches(batch: profile_ops.ProfileBatch, stored: dict[str, str]) -> list[An
 
 @functools.lru_cache(maxsize=64)
 def _patch_profiles(account: str, rows: int) -> str:
-    """Insert `rows` new profiles (identity, ts, properties), or merge the properties into the stored ones as a
-    JSON merge patch; the account is a quoted literal."""
-    row = f"({_sql_text(account)}, ?, ?, ?)"
+    """Insert `rows` new profiles (identity, ts, properties, changed), or merge the properties into the stored ones
+    as a JSON merge patch; the account is a quoted literal."""
+    row = f"({_sql_text(account)}, ?, ?, ?, ?)"
     return (
-        "INSERT INTO profiles (account, identity, ts, properties) VALUES "
+        "INSERT INTO profiles (account, identity, ts, properties, changed) VALUES "
         + ", ".join([row] * rows)
         + " ON CONFLICT (account, identity) DO UPDATE SET ts = excluded.ts,"
-        " properties = json_patch(profiles.properties, excluded.properties)"
+        " properties = json_patch(profiles.properties, excluded.properties), changed = excluded.changed"
     )
 
 
