@@ -91,6 +91,11 @@ class Daemon:
                 raise SystemExit(f"daemon did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.05)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the daemon used so far: a load-independent view beside the wall-clock rates."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_mib(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -168,7 +173,7 @@ def naive_sqlite(csv_path: Path, db_path: Path) -> float:
 def naive_profiles(csv_path: Path, db_path: Path) -> float:
     """stdlib csv.reader + one sqlite upsert per row merging the row's JSON object into the stored one with
     json_patch, 10,000-row transactions (what a user would write for bench's profile file): rows/s."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     conn = sqlite3.connect(db_path)
     conn.execute("CREATE TABLE profiles (identity TEXT PRIMARY KEY, ts INTEGER NOT NULL, properties TEXT NOT NULL)")
     upsert = (
@@ -189,6 +194,7 @@ def naive_profiles(csv_path: Path, db_path: Path) -> float:
                 conn.execute("BEGIN")
         conn.execute("COMMIT")
     conn.close()
+    print(f"naive profiles CPU: {time.process_time() - cpu:.2f}s")
     return rows / (time.perf_counter() - start)
 
 
@@ -303,8 +309,11 @@ def run_sink(
         env["INGESTD_ELASTICSEARCH__INDEX_PREFIX"] = "benchingest"
     daemon = Daemon(workdir / f"{driver}-data", env)
     try:
+        cpu = daemon.cpu_seconds()
         ev_seconds, ev_state = drop_and_wait(daemon, events, EVENT_MANIFEST, "events.manifest")
+        ev_cpu, cpu = daemon.cpu_seconds() - cpu, daemon.cpu_seconds()
         pr_seconds, pr_state = drop_and_wait(daemon, profiles, PROFILE_MANIFEST, "profiles.manifest")
+        pr_cpu = daemon.cpu_seconds() - cpu
         rss = daemon.peak_rss_mib()
     finally:
         daemon.stop()
@@ -313,10 +322,10 @@ def run_sink(
             if " job." in line:
                 print(f"    {line}")
     print(
-        f"[{driver}] events:   {n_events:,} rows in {ev_seconds:.2f}s = {n_events / ev_seconds:,.0f} rows/s  ({ev_state[0]}, ingested {ev_state[1]:,}, failed {ev_state[2]:,})"
+        f"[{driver}] events:   {n_events:,} rows in {ev_seconds:.2f}s = {n_events / ev_seconds:,.0f} rows/s, daemon CPU {ev_cpu:.2f}s  ({ev_state[0]}, ingested {ev_state[1]:,}, failed {ev_state[2]:,})"
     )
     print(
-        f"[{driver}] profiles: {n_profiles:,} rows in {pr_seconds:.2f}s = {n_profiles / pr_seconds:,.0f} rows/s  ({pr_state[0]}, ingested {pr_state[1]:,}, failed {pr_state[2]:,})"
+        f"[{driver}] profiles: {n_profiles:,} rows in {pr_seconds:.2f}s = {n_profiles / pr_seconds:,.0f} rows/s, daemon CPU {pr_cpu:.2f}s  ({pr_state[0]}, ingested {pr_state[1]:,}, failed {pr_state[2]:,})"
     )
     print(f"[{driver}] daemon peak RSS: {rss:,.0f} MiB")
     ratio = (n_profiles / pr_seconds) / (n_events / ev_seconds)

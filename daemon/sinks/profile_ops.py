@@ -10,9 +10,8 @@ no null but after `$delete`) are not guessed at: their identity's rows are appli
 
 from __future__ import annotations
 
-import copy
-import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,36 +232,28 @@ def _fold_groups(ops: pl.DataFrame, is_stored: pl.Expr) -> tuple[pl.DataFrame, p
 
 
 def apply_dependent(
-    dependent: pl.DataFrame, names: list[str], stored: dict[int, dict[str, Any]]
-) -> list[tuple[int, int, Any]]:
-    """(who, key, outcome) per property whose operations apply to its stored value (`stored`: by who): the new
-    value, or UNCHANGED, or ABSENT (removed). By apply_ops, the operations in order."""
-    out: list[tuple[int, int, Any]] = []
-    for (who, key), ops in itertools.groupby(
-        dependent.sort("who", "key", "seq").select("who", "key", "op", "tok").iter_rows(),
-        key=lambda row: (row[0], row[1]),
-    ):
-        name, before = names[key], stored[who]
-        # A copy: apply_ops changes a list in place, and the stored value is what the result is compared with.
-        props = {name: copy.deepcopy(before[name])} if name in before else {}
-        apply_ops(props, [[op, name, json.loads(tok)] for _, _, op, tok in ops])
-        out.append((who, key, _outcome(props, name, before)))
+    dependent: pl.DataFrame, names: list[str], stored: dict[int, dict[str, Any]], encode: Callable[[Any], str]
+) -> list[tuple[int, int, str | None]]:
+    """(who, key, JSON text of the new value, or None: removed) per property whose operations apply to its stored
+    value and change it (`stored`: by who, decoded, changed in place). By apply_ops, the operations in order."""
+    out: list[tuple[int, int, str | None]] = []
+    ordered = dependent.sort("who", "key", "seq")
+    whos, keys, ops = (ordered[name].to_list() for name in ("who", "key", "op"))
+    values = json.loads("[" + ",".join(ordered["tok"].to_list()) + "]")  # one call for them all
+    start = 0
+    while start < len(whos):
+        who, key = whos[start], keys[start]
+        end = start + 1
+        while end < len(whos) and whos[end] == who and keys[end] == key:
+            end += 1
+        name, properties = names[key], stored[who]
+        before = encode(properties[name]) if name in properties else None
+        apply_ops(properties, [[ops[i], name, values[i]] for i in range(start, end)])
+        after = encode(properties[name]) if name in properties else None
+        if after != before:
+            out.append((who, key, after))
+        start = end
     return out
-
-
-UNCHANGED = object()
-ABSENT = object()
-
-
-def _outcome(props: dict[str, Any], name: str, before: dict[str, Any]) -> Any:
-    if name not in props:
-        return ABSENT if name in before else UNCHANGED
-    value = props[name]
-    return UNCHANGED if name in before and _text(value) == _text(before[name]) else value
-
-
-def _text(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 def row_by_row(

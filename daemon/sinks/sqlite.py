@@ -352,11 +352,12 @@ def _patches(batch: profile_ops.ProfileBatch, stored: dict[str, str], change: in
     values = folded.values
     if not folded.dependent.is_empty():
         who_of = dict(zip(known["who"].to_list(), known["identity"].to_list(), strict=True))
-        decoded = {who: _loads(stored[who_of[who]]) for who in folded.dependent["who"].unique().to_list()}
+        whos = folded.dependent["who"].unique().to_list()
+        before = [stored[who_of[who]] for who in whos]
+        decoded = dict(zip(whos, json.loads("[" + ",".join(before) + "]"), strict=True))  # one call for them all
         changed = [
-            (who, key, None if outcome is profile_ops.ABSENT else _to_json(outcome), -1)
-            for who, key, outcome in profile_ops.apply_dependent(folded.dependent, batch.keys, decoded)
-            if outcome is not profile_ops.UNCHANGED
+            (who, key, text, -1)
+            for who, key, text in profile_ops.apply_dependent(folded.dependent, batch.keys, decoded, _to_json)
         ]
         values = pl.concat([values, pl.DataFrame(changed, schema=values.schema, orient="row")])
     # Keys as the reference path writes them ("\u00e9" and "é" name one property): they must match the stored ones.
