@@ -359,6 +359,46 @@ def test_a_sink_file_from_before_profile_changes_opens_and_its_profiles_are_in_t
         env.close()
 
 
+def test_an_elasticsearch_profiles_index_from_before_profile_changes_learns_them(
+    noida: Noida, es_prefix: str, data_dir: Path
+) -> None:
+    """A profiles index made with the mapping of before (strict, no `changed`) and a profile in it: the sink's start
+    adds the field, new writes are stamped, and recurring runs take the old profile first, then only changes."""
+    import urllib.request
+
+    def call(method: str, path: str, body: Any) -> None:
+        request = urllib.request.Request(
+            f"{noida.url}/{path}",
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"content-type": "application/json"},
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+
+    old_mapping = {"dynamic": "strict", "properties": {"account": {"type": "keyword"}, "identity": {"type": "keyword"}}}
+    old_mapping["properties"] |= {"ts": {"type": "long"}, "properties": {"type": "object", "enabled": False}}
+    call("PUT", f"{es_prefix}-profiles", {"mappings": old_mapping})
+    old = {"account": ACCOUNT, "identity": "old", "ts": NOW * 1000, "properties": {"Age": 1}}
+    call("PUT", f"{es_prefix}-profiles/_doc/{ACCOUNT}:old?refresh=true", old)
+    environ = {"INGESTD_DATA_DIR": str(data_dir), "INGESTD_SINK__DRIVER": "elasticsearch"}
+    environ |= {"INGESTD_EXPORTS__ES_SETTLE": "0s", "INGESTD_ELASTICSEARCH__URL": noida.url}
+    env = Env(load_config(environ=environ | {"INGESTD_ELASTICSEARCH__INDEX_PREFIX": es_prefix}))
+    try:
+        export_id = env.export("profiles", every="4h")
+        one = env.run(export_id)
+        assert one["runs"][0]["rows"] == 1
+        time.sleep(0.01)
+        frame = profiles_frame([("new", NOW, [["$set", "Age", 2]])])
+        assert env.sink(env.sink.sink.write_profiles(ACCOUNT, frame)) == []
+        env.settle()
+        time.sleep(0.01)
+        two = env.run(export_id)
+        (path,) = env.files(two, 1)
+        assert [json.loads(line)["profile"]["identity"] for line in path.read_text().splitlines()] == ["new"]
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
