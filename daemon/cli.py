@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     blift.add_argument("address", metavar="ADDRESS")
     blift.set_defaults(handler="daemon.commands.bans:lift")
 
+    nodes = verbs.add_parser(
+        "nodes", help="the ingestd nodes using this state: heartbeats, what each runs", parents=[common]
+    )
+    nodes.add_argument("--json", action="store_true")
+    nodes.set_defaults(handler="daemon.commands.nodes:list_nodes")
+
     imports = verbs.add_parser("imports", help="list, show, cancel and retry imports")
     import_verbs = imports.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     import_verbs.required = True

@@ -12,9 +12,11 @@ from typing import Any, Protocol
 
 from daemon import __version__
 from daemon.config import Config
+from daemon.errors import UsageError
 from daemon.logs import event, setup_logging
 from daemon.sftp.limits import raise_nofile_limit
-from daemon.store import StateDB
+from daemon.store import open_state
+from daemon.store.nodes import Heartbeat, node_id
 
 log = logging.getLogger("ingestd.service")
 
@@ -32,7 +34,9 @@ class Service:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.db = StateDB(config.state_db)
+        self.db = open_state(config)
+        # This process is a node of the state: the stores claim jobs and outbox rows in its name (shared state).
+        self.db.node = node_id()
         self.components: dict[str, Any] = {}
         self._started: list[str] = []
         self._stopping = asyncio.Event()
@@ -46,6 +50,10 @@ class Service:
         from notifier.service import Notifier
 
         config, db = self.config, self.db
+        assert db.node is not None
+        node = Heartbeat(
+            db, db.node, sftp=f"{config.sftp.host}:{config.sftp.port}", http=f"{config.http.host}:{config.http.port}"
+        )
         sink = open_sink(config)
         notifier = Notifier(config, db)
         jobs = JobManager(config, db, sink, notifier)
@@ -54,6 +62,7 @@ class Service:
         http = HTTPService(config, db, sink, health=health)
         exports = ExportService(config, db, notifier)
         self.components = {
+            "node": node,  # first and last: its heartbeat keeps the claims the others make alive
             "sink": sink,
             "notifier": notifier,
             "jobs": jobs,
@@ -66,6 +75,11 @@ class Service:
         for name, component in self.components.items():
             await component.start()
             self._started.append(name)
+        node, sftp, http = (self.components.get(name) for name in ("node", "sftp", "http"))
+        if node is not None and sftp is not None and http is not None:
+            # The bound addresses (a port 0 became a real one) for `ingestd nodes`.
+            http_port = http.port if http.port is not None else self.config.http.port
+            await node.announce(f"{sftp.host}:{sftp.port}", f"{self.config.http.host}:{http_port}")
 
     async def stop(self) -> None:
         while self._started:
@@ -126,7 +140,20 @@ def private_data_dir(config: Config) -> None:
             )
 
 
+def check_shared_state(config: Config) -> None:
+    """Shared state (PostgreSQL) means several nodes: the sink must be one they all reach."""
+    from daemon.sinks import DRIVERS, driver
+
+    if config.state.url and not driver(config).shared:
+        usable = " or ".join(f'"{name}"' for name, entry in DRIVERS.items() if entry.shared)
+        raise UsageError(
+            f"state.url is a shared PostgreSQL state, but sink.driver is {config.sink.driver!r}: several nodes "
+            f"need one sink they all reach; set sink.driver = {usable} (or leave state.url empty for one node)"
+        )
+
+
 def run_serve(args: argparse.Namespace, config: Config) -> int:
+    check_shared_state(config)  # UsageError: one line, exit 2, before anything starts
     setup_logging(config.log.format, config.log.level)
     private_data_dir(config)
     raise_nofile_limit()  # HTTP connections, SQLite files and the SFTP process's pipes are all descriptors

@@ -38,7 +38,6 @@ class Facts(NamedTuple):
 
 
 ALL_FACTS = Facts()
-NO_FACTS = Facts(*(False,) * len(Facts._fields))
 
 
 @dataclass(slots=True)

@@ -28,7 +28,6 @@ class DataType:
     problem: str
     check: Callable[[pl.Expr, Context], pl.Expr] | None
     value: Callable[[pl.Expr, Context], pl.Expr] | None
-    string: bool = False
     lowers: bool = False  # reads the `upper` fact (case-insensitive words)
 
 
@@ -54,7 +53,7 @@ _WORDS = [*rules.TRUE_WORDS, *rules.FALSE_WORDS]
 REGISTRY: dict[str, DataType] = {
     t.name: t
     for t in (
-        DataType("STRING", rules.TYPE_PROBLEMS["STRING"], None, None, string=True),
+        DataType("STRING", rules.TYPE_PROBLEMS["STRING"], None, None),
         DataType(
             "INTEGER",
             rules.TYPE_PROBLEMS["INTEGER"],

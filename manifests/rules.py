@@ -7,11 +7,11 @@ import difflib
 import re
 
 from daemon.config import DEFAULT_RESTRICTED_EVENTS
+from daemon.units import size_text
 
 # -- manifest vocabulary ------------------------------------------------------------------------
 
 MANIFEST_KEYS = ("fileName", "type", "clientEmail", "columns", "encoding", "delimiter", "decimal")
-REQUIRED_KEYS = ("fileName", "type", "clientEmail")
 COLUMN_KEYS = ("ctName", "dataType")
 TYPES = ("event", "profile")
 DECIMALS = (".", ",")  # the manifest's `decimal`: the decimal mark of FLOAT cells
@@ -78,7 +78,7 @@ MANIFEST_NOT_UNICODE = "is not valid Unicode text (it holds a lone surrogate esc
 
 
 def manifest_too_large(limit: int) -> str:
-    return f"the manifest is larger than {_size(limit)} (it was not read); a manifest is a small JSON object"
+    return f"the manifest is larger than {size_text(limit)} (it was not read); a manifest is a small JSON object"
 
 
 def too_many_recipients(limit: int, found: int) -> str:
@@ -87,16 +87,6 @@ def too_many_recipients(limit: int, found: int) -> str:
 
 def more_problems(count: int) -> str:
     return f"... and {count} more problems"
-
-
-def _size(limit: int) -> str:
-    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if limit >= factor and limit % factor == 0:
-            return f"{limit // factor} {unit}"
-    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if limit >= factor:
-            return f"{limit / factor:.1f} {unit}"
-    return f"{limit} bytes"
 
 
 # -- row rules ----------------------------------------------------------------------------------
@@ -112,7 +102,6 @@ MAX_COLUMNS = 260
 MAX_EVENT_PROPERTIES = 100
 MAX_CHARS = 1024
 INT32 = (-(2**31), 2**31 - 1)
-INT64 = (-(2**63), 2**63 - 1)
 MAX_TS = 9_999_999_999  # epoch seconds up to 2286: longer values are milliseconds by mistake
 MAX_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
 TRUE_WORDS = ("true", "1", "yes", "y")
@@ -277,14 +266,14 @@ RATIO_FLOOR = 64 << 20  # a small file may always expand to this much
 
 def file_uncompressed_too_large(kind: str, limit: int) -> str:
     return (
-        f"the {kind} file uncompresses to more than {_size(limit)}, the largest data file accepted "
+        f"the {kind} file uncompresses to more than {size_text(limit)}, the largest data file accepted "
         "(sftp.max_file_size); split it into smaller files"
     )
 
 
 def file_bomb(kind: str, compressed: int) -> str:
     return (
-        f"the {kind} file uncompresses to more than {MAX_RATIO} times its compressed size ({_size(compressed)}): "
+        f"the {kind} file uncompresses to more than {MAX_RATIO} times its compressed size ({size_text(compressed)}): "
         "refused as a decompression bomb"
     )
 

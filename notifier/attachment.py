@@ -29,11 +29,6 @@ class Attachment:
         return ("text", "csv") if self.mode == "full" else ("application", "gzip")
 
 
-def partner_file_name(job_id: int, file_name: str) -> str:
-    """The error CSV's name, as attached and as the worker writes it to errors/: `<job id>-<file stem>.errors.csv`."""
-    return f"{job_id}-{Path(file_name).stem}.errors.csv"
-
-
 def prepare_attachment(path: Path, filename: str, limit: int) -> Attachment:
     """The attachment for the error CSV at `path`, never larger than `limit` bytes."""
     try:

@@ -9,7 +9,6 @@ from html import escape
 from typing import Any
 
 from notifier.compose import build_message
-from notifier.outbox import Outbox, email_channel, webhook_channel
 
 SUBJECT_DONE = "Export {id} of {account} is done: {rows} rows in {files} file(s)"
 SUBJECT_FAILED = "Export {id} of {account} failed: {reason}"
@@ -96,25 +95,6 @@ def queue_export_notice(notifier: Any, status: str, export: dict[str, Any], run:
     ).encode("utf-8")
     with notifier.db.transaction() as conn:
         for email in emails:
-            if notifier.smtp is None:
-                groups = {"eml": email.recipients}
-            else:
-                groups = {}
-                for address in email.recipients:
-                    groups.setdefault(email_channel(address), []).append(address)
-            for channel, addresses in groups.items():
-                Outbox.add(
-                    conn,
-                    "email",
-                    None,
-                    kind,
-                    ", ".join(addresses),
-                    email.data,
-                    email.message_id,
-                    channel=channel,
-                    account=account,
-                )
-        for url in notifier.config.webhooks.urls:
-            Outbox.add(conn, "webhook", None, kind, url, body, channel=webhook_channel(url), account=account)
-    notifier._update_depth()
-    notifier._poke()
+            notifier.queue_email(conn, email, None, kind, account)
+        notifier.queue_webhooks(conn, None, kind, body, account)
+    notifier.wake()

@@ -11,9 +11,11 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parseaddr
 
 from daemon.store import StateDB
+from daemon.store.db import for_update
+from daemon.store.jobs import LEASE_SECONDS
+from notifier import channels
 
 # First retry after this many seconds, doubling per attempt up to the channel's cap.
 BASE_DELAY = 1.0
@@ -42,15 +44,6 @@ class Item:
     @property
     def recipients(self) -> list[str]:
         return [address.strip() for address in self.target.split(",") if address.strip()]
-
-
-def email_channel(address: str) -> str:
-    """The channel of an email to `address`: its domain, lower-case."""
-    return "email:" + parseaddr(address)[1].rpartition("@")[2].strip().lower()
-
-
-def webhook_channel(url: str) -> str:
-    return f"webhook:{url}"
 
 
 def backoff(attempts: int, cap: float) -> float:
@@ -83,29 +76,52 @@ class Outbox:
     ) -> int:
         """Insert one row inside the caller's transaction; `channel` defaults to the target's own."""
         if channel is None:
-            first = target.split(",")[0]
-            channel = webhook_channel(target) if kind == "webhook" else email_channel(first)
-        cursor = conn.execute(
+            channel = channels.channel(kind).key(target)
+        row = conn.execute(
             "INSERT INTO outbox (kind, job_id, event, target, message_id, payload, created_at, channel, account)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (kind, job_id, event, target, message_id, payload, _now_iso(), channel, account),
-        )
-        return int(cursor.lastrowid or 0)
+        ).fetchone()
+        return int(row[0])
+
+    @property
+    def _leasing(self) -> bool:
+        return self.db.shared and self.db.node is not None
 
     def heads(self) -> list[Item]:
-        """The oldest pending row of every channel: the only one that may be delivered next."""
-        rows = self.db.query(
-            f"SELECT * FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox WHERE {_PENDING} GROUP BY channel)"
-            " ORDER BY id"
-        )
-        return [_item(row) for row in rows]
+        """The oldest pending row of every channel: the only one that may be delivered next. Shared state:
+        not those another node is delivering."""
+        sql = f"SELECT * FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox WHERE {_PENDING} GROUP BY channel)"
+        params: tuple[object, ...] = ()
+        if self._leasing:
+            sql += " AND (lease_node IS NULL OR lease_node = ? OR lease_until < ?)"
+            params = (self.db.node, time.time())
+        return [_item(row) for row in self.db.query(sql + " ORDER BY id", params)]
 
     def head(self, channel: str) -> Item | None:
+        """The channel's oldest pending row, to deliver now. Shared state: claimed for this node (until it is
+        settled, or its claim lapses), None when another node holds it, so each row is sent by one node."""
         rows = self.db.query(
             f"SELECT * FROM outbox WHERE {_PENDING} AND channel = ? ORDER BY id LIMIT 1",
             (channel,),
         )
-        return _item(rows[0]) if rows else None
+        if not rows or not self._leasing:
+            return _item(rows[0]) if rows else None
+        now = time.time()
+        with self.db.transaction() as conn:
+            # The head itself or nothing: SKIP LOCKED must never pass over it to the next row of the channel.
+            row = conn.execute(
+                f"SELECT * FROM outbox WHERE id = ? AND {_PENDING}"
+                f" AND (lease_node IS NULL OR lease_node = ? OR lease_until < ?){self.db.skip_locked}",
+                (rows[0]["id"], self.db.node, now),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE outbox SET lease_node = ?, lease_until = ? WHERE id = ?",
+                (self.db.node, now + LEASE_SECONDS, row["id"]),
+            )
+        return _item(row)
 
     def mark_sent(self, item_id: int) -> None:
         with self.db.transaction() as conn:
@@ -114,10 +130,13 @@ class Outbox:
     def mark_retry(self, item_id: int, error: str, cap: float) -> tuple[int, float]:
         """Record a failed attempt; returns (attempts so far, seconds until the next one)."""
         with self.db.transaction() as conn:
-            attempts = conn.execute("SELECT attempts FROM outbox WHERE id = ?", (item_id,)).fetchone()[0] + 1
+            sql = f"SELECT attempts FROM outbox WHERE id = ?{self.db.for_update}"
+            attempts = conn.execute(sql, (item_id,)).fetchone()[0] + 1
             delay = backoff(attempts, cap)
+            # The claim ends with the attempt: any node may make the next one.
             conn.execute(
-                "UPDATE outbox SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?",
+                "UPDATE outbox SET attempts = ?, next_attempt = ?, last_error = ?, lease_node = NULL, lease_until = NULL"
+                " WHERE id = ?",
                 (attempts, time.time() + delay, error, item_id),
             )
         return attempts, delay
@@ -197,7 +216,9 @@ def _record_undelivered(conn: sqlite3.Connection, item_id: int, refused: dict[st
     if not refused:
         return
     row = conn.execute(
-        "SELECT j.id, j.details, o.event FROM outbox o JOIN jobs j ON j.id = o.job_id WHERE o.id = ?", (item_id,)
+        "SELECT j.id, j.details, o.event FROM outbox o JOIN jobs j ON j.id = o.job_id WHERE o.id = ?"
+        + for_update(conn, "OF j"),
+        (item_id,),
     ).fetchone()
     if row is None:
         return
@@ -217,7 +238,7 @@ def record_notified(conn: sqlite3.Connection, job_id: int | None, entry: dict[st
     in the caller's transaction: the same one that queues the emails, so the record and the outbox agree."""
     if job_id is None:
         return
-    row = conn.execute("SELECT details FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    row = conn.execute("SELECT details FROM jobs WHERE id = ?" + for_update(conn), (job_id,)).fetchone()
     if row is None:
         return
     details = json.loads(row["details"] or "{}")

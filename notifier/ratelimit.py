@@ -10,6 +10,7 @@ from typing import Any
 
 from daemon.config import Config
 from daemon.store import StateDB
+from daemon.store.db import for_update
 from notifier import texts
 from notifier.compose import Email, build_message
 from notifier.render import environment, fmt_int
@@ -46,8 +47,10 @@ def due(db: StateDB, now: float) -> list[str]:
 
 def claim(conn: sqlite3.Connection, account: str, now: float) -> list[sqlite3.Row]:
     """Inside the caller's transaction: the held-back failures of `account` not yet summarised, marked as summarised."""
+    # Locked (shared state): a second node summarising the same account at once finds them summarised.
     rows = conn.execute(
-        "SELECT * FROM notify_failures WHERE account = ? AND emailed = 0 AND summarised_at IS NULL ORDER BY id",
+        "SELECT * FROM notify_failures WHERE account = ? AND emailed = 0 AND summarised_at IS NULL ORDER BY id"
+        + for_update(conn),
         (account,),
     ).fetchall()
     if rows:

@@ -10,8 +10,10 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from daemon.jobs.paths import partner_error_name
+from daemon.units import duration_text, size_text
 from notifier import texts
-from notifier.attachment import Attachment, partner_file_name
+from notifier.attachment import Attachment
 
 # How many grouped reasons and listed problems an email shows before "… and N more".
 MAX_REASONS = 20
@@ -55,21 +57,10 @@ def render_bodies(context: dict[str, Any]) -> tuple[str, str]:
 
 
 def failure_kind(job: dict[str, Any]) -> str:
-    """One of texts.FAILURE_KINDS: the job's explicit `failure`, else guessed from its reason and counts."""
+    """One of texts.FAILURE_KINDS: the payload's `failure` (daemon/jobs/messages.failure_kind named it from the
+    reason), never guessed from the wording of the error; `internal` when a sender named none."""
     explicit = job.get("failure")
-    if explicit in texts.FAILURE_KINDS:
-        return str(explicit)
-    error = (job.get("error") or "").lower()
-    if error.startswith("no data file"):
-        return "no_data_file"
-    if "manifest" in error:
-        return "manifest"
-    if any(words in error for words in ("couldn't be read", "could not be read", "cannot be read")):
-        return "file_unreadable"
-    total, ingested, failed = (_int(job.get(key)) for key in ("rows_total", "rows_ingested", "rows_failed"))
-    if (total and not ingested and failed >= total) or "all rows" in error or "every row" in error:
-        return "all_rows_failed"
-    return "internal"
+    return str(explicit) if explicit in texts.FAILURE_KINDS else "internal"
 
 
 def display_file(job: dict[str, Any]) -> str:
@@ -81,7 +72,7 @@ def partner_error_path(job: dict[str, Any]) -> str:
     recorded = _details(job).get("error_csv")
     if isinstance(recorded, str) and recorded.startswith("errors/"):
         return recorded
-    return f"errors/{partner_file_name(job.get('id') or 0, display_file(job))}"
+    return f"errors/{partner_error_name(job.get('id') or 0, display_file(job))}"
 
 
 def build_context(
@@ -114,7 +105,7 @@ def build_context(
         "percent": fmt_percent(progress.get("fraction")),
         "reason": reason,
         "short_reason": texts.SHORT_REASONS[fkind] if fkind else "",
-        "interval": fmt_duration(progress_interval),
+        "interval": duration_text(progress_interval),
         "total_rows": plural(job.get("rows_total"), "row"),
         "ingested_rows": plural(job.get("rows_ingested"), "row"),
         # "all 4 rows", "its 1 row": the rows imported, or in a dry run the rows checked.
@@ -207,8 +198,8 @@ def _attachment_notes(job: dict[str, Any], attachment: Attachment | None, limit:
             attachment.rows if attachment.rows is not None else job.get("rows_failed"), "rejected row"
         ),
         rows_failed=fmt_int(job.get("rows_failed")),
-        size=fmt_size(attachment.size),
-        limit=fmt_size(limit),
+        size=size_text(attachment.size),
+        limit=size_text(limit),
     )
     return note, sftp_note
 
@@ -234,10 +225,10 @@ def _facts(kind: str, job: dict[str, Any], progress: dict[str, Any], now: dateti
         facts.append((label["rows_done"], fmt_int(progress.get("rows_done"))))
         facts.append((label["progress"], fmt_percent(progress.get("fraction"))))
         eta = progress.get("eta_seconds")
-        facts.append((label["eta"], f"about {fmt_duration(eta)}" if eta is not None else texts.ETA_UNKNOWN))
+        facts.append((label["eta"], f"about {duration_text(eta)}" if eta is not None else texts.ETA_UNKNOWN))
         facts.append((label["started"], fmt_time(job.get("started_at"))))
         if started:
-            facts.append((label["running_for"], fmt_duration((now - started).total_seconds())))
+            facts.append((label["running_for"], duration_text((now - started).total_seconds())))
         return facts
     counts = [_int(job.get(key)) for key in ("rows_total", "rows_ingested", "rows_failed")]
     if any(counts) and dry_run:  # nothing was ingested: the rows that would have been
@@ -258,7 +249,7 @@ def _facts(kind: str, job: dict[str, Any], progress: dict[str, Any], now: dateti
     facts.append((label["finished"], fmt_time(job.get("finished_at"))))
     duration = _duration_seconds(job, started)
     if duration is not None:
-        facts.append((label["duration"], fmt_duration(duration)))
+        facts.append((label["duration"], duration_text(duration)))
     return facts
 
 
@@ -311,34 +302,6 @@ def fmt_percent(fraction: Any) -> str:
     if 0 < share < 1:
         return "<1%"
     return f"{math.floor(share)}%"
-
-
-def fmt_size(size: Any) -> str:
-    value = float(_int(size))
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            if unit == "bytes":
-                return f"{int(value):,} bytes"
-            return f"{value:.1f} {unit}".replace(".0 ", " ")
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def fmt_duration(seconds: Any) -> str:
-    """12 s, 4 min 5 s, 2 h 5 min, 1 d 3 h: two units at most, enough for a person."""
-    if 0 < float(seconds or 0) < 0.5:
-        return "<1 s"
-    total = round(float(seconds or 0))
-    if total < 60:
-        return f"{total} s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config, load_config
+from daemon.jobs.messages import failure_kind
 from notifier.compose import render_email
 
 _BASE: dict[str, Any] = {
@@ -140,6 +141,7 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
         {
             "status": "failed",
             "error": "Internal error while importing data",
+            "failure": "internal",
             "problems": ["the sink stopped answering: database disk image is malformed"],
             "rows_total": 20_000,
             "rows_ingested": 10_000,
@@ -163,6 +165,8 @@ def sample_job(name: str, workdir: Path) -> tuple[str, dict[str, Any]]:
     """(kind, job) for a sample; its error CSV, if any, is written into `workdir`."""
     kind, changes = SAMPLES[name]
     job = {**_BASE, **changes}
+    if kind == "failed":  # named as the worker names it (daemon/jobs/notices.py)
+        job.setdefault("failure", failure_kind(job["error"]))
     if job["error_csv"] == "ERROR_CSV":
         path = Path(workdir) / f"{name}.errors.csv"
         path.write_bytes(_ERROR_CSV.encode())

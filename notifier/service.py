@@ -17,12 +17,14 @@ from daemon.logs import event
 from daemon.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_PENDING
 from daemon.store import StateDB
 from daemon.store.accounts import AccountStore
+from daemon.units import duration_text
 from notifier import ratelimit, texts
+from notifier.channels import CHANNELS, email_channel, webhook_channel
+from notifier.channels import channel as channel_of
 from notifier.compose import Email, compose_emails, plan_for
 from notifier.mailer import DeliveryError, FileMailer, SMTPMailer
-from notifier.outbox import Item, Outbox, email_channel, epoch, record_notified, webhook_channel
+from notifier.outbox import Item, Outbox, epoch, record_notified
 from notifier.recipients import Plan
-from notifier.render import fmt_duration
 from notifier.slots import FairSlots
 from notifier.webhooks import WebhookClient, build_body
 
@@ -127,11 +129,10 @@ class Notifier:
                 held_back = not ratelimit.take(conn, account, job_id, limit, audiences, time.time())
             if not held_back:
                 for email in emails:
-                    self._queue_email(conn, email, job_id, kind, account)
+                    self.queue_email(conn, email, job_id, kind, account)
             if isinstance(job_id, int):
                 record_notified(conn, job_id, notified_entry(kind, recipients, bool(emails), held_back))
-            for url in self.config.webhooks.urls:
-                Outbox.add(conn, "webhook", job_id, kind, url, body, channel=webhook_channel(url), account=account)
+            self.queue_webhooks(conn, job_id, kind, body, account)
         for dropped in recipients.dropped:
             event(
                 log,
@@ -155,10 +156,19 @@ class Notifier:
             )
         elif not emails:
             event(log, "notify.no_recipients", logging.WARNING, job_id=job_id, notify_event=kind)
+        self.wake()
+
+    def wake(self) -> None:
+        """Rows were added to the outbox: update its gauge and wake the sender (any thread)."""
         self._update_depth()
         self._poke()
 
-    def _queue_email(self, conn: Any, email: Email, job_id: Any, kind: str, account: str) -> None:
+    def queue_webhooks(self, conn: Any, job_id: int | None, kind: str, body: bytes, account: str) -> None:
+        """One row per configured webhook URL, inside the caller's transaction."""
+        for url in self.config.webhooks.urls:
+            Outbox.add(conn, "webhook", job_id, kind, url, body, channel=webhook_channel(url), account=account)
+
+    def queue_email(self, conn: Any, email: Email, job_id: int | None, kind: str, account: str) -> None:
         """One row per recipient domain (its own channel), or one row when emails become files."""
         if self.smtp is None:
             groups = {"eml": email.recipients}
@@ -237,7 +247,7 @@ class Notifier:
         age = max(0.0, time.time() - epoch(row["created_at"]))
         others = f" (and {channels - 1} more destinations)" if channels > 1 else ""
         return (
-            f"outbox: {row['channel']} stuck for {fmt_duration(age)}{others}, {row['attempts']} attempts,"
+            f"outbox: {row['channel']} stuck for {duration_text(age)}{others}, {row['attempts']} attempts,"
             f" {self.outbox.depth()} waiting; last delivery error: {row['last_error']}"
         )
 
@@ -283,7 +293,7 @@ class Notifier:
             rows = ratelimit.claim(conn, account, time.time())
             if rows:
                 for email in ratelimit.compose_summary(account, rows, self.config, datetime.now(UTC)):
-                    self._queue_email(conn, email, None, "failures_summary", account)
+                    self.queue_email(conn, email, None, "failures_summary", account)
         return len(rows)
 
     async def _run(self) -> None:
@@ -335,12 +345,13 @@ class Notifier:
     async def _deliver(self, item: Item) -> bool:
         """One attempt; True when the row is settled (sent, or refused for good)."""
         refused: dict[str, tuple[int, str]] = {}
+        if item.kind not in CHANNELS:  # written by a newer version: never guessed to be a webhook
+            error = f"unknown outbox kind {item.kind!r}; this version delivers {', '.join(sorted(CHANNELS))}"
+            await asyncio.to_thread(self.outbox.mark_failed, item.id, error, None)
+            event(log, "notify.refused", logging.ERROR, outbox_id=item.id, channel=item.channel, error=error)
+            return True
         try:
-            if item.kind == "email":
-                where, refused = await self._send_email(item)
-            else:
-                status = await self.webhooks.post(item.target, item.payload, item.event, item.id)
-                where = f"{item.target} ({status})"
+            where, refused = await channel_of(item.kind).deliver(self, item)
         except Exception as caught:  # anything unexpected is retried with back-off, never a hot loop
             exc = caught if isinstance(caught, DeliveryError) else DeliveryError(f"unexpected error: {caught!r}")
             if not isinstance(caught, DeliveryError):
@@ -348,7 +359,7 @@ class Notifier:
             if exc.refused:
                 return await self._settle_recipients(item, exc.refused, accepted=False)
             if exc.permanent:
-                given_up = {rcpt: str(exc) for rcpt in item.recipients} if item.kind == "email" else None
+                given_up = {rcpt: str(exc) for rcpt in item.recipients} if channel_of(item.kind).per_recipient else None
                 await asyncio.to_thread(self.outbox.mark_failed, item.id, str(exc), given_up)
                 event(log, "notify.refused", logging.ERROR, **self._fields(item), error=str(exc))
                 await asyncio.to_thread(self._update_depth)
@@ -407,9 +418,9 @@ class Notifier:
         return True
 
     def _cap(self, item: Item) -> float:
-        return self.config.webhooks.max_retry_delay if item.kind == "webhook" else self.config.smtp.max_retry_delay
+        return channel_of(item.kind).max_retry_delay(self.config)
 
-    async def _send_email(self, item: Item) -> tuple[str, dict[str, tuple[int, str]]]:
+    async def send_email(self, item: Item) -> tuple[str, dict[str, tuple[int, str]]]:
         if self.smtp is None:
             about = f"job{item.job_id}" if item.job_id is not None else str(item.account or "account")
             name = f"{item.id:06d}-{about}-{item.event}.eml"
@@ -427,12 +438,7 @@ class Notifier:
     def _fields(item: Item) -> dict[str, Any]:
         fields: dict[str, Any] = {"outbox_id": item.id, "channel": item.channel, "job_id": item.job_id}
         fields["notify_event"] = item.event
-        if item.kind == "email":
-            fields["to"] = item.target
-            fields["message_id"] = item.message_id
-        else:
-            fields["url"] = item.target
-        return fields
+        return {**fields, **channel_of(item.kind).log_fields(item)}
 
     def _update_depth(self) -> None:
         try:

@@ -3,8 +3,10 @@
 pytest_plugins = [
     "tests.fixtures.common",
     "tests.fixtures.sshkeys",
+    "tests.fixtures.sftp_server",
     "tests.fixtures.daemon",
     "tests.fixtures.noida",
     "tests.fixtures.smtp",
     "tests.fixtures.s3",
+    "tests.fixtures.postgres",
 ]

@@ -8,12 +8,19 @@ from collections.abc import Sequence
 
 from daemon.config import Config
 from daemon.errors import UsageError
-from daemon.store import StateDB
+from daemon.store import StateDB, db
+from daemon.store.urls import redacted
 
 
 def open_state(config: Config, *, create: bool) -> StateDB | None:
     """The state database. A read (`create=False`) never makes one: None, with a hint on stderr, when there is
-    none; a write says so when it starts the default ./ingestd-data, which is likely not where the daemon looks."""
+    none; a write says so when it starts the default ./ingestd-data, which is likely not where the daemon looks.
+    With `state.url` the state is the PostgreSQL database it names."""
+    if config.state.url:
+        try:
+            return db.open_state(config)
+        except sqlite3.Error as exc:  # reached, but the schema could not be read or migrated
+            raise UsageError(f"state database {redacted(config.state.url)}: cannot be read ({exc})") from None
     if not config.state_db.exists():
         where = config.data_dir.resolve()
         if not create:

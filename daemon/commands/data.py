@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from daemon.config import Config
 from daemon.errors import IngestdError, NotFoundError, UsageError
-from daemon.sinks import Sink, open_sink
+from daemon.sinks import Sink, driver, open_sink
 from daemon.store.keys import ACCOUNT_RE
 from daemon.text import json_text, printable
 
@@ -80,17 +80,14 @@ def _check(account: str, identity: str) -> tuple[str, str]:
 
 def _read(config: Config, query: Callable[[Sink], Awaitable[T]]) -> T | None:
     """Run one read against the configured sink; None when the sqlite sink was never created."""
-    if config.sink.driver == "sqlite" and not config.sink_db.exists():
+    if not driver(config).stored(config):
         return None  # a read must not create a data directory
     return asyncio.run(_query(config, query))
 
 
 async def _query(config: Config, query: Callable[[Sink], Awaitable[T]]) -> T:
     sink = open_sink(config)
-    if config.sink.driver == "sqlite":
-        await sink.start()  # creates the tables of a sink file the daemon has not finished setting up
-    else:
-        sink.attempts = 1  # type: ignore[attr-defined]  # a person is waiting: say at once that Elasticsearch is down
+    await sink.open_for_reading()
     try:
         return await query(sink)
     except IngestdError:

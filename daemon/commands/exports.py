@@ -75,7 +75,7 @@ def _get(config: Config, export_id: str) -> tuple[ExportStore, sqlite3.Row]:
     text = str(export_id)
     if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_INTEGER:
         raise UsageError(f"export id {printable(str(export_id))!r}: expected a number")
-    if not config.state_db.exists():
+    if not config.state.url and not config.state_db.exists():
         raise NotFoundError(texts.NO_SUCH_EXPORT.format(value=export_id))
     store = _store(config)
     row = store.get(int(export_id))

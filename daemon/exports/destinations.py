@@ -27,12 +27,6 @@ def exports_folder(config: Config, account: str) -> Path:
     return config.drop_root / account / EXPORTS_FOLDER
 
 
-def in_exports_folder(parts: list[bytes] | list[str]) -> bool:
-    """Whether an SFTP path (its components under the account's root) names the exports folder or something in
-    it: partners may list, read and remove there, never write."""
-    return bool(parts) and os.fsdecode(parts[0]) == EXPORTS_FOLDER
-
-
 class Destination:
     """`temp(name)` is where the chunk is written; `publish` makes it visible under `name`, returns its location."""
 

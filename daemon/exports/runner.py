@@ -14,7 +14,6 @@ import sqlite3
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import polars as pl
 
@@ -126,6 +125,8 @@ class Run:
             raise Stopped("stopping")
         if self.store.is_cancelled(self.export["id"]):
             raise Stopped("cancelled")
+        if not self.store.holds(self.export["id"]):
+            raise Stopped("lease lost")  # another node may run it now: write nothing more
 
     def _restart_clean(self) -> None:
         """An earlier attempt of this run was interrupted: remove what it published and left half-written."""
@@ -211,7 +212,3 @@ class Run:
                 series.writer.discard()
                 series.writer = None
         self.destination.clear_temps(self.export["id"])
-
-
-def staging_root(config: Config) -> Path:
-    return config.exports_staging

@@ -186,9 +186,7 @@ class SQLiteSelection:
 
 
 def open_selection(config: Config) -> Selection:
-    """The reader for `sink.driver`."""
-    if config.sink.driver == "elasticsearch":
-        from daemon.exports.es_selection import ElasticsearchSelection
+    """The reader for `sink.driver` (daemon/sinks: DRIVERS)."""
+    from daemon.sinks import driver
 
-        return ElasticsearchSelection(config.elasticsearch, config.exports.es_settle)
-    return SQLiteSelection(config.sink_db)
+    return driver(config).selection(config)

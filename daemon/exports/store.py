@@ -10,6 +10,8 @@ from typing import Any
 
 from daemon.exports.model import ExportSpec, iso, run_timestamp
 from daemon.store.db import StateDB
+from daemon.store.jobs import LEASE_SECONDS
+from daemon.units import setting_text
 
 
 class ExportStore:
@@ -26,7 +28,7 @@ class ExportStore:
             cursor = conn.execute(
                 "INSERT INTO exports (account, type, events, format, since_ms, days, every_s, destination, "
                 "requested_by, emails, status, watermark, next_run_at, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) RETURNING id",
                 (
                     spec.account,
                     spec.type,
@@ -46,7 +48,7 @@ class ExportStore:
                     now,
                 ),
             )
-            return int(cursor.lastrowid or 0)
+            return int(cursor.fetchone()[0])
 
     def get(self, export_id: int) -> sqlite3.Row | None:
         rows = self.db.query("SELECT * FROM exports WHERE id = ?", (export_id,))
@@ -92,13 +94,28 @@ class ExportStore:
         return not row or row[0]["status"] == "cancelled"
 
     def due(self, now: float | None = None, interrupted: bool = False) -> list[sqlite3.Row]:
-        """Exports with a run due, oldest first; with `interrupted`, also those left running (by a stop or a
-        crash of this daemon: looked for once, at start)."""
+        """Exports with a run due, oldest first; with `interrupted`, also those left running by a stop or a crash.
+
+        One node (SQLite) looks for those once, at start. With shared state every look finds the runs whose
+        node's claim lapsed (that node died), and only those: a run another live node holds is never resumed."""
         now = time.time() if now is None else now
-        also = "status = 'running' OR " if interrupted else ""
+        if self.db.shared:
+            also = "(status = 'running' AND (lease_until IS NULL OR lease_until < ?)) OR "
+            args: tuple[Any, ...] = (now, now)
+        else:
+            also = "status = 'running' OR " if interrupted else ""
+            args = (now,)
         return self.db.query(
-            f"SELECT * FROM exports WHERE {also}(status = 'pending' AND next_run_at <= ?) ORDER BY id", (now,)
+            f"SELECT * FROM exports WHERE {also}(status = 'pending' AND next_run_at <= ?) ORDER BY id", args
         )
+
+    def holds(self, export_id: int) -> bool:
+        """Whether this node still holds its claim on the export (always, on one node): a node whose claim
+        lapsed (its heartbeats did not reach the state in time) stops, as another may have taken the run over."""
+        if not self.db.shared:
+            return True
+        rows = self.db.query("SELECT lease_node FROM exports WHERE id = ?", (export_id,))
+        return bool(rows) and rows[0]["lease_node"] == self.db.node
 
     # -- runs -----------------------------------------------------------------------------------
 
@@ -106,18 +123,28 @@ class ExportStore:
         """The export's unfinished run (interrupted: attempted again with the same window and names), or a new
         run from the export's watermark to `high`; None when another process claimed the export first."""
         now = time.time() if now is None else now
+        lease = (self.db.node, now + LEASE_SECONDS) if self.db.shared else (None, None)
         with self.db.transaction() as conn:
             row = conn.execute(
                 "SELECT * FROM export_runs WHERE export_id = ? AND status = 'running' ORDER BY id DESC LIMIT 1",
                 (export["id"],),
             ).fetchone()
             if row is not None:
+                # Take the interrupted run over: ours already, or its node's claim lapsed (shared state).
+                taken = conn.execute(
+                    "UPDATE exports SET lease_node = ?, lease_until = ? WHERE id = ? AND status = 'running'"
+                    " AND (lease_node IS NULL OR lease_node = ? OR lease_until < ?)",
+                    (*lease, export["id"], self.db.node, now),
+                ).rowcount
+                if not taken:
+                    return None
                 conn.execute("UPDATE export_runs SET attempts = attempts + 1 WHERE id = ?", (row["id"],))
                 run_id = row["id"]
             else:
                 claimed = conn.execute(
-                    "UPDATE exports SET status = 'running', updated_at = ? WHERE id = ? AND status = 'pending'",
-                    (now, export["id"]),
+                    "UPDATE exports SET status = 'running', updated_at = ?, lease_node = ?, lease_until = ?"
+                    " WHERE id = ? AND status = 'pending'",
+                    (now, *lease, export["id"]),
                 ).rowcount
                 if not claimed:
                     return None
@@ -131,10 +158,10 @@ class ExportStore:
                     stamp = run_timestamp(datetime.strptime(last, "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp() + 1)
                 cursor = conn.execute(
                     "INSERT INTO export_runs (export_id, run_ts, status, low, high, started_at) "
-                    "VALUES (?, ?, 'running', ?, ?, ?)",
+                    "VALUES (?, ?, 'running', ?, ?, ?) RETURNING id",
                     (export["id"], stamp, export["watermark"], json.dumps(high), now),
                 )
-                run_id = cursor.lastrowid
+                run_id = cursor.fetchone()[0]
             return conn.execute("SELECT * FROM export_runs WHERE id = ?", (run_id,)).fetchone()
 
     def has_unfinished_run(self, export_id: int) -> bool:
@@ -171,6 +198,7 @@ class ExportStore:
                 "UPDATE export_runs SET status = ?, note = ?, error = ?, finished_at = ? WHERE id = ?",
                 (status, note, error, now, run["id"]),
             )
+            conn.execute("UPDATE exports SET lease_node = NULL, lease_until = NULL WHERE id = ?", (export["id"],))
             current = conn.execute("SELECT status FROM exports WHERE id = ?", (export["id"],)).fetchone()
             if current["status"] == "cancelled":
                 return
@@ -204,7 +232,7 @@ class ExportStore:
             "format": export["format"],
             "days": export["days"],
             "since": iso(export["since_ms"] / 1000) if export["since_ms"] is not None else None,
-            "every": _duration(export["every_s"]),
+            "every": setting_text(export["every_s"]) if export["every_s"] is not None else None,
             "recurring": export["every_s"] is not None,
             "destination": export["destination"],
             "requested_by": export["requested_by"],
@@ -246,13 +274,3 @@ class ExportStore:
                 for f in self.files(run["id"])
             ],
         }
-
-
-def _duration(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    if seconds % 3600 == 0:
-        return f"{int(seconds // 3600)}h"
-    if seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"

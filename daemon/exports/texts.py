@@ -18,7 +18,6 @@ BAD_DESTINATION = "destination {value!r}: expected sftp or s3://BUCKET/PREFIX"
 BAD_ACCOUNT = "account {value!r}: expected letters, digits, '.', '_' or '-' (at most 64)"
 NO_SUCH_EXPORT = "no export {value}"
 ALREADY_FINISHED = "export {value} is already {status}"
-NOT_RECURRING = "export {value} is a one-time export that already ran"
 UNKNOWN_EVENTS = "no events named {names} stored for account {account} yet: the export will write nothing for them"
 
 # Run outcomes, shown in `exports show`, the API, the activity log and the emails.
@@ -26,7 +25,6 @@ NOTHING_NEW = "nothing to export: no rows in the selection"
 NO_SUCH_EVENTS = "no events named {names} in the selection"
 INTERRUPTED = "the run was interrupted (daemon stopped or crashed) and started again"
 S3_FAILED = "S3 bucket {bucket}: {reason}"
-SINK_FAILED = "{driver} sink: {reason}"
 WRITE_FAILED = "writing {name}: {reason}"
 
 # Replies to a partner's `*.export` request file, written next to it as `<name>.error` when refused.

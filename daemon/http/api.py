@@ -1,4 +1,4 @@
-"""JSON endpoints: /api/imports (filters, paging), /api/imports/{id}, /healthz and /metrics."""
+"""JSON endpoints: /api/imports (filters, paging), /api/imports/{id}, /api/nodes, /healthz and /metrics."""
 
 from __future__ import annotations
 
@@ -97,6 +97,14 @@ async def get_import(request: web.Request) -> web.Response:
     if found is None:
         return json_error(404, f"import {job_id} not found")
     return json_response(found)
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    """The nodes using this state: `ingestd nodes --json`'s objects, newest first."""
+    from daemon.store.nodes import NodeStore
+
+    nodes = await asyncio.to_thread(NodeStore(request.app[DB]).list)
+    return json_response({"nodes": nodes})
 
 
 async def _check(component: Any) -> str | None:

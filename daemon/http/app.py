@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from daemon import proxyproto
 from daemon.config import Config
 from daemon.http import api, pages
 from daemon.http import exports as http_exports
 from daemon.logs import event
+from daemon.proxyproto import ProxyTrust
 from daemon.store import StateDB
 
 log = logging.getLogger("ingestd.http")
@@ -41,8 +46,12 @@ def _is_api(path: str) -> bool:
     return path.startswith("/api/") or path == "/api" or path == "/metrics"
 
 
+UNAUTHORIZED_LOG_INTERVAL = 60.0  # one http.unauthorized line per address per minute: guessing is not a log flood
+
+
 def auth_middleware(token: str) -> Any:
     expected = token.encode("utf-8")
+    logged: dict[str, float] = {}  # address -> when its last refusal was logged
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -51,6 +60,21 @@ def auth_middleware(token: str) -> Any:
         presented = _presented_token(request.headers.get("Authorization", ""))
         if presented is not None and hmac.compare_digest(presented.encode("utf-8"), expected):
             return await handler(request)
+        # request.remote: the partner's address, also behind a balancer that sends the PROXY protocol.
+        address, now = request.remote or "?", time.monotonic()
+        if now - logged.get(address, -math.inf) >= UNAUTHORIZED_LOG_INTERVAL:
+            if len(logged) >= 10_000:
+                logged.clear()
+            logged[address] = now
+            event(
+                log,
+                "http.unauthorized",
+                logging.WARNING,
+                address=address,
+                method=request.method[:16],
+                path=request.path[:200],
+                token="wrong" if presented else "missing",
+            )
         message = "missing or wrong token: send 'Authorization: Bearer <http.token>'"
         if _is_api(request.path):
             response = api.json_error(401, message)
@@ -99,6 +123,7 @@ def make_app(config: Config, db: StateDB, health: dict[str, Any] | None = None) 
     app.router.add_get("/metrics", api.prometheus)
     app.router.add_get("/api/imports", api.list_imports)
     app.router.add_get("/api/imports/{id}", api.get_import)
+    app.router.add_get("/api/nodes", api.list_nodes)
     app.router.add_get("/", pages.index)
     app.router.add_get("/imports/{id}", pages.detail)
     app.router.add_get("/imports/{id}/errors.csv", pages.errors_csv)
@@ -133,6 +158,25 @@ def cap_connections(server: web.Server, limit: int) -> None:
     server.connection_made = connection_made  # type: ignore[method-assign]
 
 
+class _Site(web.TCPSite):
+    """aiohttp's TCPSite, with connections from the balancers of `sftp.proxy_protocol_from` reading their PROXY
+    header first, so request.remote is the partner's address."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, proxy_from: ProxyTrust) -> None:
+        super().__init__(runner, host, port)
+        self.proxy_from = proxy_from
+
+    async def start(self) -> None:
+        if not self.proxy_from:
+            return await super().start()
+        await web.BaseSite.start(self)  # registers the site with its runner; what TCPSite.start does next:
+        assert self._runner.server is not None
+        factory = proxyproto.accepting(self._runner.server, self.proxy_from, proxyproto.RefusedHeaders(log, "http"))
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(factory, self._host, self._port, backlog=self._backlog)
+        self._bound_port = self._server.sockets[0].getsockname()[1]
+
+
 class HTTPService:
     """Health, metrics, the imports API and the activity log on http.host:http.port."""
 
@@ -154,7 +198,9 @@ class HTTPService:
         assert runner.server is not None
         cap_connections(runner.server, self.config.http.max_connections)
         try:
-            site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
+            site = _Site(
+                runner, self.config.http.host, self.config.http.port, ProxyTrust(self.config.sftp.proxy_protocol_from)
+            )
             await site.start()
         except BaseException:
             await runner.cleanup()

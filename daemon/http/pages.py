@@ -15,8 +15,9 @@ from aiohttp import web
 
 from daemon.http import api
 from daemon.http.params import ACTIVE_STATUSES, STATUSES, ImportFilter, ParamError, parse_filter, parse_job_id
+from daemon.jobs.paths import partner_error_name
 from daemon.text import safe
-from notifier.attachment import partner_file_name
+from daemon.units import duration_text
 
 REFRESH_SECONDS = 5
 
@@ -76,19 +77,8 @@ def format_time(value: Any) -> str:
     return parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if parsed else "—"
 
 
-def format_duration_ms(ms: float | None) -> str:
-    if ms is None:
-        return "—"
-    if ms < 1000:
-        return f"{int(ms)} ms"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {sec:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+def _duration(ms: float | None) -> str:
+    return "—" if ms is None else duration_text(ms / 1000, precise=True)
 
 
 def duration_ms(item: dict[str, Any], now: datetime | None = None) -> float | None:
@@ -235,7 +225,7 @@ def _view(item: dict[str, Any], has_errors_csv: bool = False) -> dict[str, Any]:
         "created": format_time(item.get("created_at")),
         "started": format_time(item.get("started_at")),
         "finished": format_time(item.get("finished_at")),
-        "duration": format_duration_ms(duration_ms(item)),
+        "duration": _duration(duration_ms(item)),
         "reason": reason(item),
         "problems": distinct_problems(item),
         "status_label": str(item.get("status", "")).replace("_", " "),
@@ -343,7 +333,7 @@ async def errors_csv(request: web.Request) -> web.StreamResponse:
             f"import {job_id} has no error CSV: no row was rejected, or its job folder was removed after "
             "jobs.retention_days",
         )
-    name = partner_file_name(job_id, str(found.get("file_name") or found.get("manifest_name") or "import"))
+    name = partner_error_name(job_id, str(found.get("file_name") or found.get("manifest_name") or "import"))
     ascii_name = "".join(ch if ch.isascii() and ch.isprintable() and ch not in '"\\' else "_" for ch in name)
     response = web.FileResponse(
         path,

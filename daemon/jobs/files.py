@@ -94,6 +94,8 @@ def pause_reason(exc: BaseException) -> str | None:
         if isinstance(current, OSError) and current.errno in _FULL:
             where = f"file {safe(os.fsdecode(current.filename))}" if current.filename else "job files"
             return messages.paused_disk_full(where, os.strerror(current.errno))
+        if getattr(current, "state_unavailable", False):  # shared state (PostgreSQL) out of reach
+            return messages.paused_unreachable(database, str(current))
         if isinstance(current, sqlite3.Error):
             name = getattr(current, "sqlite_errorname", "") or ""
             text = str(current)

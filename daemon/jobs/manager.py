@@ -28,8 +28,6 @@ WAKE_DELAY = 0.25  # least seconds between two scheduling passes asked for by fi
 # The scheduler looks again at least this often, even without a file event: a job `imports retry` queued
 # (from another process, with no file event) starts within this.
 IDLE_TICK = 5.0
-RESCAN_EVERY = 60.0  # a safety net for watch events lost (e.g. inotify queue overflow)
-RESCAN_MIN_AGE = 5.0  # a periodic rescan leaves alone files still being written by other means
 RETENTION_EVERY = 3600.0
 COOLDOWN = 30.0  # seconds an account is left alone after its job's task died unexpectedly
 PAUSE_RETRY = 5.0  # seconds before a job paused by a full disk or a locked database is tried again
@@ -54,7 +52,10 @@ class JobManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.worker = Worker(config, self.store, sink, self._notify, self._stopping)
         self.queue = Queue(config, self.store, self.worker.fail_pickup, self.worker.cancel_pending)
-        self.watcher = DropWatcher(config.drop_root, self.store, self.wake)
+        # The watcher also rescans every watch.rescan_interval: files of other nodes, lost watch events.
+        self.watcher = DropWatcher(
+            config.drop_root, self.store, self.wake, config.watch.rescan_interval, config.sftp.resume_window
+        )
         self._running: dict[str, asyncio.Task[None]] = {}  # account -> its job's task
         self._tasks: list[asyncio.Task[None]] = []
         self._next_check: float | None = None
@@ -196,15 +197,10 @@ class JobManager:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _periodic(self) -> None:
-        last_retention = time.monotonic()
         while not self._stopping.is_set():
-            await asyncio.sleep(RESCAN_EVERY)
+            await asyncio.sleep(RETENTION_EVERY)
             try:
-                if await asyncio.to_thread(self.watcher.rescan, RESCAN_MIN_AGE):
-                    self.wake()
-                if time.monotonic() - last_retention >= RETENTION_EVERY:
-                    last_retention = time.monotonic()
-                    await asyncio.to_thread(self.remove_expired)
+                await asyncio.to_thread(self.remove_expired)
             except Exception:
                 log.exception("housekeeping failed")
 

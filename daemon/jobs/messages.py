@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from daemon.units import setting_text
+
 BAD_MANIFEST = "Incorrect details in manifest file"
 DUPLICATE_MANIFEST = "Every manifest file must have a unique name"
 NO_DATA_FILE = "No data file found"
@@ -13,7 +15,7 @@ INTERNAL = "Internal error"
 def no_data_detail(file_name: str, grace_seconds: float) -> str:
     if grace_seconds <= 0:
         return f"{file_name} was no longer in your folder when its manifest was picked up"
-    return f"{file_name} did not arrive in your folder within {_duration(grace_seconds)} of its manifest"
+    return f"{file_name} did not arrive in your folder within {setting_text(grace_seconds)} of its manifest"
 
 
 def duplicate_detail(manifest_name: str) -> str:
@@ -34,14 +36,6 @@ def cancelled_by_operator() -> str:
 
 def vanished_detail(manifest_name: str) -> str:
     return f"{manifest_name} was removed from your folder before it was picked up"
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{int(seconds // 3600)}h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"
 
 
 def failure_kind(reason: str) -> str:
@@ -91,6 +85,10 @@ def paused_disk_full(where: str, detail: str) -> str:
 
 def paused_locked(where: str, detail: str) -> str:
     return f"paused: the {where} is locked by another process ({detail}); the import resumes when it is free"
+
+
+def paused_unreachable(where: str, detail: str) -> str:
+    return f"paused: the {where} does not answer ({detail}); the import resumes when it does"
 
 
 def report_not_written(reason: str) -> str:

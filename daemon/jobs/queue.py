@@ -16,6 +16,7 @@ from daemon.jobs.files import NotRegular, lstat_regular, pause_reason, read_boun
 from daemon.jobs.paths import job_dir
 from daemon.jobs.status import PENDING
 from daemon.logs import event
+from daemon.sftp import partials
 from daemon.store.jobs import Job, JobStore
 from daemon.text import safe
 from manifests.model import Manifest, ManifestError, load_manifest
@@ -77,6 +78,18 @@ class Queue:
         now = time.time() if now is None else now
         started = time.monotonic()
         result = Pickups()
+        looked: set[int] = set()  # heads this node claimed (shared state) to look at in this pass
+        try:
+            self._plan(busy, free_slots, now, started, result, looked)
+        finally:
+            # Shared state: the heads looked at but not started go back to every node (one statement).
+            ready = {r.job.id for r in result.ready}
+            self.store.release(sorted(looked - ready))
+        return result
+
+    def _plan(
+        self, busy: set[str], free_slots: int, now: float, started: float, result: Pickups, looked: set[int]
+    ) -> None:
         settled = True
         while settled:  # a head that fails makes the account's next job the head: look again
             if time.monotonic() - started > PASS_BUDGET:
@@ -89,8 +102,12 @@ class Queue:
             self._parsed = {job_id: entry for job_id, entry in self._parsed.items() if job_id in current}
             self.paused = {job_id: entry for job_id, entry in self.paused.items() if job_id in current}
             self._errors = {job_id: count for job_id, count in self._errors.items() if job_id in current}
+            taken = {r.job.account for r in result.ready}
+            # Shared state: only the heads no other node holds (one per account cluster-wide); else all of them.
+            mine = self.store.claim([job.id for job in heads if job.account not in busy and job.account not in taken])
+            looked.update(mine)
             for job in heads:
-                if job.account in busy or any(r.job.account == job.account for r in result.ready):
+                if job.account in busy or job.id not in mine or any(r.job.account == job.account for r in result.ready):
                     continue
                 try:
                     outcome = self._check(job, now, result, free_slots - len(result.ready))
@@ -107,7 +124,6 @@ class Queue:
                 self.paused.pop(job.id, None)
                 self._errors.pop(job.id, None)
                 settled = settled or outcome
-        return result
 
     def _unexpected(self, job: Job, exc: Exception) -> bool:
         """A check that raised what no rule foresaw: tried again next pass (the other accounts go on), and after
@@ -208,12 +224,16 @@ class Queue:
             self.store.mark_waiting(job.id, now, manifest.file_name, manifest.type, list(manifest.client_emails))
             event(log, "job.waiting_for_data", account=job.account, job_id=job.id, file=manifest.file_name)
             since = now
-        if now - since >= grace:
+        deadline = since + grace
+        kept = partials.kept_since(self.config.drop_root / job.account, manifest.file_name)
+        if kept is not None:  # a broken upload of it may still be resumed: wait for it as long as it is kept
+            deadline = max(deadline, kept + self.config.sftp.resume_window)
+        if now >= deadline:
             self.fail(
                 job, messages.NO_DATA_FILE, [messages.no_data_detail(manifest.file_name, grace)], manifest.client_emails
             )
             return True
-        result.next_check = _earliest(result.next_check, since + grace)
+        result.next_check = _earliest(result.next_check, deadline)
         return False
 
 

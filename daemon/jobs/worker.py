@@ -28,7 +28,7 @@ from daemon.jobs.progress import Progress
 from daemon.jobs.queue import Ready
 from daemon.logs import event
 from daemon.sinks.base import Sink, Written
-from daemon.store.jobs import Job, JobStore
+from daemon.store.jobs import Job, JobStore, LeaseLost
 from manifests.model import Manifest
 
 # Imported with the daemon, not at the first job: polars and pyarrow take a moment to load.
@@ -100,6 +100,8 @@ class Worker:
             await self._process(job, manifest)
         except Interrupted:
             event(log, "job.interrupted", account=job.account, job_id=job.id)
+        except LeaseLost:  # shared state: another node may be running it from its last checkpoint
+            event(log, "job.lease_lost", logging.WARNING, account=job.account, job_id=job.id)
         except JobCancelled as exc:
             await asyncio.to_thread(self._finish_cancelled, job, exc.by, emails)
         except FileError as exc:

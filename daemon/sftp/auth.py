@@ -15,14 +15,15 @@ from asyncssh.stream import SSHServerStreamSession
 
 from daemon.logs import event
 from daemon.sftp.algorithms import move_to_fast_cipher
-from daemon.sftp.handler import (
+from daemon.sftp.compat import accept_repeated_userauth
+from daemon.sftp.limits import StartupGate
+from daemon.sftp.messages import (
     BANNED,
     BANNED_ADDRESS,
     TOO_MANY_AUTH_FAILURES,
     TOO_MANY_SESSIONS,
-    Count,
 )
-from daemon.sftp.limits import StartupGate
+from daemon.sftp.policy import Count
 from daemon.store.bans import Ban, BanStore
 from daemon.store.keys import ACCOUNT_RE, KeyStore
 from daemon.text import printable
@@ -226,6 +227,7 @@ class AccountSSHServer(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
+        accept_repeated_userauth(conn)  # paramiko with several keys (daemon/sftp/compat.py)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.address = str(peer[0])
         self._ctx.gate.opened(self.address, self, self._drop)
@@ -283,6 +285,13 @@ class AccountSSHServer(asyncssh.SSHServer):
                 event(log, "login.ban_lifted", address=self.address)
             else:
                 self._turn_away(ban.account, max(ban.banned_until - time.time(), 0.0))
+        elif self._ctx.bans.db.shared:
+            # Shared state (several nodes): another node may have banned the address since this one started.
+            ban = await asyncio.to_thread(self._ctx.bans.banned, self.address, account)
+            if ban is not None:
+                left = max(ban.banned_until - time.time(), 0.0)
+                self._ctx.guard.restore(ban.address, ban.account, left)
+                self._turn_away(ban.account, left)
         return True  # every login needs a key
 
     def _turn_away(self, account: str, seconds_left: float) -> None:

@@ -22,7 +22,7 @@ from daemon.errors import IngestdError
 from daemon.logs import event, setup_logging
 from daemon.sftp.limits import raise_nofile_limit
 from daemon.sftp.listener import SFTPListener
-from daemon.store import StateDB
+from daemon.store import open_state
 
 _lock = threading.Lock()
 COUNT_DELAY = 0.2  # seconds: a burst of small uploads costs the daemon one line, not two per file
@@ -79,7 +79,7 @@ async def serve(config: Config) -> int:
     if new != old:
         event(logging.getLogger("ingestd.sftp"), "sftp.nofile_limit_raised", soft=new, was=old)
     relay = CountRelay()
-    listener = SFTPListener(config, StateDB(config.state_db), count=relay)
+    listener = SFTPListener(config, open_state(config), count=relay)
     try:
         await listener.start()
     except OSError as exc:

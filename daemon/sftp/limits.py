@@ -9,7 +9,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from daemon import proxyproto
 from daemon.logs import event
+from daemon.proxyproto import ProxyTrust
 
 log = logging.getLogger("ingestd.sftp")
 
@@ -146,18 +148,22 @@ class GatedListener:
     """What `asyncssh.listen(tunnel=...)` accepts as a listener (its `create_server` seam): a plain TCP
     listener whose accepted sockets pass StartupGate before asyncssh sees them."""
 
-    def __init__(self, gate: StartupGate, backlog: int = 1024) -> None:
+    def __init__(self, gate: StartupGate, backlog: int = 1024, proxy_from: ProxyTrust | None = None) -> None:
         self.gate = gate
         self.backlog = backlog
+        self.proxy_from = proxy_from or ProxyTrust([])
         self.logger = logging.getLogger("asyncssh")
 
     async def create_server(
         self, session_factory: Callable[[str, int], Any], listen_host: str, listen_port: int
     ) -> asyncio.AbstractServer:
         loop = asyncio.get_running_loop()
-        return await loop.create_server(
-            lambda: _GateProtocol(self.gate, session_factory), listen_host, listen_port, backlog=self.backlog
+        # Balancers in sftp.proxy_protocol_from give their PROXY header first: the gate, the bans and the log
+        # then see the partner's address (the SSH connection gets a transport whose peername is that).
+        factory = proxyproto.accepting(
+            lambda: _GateProtocol(self.gate, session_factory), self.proxy_from, proxyproto.RefusedHeaders(log, "sftp")
         )
+        return await loop.create_server(factory, listen_host, listen_port, backlog=self.backlog)
 
     def close(self) -> None:
         return None

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import asyncssh
 from daemon.config import Config
 from daemon.errors import UsageError
 from daemon.logs import event
+from daemon.proxyproto import ProxyTrust
 from daemon.sftp.algorithms import select_algorithms
 from daemon.sftp.auth import SIGNATURE_ALGS, AccountSSHServer, LoginContext, LoginGuard
 from daemon.sftp.handler import Count, DropFolderSFTP, SessionPolicy, count_locally, sweep_temp_files
@@ -38,43 +40,67 @@ UPLOAD_GRACE = 5.0  # seconds uploads in flight get to finish at shutdown
 def load_or_create_host_key(
     directory: Path, name: str = HOST_KEY_FILE, key_type: str = "ssh-ed25519", bits: int | None = None
 ) -> asyncssh.SSHKey:
-    """One host key, generated on first start: written to a temp file (mode 0600), then linked into place."""
+    """One host key, generated on first start. Race-free: of several processes or nodes sharing data_dir and
+    starting at once, the first key in place wins and every other one reads it, so all present the same key."""
     path = directory / name
     if not path.exists():
         directory.mkdir(parents=True, exist_ok=True)
         key = asyncssh.generate_private_key(
             key_type, comment="ingestd host key", **({"key_size": bits} if bits else {})
         )
-        temp = directory / f".{name}.{os.getpid()}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key.export_private_key("openssh"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            # A link, not a rename: of several processes (or nodes on one data_dir) starting at once, the
-            # first key in place wins and every other one reads it, so all present the same key.
-            os.link(temp, path)
-            created = True
-        except FileExistsError:
-            created = False
-        except OSError:  # a file system without hard links: a rename, where the last one wins
-            os.replace(temp, path)
-            created = True
-        finally:
-            temp.unlink(missing_ok=True)
-        if created:
+        if _place_exclusively(path, key.export_private_key("openssh")):
             (directory / f"{name}.pub").write_bytes(key.export_public_key("openssh"))
             event(log, "sftp.host_key_created", path=str(path), fingerprint=key.get_fingerprint("sha256"))
             return key
+    deadline = time.monotonic() + HOST_KEY_READ_WAIT
+    while True:
+        try:
+            key = asyncssh.read_private_key(path)
+            break
+        except (asyncssh.KeyImportError, OSError) as exc:
+            # Where hard links are missing, the winner writes in place: its key may be half written yet.
+            if time.monotonic() >= deadline:
+                raise UsageError(f"host key {path}: cannot be read ({exc}); remove it to generate a new one") from None
+            time.sleep(0.1)
+    public = directory / f"{name}.pub"
+    if not public.exists():  # informational only; a crash may have come between the two files
+        public.write_bytes(key.export_public_key("openssh"))
+    return key
+
+
+HOST_KEY_READ_WAIT = 5.0  # seconds a starting node waits for another's key to be whole where links are missing
+
+
+def _place_exclusively(path: Path, data: bytes) -> bool:
+    """Write `data` at `path` (mode 0600) unless a file is there already; True if this call put it there.
+
+    A whole temp file is linked into place (a link, unlike a rename, fails if the name exists), so the key is
+    never seen half written. File systems without hard links get an O_EXCL create of the name instead."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        key = asyncssh.read_private_key(path)
-        public = directory / f"{name}.pub"
-        if not public.exists():  # informational only; a crash may have come between the two files
-            public.write_bytes(key.export_public_key("openssh"))
-        return key
-    except (asyncssh.KeyImportError, OSError) as exc:
-        raise UsageError(f"host key {path}: cannot be read ({exc}); remove it to generate a new one") from None
+        _write_new(temp, data, os.O_TRUNC)
+        try:
+            os.link(temp, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here (some SMB or FUSE mounts)
+            pass
+    finally:
+        temp.unlink(missing_ok=True)
+    try:
+        _write_new(path, data, os.O_EXCL)
+        return True
+    except FileExistsError:
+        return False
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def host_keypairs(keys: dict[str, asyncssh.SSHKey], algorithms: list[str]) -> list[asyncssh.SSHKeyPair]:
@@ -153,7 +179,8 @@ class SFTPListener:
         self._acceptor = await asyncssh.listen(
             self.config.sftp.host,
             self.config.sftp.port,
-            tunnel=GatedListener(self.gate),  # connection caps, checked before asyncssh sees a socket
+            # Connection caps, checked before asyncssh sees a socket (after a trusted balancer's PROXY header).
+            tunnel=GatedListener(self.gate, proxy_from=ProxyTrust(self.config.sftp.proxy_protocol_from)),
             server_factory=self._server_factory,
             server_host_keys=self.host_keys,
             allow_scp=False,

@@ -78,6 +78,11 @@ class Sink(abc.ABC):
     def banner(self) -> list[str]:
         return [f"  sink   {self.name}"]
 
+    async def open_for_reading(self) -> None:
+        """Ready the sink for a one-off read by a person at the CLI (start() by default: it creates nothing
+        that holds data, only the tables of a store the daemon has not finished setting up)."""
+        await self.start()
+
 
 def iso_ms(ms: int) -> str:
     """Epoch milliseconds as ISO 8601 UTC: "2020-01-08T17:14:27Z" (milliseconds shown only when not zero)."""

@@ -153,6 +153,9 @@ class ElasticsearchSink(Sink):
     def banner(self) -> list[str]:
         return [f"  sink   elasticsearch {self.url} (indices {self.config.index_prefix}-*)"]
 
+    async def open_for_reading(self) -> None:
+        self.attempts = 1  # a person is waiting: say at once that the cluster is down; nothing to create
+
     @property
     def client(self) -> AsyncElasticsearch:
         if self._client is None:

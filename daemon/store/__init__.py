@@ -1,5 +1,5 @@
-"""The state store: one SQLite database under data_dir for accounts, keys, jobs and the outbox."""
+"""The state store: SQLite under data_dir, or PostgreSQL shared by several nodes (`state.url`)."""
 
-from daemon.store.db import StateDB
+from daemon.store.db import StateDB, open_state
 
-__all__ = ["StateDB"]
+__all__ = ["StateDB", "open_state"]

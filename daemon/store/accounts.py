@@ -88,7 +88,7 @@ class AccountStore:
             raise UsageError(f"at most {MAX_DOMAINS} allowed domains per account, {len(clean_domains)} given")
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with self.db.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO accounts (id, created_at) VALUES (?, ?)", (account, now))
+            conn.execute("INSERT INTO accounts (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (account, now))
             if clean_emails is not None:
                 conn.execute(
                     "UPDATE accounts SET emails = ?, updated_at = ? WHERE id = ?",

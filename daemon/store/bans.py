@@ -43,8 +43,9 @@ class BanStore:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM bans WHERE banned_until <= ?", (now,))
             conn.execute(
-                "INSERT OR REPLACE INTO bans (address, account, reason, failures, banned_at, banned_until)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO bans (address, account, reason, failures, banned_at, banned_until)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (address, account) DO UPDATE SET reason = excluded.reason,"
+                " failures = excluded.failures, banned_at = excluded.banned_at, banned_until = excluded.banned_until",
                 (ban.address, ban.account, ban.reason, ban.failures, iso(now), ban.banned_until),
             )
 

@@ -1,4 +1,9 @@
-"""SQLite connections and schema migrations (PRAGMA user_version counts applied files)."""
+"""The state database: SQLite in data_dir (PRAGMA user_version counts applied migrations) or PostgreSQL
+(`state.url`, daemon/store/pg.py) shared by several nodes; `open_state(config)` picks one.
+
+The stores write one SQL for both engines: `?` placeholders, `INSERT ... ON CONFLICT`, `RETURNING id`,
+and `db.for_update` / `db.skip_locked` (empty on SQLite, whose BEGIN IMMEDIATE already serialises writers).
+PostgreSQL errors reach callers as subclasses of the sqlite3 exceptions, so `except sqlite3.Error` holds."""
 
 from __future__ import annotations
 
@@ -9,8 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daemon.errors import UsageError
+
+if TYPE_CHECKING:
+    from daemon.config import Config
 
 log = logging.getLogger("ingestd.store")
 
@@ -43,8 +52,24 @@ def rollback(conn: sqlite3.Connection) -> None:
 MAX_INTEGER = 2**63 - 1  # SQLite's largest INTEGER: an id or offset beyond it is bad input, not a query
 
 
+def migration_scripts() -> list[tuple[int, str]]:
+    """The numbered migrations as written (SQLite's dialect; daemon/store/pg.py translates the types)."""
+    return _migrations()
+
+
+def statements(script: str) -> list[str]:
+    return [statement for statement in script.split(";\n") if statement.strip()]
+
+
 class StateDB:
     """The state database. Each thread gets its own connection; writes are short transactions."""
+
+    dialect = "sqlite"
+    for_update = ""  # " FOR UPDATE" on PostgreSQL: lock the rows read for a read-modify-write
+    skip_locked = ""  # " FOR UPDATE SKIP LOCKED" on PostgreSQL: claim rows no other node is claiming
+    shared = False  # True when several nodes may use this state at once (PostgreSQL)
+    # This process's node id once `ingestd serve` registered it (daemon/store/nodes.py); None for the CLI.
+    node: str | None = None
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -86,13 +111,31 @@ class StateDB:
         current = conn.execute("PRAGMA user_version").fetchone()[0]
         for number, script in _migrations():
             if number > current:
-                for statement in script.split(";\n"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in statements(script):
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number}")
+
+    def describe(self) -> str:
+        return str(self.path)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def for_update(conn: sqlite3.Connection, of: str = "") -> str:
+    """ " FOR UPDATE [OF ...]" inside a PostgreSQL transaction (lock the rows read to be changed), "" on SQLite."""
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        return " FOR UPDATE" + (f" {of}" if of else "")
+    return ""
+
+
+def open_state(config: Config) -> StateDB:
+    """The state of `config`: data_dir/state.sqlite3, or the PostgreSQL database of `state.url`."""
+    if config.state.url:
+        from daemon.store.pg import PgStateDB
+
+        return PgStateDB(config.state.url)
+    return StateDB(config.state_db)

@@ -10,13 +10,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.jobs.status import ACTIVE, FINAL, PENDING, STATUSES
-from daemon.store.db import StateDB
+from daemon.store.db import StateDB, for_update
 
 _IN_PENDING = f"status IN ({', '.join(repr(status) for status in PENDING)})"
 _IN_ACTIVE = f"status IN ({', '.join(repr(status) for status in ACTIVE)})"
 
 # Re-exported: the statuses have one home, daemon/jobs/status.py.
-__all__ = ["ACTIVE", "FINAL", "PENDING", "STATUSES", "Job", "JobStore", "iso", "to_import", "utc_now"]
+__all__ = ["ACTIVE", "FINAL", "PENDING", "STATUSES", "Job", "JobStore", "LeaseLost", "iso", "to_import", "utc_now"]
+
+LEASE_SECONDS = 20.0  # how long a node's claim on a job (or an outbox row) holds without a heartbeat
+
+
+class LeaseLost(Exception):
+    """Shared state: this node's claim on a processing job lapsed (its heartbeats did not reach the state in
+    time) and another node may have taken the job over: stop without touching the job any more."""
 
 
 def utc_now() -> str:
@@ -97,7 +104,7 @@ def _timeline(details: dict[str, Any], event: str, detail: str | None = None, at
 
 
 def _update_details(conn: sqlite3.Connection, job_id: int, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    row = conn.execute("SELECT details FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    row = conn.execute(f"SELECT details FROM jobs WHERE id = ?{for_update(conn)}", (job_id,)).fetchone()
     details = json.loads(row["details"] if row else "{}")
     change(details)
     conn.execute("UPDATE jobs SET details = ? WHERE id = ?", (json.dumps(details), job_id))
@@ -126,6 +133,7 @@ class JobStore:
         `manifest_name` must be valid UTF-8 text (daemon.text.safe); `details` start the job's details."""
         now = utc_now()
         with self.db.transaction() as conn:
+            self._lock_account(conn, account)
             pending = conn.execute(
                 "SELECT id FROM jobs WHERE account = ? AND manifest_name = ? AND status IN ('queued', 'waiting_for_data')",
                 (account, manifest_name),
@@ -134,12 +142,19 @@ class JobStore:
                 return None
             details = dict(details or {})
             _timeline(details, "queued")
-            cursor = conn.execute(
+            row = conn.execute(
                 "INSERT INTO jobs (account, manifest_name, status, created_at, updated_at, details)"
-                " VALUES (?, ?, 'queued', ?, ?, ?)",
+                " VALUES (?, ?, 'queued', ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
                 (account, manifest_name, now, now, json.dumps(details)),
-            )
-            return int(cursor.lastrowid or 0)
+            ).fetchone()
+            return int(row[0]) if row is not None else None
+
+    def _lock_account(self, conn: sqlite3.Connection, account: str) -> None:
+        """Shared state: serialise the account's job creations (held to COMMIT), so its job ids grow in commit
+        order and a scheduler never sees a later job of the account before an earlier one. SQLite's BEGIN
+        IMMEDIATE already serialises every writer."""
+        if self.db.shared:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"ingestd.jobs.{account}",))
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -199,6 +214,61 @@ class JobStore:
         rows = self.db.query("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
         return rows[0]["cancel_requested"] if rows else None
 
+    # -- leases (shared state only: SQLite has one node, whose scheduler is the only one) -------------------
+
+    @property
+    def _leasing(self) -> bool:
+        return self.db.shared and self.db.node is not None
+
+    def claim(self, job_ids: list[int], now: float | None = None) -> set[int]:
+        """The heads among `job_ids` this node may settle or run now, claimed for LEASE_SECONDS.
+
+        A job is claimed only while it is still its account's oldest unfinished job and no other node holds it
+        (or that node's claim lapsed: it died, and its processing job resumes here from its last checkpoint).
+        `FOR UPDATE SKIP LOCKED`: two nodes claiming at once never wait for each other nor both win.
+        Without shared state every job is this node's."""
+        if not self._leasing or not job_ids:
+            return set(job_ids)
+        now = time.time() if now is None else now
+        marks = ", ".join("?" for _ in job_ids)
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                f"SELECT id FROM jobs WHERE id IN ({marks}) AND {_IN_ACTIVE}"
+                " AND (lease_node IS NULL OR lease_node = ? OR lease_until < ?)"
+                f" AND id = (SELECT MIN(h.id) FROM jobs h WHERE h.account = jobs.account AND h.{_IN_ACTIVE})"
+                f"{self.db.skip_locked}",
+                (*job_ids, self.db.node, now),
+            ).fetchall()
+            claimed = [int(row[0]) for row in rows]
+            if claimed:
+                marks = ", ".join("?" for _ in claimed)
+                conn.execute(
+                    f"UPDATE jobs SET lease_node = ?, lease_until = ? WHERE id IN ({marks})",
+                    (self.db.node, now + LEASE_SECONDS, *claimed),
+                )
+        return set(claimed)
+
+    def release(self, job_ids: list[int]) -> None:
+        """Give up this node's claim on `job_ids` (heads it looked at but does not run)."""
+        if not self._leasing or not job_ids:
+            return
+        marks = ", ".join("?" for _ in job_ids)
+        with self.db.transaction() as conn:
+            conn.execute(
+                f"UPDATE jobs SET lease_node = NULL, lease_until = NULL WHERE id IN ({marks}) AND lease_node = ?",
+                (*job_ids, self.db.node),
+            )
+
+    def holds(self, job_id: int) -> bool:
+        """True while this node's claim on the job holds (always, without shared state)."""
+        if not self._leasing:
+            return True
+        rows = self.db.query("SELECT lease_node FROM jobs WHERE id = ?", (job_id,))
+        return bool(rows) and rows[0]["lease_node"] == self.db.node
+
+    def _lease_clause(self) -> tuple[str, tuple[Any, ...]]:
+        return (" AND lease_node = ?", (self.db.node,)) if self._leasing else ("", ())
+
     # -- transitions ----------------------------------------------------------------------------
 
     def mark_waiting(
@@ -224,11 +294,12 @@ class JobStore:
     ) -> bool:
         """False when the job is no longer pending (cancelled meanwhile): it must not be processed."""
         now = utc_now()
+        lease, held = self._lease_clause()
         with self.db.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET status = 'processing', file_name = ?, type = ?, bytes_total = ?, started_at = ?,"
-                f" checkpoint = ?, updated_at = ? WHERE id = ? AND {_IN_PENDING}",
-                (file_name, type_, bytes_total, now, json.dumps(checkpoint), now, job_id),
+                f" checkpoint = ?, updated_at = ? WHERE id = ? AND {_IN_PENDING}{lease}",
+                (file_name, type_, bytes_total, now, json.dumps(checkpoint), now, job_id, *held),
             )
             if not cursor.rowcount:
                 return False
@@ -242,11 +313,13 @@ class JobStore:
 
         `progress` (rows done, rows expected, fraction, time left) goes to `details.progress` for the API.
         Returns the job's `cancel_requested` (who asked), read in the same transaction: the batch boundary
-        is where a processing job stops when it is cancelled."""
+        is where a processing job stops when it is cancelled. Shared state: LeaseLost when this node's claim
+        lapsed (another node may be running the job from its previous checkpoint)."""
+        lease, held = self._lease_clause()
         with self.db.transaction() as conn:
-            conn.execute(
+            cursor = conn.execute(
                 "UPDATE jobs SET rows_total = ?, rows_ingested = ?, rows_failed = ?, rows_duplicate = ?,"
-                " bytes_done = ?, checkpoint = ?, updated_at = ? WHERE id = ?",
+                f" bytes_done = ?, checkpoint = ?, updated_at = ? WHERE id = ?{lease}",
                 (
                     checkpoint["rows_done"],
                     checkpoint["rows_ingested"],
@@ -256,8 +329,11 @@ class JobStore:
                     json.dumps(checkpoint),
                     utc_now(),
                     job_id,
+                    *held,
                 ),
             )
+            if lease and not cursor.rowcount:
+                raise LeaseLost(f"job {job_id}: this node's claim lapsed; another node may have taken it over")
             if progress is not None:
                 _update_details(conn, job_id, lambda details: details.update(progress=progress))
             row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -271,7 +347,7 @@ class JobStore:
     def set_paused(self, job_id: int, reason: str | None) -> None:
         """Record a pause (or its end, None); the timeline gets `paused` / `resumed` when that changes."""
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT paused FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = conn.execute(f"SELECT paused FROM jobs WHERE id = ?{self.db.for_update}", (job_id,)).fetchone()
             before = row["paused"] if row else None
             conn.execute("UPDATE jobs SET paused = ?, updated_at = ? WHERE id = ?", (reason, utc_now(), job_id))
             if reason is not None and before is None:
@@ -294,17 +370,27 @@ class JobStore:
             raise ValueError(f"not a final status: {status}")
         now = utc_now()
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT details, status, cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT details, status, cancel_requested, lease_node, lease_until FROM jobs WHERE id = ?"
+                f"{self.db.for_update}",
+                (job_id,),
+            ).fetchone()
             if row is None or row["status"] not in from_statuses:
                 return False
+            if (
+                self._leasing
+                and row["lease_node"] not in (None, self.db.node)
+                and (row["lease_until"] or 0) >= time.time()
+            ):
+                return False  # another node holds the job: it settles it
             merged = json.loads(row["details"])
             merged.update(details)
             if status == "cancelled":
                 _timeline(merged, "cancelled", row["cancel_requested"] or error)
             _timeline(merged, "finished", status)
             conn.execute(
-                "UPDATE jobs SET status = ?, error = ?, details = ?, paused = NULL, finished_at = ?, updated_at = ?"
-                " WHERE id = ?",
+                "UPDATE jobs SET status = ?, error = ?, details = ?, paused = NULL, finished_at = ?, updated_at = ?,"
+                " lease_node = NULL, lease_until = NULL WHERE id = ?",
                 (status, error, json.dumps(merged), now, now, job_id),
             )
             return True
@@ -328,17 +414,18 @@ class JobStore:
         scheduler sees the new job only once its files are in place (and never if moving them failed)."""
         now = utc_now()
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = conn.execute(f"SELECT * FROM jobs WHERE id = ?{self.db.for_update}", (job_id,)).fetchone()
             if row is None or row["status"] not in FINAL:
                 return None
+            self._lock_account(conn, row["account"])
             details: dict[str, Any] = {"retry_of": job_id}
             _timeline(details, "queued", f"retry of job {job_id}")
-            cursor = conn.execute(
+            inserted = conn.execute(
                 "INSERT INTO jobs (account, manifest_name, file_name, type, status, created_at, updated_at, details)"
-                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
                 (row["account"], row["manifest_name"], row["file_name"], row["type"], now, now, json.dumps(details)),
-            )
-            new_id = int(cursor.lastrowid or 0)
+            ).fetchone()
+            new_id = int(inserted[0])
             _update_details(conn, job_id, lambda old: _timeline(old, "retried", f"as job {new_id}"))
             move_files(new_id)
             return new_id

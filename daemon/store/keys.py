@@ -162,7 +162,9 @@ class KeyStore:
                 )
             if conn.execute("SELECT 1 FROM keys WHERE account = ? AND name = ?", (account, name)).fetchone():
                 raise UsageError(f"account {account!r} already has a key named {name!r}; choose another with --name")
-            conn.execute("INSERT OR IGNORE INTO accounts (id, created_at) VALUES (?, ?)", (account, created))
+            conn.execute(
+                "INSERT INTO accounts (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (account, created)
+            )
             try:
                 conn.execute(
                     "INSERT INTO keys (account, name, algorithm, bits, fingerprint, public_key, comment, created_at)"

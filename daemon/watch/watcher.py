@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from daemon.logs import event
+from daemon.sftp import partials
 from daemon.store.jobs import JobStore
 from daemon.store.keys import ACCOUNT_RE
 from daemon.text import has_surrogates, safe
@@ -40,20 +42,39 @@ def manifest_of(drop_root: Path, path: str | bytes) -> tuple[str, str] | None:
     if len(parts) != 2:
         return None  # the drop root itself, errors/ and any deeper folder are not arrivals
     account, name = parts
-    # Hidden names are uploads in progress (".ingestd-upload-*.part") or the partner's own dotfiles.
+    # Hidden names are uploads in progress (".ingestd-upload-*.part") or the partner's own dotfiles; broken
+    # uploads kept for resuming are one level deeper (".ingestd-partial/<name>").
     if name.startswith(".") or not name.endswith(".manifest") or not ACCOUNT.match(account):
         return None
     return account, name
 
 
-class DropWatcher:
-    """Turns manifests into jobs from watchdog's thread; `on_change` wakes the scheduler for any file."""
+RESCAN_MIN_AGE = 5.0  # a periodic rescan leaves alone files still being written by other means
 
-    def __init__(self, drop_root: Path, store: JobStore, on_change: Callable[..., None]) -> None:
+
+class DropWatcher:
+    """Turns manifests into jobs from watchdog's thread; `on_change` wakes the scheduler for any file.
+
+    Every `rescan_interval` seconds it also rescans the drop folders: inotify sees only this machine's writes,
+    not those of other nodes on a shared file system (NFS, EFS), and it can overflow. Queuing is idempotent
+    (JobStore.enqueue: one pending job per manifest), so a file seen both ways makes one job."""
+
+    def __init__(
+        self,
+        drop_root: Path,
+        store: JobStore,
+        on_change: Callable[..., None],
+        rescan_interval: float = 0.0,
+        resume_window: float | None = None,
+    ) -> None:
         self.drop_root = drop_root.resolve()
         self.store = store
         self.on_change = on_change
+        self.rescan_interval = rescan_interval  # 0: no periodic rescan
+        self.resume_window = resume_window  # broken uploads older than this are removed by each rescan
         self._observer: Observer | None = None
+        self._stop = threading.Event()
+        self._rescanner: threading.Thread | None = None
 
     def arrived(self, account: str, name: str) -> int | None:
         """Register a manifest seen in the drop folder; None when a job already waits for it.
@@ -82,6 +103,11 @@ class DropWatcher:
         for account_dir in folders:
             if not account_dir.is_dir() or not ACCOUNT.match(account_dir.name):
                 continue
+            if self.resume_window is not None:
+                try:
+                    partials.remove_expired(account_dir, self.resume_window, now)
+                except OSError:
+                    log.exception("could not remove the expired partial uploads of %s", account_dir.name)
             for entry in os.scandir(account_dir):
                 match = manifest_of(self.drop_root, entry.path)
                 try:
@@ -111,8 +137,28 @@ class DropWatcher:
         self._observer.schedule(_Handler(self), str(self.drop_root), recursive=True, event_filter=_EVENTS)
         self._observer.daemon = True
         self._observer.start()
+        if self.rescan_interval > 0:
+            self._stop.clear()
+            self._rescanner = threading.Thread(target=self._rescan_forever, daemon=True, name="drop-rescan")
+            self._rescanner.start()
+
+    def _rescan_forever(self) -> None:
+        while not self._stop.wait(self.rescan_interval):
+            try:
+                queued = self.rescan(RESCAN_MIN_AGE)
+            except Exception:
+                log.exception("rescanning the drop folders failed")  # and again at the next interval
+                continue
+            if queued:
+                # Files no watch event announced: another node's or writer's (or events were lost).
+                event(log, "watch.rescan_queued", queued=len(queued), job_ids=queued[:20])
+                self.on_change(urgent=True)
 
     def stop(self) -> None:
+        self._stop.set()
+        if self._rescanner is not None:
+            self._rescanner.join(timeout=30)  # a rescan of a slow shared file system may be under way
+            self._rescanner = None
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)

@@ -112,7 +112,7 @@ def test_detail_page_shows_everything_about_one_import(serve: Callable[..., Serv
     assert "Incorrect details in manifest file" in text
     assert "found 'NUMBER'" in text
     assert re.search(r"<td>Phone number is not valid</td><td class=\"num\">3</td>", page.text)
-    assert "1 min 01 s" in text
+    assert "1 min 1 s" in text
     assert "2026-01-02 03:04:05 UTC" in text
     assert not REFRESH.search(page.text)
     assert served.get(f"/imports/{job_id + 1}").status == 404

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paramiko
 import pytest
 from asyncssh.constants import MSG_KEXINIT
 from asyncssh.packet import Boolean, Byte, NameList, UInt32
@@ -267,3 +268,31 @@ def test_concurrent_logins_with_both_rsa_signatures_each_get_their_own(served: t
     results = [run.communicate("ls\n", timeout=60) for run in runs]
     failed = [err for run, (_, err) in zip(runs, results, strict=True) if run.returncode != 0]
     assert failed == []
+
+
+def test_paramiko_offering_a_wrong_key_first_logs_in_with_the_next(served: tuple[Daemon, Path], tmp_path: Path) -> None:
+    # An agent or key_filename list with several keys: paramiko asks for the ssh-userauth service again before
+    # each key, which plain asyncssh answers with a disconnect. sshd lets such a partner in; so must ingestd.
+    daemon, private = served
+    stranger, _ = make_keypair(tmp_path / "other", name="id_other")
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    try:
+        client.connect(
+            "127.0.0.1",
+            port=daemon.sftp_port,
+            username="acme",
+            key_filename=[str(stranger), str(private)],
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=30,
+            banner_timeout=30,
+            auth_timeout=30,
+        )
+        sftp = client.open_sftp()
+        with sftp.open("second-key.csv", "wb") as remote:
+            remote.write(b"identity,evtName\n1,Charged\n")
+        sftp.close()
+    finally:
+        client.close()
+    assert (daemon.drop("acme") / "second-key.csv").read_bytes() == b"identity,evtName\n1,Charged\n"

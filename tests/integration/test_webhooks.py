@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from notifier.outbox import Outbox
 from notifier.webhooks import verify
 from tests.fixtures.common import free_port
 from tests.fixtures.smtp import job, make_notifier, notifier_config, outbox_rows, running, wait_until
@@ -169,3 +170,24 @@ def test_every_configured_url_gets_every_event(data_dir: Path) -> None:
     assert [json.loads(body)["event"] for _, body in to_first] == ["picked_up", "progress"]
     assert [json.loads(body)["event"] for _, body in to_second] == ["picked_up", "picked_up", "progress"]
     assert json.loads(to_first[1][1])["job"]["progress"] == {"rows_done": 10, "fraction": 0.5, "eta_seconds": 20}
+
+
+def test_an_outbox_row_of_a_kind_this_version_does_not_know_fails_and_is_never_posted(
+    data_dir: Path, receiver: HookReceiver
+) -> None:
+    # A row a newer version queued (say a Slack channel) after a downgrade: no webhook guess, a recorded reason,
+    # and the rows queued after it on its channel still go out.
+    config = notifier_config(data_dir, INGESTD_WEBHOOKS__URLS=receiver.url)
+    notifier = make_notifier(config)
+    with notifier.db.transaction() as conn:
+        Outbox.add(conn, "slack", 7, "picked_up", receiver.url, b"{}", channel=f"webhook:{receiver.url}")
+    with running(notifier):
+        notifier.notify("picked_up", job())
+        ((headers, body),) = receiver.wait_for(1)
+        failed = wait_until(
+            lambda: next((r for r in outbox_rows(config) if r["kind"] == "slack" and r["failed_at"]), None),
+            what="the unknown row marked failed",
+        )
+    assert headers["X-Ingestd-Event"] == "picked_up" and json.loads(body)["event"] == "picked_up"
+    assert failed["last_error"] == "unknown outbox kind 'slack'; this version delivers email, webhook"
+    assert failed["sent_at"] is None

@@ -40,3 +40,19 @@ def test_the_connection_state_the_aes_gcm_rekey_reads_is_still_there() -> None:
     for name in ("_client_kexinit", "_enc_algs", "_enc_alg_cs", "_kexinit_sent", "_kex_complete", "self._kex "):
         assert name in source, name
     assert callable(SSHConnection._send_kexinit)
+
+
+def test_asyncssh_still_accepts_the_userauth_service_once_and_reads_the_state_the_override_reads() -> None:
+    # daemon/sftp/compat.py: if asyncssh starts accepting a repeated ssh-userauth request itself, or renames the
+    # state the override reads, this fails and the override is to be reviewed (or removed).
+    from asyncssh.connection import SSHConnection
+    from asyncssh.constants import MSG_SERVICE_REQUEST
+
+    from daemon.sftp import compat
+
+    original = SSHConnection._packet_handlers[MSG_SERVICE_REQUEST]
+    assert original is compat._ORIGINAL is SSHConnection._process_service_request
+    source = inspect.getsource(original)
+    assert "self._next_service = None" in source and "self._auth_in_progress = True" in source
+    init = inspect.getsource(SSHConnection.__init__)
+    assert "self._auth_in_progress = False" in init and "self._auth_complete = False" in init

@@ -119,7 +119,7 @@ def _messages(module_name: str, exclude: tuple[str, ...] = ()) -> list[str]:
     ("module", "exclude"),
     [
         ("daemon.jobs.messages", ()),
-        ("daemon.sftp.handler", ("TEMP_PREFIX", "TEMP_SUFFIX")),
+        ("daemon.sftp.messages", ()),
     ],
 )
 def test_partner_guide_explains_every_message_partners_can_see(module: str, exclude: tuple[str, ...]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -29,8 +29,8 @@ IMPORT_KEYS = {
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(StateDB(tmp_path / "state.sqlite3"))
+def store(state_engine: Callable[[], StateDB]) -> JobStore:
+    return JobStore(state_engine())
 
 
 def test_ids_follow_arrival_and_lists_are_newest_first(store: JobStore) -> None:

@@ -6,6 +6,7 @@ import io
 import json
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -166,10 +167,10 @@ def test_revoke_by_name_or_fingerprint(cli, keys_dir) -> None:  # type: ignore[n
     assert code == 1 and "no account 'nobody'" in err
 
 
-def test_keystore_fingerprints_follow_adds_and_revokes(tmp_path: Path, keys_dir: Path) -> None:
-    # What a login reads: two stores on the same file see each other's changes at once.
-    writer = KeyStore(StateDB(tmp_path / "state.sqlite3"))
-    reader = KeyStore(StateDB(tmp_path / "state.sqlite3"))
+def test_keystore_fingerprints_follow_adds_and_revokes(state_engine: Callable[[], StateDB], keys_dir: Path) -> None:
+    # What a login reads: two stores on the same state (file or PostgreSQL) see each other's changes at once.
+    writer = KeyStore(state_engine())
+    reader = KeyStore(state_engine())
     _, public = make_keypair(keys_dir)
     assert reader.fingerprints("acme") == set()
     added = writer.add("acme", public.read_text())

@@ -12,16 +12,16 @@ import pytest
 from jinja2 import UndefinedError
 
 from daemon.config import load_config
+from daemon.jobs import messages
+from daemon.units import duration_text, setting_text, size_text
 from notifier.attachment import prepare_attachment
 from notifier.compose import compose_email, compose_emails, render_email
 from notifier.render import (
     build_context,
     environment,
     failure_kind,
-    fmt_duration,
     fmt_int,
     fmt_percent,
-    fmt_size,
     render_bodies,
 )
 from notifier.samples import DOC_SAMPLES, NOW, SAMPLES, render_sample, sample_config, sample_job
@@ -119,29 +119,40 @@ def test_unknown_kind_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "counts", "expected"),
+    ("error", "expected"),
     [
-        ("Incorrect details in manifest file", (0, 0, 0), "manifest"),
-        ("Every manifest file must have a unique name", (0, 0, 0), "manifest"),
-        ("No data file found", (0, 0, 0), "no_data_file"),
-        ("File couldn't be read: no header row", (0, 0, 0), "file_unreadable"),
-        ("All rows failed", (10, 0, 10), "all_rows_failed"),
-        (None, (10, 0, 10), "all_rows_failed"),
-        ("Internal error", (10, 5, 0), "internal"),
+        ("Incorrect details in manifest file", "manifest"),
+        ("Every manifest file must have a unique name", "manifest"),
+        ("No data file found", "no_data_file"),
+        ("File couldn't be read: no header row", "file_unreadable"),
+        ("All rows failed", "all_rows_failed"),
+        ("Internal error", "internal"),
     ],
 )
-def test_failure_kind_follows_the_reason(error: str | None, counts: tuple[int, int, int], expected: str) -> None:
-    job = dict(zip(("rows_total", "rows_ingested", "rows_failed"), counts, strict=True), error=error)
-    assert failure_kind(job) == expected
-    assert failure_kind({**job, "failure": "internal"}) == "internal"
+def test_failure_kind_is_named_by_the_worker_and_never_guessed_from_the_wording(error: str, expected: str) -> None:
+    # The worker names the kind from its own reason constants (daemon/jobs/messages.py) ...
+    assert messages.failure_kind(error) == expected
+    # ... and the notifier takes what it was told: an error that merely mentions a manifest is not a manifest problem.
+    assert failure_kind({"error": error, "failure": expected}) == expected
+    assert failure_kind({"error": "manifest.csv could not be read", "rows_total": 3, "rows_failed": 3}) == "internal"
 
 
 def test_formatting_helpers_read_naturally() -> None:
     assert fmt_int(1204) == "1,204" and fmt_int(None) == "0"
     assert fmt_percent(0.4567) == "45%" and fmt_percent(0.999) == "99%" and fmt_percent(0.001) == "<1%"
     assert fmt_percent(None) == "?%"
-    assert [fmt_duration(s) for s in (5, 125, 3600, 7500, 90000)] == ["5 s", "2 min 5 s", "1 h", "2 h 5 min", "1 d 1 h"]
-    assert fmt_size(297) == "297 bytes" and fmt_size(10 * 1024 * 1024) == "10 MiB" and fmt_size(1536) == "1.5 KiB"
+    assert [duration_text(s) for s in (5, 125, 3600, 7500, 90000)] == [
+        "5 s",
+        "2 min 5 s",
+        "1 h",
+        "2 h 5 min",
+        "1 d 1 h",
+    ]
+    assert duration_text(0.2) == "<1 s" and duration_text(0.35, precise=True) == "350 ms"
+    assert duration_text(12.34, precise=True) == "12.3 s" and duration_text(61, precise=True) == "1 min 1 s"
+    assert size_text(297) == "297 bytes" and size_text(10 * 1024 * 1024) == "10 MiB" and size_text(1536) == "1.5 KiB"
+    assert size_text(5 * 1024**3) == "5 GiB" and size_text(1000) == "1,000 bytes"
+    assert [setting_text(s) for s in (900, 7200, 90, 0.5)] == ["15m", "2h", "90s", "0.5s"]
 
 
 def test_ops_get_their_own_copy_and_never_appear_in_the_partners_message(tmp_path: Path) -> None:

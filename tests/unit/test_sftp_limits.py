@@ -12,8 +12,9 @@ import pytest
 from asyncssh import SFTPPermissionDenied
 
 from daemon.sftp import rename as rename_module
-from daemon.sftp.handler import NAME_CONTROL, NAME_NOT_UTF8, check_new_name
 from daemon.sftp.limits import RefusalLog, StartupGate, raise_nofile_limit
+from daemon.sftp.messages import NAME_CONTROL, NAME_NOT_UTF8
+from daemon.sftp.paths import check_new_name
 from daemon.store import StateDB
 from daemon.store.bans import Ban, BanStore
 
