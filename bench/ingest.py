@@ -91,6 +91,11 @@ class Daemon:
                 raise SystemExit(f"daemon did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.05)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the daemon used so far: a load-independent view beside the wall-clock rates."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_mib(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -162,6 +167,34 @@ def naive_sqlite(csv_path: Path, db_path: Path) -> float:
                 conn.executemany(insert, batch)
             rows += len(batch)
     conn.close()
+    return rows / (time.perf_counter() - start)
+
+
+def naive_profiles(csv_path: Path, db_path: Path) -> float:
+    """stdlib csv.reader + one sqlite upsert per row merging the row's JSON object into the stored one with
+    json_patch, 10,000-row transactions (what a user would write for bench's profile file): rows/s."""
+    start, cpu = time.perf_counter(), time.process_time()
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE profiles (identity TEXT PRIMARY KEY, ts INTEGER NOT NULL, properties TEXT NOT NULL)")
+    upsert = (
+        "INSERT INTO profiles VALUES (?, ?, ?) ON CONFLICT (identity) DO UPDATE SET ts = excluded.ts, "
+        "properties = json_patch(profiles.properties, excluded.properties)"
+    )
+    rows = 0
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        conn.execute("BEGIN")
+        for identity, ts, name, city, age, married, tag, _operation in reader:
+            properties = {"Name": name, "City": city, "Age": int(age), "Married": married == "yes", "Tags": [tag]}
+            conn.execute(upsert, (identity, int(ts) * 1000, json.dumps(properties)))
+            rows += 1
+            if rows % 10_000 == 0:
+                conn.execute("COMMIT")
+                conn.execute("BEGIN")
+        conn.execute("COMMIT")
+    conn.close()
+    print(f"naive profiles CPU: {time.process_time() - cpu:.2f}s")
     return rows / (time.perf_counter() - start)
 
 
@@ -268,15 +301,19 @@ def run_sink(
     n_profiles: int,
     es_url: str,
     verbose: bool = False,
-) -> float:
+) -> tuple[float, float]:
+    """-> (events rows/s, profiles rows/s) of one daemon importing the event file, then the profile file."""
     env = {"INGESTD_SINK__DRIVER": driver}
     if driver == "elasticsearch":
         env["INGESTD_ELASTICSEARCH__URL"] = es_url
         env["INGESTD_ELASTICSEARCH__INDEX_PREFIX"] = "benchingest"
     daemon = Daemon(workdir / f"{driver}-data", env)
     try:
+        cpu = daemon.cpu_seconds()
         ev_seconds, ev_state = drop_and_wait(daemon, events, EVENT_MANIFEST, "events.manifest")
+        ev_cpu, cpu = daemon.cpu_seconds() - cpu, daemon.cpu_seconds()
         pr_seconds, pr_state = drop_and_wait(daemon, profiles, PROFILE_MANIFEST, "profiles.manifest")
+        pr_cpu = daemon.cpu_seconds() - cpu
         rss = daemon.peak_rss_mib()
     finally:
         daemon.stop()
@@ -285,13 +322,19 @@ def run_sink(
             if " job." in line:
                 print(f"    {line}")
     print(
-        f"[{driver}] events:   {n_events:,} rows in {ev_seconds:.2f}s = {n_events / ev_seconds:,.0f} rows/s  ({ev_state[0]}, ingested {ev_state[1]:,}, failed {ev_state[2]:,})"
+        f"[{driver}] events:   {n_events:,} rows in {ev_seconds:.2f}s = {n_events / ev_seconds:,.0f} rows/s, daemon CPU {ev_cpu:.2f}s  ({ev_state[0]}, ingested {ev_state[1]:,}, failed {ev_state[2]:,})"
     )
     print(
-        f"[{driver}] profiles: {n_profiles:,} rows in {pr_seconds:.2f}s = {n_profiles / pr_seconds:,.0f} rows/s  ({pr_state[0]}, ingested {pr_state[1]:,}, failed {pr_state[2]:,})"
+        f"[{driver}] profiles: {n_profiles:,} rows in {pr_seconds:.2f}s = {n_profiles / pr_seconds:,.0f} rows/s, daemon CPU {pr_cpu:.2f}s  ({pr_state[0]}, ingested {pr_state[1]:,}, failed {pr_state[2]:,})"
     )
     print(f"[{driver}] daemon peak RSS: {rss:,.0f} MiB")
-    return n_events / ev_seconds
+    ratio = (n_profiles / pr_seconds) / (n_events / ev_seconds)
+    print(f"[{driver}] ratio profiles / events: {ratio:.2f}  (target >= 0.5)")
+    return n_events / ev_seconds, n_profiles / pr_seconds
+
+
+def print_profile_ratio(driver: str, ours: float, naive: float) -> None:
+    print(f"[{driver}] ratio ingestd profiles / naive profiles: {ours / naive:.2f}  (target >= 3.0)")
 
 
 def main() -> int:
@@ -310,20 +353,33 @@ def main() -> int:
         print(
             f"files: {events.stat().st_size / 2**20:.0f} MiB events, {profiles.stat().st_size / 2**20:.0f} MiB profiles"
         )
+        measured: list[float] = []
+
+        def naive_profile() -> float:
+            """The naive profile script on the same file, once per run."""
+            if not measured:
+                measured.append(naive_profiles(profiles, workdir / "naive-profiles.sqlite3"))
+                print(f"naive profiles, csv.reader + one json_patch upsert per row: {measured[0]:,.0f} rows/s")
+            return measured[0]
+
         if args.sink in ("sqlite", "both"):
-            ours = run_sink("sqlite", workdir, events, profiles, args.events, args.profiles, "", args.verbose)
+            ours, ours_profiles = run_sink(
+                "sqlite", workdir, events, profiles, args.events, args.profiles, "", args.verbose
+            )
             naive = naive_sqlite(events, workdir / "naive.sqlite3")
             print(f"[sqlite] naive csv.reader + executemany: {naive:,.0f} rows/s")
             print(f"[sqlite] ratio ingestd / naive: {ours / naive:.2f}  (target >= 1.0)")
+            print_profile_ratio("sqlite", ours_profiles, naive_profile())
         if args.sink in ("elasticsearch", "both"):
             noida = None
             url = args.es_url
             if url is None:
                 noida, url = start_noida(workdir)
             try:
-                ours = run_sink(
+                ours, ours_profiles = run_sink(
                     "elasticsearch", workdir, events, profiles, args.events, args.profiles, url, args.verbose
                 )
+                print_profile_ratio("elasticsearch", ours_profiles, naive_profile())
                 raw = raw_bulk(events, url, "benchraw")
                 print(f"[elasticsearch] raw pre-serialised _bulk: {raw:,.0f} rows/s")
                 print(f"[elasticsearch] ratio ingestd / raw _bulk: {ours / raw:.2f}  (target >= 0.7)")

@@ -167,7 +167,16 @@ class Run:
                     self.outcome.note = texts.NO_SUCH_EVENTS.format(names=", ".join(repr(n) for n in missing))
             else:
                 day = datetime.strptime(self.record["run_ts"], "%Y%m%d%H%M%S").replace(tzinfo=UTC).strftime("%Y%m%d")
-                for batch in self.selection.profiles(export["account"], self.config.exports.batch_rows):
+                if export["every_s"]:  # recurring: the profiles changed since the last run
+                    batches = self.selection.changed_profiles(
+                        export["account"],
+                        json.loads(self.record["low"]),
+                        json.loads(self.record["high"]),
+                        self.config.exports.batch_rows,
+                    )
+                else:
+                    batches = self.selection.profiles(export["account"], self.config.exports.batch_rows)
+                for batch in batches:
                     self._check_stop()
                     self._series("profiles", day).feed(batch)
             self._check_stop()

@@ -1,7 +1,9 @@
 """Reading a selection out of the configured sink in bounded batches, in arrival order, from a watermark to another.
 
 A watermark is where the sink's arrival order stood: sqlite events carry their rowid (assigned in insert order and
-never reused: events are never deleted); Elasticsearch events an `ingest_seq` set at bulk time. A run reads the
+never reused: events are never deleted); Elasticsearch events an `ingest_seq` set at bulk time. Profiles change in
+place: sqlite profiles carry the account's change sequence of their last write, Elasticsearch ones the time of it
+(`changed`), and a recurring profiles run takes those last changed in its window. A run reads the
 rows that arrived after its low watermark and up to its high one, so consecutive runs neither overlap nor leave a
 gap, whatever arrives while they run. Each batch is its own short read, so an export never holds the sink's lock
 while an import wants to commit.
@@ -43,6 +45,15 @@ class Selection(Protocol):
 
     def profiles(self, account: str, batch_rows: int) -> Iterator[pl.DataFrame]:
         """Frames of PROFILE_SCHEMA, every profile of the account once, by identity."""
+
+    def profiles_watermark(self, account: str) -> dict[str, Any]:
+        """Where the account's profile changes stand now (the high end of a recurring profiles run starting now)."""
+
+    def changed_profiles(
+        self, account: str, low: dict[str, Any], high: dict[str, Any], batch_rows: int
+    ) -> Iterator[pl.DataFrame]:
+        """Frames of PROFILE_SCHEMA: each profile of the account last changed after `low` up to `high`, once (the
+        first window, from 0, also has those stored before the sink recorded changes)."""
 
     def stored_names(self, account: str, names: tuple[str, ...]) -> set[str]:
         """Which of `names` the account has any event of."""
@@ -130,6 +141,34 @@ class SQLiteSelection:
                 return
             after = rows[-1][0]
             yield pl.DataFrame(rows, schema=PROFILE_SCHEMA, orient="row")
+            if len(rows) < batch_rows:
+                return
+
+    def profiles_watermark(self, account: str) -> dict[str, Any]:
+        try:
+            rows = self._query("SELECT max(changed) FROM profiles WHERE account = ?", (account,))
+        except SelectionError as exc:
+            if "no such column" not in str(exc):
+                raise
+            rows = []  # a sink file the daemon has not opened since the column came: nothing changed yet
+        return {"seq": int(rows[0][0] or 0) if rows else 0}
+
+    def changed_profiles(
+        self, account: str, low: dict[str, Any], high: dict[str, Any], batch_rows: int
+    ) -> Iterator[pl.DataFrame]:
+        after, until = int(low.get("seq", 0)), int(high.get("seq", 0))
+        # By (changed, identity) through the (account, changed) index, a page at a time from where the last ended.
+        sql = (
+            "SELECT identity, ts, properties, changed FROM profiles WHERE account = ? AND changed > ? "
+            "AND changed <= ? AND (changed, identity) > (?, ?) ORDER BY changed, identity LIMIT ?"
+        )
+        position: tuple[int, str] = (after, "")
+        while True:
+            rows = self._query(sql, (account, after, until, *position, batch_rows))
+            if not rows:
+                return
+            position = (rows[-1][3], rows[-1][0])
+            yield pl.DataFrame([row[:3] for row in rows], schema=PROFILE_SCHEMA, orient="row")
             if len(rows) < batch_rows:
                 return
 

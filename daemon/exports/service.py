@@ -81,9 +81,11 @@ class ExportService:
         selection = open_selection(self.config)
         try:
             interrupted = self.store.has_unfinished_run(export_id)
-            if export["type"] == "events" and not interrupted:
+            # A recurring profiles export takes the profiles changed since its last run, up to where they stand now.
+            changes = export["type"] == "profiles" and bool(export["every_s"])
+            if (export["type"] == "events" or changes) and not interrupted:
                 try:
-                    high = selection.watermark()
+                    high = selection.profiles_watermark(export["account"]) if changes else selection.watermark()
                 except Exception as exc:  # the sink is down: this period's run fails, the next one covers it
                     high = json.loads(export["watermark"])
                     record = self.store.open_run(export, high)

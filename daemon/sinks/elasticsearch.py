@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -18,17 +17,16 @@ from daemon.config import ElasticsearchConfig
 from daemon.errors import RetryableError
 from daemon.logs import event
 from daemon.metrics import SINK_ERRORS
+from daemon.sinks import profile_ops
 from daemon.sinks.base import (
     EVENT_COLUMNS,
     INCOMPLETE_EVENT,
-    INCOMPLETE_PROFILE,
     PROFILE_COLUMNS,
     RowFailure,
     Sink,
     Written,
     check_columns,
     iso_ms,
-    parse_ops,
     valid_events,
 )
 
@@ -58,6 +56,8 @@ PROFILE_MAPPINGS = {
         "account": {"type": "keyword"},
         "identity": {"type": "keyword"},
         "ts": _DATE,
+        # exports: when the profile was last written (epoch ms, set at bulk time), what recurring runs select by.
+        "changed": {"type": "long"},
         "properties": _PROPERTIES,
     },
 }
@@ -99,6 +99,7 @@ ctx._source.properties = p;
 ctx._source.account = params.account;
 ctx._source.identity = params.identity;
 ctx._source.ts = params.ts;
+ctx._source.changed = params.changed;
 """
 
 _MAX_ID_BYTES = 512  # Elasticsearch refuses longer document ids
@@ -223,6 +224,10 @@ class ElasticsearchSink(Sink):
             except ApiError as exc:
                 if exc.error != "resource_already_exists_exception":  # another process was quicker
                     raise
+        else:  # made before the `changed` field existed: it learns it (the strict mapping would refuse it)
+            await self._call(
+                self.client.indices.put_mapping, index=self.profiles_index, properties={"changed": {"type": "long"}}
+            )
         await self._call(self.client.put_script, id=self.script_id, script={"lang": "painless", "source": APPLY_OPS})
 
     async def _call(self, method: Any, **kwargs: Any) -> Any:
@@ -394,34 +399,35 @@ class ElasticsearchSink(Sink):
     def _profile_actions(
         self, account: str, frame: pl.DataFrame
     ) -> tuple[list[RowFailure], list[str], list[list[int]]]:
-        failures: list[RowFailure] = []
-        # One scripted upsert per identity carrying its rows' ops in order: order kept, batch idempotent.
-        grouped: dict[str, tuple[list[str], list[int], list[int]]] = {}
-        for line, identity, ts, ops in frame.select(PROFILE_COLUMNS).iter_rows():
-            if identity is None or ts is None or ops is None:
-                failures.append(RowFailure(line, INCOMPLETE_PROFILE))
-                continue
-            try:
-                # Checked here, as the sqlite sink does, so a bad row fails alone and with the same message.
-                parse_ops(ops)
-            except ValueError as exc:
-                failures.append(RowFailure(line, str(exc)))
-                continue
-            text = ops.strip()
-            ops_parts, tss, lines = grouped.setdefault(identity, ([], [], []))
-            if text[1:-1].strip():
-                ops_parts.append(text[1:-1])
-            tss.append(ts)
-            lines.append(line)
-        actions = []
-        for identity, (ops_parts, tss, _) in grouped.items():
-            head = json.dumps({"update": {"_index": self.profiles_index, "_id": profile_id(account, identity)}})
-            params = json.dumps({"account": account, "identity": identity, "ts": tss[-1]}, ensure_ascii=False)
-            actions.append(
-                f'{head}\n{{"scripted_upsert":true,"upsert":{{}},"script":{{"id":"{self.script_id}",'
-                f'"params":{{"ops":[{",".join(ops_parts)}],{params[1:]}}}}}\n'
+        # One scripted upsert per identity carrying its rows' ops in order: order kept, batch idempotent. The
+        # script applies them, so here the cells are only checked and joined, column-wise.
+        failures, rows = profile_ops.checked(frame)
+        if rows.is_empty():
+            return failures, [], []
+        inner = pl.col("ops").str.strip_chars(" \t\n\r")
+        inner = inner.str.slice(1, inner.str.len_chars() - 2)
+        grouped = rows.group_by("identity", maintain_order=True).agg(
+            pl.col("ts").last(), pl.col("line"), inner.filter(inner.str.strip_chars(" \t\n\r") != "").alias("ops")
+        )
+        ids = [profile_id(account, identity) for identity in grouped["identity"].to_list()]
+        head = pl.struct(pl.lit(self.profiles_index).alias("_index"), pl.Series("_id", ids)).struct.json_encode()
+        # `changed` (exports): when this batch was written; a retry after a crash stamps the profile again.
+        changed = pl.lit(int(time.time() * 1000)).alias("changed")
+        params = pl.struct(pl.lit(account).alias("account"), "identity", "ts", changed).struct.json_encode()
+        actions = grouped.select(
+            pl.concat_str(
+                pl.lit('{"update":'),
+                head,
+                pl.lit(
+                    f'}}\n{{"scripted_upsert":true,"upsert":{{}},"script":{{"id":"{self.script_id}","params":{{"ops":['
+                ),
+                pl.col("ops").list.join(","),
+                pl.lit("],"),
+                params.str.slice(1),
+                pl.lit("}}\n"),
             )
-        return failures, actions, [lines for _, _, lines in grouped.values()]
+        ).to_series()
+        return failures, actions.to_list(), grouped["line"].to_list()
 
     async def get_profile(self, account: str, identity: str) -> dict[str, Any] | None:
         try:

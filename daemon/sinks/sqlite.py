@@ -17,17 +17,15 @@ import polars as pl
 
 from daemon.errors import RetryableError
 from daemon.logs import event
+from daemon.sinks import profile_ops
 from daemon.sinks.base import (
     EVENT_COLUMNS,
     INCOMPLETE_EVENT,
-    INCOMPLETE_PROFILE,
     PROFILE_COLUMNS,
     RowFailure,
     Sink,
     Written,
-    apply_ops,
     check_columns,
-    check_ops,
     iso_ms,
     valid_events,
 )
@@ -61,9 +59,17 @@ CREATE TABLE IF NOT EXISTS profiles (
     identity TEXT NOT NULL,
     ts INTEGER NOT NULL,
     properties TEXT NOT NULL,
+    changed INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (account, identity)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS profiles_changed ON profiles (account, changed);
 """
+# exports: `changed` is the account's change sequence, one more for every write of its profiles (every profile a
+# write touches gets that write's number), so a recurring export takes the profiles changed after its last run.
+# Sink files from before 2026-12-01 get the column, their profiles 1: changed before any export looked, so in the
+# first window of every recurring export (which starts after 0).
+PROFILES_CHANGED = "ALTER TABLE profiles ADD COLUMN changed INTEGER NOT NULL DEFAULT 1"
+_NEXT_CHANGE = "SELECT coalesce(max(changed), 0) + 1 FROM profiles WHERE account = ?"
 
 # Errors that say "not now" rather than "never": another writer holds the lock, the disk is full or failing.
 _TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PROTOCOL")
@@ -75,7 +81,7 @@ _ROWS_PER_STATEMENT = 160
 _PYTHON_ROWS = 10_000
 _TWO_64 = pl.lit(2**64, dtype=pl.UInt128)
 _SELECT_PROFILES = (
-    "SELECT identity, ts, properties FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
+    "SELECT identity, properties FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
 )
 
 
@@ -135,6 +141,10 @@ class SQLiteSink(Sink):
         columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
         if "event_id" in columns:
             _migrate_event_ids(conn)
+        profile_columns = {row[1] for row in conn.execute("PRAGMA table_info(profiles)")}
+        if profile_columns and "changed" not in profile_columns:
+            conn.execute(PROFILES_CHANGED)
+            event(log, "sink.migrated", logging.WARNING, table="profiles", column="changed")
         conn.executescript(SCHEMA)
 
     async def stop(self) -> None:
@@ -198,40 +208,34 @@ class SQLiteSink(Sink):
         return await self._run(self._write_profiles, account, frame)
 
     def _write_profiles(self, account: str, frame: pl.DataFrame) -> Written:
-        failures: list[RowFailure] = []
+        batch = profile_ops.split(frame)
+        failures = list(batch.failures)
+        # Sorted, the look-up walks the primary key forwards.
+        identities = pl.concat([batch.rows["identity"], batch.slow["identity"]]).unique().sort().to_list()
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            identities = frame["identity"].drop_nulls().unique().to_list()
-            profiles: dict[str, tuple[int, dict[str, Any]]] = {
-                identity: (ts, _loads(properties))
-                for identity, ts, properties in conn.execute(_SELECT_PROFILES, (account, json.dumps(identities)))
-            }
-            touched: dict[str, None] = {}
-            columns = (frame[name].to_list() for name in PROFILE_COLUMNS)
-            for line, identity, ts, ops_text in zip(*columns, strict=True):
-                if identity is None or ts is None or ops_text is None:
-                    failures.append(RowFailure(line, INCOMPLETE_PROFILE))
-                    continue
-                try:
-                    ops = check_ops(_loads(ops_text), ops_text)
-                except ValueError as exc:
-                    failures.append(RowFailure(line, str(exc)))
-                    continue
-                _, properties = profiles.get(identity) or (ts, {})
-                apply_ops(properties, ops)
-                profiles[identity] = (ts, properties)
-                touched[identity] = None
-            values = [
-                value
-                for identity in touched
-                for value in (identity, profiles[identity][0], _to_json(profiles[identity][1]))
-            ]
-            _insert_chunked(conn, _upsert_profiles, account, values, 3)
+            stored = dict(conn.execute(_SELECT_PROFILES, (account, json.dumps(identities))).fetchall())
+            change = conn.execute(_NEXT_CHANGE, (account,)).fetchone()[0]
+            if not batch.rows.is_empty():
+                values = _patches(batch, stored, change)
+                _insert_chunked(conn, _patch_profiles, account, values, 4)
+            if not batch.slow.is_empty():
+                slow = set(batch.slow["identity"].to_list())
+                before = {identity: _loads(stored[identity]) for identity in slow if identity in stored}
+                refused, profiles = profile_ops.row_by_row(batch.slow, before)
+                failures.extend(refused)
+                values = [
+                    value
+                    for identity, (ts, properties) in profiles.items()
+                    for value in (identity, ts, _to_json(properties), change)
+                ]
+                _insert_chunked(conn, _upsert_profiles, account, values, 4)
             conn.execute("COMMIT")  # a failed COMMIT (a full disk) is rolled back too
         except BaseException:
             rollback(conn)
             raise
+        failures.sort(key=lambda failure: failure.line)
         return Written(failures)  # a profile row is applied, never a duplicate
 
     async def get_profile(self, account: str, identity: str) -> dict[str, Any] | None:
@@ -332,12 +336,72 @@ def _insert_chunked(
 
 @functools.lru_cache(maxsize=64)
 def _upsert_profiles(account: str, rows: int) -> str:
-    """Insert or replace `rows` profiles (identity, ts, properties); the account is a quoted literal."""
-    row = f"({_sql_text(account)}, ?, ?, ?)"
+    """Insert or replace `rows` profiles (identity, ts, properties, changed); the account is a quoted literal."""
+    row = f"({_sql_text(account)}, ?, ?, ?, ?)"
     return (
-        "INSERT INTO profiles (account, identity, ts, properties) VALUES "
+        "INSERT INTO profiles (account, identity, ts, properties, changed) VALUES "
         + ", ".join([row] * rows)
-        + " ON CONFLICT (account, identity) DO UPDATE SET ts = excluded.ts, properties = excluded.properties"
+        + " ON CONFLICT (account, identity) DO UPDATE SET ts = excluded.ts, properties = excluded.properties,"
+        " changed = excluded.changed"
+    )
+
+
+def _patches(batch: profile_ops.ProfileBatch, stored: dict[str, str], change: int) -> list[Any]:
+    """(identity, ts, properties, change) per identity of the batch's plain rows, flat: the whole object for a new
+    profile, a JSON merge patch (null: remove) for a stored one (applied by `_patch_profiles`)."""
+    people = batch.rows.group_by("who", maintain_order=True).agg(pl.col("identity", "ts").last())
+    known = people.filter(pl.col("identity").is_in(pl.Series(list(stored), dtype=pl.String).implode()))
+    folded = profile_ops.fold(batch.ops, known["who"])
+    values = folded.values
+    if not folded.dependent.is_empty():
+        who_of = dict(zip(known["who"].to_list(), known["identity"].to_list(), strict=True))
+        whos = folded.dependent["who"].unique().to_list()
+        before = [stored[who_of[who]] for who in whos]
+        decoded = dict(zip(whos, json.loads("[" + ",".join(before) + "]"), strict=True))  # one call for them all
+        changed = [
+            (who, key, text, -1)
+            for who, key, text in profile_ops.apply_dependent(folded.dependent, batch.keys, decoded, _to_json)
+        ]
+        values = pl.concat([values, pl.DataFrame(changed, schema=values.schema, orient="row")])
+    # Keys as the reference path writes them ("\u00e9" and "é" name one property): they must match the stored ones.
+    texts = [_to_json(name) + ":" for name in batch.keys]
+    objects = (
+        values.filter(pl.col("who").is_in(known["who"].implode()) | pl.col("value").is_not_null())
+        .select(
+            "who",
+            pl.concat_str(
+                pl.col("key").replace_strict(range(len(texts)), texts, return_dtype=pl.String),
+                pl.col("value").fill_null("null"),
+            ).alias("properties"),
+        )
+        .group_by("who", maintain_order=True)
+        .agg("properties")  # a list per identity, in operation order, joined below (cheaper than str.join here)
+        .with_columns(pl.col("properties").list.join(","))
+    )
+    # In primary key order, so the upserts walk the index forwards instead of jumping around it.
+    rows = (
+        people.join(objects, on="who", how="left", maintain_order="left")
+        .select(
+            "identity",
+            "ts",
+            pl.lit("{") + pl.col("properties").fill_null("") + pl.lit("}"),
+            pl.lit(change, dtype=pl.Int64).alias("changed"),
+        )
+        .sort("identity")
+    )
+    return list(itertools.chain.from_iterable(zip(*(column.to_list() for column in rows.iter_columns()), strict=True)))
+
+
+@functools.lru_cache(maxsize=64)
+def _patch_profiles(account: str, rows: int) -> str:
+    """Insert `rows` new profiles (identity, ts, properties, changed), or merge the properties into the stored ones
+    as a JSON merge patch; the account is a quoted literal."""
+    row = f"({_sql_text(account)}, ?, ?, ?, ?)"
+    return (
+        "INSERT INTO profiles (account, identity, ts, properties, changed) VALUES "
+        + ", ".join([row] * rows)
+        + " ON CONFLICT (account, identity) DO UPDATE SET ts = excluded.ts,"
+        " properties = json_patch(profiles.properties, excluded.properties), changed = excluded.changed"
     )
 
 

@@ -285,6 +285,120 @@ def test_profiles_export_every_profile_once(env: Env, fmt: str) -> None:
         assert got == {p: {k: _text(v) for k, v in props.items()} for p, props in stored.items()}
 
 
+def test_recurring_profiles_runs_take_the_profiles_changed_since_the_last_run(env: Env) -> None:
+    def write(rows: list[tuple[str, int, list[list[Any]]]]) -> None:
+        time.sleep(0.01)  # Elasticsearch stamps writes by the millisecond: not in the one of the last run's end
+        assert env.sink(env.sink.sink.write_profiles(ACCOUNT, profiles_frame(rows))) == []
+        env.settle()
+        time.sleep(0.01)
+
+    def exported(shown: dict[str, Any], run: int) -> dict[str, dict[str, Any]]:
+        lines = [json.loads(line) for path in env.files(shown, run) for line in path.read_text().splitlines()]
+        got = {line["profile"]["identity"]: line["profileData"] for line in lines}
+        assert len(got) == len(lines), "a profile is in a run twice"
+        return got
+
+    write([(f"p{i}", NOW, [["$set", "Age", 20 + i], ["$add", "Tags", "a"]]) for i in range(10)])
+    export_id = env.export("profiles", every="6h")
+    one = env.run(export_id)
+    assert one["status"] == "pending" and one["runs"][0]["rows"] == 10
+    assert set(exported(one, 0)) == {f"p{i}" for i in range(10)}
+    # Changed, in several rows and batches; one new; the others untouched.
+    write(
+        [
+            ("p2", NOW, [["$set", "Age", 99]]),
+            ("p7", NOW, [["$add", "Tags", "b"]]),
+            ("p2", NOW, [["$delete", "Tags", None]]),
+        ]
+    )
+    write([("p7", NOW, [["$remove", "Tags", "a"]]), ("new", NOW, [["$set", "Age", 1]])])
+    two = env.run(export_id)
+    three = env.run(export_id)
+    stored = {p: env.sink(env.sink.sink.get_profile(ACCOUNT, p))["properties"] for p in ("p2", "p7", "new")}
+    assert exported(three, 1) == stored == {"p2": {"Age": 99}, "p7": {"Age": 27, "Tags": ["b"]}, "new": {"Age": 1}}
+    assert two["runs"][1]["rows"] == 3
+    assert three["runs"][2]["rows"] == 0 and three["runs"][2]["note"] == texts.NOTHING_NEW
+    write([("p0", NOW, [["$set", "Age", 5]])])
+    assert exported(env.run(export_id), 3) == {"p0": {"Age": 5, "Tags": ["a"]}}
+
+
+def test_a_sink_file_from_before_profile_changes_opens_and_its_profiles_are_in_the_first_recurring_run(
+    data_dir: Path,
+) -> None:
+    """A sqlite sink file made before profiles recorded their changes: the column is added at start (twice is
+    harmless), the first recurring run takes every profile, the next one only those written since."""
+    import sqlite3
+
+    environ = {"INGESTD_DATA_DIR": str(data_dir), "INGESTD_SINK__DRIVER": "sqlite"}
+    config = load_config(environ=environ)
+    config.sink_db.parent.mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(config.sink_db)
+    old.executescript(
+        "CREATE TABLE profiles (account TEXT NOT NULL, identity TEXT NOT NULL, ts INTEGER NOT NULL, "
+        "properties TEXT NOT NULL, PRIMARY KEY (account, identity)) WITHOUT ROWID;"
+    )
+    old.executemany(
+        "INSERT INTO profiles VALUES (?, ?, ?, ?)",
+        [(ACCOUNT, "old1", NOW * 1000, '{"Age":1}'), (ACCOUNT, "old2", NOW * 1000, '{"Tags":["a"]}')],
+    )
+    old.commit()
+    old.close()
+    SinkRunner(config).close()  # an earlier start of this version: the migration runs again below, harmlessly
+    env = Env(config)
+    try:
+        export_id = env.export("profiles", every="4h")
+        one = env.run(export_id)
+        assert one["runs"][0]["rows"] == 2
+        frame = profiles_frame([("old2", NOW, [["$add", "Tags", "b"]])])
+        assert env.sink(env.sink.sink.write_profiles(ACCOUNT, frame)) == []
+        two = env.run(export_id)
+        (path,) = env.files(two, 1)
+        assert [json.loads(line)["profileData"] for line in path.read_text().splitlines()] == [{"Tags": ["a", "b"]}]
+        assert env.sink(env.sink.sink.get_profile(ACCOUNT, "old1"))["properties"] == {"Age": 1}
+    finally:
+        env.close()
+
+
+def test_an_elasticsearch_profiles_index_from_before_profile_changes_learns_them(
+    noida: Noida, es_prefix: str, data_dir: Path
+) -> None:
+    """A profiles index made with the mapping of before (strict, no `changed`) and a profile in it: the sink's start
+    adds the field, new writes are stamped, and recurring runs take the old profile first, then only changes."""
+    import urllib.request
+
+    def call(method: str, path: str, body: Any) -> None:
+        request = urllib.request.Request(
+            f"{noida.url}/{path}",
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"content-type": "application/json"},
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+
+    old_mapping = {"dynamic": "strict", "properties": {"account": {"type": "keyword"}, "identity": {"type": "keyword"}}}
+    old_mapping["properties"] |= {"ts": {"type": "long"}, "properties": {"type": "object", "enabled": False}}
+    call("PUT", f"{es_prefix}-profiles", {"mappings": old_mapping})
+    old = {"account": ACCOUNT, "identity": "old", "ts": NOW * 1000, "properties": {"Age": 1}}
+    call("PUT", f"{es_prefix}-profiles/_doc/{ACCOUNT}:old?refresh=true", old)
+    environ = {"INGESTD_DATA_DIR": str(data_dir), "INGESTD_SINK__DRIVER": "elasticsearch"}
+    environ |= {"INGESTD_EXPORTS__ES_SETTLE": "0s", "INGESTD_ELASTICSEARCH__URL": noida.url}
+    env = Env(load_config(environ=environ | {"INGESTD_ELASTICSEARCH__INDEX_PREFIX": es_prefix}))
+    try:
+        export_id = env.export("profiles", every="4h")
+        one = env.run(export_id)
+        assert one["runs"][0]["rows"] == 1
+        time.sleep(0.01)
+        frame = profiles_frame([("new", NOW, [["$set", "Age", 2]])])
+        assert env.sink(env.sink.sink.write_profiles(ACCOUNT, frame)) == []
+        env.settle()
+        time.sleep(0.01)
+        two = env.run(export_id)
+        (path,) = env.files(two, 1)
+        assert [json.loads(line)["profile"]["identity"] for line in path.read_text().splitlines()] == ["new"]
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -15,7 +15,7 @@ from daemon.sinks import open_sink
 from tests.fixtures.daemon import Daemon
 from tests.fixtures.sshkeys import make_keypair, sftp_batch
 from tests.integration.test_exports import ACCOUNT, event_rows
-from tests.integration.test_sinks import events_frame
+from tests.integration.test_sinks import events_frame, profiles_frame
 
 
 def write_events(daemon: Daemon, rows: list[Any]) -> None:
@@ -217,3 +217,52 @@ def test_a_partner_requests_an_export_by_uploading_a_dot_export_file(
     assert shown["runs"][0]["rows"] == 3
     got = sftp_batch(daemon.sftp_port, ACCOUNT, private, ["get exports/oops.export.error.txt " + str(tmp_path)])
     assert got.returncode == 0, got.stderr
+
+
+def write_profiles(daemon: Daemon, rows: list[Any]) -> None:
+    """Into the daemon's own sqlite sink file, as an import would."""
+    config = load_config(environ={"INGESTD_DATA_DIR": str(daemon.data_dir)})
+
+    async def write() -> None:
+        sink = open_sink(config)
+        await sink.start()
+        try:
+            assert await sink.write_profiles(ACCOUNT, profiles_frame(rows)) == []
+        finally:
+            await sink.stop()
+
+    asyncio.run(write())
+
+
+def test_a_recurring_profiles_export_takes_only_the_profiles_changed_since_its_last_run_across_a_kill(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    daemon = make_daemon(INGESTD_EXPORTS__POLL_INTERVAL="0.1s")
+    now = int(time.time())
+    write_profiles(daemon, [(f"p{i}", now, [["$set", "Age", i], ["$add", "Tags", "a"]]) for i in range(6)])
+    export_id = create(daemon, "--type", "profiles", "--every", "4h")
+
+    def run(number: int) -> dict[str, dict[str, Any]]:
+        assert daemon.cli("exports", "run", str(export_id)).returncode == 0
+        deadline = time.monotonic() + 60
+        while True:
+            runs = show(daemon, export_id)["runs"]
+            if len(runs) == number and runs[-1]["status"] == "done":
+                break
+            assert time.monotonic() < deadline, f"run {number} not done: {runs}\n{daemon.log()}"
+            time.sleep(0.1)
+        lines = [
+            json.loads(line)
+            for item in runs[-1]["files"]
+            for line in (daemon.drop(ACCOUNT) / item["location"]).read_text().splitlines()
+        ]
+        return {line["profile"]["identity"]: line["profileData"] for line in lines}
+
+    assert set(run(1)) == {f"p{i}" for i in range(6)}
+    write_profiles(daemon, [("p1", now, [["$set", "Age", 50]]), ("p4", now, [["$remove", "Tags", "a"]])])
+    daemon.kill()  # SIGKILL between the runs: the window the next one starts from is in the state database
+    write_profiles(daemon, [("p5", now, [["$add", "Tags", "z"]])])
+    daemon.start()
+    assert run(2) == {"p1": {"Age": 50, "Tags": ["a"]}, "p4": {"Age": 4}, "p5": {"Age": 5, "Tags": ["a", "z"]}}
+    assert run(3) == {}
+    assert "Traceback" not in daemon.log()

@@ -478,3 +478,115 @@ def test_a_large_batch_with_repeats_stores_each_event_once_in_line_order(run: Si
         assert [(event["ts"], event["properties"]) for event in events] == [
             (iso_ms(row[2] * 1000), row[3]) for row in expected
         ]
+
+
+def test_every_operation_over_rows_of_one_identity_in_one_batch_and_across_batches(run: SinkRunner) -> None:
+    sink = run.sink
+    first = [
+        ("v", 1, [["$set", "Name", "Ann"], ["$set", "Age", 30], ["$add", "Tags", "a"]]),
+        ("w", 1, [["$set", "Plan", "gold"]]),
+        ("v", 2, [["$add", "Tags", "b"], ["$add", "Tags", "a"], ["$set", "Score", 1.5], ["$set", "Vip", True]]),
+        ("v", 3, [["$remove", "Tags", "a"], ["$delete", "Age", None], ["$add", "Mixed", 1], ["$add", "Mixed", "1"]]),
+        ("w", 2, [["$add", "Plan", "silver"], ["$set", "Name", "Wes"]]),
+        ("v", 4, [["$add", "Mixed", True], ["$add", "Tags", "a"], ["$set", "Age", 31]]),
+    ]
+    second = [
+        ("v", 5, [["$add", "Tags", "c"], ["$remove", "Mixed", "1"], ["$add", "Score", 1.5]]),
+        ("w", 5, [["$remove", "Plan", "gold"], ["$remove", "Plan", "silver"], ["$add", "Codes", 7]]),
+        ("v", 6, [["$remove", "Tags", "b"], ["$delete", "Vip", None], ["$remove", "Name", "Bob"]]),
+        ("x", 6, []),  # a row with no operation still makes (or touches) the profile
+        ("w", 7, [["$set", "Plan", "bronze"], ["$remove", "Plan", "bronze"], ["$add", "Codes", 7]]),
+    ]
+    assert run(sink.write_profiles(ACCOUNT, profiles_frame(first))) == []
+    assert run(sink.get_profile(ACCOUNT, "v"))["properties"] == {
+        "Name": "Ann",
+        "Tags": ["b", "a"],
+        "Score": 1.5,
+        "Vip": True,
+        "Mixed": [1, "1", True],
+        "Age": 31,
+    }
+    assert run(sink.get_profile(ACCOUNT, "w"))["properties"] == {"Plan": ["gold", "silver"], "Name": "Wes"}
+    assert run(sink.write_profiles(ACCOUNT, profiles_frame(second, first_line=8))) == []
+    v = run(sink.get_profile(ACCOUNT, "v"))
+    assert v["properties"] == {"Name": "Ann", "Tags": ["a", "c"], "Score": [1.5], "Mixed": [1, True], "Age": 31}
+    assert v["ts"] == iso_ms(6000)
+    assert run(sink.get_profile(ACCOUNT, "w")) == {
+        "identity": "w",
+        "properties": {"Name": "Wes", "Codes": [7]},
+        "ts": iso_ms(7000),
+    }
+    assert run(sink.get_profile(ACCOUNT, "x"))["properties"] == {}
+
+
+def _reference(batches: list[list[tuple[str, int, list[list[Any]]]]]) -> dict[str, tuple[int, dict[str, Any]]]:
+    """The rows applied one by one in order by base.apply_ops: {identity: (ts ms, properties)}."""
+    from daemon.sinks.base import apply_ops
+
+    profiles: dict[str, tuple[int, dict[str, Any]]] = {}
+    for rows in batches:
+        for identity, ts, ops in rows:
+            properties = profiles.get(identity, (0, {}))[1]
+            apply_ops(properties, json.loads(json.dumps(ops)))
+            profiles[identity] = (ts * 1000, properties)
+    return profiles
+
+
+def _random_batches(seed: int, batches: int, rows: int, people: int) -> list[list[tuple[str, int, list[list[Any]]]]]:
+    import random
+
+    values: list[Any] = ["a", "b", "é", "x\u00e9", 'q"uote', "back\\slash", "1", 1, 2, 2**40, 1.5, True, False, 0]
+    keys = ["Tags", "Name", "é", 'k"q']
+    ops = ["$set", "$add", "$remove", "$delete"]
+    rng = random.Random(seed)
+    return [
+        [
+            (
+                f"u{rng.randrange(people)}",
+                rng.randrange(1000),
+                [
+                    [op, rng.choice(keys), None if op == "$delete" else rng.choice(values)]
+                    for op in rng.choices(ops, weights=[3, 4, 3, 1], k=rng.randrange(5))
+                ],
+            )
+            for _ in range(rows)
+        ]
+        for _ in range(batches)
+    ]
+
+
+def test_random_operations_give_what_applying_the_rows_one_by_one_gives(run: SinkRunner) -> None:
+    """Many rows per identity, in one batch and across batches, every operation over mixed values: each profile is
+    what base.apply_ops makes of the rows in file order (the same types: 1 is not 1.0 is not true)."""
+    batches = _random_batches(seed=14, batches=3, rows=150, people=12)
+    line = 2
+    for rows in batches:
+        frame = profiles_frame(rows, first_line=line)
+        if line > 2:  # the engine's compact form and json.dumps' spaced one are read alike
+            frame = frame.with_columns(ops=pl.Series([json.dumps(row[2], separators=(",", ":")) for row in rows]))
+        assert run(run.sink.write_profiles(ACCOUNT, frame)) == []
+        line += len(rows)
+    for identity, (ts, properties) in _reference(batches).items():
+        profile = run(run.sink.get_profile(ACCOUNT, identity))
+        assert json.dumps(profile["properties"], sort_keys=True) == json.dumps(properties, sort_keys=True), identity
+        assert profile["ts"] == iso_ms(ts)
+
+
+def test_cells_the_columnar_path_leaves_to_row_by_row_still_apply_in_order(run: SinkRunner) -> None:
+    # Nested values, a null that is set, whitespace the engine never writes: applied in order with the plain rows.
+    frame = profiles_frame(
+        [
+            ("n", 1, [["$set", "Obj", {"a": 1}], ["$add", "Tags", "a"]]),
+            ("n", 2, [["$add", "Tags", "b"], ["$set", "Gone", None]]),
+            ("m", 3, [["$add", "Tags", "a"]]),
+            ("n", 4, [["$remove", "Tags", "a"], ["$add", "List", [1, 2]]]),
+        ]
+    ).with_columns(ops=pl.when(pl.col("line") == 4).then(pl.lit(' [ ["$add" , "Tags", "a"] ]\t')).otherwise("ops"))
+    assert run(run.sink.write_profiles(ACCOUNT, frame)) == []
+    assert run(run.sink.get_profile(ACCOUNT, "n"))["properties"] == {
+        "Obj": {"a": 1},
+        "Tags": ["b"],
+        "Gone": None,
+        "List": [[1, 2]],
+    }
+    assert run(run.sink.get_profile(ACCOUNT, "m"))["properties"] == {"Tags": ["a"]}

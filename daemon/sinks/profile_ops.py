@@ -1,0 +1,274 @@
+"""Profile operations applied per batch, column-wise: the ops cells split into one row per operation by regex,
+and each (identity, property)'s operations folded by group-bys into the property's last value.
+
+The result is the one `base.apply_ops` gives when it applies the rows one by one in frame order (it stays the
+reference): for each property only its last `$set` or `$delete` and the `$add`/`$remove` after it count; a value
+is in a multi-value property when an `$add` of it came after its last `$remove`, in the order it was added.
+Cells outside the plain form the validation engine writes (`[["$op","key",scalar], ...]`: no nested values,
+no null but after `$delete`) are not guessed at: their identity's rows are applied one by one by `apply_ops`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from daemon.sinks.base import INCOMPLETE_PROFILE, RowFailure, apply_ops, check_ops
+
+_WS = r"[ \t\n\r]*"
+# A JSON string as json.loads reads it: no raw control character, escapes of one character or a code point
+# (a surrogate only as a pair, which json.loads joins; a lone one could not be stored as UTF-8).
+_HEX = "[0-9a-fA-F]"
+_ESCAPE = rf"\\(?:[\"\\/bfnrt]|u(?:[0-9a-cA-Ce-fE-F]{_HEX}{{3}}|[dD][0-7]{_HEX}{{2}}|[dD][89abAB]{_HEX}{{2}}\\u[dD][c-fC-F]{_HEX}{{2}}))"
+_STRING = rf'"(?:[^"\\\x00-\x1f]|{_ESCAPE})*"'
+_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
+_SCALAR = rf"(?:{_STRING}|{_NUMBER}|true|false|null)"
+_OP = r'"(\$set|\$add|\$remove|\$delete)"'
+ELEMENT = rf"\[{_WS}{_OP}{_WS},{_WS}({_STRING}){_WS},{_WS}({_SCALAR}){_WS}\]"
+_PLAIN_ELEMENT = (
+    ELEMENT.replace("(\\$set", "(?:\\$set").replace(f"({_STRING})", _STRING).replace(f"({_SCALAR})", _SCALAR)
+)
+CELL = rf"^{_WS}\[{_WS}(?:{_PLAIN_ELEMENT}(?:{_WS},{_WS}{_PLAIN_ELEMENT})*)?{_WS}\]{_WS}$"
+
+TOKEN = rf"{_STRING}|{_NUMBER}|true|false|null"
+_RESETS = ["$set", "$delete"]
+
+
+@dataclass
+class ProfileBatch:
+    """A profiles frame split for applying.
+
+    `failures`: rows lacking an identity, ts or ops. `rows`: the rows (pos in the frame, line, identity, ts, ops,
+    who: the identity's number in this batch) of identities whose cells are all plain, and `ops` their operations,
+    one per row in application order (who, key: a number into `keys`, op, tok: the value's JSON text, seq, group:
+    the (identity, key) number, multi: whether that group has other operations). `slow`: the complete rows of the other
+    identities, for `row_by_row`."""
+
+    failures: list[RowFailure]
+    rows: pl.DataFrame
+    ops: pl.DataFrame
+    keys: list[str]
+    slow: pl.DataFrame
+
+
+def split(frame: pl.DataFrame) -> ProfileBatch:
+    """Rows lacking an identity, ts or ops fail; an identity goes row by row when any of its cells is not plain."""
+    present = pl.col("identity").is_not_null() & pl.col("ts").is_not_null() & pl.col("ops").is_not_null()
+    indexed = frame.select("line", "identity", "ts", "ops").with_row_index("pos")
+    failures = [RowFailure(line, INCOMPLETE_PROFILE) for line in indexed.filter(~present)["line"].to_list()]
+    rows = indexed.filter(present).with_columns(
+        who=pl.col("identity").rank("dense").cast(pl.Int64), plain=pl.col("ops").str.contains(CELL)
+    )
+    plain = rows.filter(pl.col("plain"))
+    # A plain cell is its tokens in threes (op, key, value): the regex finds them, list slices deal them out.
+    tokens = plain.select("who", pl.col("ops").str.extract_all(TOKEN).alias("tokens"))
+    flat = tokens["tokens"].explode().drop_nulls()  # an empty list explodes to one null
+    who = tokens.select(pl.col("who").repeat_by(pl.col("tokens").list.len() // 3)).to_series().explode().drop_nulls()
+    key_tokens = flat.gather_every(3, 1)
+    names: dict[str, int] = {}
+    codes = {token: names.setdefault(json.loads(token), len(names)) for token in key_tokens.unique().to_list()}
+    ops = pl.DataFrame(
+        {
+            "who": who,
+            "key": key_tokens.replace_strict(codes, return_dtype=pl.Int64) if codes else key_tokens.cast(pl.Int64),
+            "op": flat.gather_every(3, 0).str.slice(1, 20).str.head(-1),
+            "tok": flat.gather_every(3, 2),
+        }
+    ).with_columns(seq=pl.int_range(pl.len(), dtype=pl.Int64), group=pl.col("who") * max(len(names), 1) + pl.col("key"))
+    # `multi`: the property has other operations in the batch (never, when each identity has one row).
+    single = ops["group"].n_unique() == ops.height
+    ops = ops.with_columns(multi=pl.lit(False) if single else pl.col("group").is_duplicated())
+    # A null after anything but $delete (which ignores its value) is left to apply_ops, and so is a value that
+    # must be compared (its property has other operations in the batch) but does not compare exactly by text.
+    valued = pl.col("op") != "$delete"
+    nulls = ops.filter(valued & (pl.col("tok") == "null"))["who"]
+    odd = ops.filter(valued & pl.col("multi")).filter(_equality(pl.col("tok")).is_null())["who"]
+    slow = pl.concat([rows.filter(~pl.col("plain"))["who"], nulls, odd]).unique()
+    rows = rows.drop("plain")
+    if slow.is_empty():
+        return ProfileBatch(failures, rows, ops, list(names), rows.clear())
+    is_slow = pl.col("who").is_in(slow.implode())
+    return ProfileBatch(failures, rows.filter(~is_slow), ops.filter(~is_slow), list(names), rows.filter(is_slow))
+
+
+def checked(frame: pl.DataFrame) -> tuple[list[RowFailure], pl.DataFrame]:
+    """(failures, rows): rows lacking a column or whose ops cell is not a list of known operations fail, each alone
+    and with the message of check_ops; the others (line, identity, ts, ops) stay, in frame order. Only cells that
+    are not plain are read one by one."""
+    present = pl.col("identity").is_not_null() & pl.col("ts").is_not_null() & pl.col("ops").is_not_null()
+    indexed = frame.select("line", "identity", "ts", "ops").with_row_index("pos")
+    indexed = indexed.with_columns(plain=present & pl.col("ops").str.contains(CELL))
+    failures: list[RowFailure] = []
+    refused: list[int] = []
+    for pos, line, complete, text in indexed.filter(~pl.col("plain")).select("pos", "line", present, "ops").iter_rows():
+        if not complete:
+            failures.append(RowFailure(line, INCOMPLETE_PROFILE))
+            refused.append(pos)
+            continue
+        try:
+            check_ops(json.loads(text), text)
+        except ValueError as exc:
+            failures.append(RowFailure(line, str(exc)))
+            refused.append(pos)
+    rows = indexed.drop("plain")
+    return failures, rows.filter(~pl.col("pos").is_in(refused)) if refused else rows
+
+
+def _equality(tok: pl.Expr) -> pl.Expr:
+    """A text per JSON value under base._same: numbers by value (1 == 1.0), strings decoded, true apart from 1.
+
+    Null where the value cannot be compared exactly this way (a float beyond 128-bit integers, an overflow)."""
+    first = tok.str.slice(0, 1)
+    is_string = first == '"'
+    is_bool = (tok == "true") | (tok == "false")
+    is_int = ~is_string & ~is_bool & ~tok.str.contains(r"[.eE]")
+    as_float = tok.cast(pl.Float64, strict=False)
+    integral = as_float.is_finite() & (as_float == as_float.floor())
+    decoded = (
+        pl.when(tok.str.contains("\\", literal=True))
+        .then(tok.str.json_decode(pl.String))
+        .otherwise(tok.str.slice(1, tok.str.len_chars() - 2))
+    )
+    return (
+        pl.when(is_string)
+        .then(pl.lit("s") + decoded)
+        .when(is_bool)
+        .then(pl.lit("b") + tok)
+        .when(is_int)
+        .then(pl.lit("i") + pl.when(tok == "-0").then(pl.lit("0")).otherwise(tok))
+        .when(integral)
+        .then(pl.lit("i") + as_float.cast(pl.Int128, strict=False).cast(pl.String))
+        .when(as_float.is_finite())
+        .then(pl.lit("f") + as_float.cast(pl.String))
+    )
+
+
+@dataclass
+class Folded:
+    """`values`: (who, key, value, first) per property the batch decides, value its JSON text or null (absent),
+    first the seq of its first operation; `dependent`: (who, key, op, tok) of the operations of properties whose
+    value depends on the stored one (a stored identity, no $set or $delete of it in the batch), in order."""
+
+    values: pl.DataFrame
+    dependent: pl.DataFrame
+
+
+def fold(ops: pl.DataFrame, stored: pl.Series) -> Folded:
+    """Fold each (identity, key)'s operations; `stored`: the `who` of the identities that have a stored profile."""
+    is_stored = pl.col("who").is_in(stored.implode())
+    single = ops.filter(~pl.col("multi"))
+    depends = is_stored & pl.col("op").is_in(["$add", "$remove"])
+    values = [
+        single.filter(~depends).select(
+            "who",
+            "key",
+            pl.when(pl.col("op") == "$set")
+            .then(pl.col("tok"))
+            .when(pl.col("op") == "$add")
+            .then(pl.lit("[") + pl.col("tok") + pl.lit("]"))
+            .alias("value"),
+            pl.col("seq").alias("first"),
+        )
+    ]
+    dependent = [single.filter(depends)]
+    many = ops.filter(pl.col("multi"))
+    if not many.is_empty():
+        folded, waiting = _fold_groups(many, is_stored)
+        values.append(folded)
+        dependent.append(waiting)
+    return Folded(
+        pl.concat(values).sort("first"),
+        pl.concat([part.select("who", "key", "op", "tok", "seq") for part in dependent]).sort("seq"),
+    )
+
+
+def _fold_groups(ops: pl.DataFrame, is_stored: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """fold() for properties with several operations in the batch: -> (values, dependent operations)."""
+    ops = ops.with_columns(
+        reset=pl.col("seq").filter(pl.col("op").is_in(_RESETS)).max().over("group"),
+        first=pl.col("seq").min().over("group"),
+    )
+    depends = pl.col("reset").is_null() & is_stored
+    dependent = ops.filter(depends)
+    ops = ops.filter(~depends)
+    keys = ops.group_by("group").agg(pl.col("who", "key", "first").first())
+    # From the last $set or $delete on: the $set's value is where the property starts (as if added to nothing),
+    # a $delete leaves it absent; a value is in the result when added after its last removal.
+    tail = ops.filter(
+        (pl.col("reset").is_null() | (pl.col("seq") >= pl.col("reset"))) & (pl.col("op") != "$delete")
+    ).with_columns(eq=_equality(pl.col("tok")))
+    shape = tail.group_by("group").agg(listed=(pl.col("op") == "$add").any())
+    members = (
+        tail.with_columns(
+            removed=pl.col("seq").filter(pl.col("op") == "$remove").max().over("group", "eq").fill_null(-1)
+        )
+        .filter((pl.col("op") != "$remove") & (pl.col("seq") > pl.col("removed")))
+        .group_by("group", "eq")
+        .agg(pl.col("seq").min().alias("added"), pl.col("tok").sort_by("seq").first())
+        .sort("added")
+        .group_by("group", maintain_order=True)
+        .agg(pl.col("tok"))
+    )
+    values = (
+        keys.join(members, on="group", how="left")
+        .join(shape, on="group", how="left")
+        .select(
+            "who",
+            "key",
+            pl.when(pl.col("tok").list.len().fill_null(0) == 0)
+            .then(None)
+            .when(pl.col("listed").fill_null(False))
+            .then(pl.lit("[") + pl.col("tok").list.join(",") + pl.lit("]"))
+            .otherwise(pl.col("tok").list.first())
+            .alias("value"),
+            "first",
+        )
+    )
+    return values, dependent
+
+
+def apply_dependent(
+    dependent: pl.DataFrame, names: list[str], stored: dict[int, dict[str, Any]], encode: Callable[[Any], str]
+) -> list[tuple[int, int, str | None]]:
+    """(who, key, JSON text of the new value, or None: removed) per property whose operations apply to its stored
+    value and change it (`stored`: by who, decoded, changed in place). By apply_ops, the operations in order."""
+    out: list[tuple[int, int, str | None]] = []
+    ordered = dependent.sort("who", "key", "seq")
+    whos, keys, ops = (ordered[name].to_list() for name in ("who", "key", "op"))
+    values = json.loads("[" + ",".join(ordered["tok"].to_list()) + "]")  # one call for them all
+    start = 0
+    while start < len(whos):
+        who, key = whos[start], keys[start]
+        end = start + 1
+        while end < len(whos) and whos[end] == who and keys[end] == key:
+            end += 1
+        name, properties = names[key], stored[who]
+        before = encode(properties[name]) if name in properties else None
+        apply_ops(properties, [[ops[i], name, values[i]] for i in range(start, end)])
+        after = encode(properties[name]) if name in properties else None
+        if after != before:
+            out.append((who, key, after))
+        start = end
+    return out
+
+
+def row_by_row(
+    rows: pl.DataFrame, stored: dict[str, dict[str, Any]]
+) -> tuple[list[RowFailure], dict[str, tuple[int, dict[str, Any]]]]:
+    """The reference path: each row's ops checked then applied in frame order. -> failures, {identity: (ts, props)}."""
+    failures: list[RowFailure] = []
+    profiles: dict[str, tuple[int, dict[str, Any]]] = {}
+    for line, identity, ts, text in rows.select("line", "identity", "ts", "ops").iter_rows():
+        try:
+            ops = check_ops(json.loads(text), text)
+        except ValueError as exc:
+            failures.append(RowFailure(line, str(exc)))
+            continue
+        _, properties = profiles.get(identity) or (ts, stored.get(identity, {}))
+        apply_ops(properties, ops)
+        profiles[identity] = (ts, properties)
+    return failures, profiles
