@@ -73,7 +73,12 @@ def test_sftp_bans_and_logs_see_the_partner_address_from_the_header(served: tupl
 
 def test_sftp_per_source_limits_count_the_partner_not_the_balancer(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # One connection not yet logged in per source: two partners behind one balancer still both get in.
-    daemon = make_daemon(INGESTD_SFTP__PROXY_PROTOCOL_FROM=BALANCER, INGESTD_SFTP__PER_SOURCE_MAX_STARTUPS="1")
+    # One SFTP process: the startup caps are per process (docs/ops-guide.md, Limits).
+    daemon = make_daemon(
+        INGESTD_SFTP__PROXY_PROTOCOL_FROM=BALANCER,
+        INGESTD_SFTP__PER_SOURCE_MAX_STARTUPS="1",
+        INGESTD_SFTP__PROCESSES="1",
+    )
     private, public = make_keypair(tmp_path / "keys")
     daemon.add_key("acme", public)
     with (
