@@ -623,7 +623,7 @@ def _set_times(target: int | bytes, attrs: SFTPAttrs) -> None:
         os.utime(target, (attrs.atime, attrs.mtime))
 
 
-def sweep_temp_files(root: bytes | str) -> int:
+def sweep_temp_files(root: bytes | str | os.PathLike[str]) -> int:
     """Delete temp uploads left by a crash (a killed daemon never renamed them); returns how many."""
     removed = 0
     root = os.fsencode(root)

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -174,7 +175,7 @@ class SFTPListener:
             config=None,
         )
         self.port = self._acceptor.get_port() or self.port
-        others = {f"{label}_fingerprint": value for label, value in list(self.fingerprints.items())[1:]}
+        others: dict[str, Any] = {f"{label}_fingerprint": value for label, value in list(self.fingerprints.items())[1:]}
         event(log, "sftp.listening", host=self.host, port=self.port, fingerprint=self.fingerprint, **others)
 
     @property

@@ -19,6 +19,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from daemon.logs import event
 from daemon.store.jobs import JobStore
@@ -53,7 +54,7 @@ class DropWatcher:
         self.drop_root = drop_root.resolve()
         self.store = store
         self.on_change = on_change
-        self._observer: Observer | None = None
+        self._observer: BaseObserver | None = None
 
     def arrived(self, account: str, name: str) -> int | None:
         """Register a manifest seen in the drop folder; None when a job already waits for it.
