@@ -76,7 +76,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         assert put.returncode == 0, put.stderr
 
         def imports() -> list[dict[str, Any]]:
-            response = fetch(daemon.http_url + "/api/imports")
+            response = fetch(daemon.url("/api/imports"))
             assert response.status == 200, response.body
             return response.json()["imports"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from tests.fixtures.daemon import Daemon
+from tests.fixtures.daemon import Daemon, MakeDaemon
 from tests.fixtures.sshkeys import make_keypair, paramiko_sftp, sftp_batch, sftp_command
 
 TEMP_PREFIX = ".ingestd-upload-"
@@ -109,7 +109,7 @@ def test_session_closed_with_a_file_still_open_leaves_nothing(daemon: Daemon, pa
         client.close()
 
 
-def test_upload_over_the_size_limit_is_refused_and_leaves_nothing(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_upload_over_the_size_limit_is_refused_and_leaves_nothing(make_daemon: MakeDaemon, tmp_path: Path) -> None:
     daemon = make_daemon(INGESTD_SFTP__MAX_FILE_SIZE="256KiB")
     private, public = make_keypair(tmp_path / "keys")
     daemon.add_key("acme", public)
