@@ -119,7 +119,9 @@ class Reader(Protocol):
     header: list[str]
     fields: int  # fields of the header row as written (an error CSV uploaded again has one more)
     wanted: dict[int, Facts] | None  # set by the engine: per column, the facts its rules read
-    dialect: Dialect
+
+    @property
+    def dialect(self) -> Dialect: ...
 
     @property
     def bytes_done(self) -> int: ...

@@ -7,7 +7,7 @@ import os
 import stat
 import struct
 import zipfile
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from manifests import rules
 from manifests.batch import FileError
@@ -16,6 +16,9 @@ try:  # ISA-L: several times faster than zlib at inflating; same API
     from isal import isal_zlib as zlib
 except ImportError:  # no wheel for this platform
     import zlib  # type: ignore[no-redef]
+
+# The same class from either module; isal's stub declares `error` as an instance, hence the cast.
+_ZLIB_ERROR = cast("type[Exception]", zlib.error)
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a member first; or an empty archive
@@ -147,7 +150,7 @@ class GzipStream(_Inflating):
     def read(self, size: int) -> bytes:
         try:
             return super().read(size)
-        except zlib.error as exc:
+        except _ZLIB_ERROR as exc:
             raise FileError(rules.file_damaged(self.kind, str(exc))) from None
 
     def _next_member(self, unused: bytes) -> None:
@@ -180,7 +183,7 @@ class ZipStream(_Inflating):
         else:
             try:
                 out = super().read(size)
-            except zlib.error as exc:
+            except _ZLIB_ERROR as exc:
                 raise FileError(rules.file_damaged(self.kind, str(exc))) from None
         if out:
             self._crc = zlib.crc32(out, self._crc)

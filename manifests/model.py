@@ -7,6 +7,7 @@ import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import ErrorDetails
 
 from daemon.text import has_surrogates, safe
 from manifests import datatypes, rules
@@ -276,7 +277,7 @@ def _json_kind(value: Any) -> str:
     return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     """One pydantic error as "key.path: expected ..., found ..." with a did-you-mean for unknown keys."""
     loc = [str(part) for part in error["loc"]]
     path = ".".join(loc)

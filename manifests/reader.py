@@ -10,7 +10,7 @@ import queue
 import re
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import polars as pl
@@ -179,7 +179,7 @@ class CsvReader:
             return FileError(rules.file_row_too_long(self._next_line, BLOCK_SIZE))
         return FileError(rules.file_malformed(self._next_line, message.splitlines()[0][:200]))
 
-    def batches(self, batch_rows: int) -> Iterator[RawBatch]:
+    def batches(self, batch_rows: int) -> Generator[RawBatch, None, None]:
         """RawBatches of exactly `batch_rows` rows (the last may be shorter); blank rows are dropped."""
         stop = threading.Event()
         thread: threading.Thread | None = None

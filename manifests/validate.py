@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import polars as pl
 import xxhash
@@ -236,7 +237,7 @@ def _event_ids(keys: pl.Series) -> pl.Series:
     return pl.Series([str(digest(key.encode())) for key in keys.to_list()], dtype=pl.String)
 
 
-def _load_polars_hash() -> object | None:
+def _load_polars_hash() -> ModuleType | None:
     try:
         import polars_hash
     except ImportError:

@@ -88,8 +88,8 @@ def plan(
     for address in valid:
         domain = address_domain(address)
         if allowed and domain not in allowed:
-            reason = texts.DROPPED_REASONS["domain"].format(domain=domain, allowed=", ".join(allowed_domains))
-            dropped.append(Dropped(address, reason))
+            why = texts.DROPPED_REASONS["domain"].format(domain=domain, allowed=", ".join(allowed_domains))
+            dropped.append(Dropped(address, why))
         else:
             partners.append(address)
 

@@ -27,4 +27,5 @@ source scripts/venv.sh
 "${PIP[@]}" install -q --disable-pip-version-check -e '.[test]'
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .
+"$PY" -m mypy  # the packages and tests named in pyproject.toml's [tool.mypy]
 "$PY" -m pytest "$@"

@@ -60,7 +60,9 @@ def create(args: argparse.Namespace, config: Config) -> int:
     for warning in warnings:
         print(f"ingestd: note: {printable(warning)}", file=sys.stderr)
     store = _store(config)
-    shown = store.describe(store.get(export_id))
+    created = store.get(export_id)
+    assert created is not None  # written just above
+    shown = store.describe(created)
     if args.json:
         print(json_text(shown, indent=2))
     else:

@@ -47,7 +47,7 @@ def list_imports(args: argparse.Namespace, config: Config) -> int:
         raise UsageError(f"status {args.status!r}: expected one of {', '.join(STATUSES)}")
     if args.limit < 1:
         raise UsageError(f"--limit {args.limit}: expected a positive number")
-    imports = _read(
+    imports: list[dict[str, Any]] = _read(
         config, lambda store: store.list_imports(account=args.account, status=args.status, limit=args.limit), []
     )
     if args.json:

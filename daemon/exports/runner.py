@@ -166,7 +166,9 @@ class Run:
                 if missing:
                     self.outcome.note = texts.NO_SUCH_EVENTS.format(names=", ".join(repr(n) for n in missing))
             else:
-                day = datetime.strptime(self.record["run_ts"], "%Y%m%d%H%M%S").replace(tzinfo=UTC).strftime("%Y%m%d")
+                run_day = (
+                    datetime.strptime(self.record["run_ts"], "%Y%m%d%H%M%S").replace(tzinfo=UTC).strftime("%Y%m%d")
+                )
                 if export["every_s"]:  # recurring: the profiles changed since the last run
                     batches = self.selection.changed_profiles(
                         export["account"],
@@ -178,7 +180,7 @@ class Run:
                     batches = self.selection.profiles(export["account"], self.config.exports.batch_rows)
                 for batch in batches:
                     self._check_stop()
-                    self._series("profiles", day).feed(batch)
+                    self._series("profiles", run_day).feed(batch)
             self._check_stop()
             for series in self.series.values():
                 series.close()

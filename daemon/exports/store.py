@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import time
@@ -93,7 +94,7 @@ class ExportStore:
         row = self.db.query("SELECT status FROM exports WHERE id = ?", (export_id,))
         return not row or row[0]["status"] == "cancelled"
 
-    def due(self, now: float | None = None, interrupted: bool = False) -> list[sqlite3.Row]:
+    def due(self, now: float | None = None, interrupted: bool = False) -> builtins.list[sqlite3.Row]:
         """Exports with a run due, oldest first; with `interrupted`, also those left running by a stop or a crash.
 
         One node (SQLite) looks for those once, at start. With shared state every look finds the runs whose
@@ -170,7 +171,7 @@ class ExportStore:
         )
         return bool(rows)
 
-    def files(self, run_id: int) -> list[sqlite3.Row]:
+    def files(self, run_id: int) -> builtins.list[sqlite3.Row]:
         return self.db.query("SELECT * FROM export_files WHERE run_id = ? ORDER BY id", (run_id,))
 
     def forget_files(self, run_id: int) -> None:
@@ -216,7 +217,7 @@ class ExportStore:
                     (status if status != "cancelled" else "cancelled", error, now, export["id"]),
                 )
 
-    def runs(self, export_id: int) -> list[sqlite3.Row]:
+    def runs(self, export_id: int) -> builtins.list[sqlite3.Row]:
         return self.db.query("SELECT * FROM export_runs WHERE export_id = ? ORDER BY id", (export_id,))
 
     # -- shapes ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import polars as pl
 import pyarrow.parquet as pq
+from polars.datatypes import DataTypeClass
 
 _TS_TEXT = pl.from_epoch("ts", time_unit="ms").dt.strftime("%Y%m%d%H%M%S")
 # XML 1.0 cannot carry these even as references: they become U+FFFD.
@@ -321,7 +322,7 @@ class ParquetWriter(Writer):
     def __init__(self, path: Path, kind: str, spool: Path) -> None:
         super().__init__(path, kind, spool)
         self.fixed = ("identity", "ts", "eventName") if kind == "events" else ("identity", "ts")
-        self.types: dict[str, pl.DataType] = {}
+        self.types: dict[str, pl.DataType | DataTypeClass] = {}
         self.parts = 0
 
     def _typed(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:

@@ -53,7 +53,7 @@ class ErrorFile:
 
     def __init__(self, path: Path, length: int) -> None:
         self.path = path
-        self._handle: io.BufferedRandom | None = None
+        self._handle: io.BufferedWriter | None = None
         if path.exists():
             with open(path, "r+b") as handle:
                 handle.truncate(length)

@@ -145,7 +145,7 @@ class Validated:
 
 def _weight(batch: Batch) -> tuple[int, int]:
     """The failed rows a batch holds and an estimate of its bytes."""
-    size = sum(frame.estimated_size() for frame in (batch.events, batch.profiles) if frame is not None)
+    size = sum(int(frame.estimated_size()) for frame in (batch.events, batch.profiles) if frame is not None)
     for row in batch.bad:
         size += _BAD_ROW_BYTES + sum(_CELL_BYTES + len(cell) for cell in row.cells)
     return len(batch.bad), size

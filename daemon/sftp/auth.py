@@ -9,9 +9,10 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import asyncssh
-from asyncssh.stream import SSHServerStreamSession
+from asyncssh.stream import SFTPServerFactory, SSHServerStreamSession
 
 from daemon.logs import event
 from daemon.sftp.algorithms import move_to_fast_cipher
@@ -139,17 +140,22 @@ class LoginGuard:
             del self._records[key]
 
 
-class _Session(SSHServerStreamSession):  # type: ignore[misc]
+SFTPFactory = Callable[[asyncssh.SSHServerChannel], asyncssh.SFTPServer]
+
+
+class _Session(SSHServerStreamSession):
     """A session channel that tells its connection when it closes, for the MaxSessions count."""
 
-    def __init__(self, sftp_factory: Callable[..., object], closed: Callable[[], None]) -> None:
-        super().__init__(None, sftp_factory, 3, False)
+    def __init__(self, sftp_factory: SFTPFactory, closed: Callable[[], None]) -> None:
+        # A server session hands the factory its SSHServerChannel; asyncssh's alias names the base class.
+        super().__init__(None, cast(SFTPServerFactory, sftp_factory), 3, False)
         self._closed: Callable[[], None] | None = closed
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        if self._closed is not None:
-            self._closed, closed = None, self._closed
+        closed = self._closed
+        if closed is not None:
+            self._closed = None
             closed()
 
 
@@ -163,7 +169,7 @@ class LoginContext:
     gate: StartupGate
     connections: set[asyncssh.SSHServerConnection]
     count: Count
-    sftp_factory: Callable[[asyncssh.SSHServerChannel], object]
+    sftp_factory: SFTPFactory
     max_sessions: int
     prefer_fast: bool = False  # re-key clients that can onto AES-GCM after login (algorithms.move_to_fast_cipher)
     # Told of every failed login here, (address, account): the other SFTP processes count it too (share_failure).

@@ -41,7 +41,7 @@ def accept_repeated_userauth(conn: asyncssh.SSHServerConnection) -> None:
     """Install the override on this one connection (its own handler table; the class's is left alone)."""
     handlers = dict(type(conn)._packet_handlers)
     handlers[MSG_SERVICE_REQUEST] = _service_request
-    conn._packet_handlers = handlers  # type: ignore[misc]
+    conn._packet_handlers = handlers
 
 
 _EMPTY = (String(b""),)

@@ -7,7 +7,7 @@ import logging
 import resource
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from daemon import proxyproto
 from daemon.logs import event
@@ -133,7 +133,7 @@ class _GateProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("?", 0)
         reason = self._gate.full(str(peer[0]))
         if reason is not None:
-            transport.abort()
+            cast(asyncio.Transport, transport).abort()  # a TCP server's transport
             self._gate.refused(reason)
             return
         conn = self._session_factory("", 0)

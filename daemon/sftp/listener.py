@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -227,8 +228,8 @@ class SFTPListener:
             config=None,
         )
         self.port = self._acceptor.get_port() or self.port
-        others = {f"{label}_fingerprint": value for label, value in list(self.fingerprints.items())[1:]}
-        process = {} if self.number is None else {"process": self.number, "pid": os.getpid()}
+        others: dict[str, Any] = {f"{label}_fingerprint": value for label, value in list(self.fingerprints.items())[1:]}
+        process: dict[str, Any] = {} if self.number is None else {"process": self.number, "pid": os.getpid()}
         event(log, "sftp.listening", host=self.host, port=self.port, **process, fingerprint=self.fingerprint, **others)
 
     @property

@@ -5,15 +5,18 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from collections.abc import Callable
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 
+_renameat2: Callable[[int, bytes, int, bytes, int], int] | None
 try:
     _libc = ctypes.CDLL(None, use_errno=True)
-    _renameat2 = _libc.renameat2  # glibc >= 2.28
-    _renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    _renameat2.restype = ctypes.c_int
+    _function = _libc.renameat2  # glibc >= 2.28
+    _function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    _function.restype = ctypes.c_int
+    _renameat2 = _function
 except (OSError, AttributeError):
     _renameat2 = None
 

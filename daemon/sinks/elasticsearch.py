@@ -114,7 +114,8 @@ _LOOKUP_IDS = 10_000  # ids per lookup search: the default index.max_result_wind
 class _CompatTransport(AsyncTransport):
     """elasticsearch-py 9 asks for `compatible-with=9`, which Elasticsearch 8 refuses; 8 is understood by both."""
 
-    async def perform_request(self, method: str, target: str, *, headers: Any = None, **kwargs: Any) -> Any:
+    # An async override of the sync Transport method, as AsyncTransport's own (which ignores the same code).
+    async def perform_request(self, method: str, target: str, *, headers: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
         if headers:
             headers = headers.copy()
             for name in ("accept", "content-type"):

@@ -35,7 +35,7 @@ T = TypeVar("T")
 log = logging.getLogger("ingestd.sink")
 _to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 # json.loads' own scanner, called without its three Python wrapper layers (a third of a small cell's cost).
-_scan_json = json.JSONDecoder().scan_once
+_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set in __init__; typeshed omits it
 
 # An event id (128 bits) is kept as two signed 64-bit integers, id_hi and id_lo: 16 bytes in the unique index
 # where its 39 decimal digits took 40, and a commit rewrites every index page it touches.

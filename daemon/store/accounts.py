@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import sqlite3
@@ -124,7 +125,7 @@ class AccountStore:
         )
         return [_account(row, row["key_count"]) for row in rows]
 
-    def contacts(self, account: str) -> tuple[list[str], list[str]]:
+    def contacts(self, account: str) -> tuple[builtins.list[str], builtins.list[str]]:
         """(contact addresses, allowed domains) of `account`; both empty for an unknown account."""
         rows = self.db.query("SELECT emails, allowed_domains FROM accounts WHERE id = ?", (account,))
         if not rows:

@@ -179,7 +179,7 @@ class Connection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         try:
-            return Cursor(self.raw.execute(translate(sql), tuple(params)))  # type: ignore[call-overload]
+            return Cursor(self.raw.execute(translate(sql), tuple(params)))
         except psycopg.Error as exc:
             raise _error(exc) from exc
 
@@ -234,7 +234,7 @@ class PgStateDB(StateDB):
             raise _error(exc) from exc
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
-        return cast(list[sqlite3.Row], self._pg().execute(sql, tuple(params)).fetchall())  # type: ignore[arg-type]
+        return cast(list[sqlite3.Row], self._pg().execute(sql, tuple(params)).fetchall())
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))

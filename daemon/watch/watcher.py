@@ -20,6 +20,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from daemon.logs import event
 from daemon.sftp import partials
@@ -72,7 +73,7 @@ class DropWatcher:
         self.on_change = on_change
         self.rescan_interval = rescan_interval  # 0: no periodic rescan
         self.resume_window = resume_window  # broken uploads older than this are removed by each rescan
-        self._observer: Observer | None = None
+        self._observer: BaseObserver | None = None
         self._stop = threading.Event()
         self._rescanner: threading.Thread | None = None
 

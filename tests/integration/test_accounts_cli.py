@@ -5,19 +5,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from daemon.store.db import StateDB
 from daemon.store.keys import KeyStore
+from tests.fixtures.daemon import run_cli
 
 
-def ingestd(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
+def ingestd(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m daemon.cli ARGS` on `data_dir`, in a process of its own (tests/fixtures/daemon.run_cli)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("INGESTD_")}
     env["INGESTD_DATA_DIR"] = str(data_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", *args], env=env, capture_output=True, text=True, timeout=60
-    )
+    return run_cli(list(args), env=env, cwd=Path.cwd())
 
 
 def test_set_creates_the_account_and_normalises_what_it_stores(data_dir: Path) -> None:

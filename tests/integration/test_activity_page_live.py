@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
 import json
 import re
@@ -41,15 +42,16 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, dic
         (upload / "nobody.manifest").write_text(json.dumps({**unusable, "filename": "x"}))
 
         def imports() -> list[dict[str, Any]]:
-            return fetch(daemon.http_url + "/api/imports").json()["imports"]
+            return fetch(daemon.url("/api/imports")).json()["imports"]
+
+        def final(name: str) -> list[dict[str, Any]]:
+            return [i for i in imports() if i["manifest_name"] == name and i["status"] in FINAL]
 
         for name in ("people.csv", "people.manifest", "nobody.manifest"):
             put = sftp_batch(daemon.sftp_port, "acme", private, [f"put {upload / name}"])
             assert put.returncode == 0, put.stderr
             if name.endswith(".manifest"):
-                wait_for(
-                    lambda n=name: [i for i in imports() if i["manifest_name"] == n and i["status"] in FINAL], name
-                )
+                wait_for(functools.partial(final, name), name)
         ids = {item["manifest_name"]: item["id"] for item in imports()}
         yield daemon, ids
     finally:

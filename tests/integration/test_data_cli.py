@@ -14,7 +14,7 @@ import pytest
 from daemon.cli import main
 from tests.fixtures.common import free_port
 from tests.fixtures.noida import Noida
-from tests.integration.test_sinks import JAN_8_2020, SinkRunner, events_frame, profiles_frame, sink_config
+from tests.integration.test_sinks import JAN_8_2020, EventRow, SinkRunner, events_frame, profiles_frame, sink_config
 
 HOSTILE_NAME = "\x1b]0;owned\x07Login\x9b2J"  # a title change, a bell and a C1 control sequence
 RING = {"Name": "Awesome Ring - 10", "Price": 123.0, "DeliveryDate": "2020-05-12T09:07:12Z", "DeliveryStatus": True}
@@ -65,7 +65,7 @@ def cli(
             ]
         )
         assert runner(runner.sink.write_profiles("acme", profiles)) == []
-        events = [
+        events: list[EventRow] = [
             ("john.doe@example.com", "Purchased", JAN_8_2020, RING),
             ("john.doe@example.com", "Charged", JAN_8_2020 - 60, {"Amount": 5}),
             ("mallory", HOSTILE_NAME, JAN_8_2020, {"Note\x1b[8m": "\x1b[2Jcleared\u202e"}),

@@ -7,6 +7,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,9 +113,9 @@ PROFILE_ROWS = 60_000
 IDENTITIES = 2_000
 
 
-def write_profiles(path: Path) -> dict[str, dict[str, object]]:
+def write_profiles(path: Path) -> dict[str, dict[str, Any]]:
     """Rows that $set, $add and $remove; returns each profile as a clean run leaves it."""
-    expected: dict[str, dict[str, object]] = {}
+    expected: dict[str, dict[str, Any]] = {}
     with open(path, "w", encoding="utf-8", newline="") as handle:
         handle.write("identity,Name,Count,Tags,Tags.operation\n")
         for i in range(PROFILE_ROWS):
@@ -136,7 +137,7 @@ def write_profiles(path: Path) -> dict[str, dict[str, object]]:
     return expected
 
 
-def sink_profiles(daemon: Daemon) -> dict[str, dict[str, object]]:
+def sink_profiles(daemon: Daemon) -> dict[str, dict[str, Any]]:
     conn = sqlite3.connect(daemon.data_dir / "sink.sqlite3", timeout=30)
     try:
         rows = conn.execute("SELECT identity, properties FROM profiles WHERE account = ?", (ACCOUNT,)).fetchall()
@@ -172,8 +173,8 @@ def test_a_killed_profile_import_resumes_to_the_same_profiles_as_a_clean_run(
     profiles = sink_profiles(daemon)
     for profile in profiles.values():
         if "Tags" in profile:
-            profile["Tags"] = sorted(profile["Tags"])  # type: ignore[arg-type]
+            profile["Tags"] = sorted(profile["Tags"])
     for profile in expected.values():
         if "Tags" in profile:
-            profile["Tags"] = sorted(profile["Tags"])  # type: ignore[arg-type]
+            profile["Tags"] = sorted(profile["Tags"])
     assert profiles == expected

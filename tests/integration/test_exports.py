@@ -73,7 +73,9 @@ class Env:
     def run(self, export_id: int) -> dict[str, Any]:
         self.store.run_now(export_id)
         self.service.run_one(export_id)
-        return self.store.describe(self.store.get(export_id))
+        row = self.store.get(export_id)
+        assert row is not None
+        return self.store.describe(row)
 
     def stored_events(self, identities: set[str]) -> set[tuple[str, str, str, str]]:
         found = set()
@@ -147,18 +149,24 @@ def _read_csv(paths: list[Path]) -> set[tuple[str, str, str, str]]:
     return set(found)
 
 
+def _xml_text(element: ET.Element, path: str) -> str:
+    text = element.findtext(path)
+    assert text is not None, f"no <{path}> in <{element.tag}>"
+    return text
+
+
 def _read_xml(paths: list[Path]) -> set[tuple[str, str, str, str]]:
     found = []
     for path in paths:
         root = ET.parse(path).getroot()
         assert root.tag == "Events"
         for item in root.iter("Event"):
-            props = {entry.findtext("key"): entry.findtext("value") or "" for entry in item.iter("entry")}
+            props = {_xml_text(entry, "key"): entry.findtext("value") or "" for entry in item.iter("entry")}
             found.append(
                 (
-                    item.findtext("profile/identity"),
-                    item.findtext("eventName"),
-                    _iso(item.findtext("ts")),
+                    _xml_text(item, "profile/identity"),
+                    _xml_text(item, "eventName"),
+                    _iso(_xml_text(item, "ts")),
                     _canon(props),
                 )
             )
@@ -375,7 +383,10 @@ def test_an_elasticsearch_profiles_index_from_before_profile_changes_learns_them
         )
         urllib.request.urlopen(request, timeout=10).close()
 
-    old_mapping = {"dynamic": "strict", "properties": {"account": {"type": "keyword"}, "identity": {"type": "keyword"}}}
+    old_mapping: dict[str, Any] = {
+        "dynamic": "strict",
+        "properties": {"account": {"type": "keyword"}, "identity": {"type": "keyword"}},
+    }
     old_mapping["properties"] |= {"ts": {"type": "long"}, "properties": {"type": "object", "enabled": False}}
     call("PUT", f"{es_prefix}-profiles", {"mappings": old_mapping})
     old = {"account": ACCOUNT, "identity": "old", "ts": NOW * 1000, "properties": {"Age": 1}}

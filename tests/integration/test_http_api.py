@@ -110,7 +110,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     yield from serving(tmp_path)
 
 
-FINISHED = {
+FINISHED: dict[str, Any] = {
     "type": "profile",
     "rows_total": 5,
     "rows_ingested": 4,

@@ -76,7 +76,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         assert put.returncode == 0, put.stderr
 
         def imports() -> list[dict[str, Any]]:
-            response = fetch(daemon.http_url + "/api/imports")
+            response = fetch(daemon.url("/api/imports"))
             assert response.status == 200, response.body
             return response.json()["imports"]
 
@@ -126,7 +126,12 @@ def _sample(text: str, name: str, **labels: str) -> float | None:
 
 
 def test_metrics_count_the_uploads_imports_and_rows(live: Live) -> None:
-    text = live.get("/metrics").text
+    # The SFTP process relays its counts in a batch a moment after an upload; an import can end sooner.
+    def uploads_counted() -> str | None:
+        text = live.get("/metrics").text
+        return text if _sample(text, "ingestd_uploads_total", account="acme") == 3.0 else None
+
+    text = wait_for(uploads_counted, "the three uploads in /metrics", timeout=30)
     assert _sample(text, "ingestd_uploads_total", account="acme") == 3.0
     size = sum((SAMPLES / name).stat().st_size for name in ("profiles.csv", "profiles.manifest"))
     assert (_sample(text, "ingestd_upload_bytes_total", account="acme") or 0) > size

@@ -12,16 +12,16 @@ import pytest
 
 from daemon.store.db import StateDB
 from daemon.store.jobs import JobStore
+from tests.fixtures.daemon import run_cli
 from tests.fixtures.jobs import add_job
 from tests.fixtures.sshkeys import make_keypair
 
 
-def ingestd(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
+def ingestd(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m daemon.cli ARGS` on `data_dir`, in a process of its own (tests/fixtures/daemon.run_cli)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("INGESTD_")}
     env["INGESTD_DATA_DIR"] = str(data_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", *args], env=env, capture_output=True, text=True, timeout=60
-    )
+    return run_cli(list(args), env=env, cwd=Path.cwd())
 
 
 @pytest.fixture

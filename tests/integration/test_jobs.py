@@ -16,6 +16,7 @@ from daemon.config import Config
 from daemon.jobs.manager import JobManager
 from daemon.sinks import open_sink
 from daemon.store.db import StateDB
+from manifests.model import Manifest
 
 ACCOUNT = "acme"
 
@@ -246,7 +247,7 @@ def test_a_manifest_waiting_for_its_csv_is_parsed_once_per_version(harness: Harn
     harness.drop("late.manifest", manifest("late.csv", columns={"Name": {"ctName": "name"}}))
     harness.run()
     again = harness.manager.queue._parsed[job["id"]]
-    assert again is not first and again[1].columns["Name"].ct_name == "name"
+    assert again is not first and isinstance(again[1], Manifest) and again[1].columns["Name"].ct_name == "name"
     harness.drop("late.csv", "identity,Name\njane,Jane\n")
     harness.run()
     [job] = harness.jobs()

@@ -87,13 +87,13 @@ def test_a_file_name_that_is_not_utf8_fails_its_job_and_blocks_nothing(daemon: D
     jobs = finished(daemon, 2)
     assert jobs[1]["status"] == "failed" and "not valid UTF-8" in jobs[1]["details"]["problems"][0]
     for page in ("/", "/api/imports", f"/api/imports/{jobs[1]['id']}", "/healthz"):
-        assert fetch(daemon.http_url + page).status == 200, page
+        assert fetch(daemon.url(page)).status == 200, page
     assert daemon.cli("imports", "list").returncode == 0
     import_pair(daemon, "next.csv", "identity,Name\nann,Ann\n", "next.manifest")
     assert finished(daemon, 3)[2]["status"] == "succeeded"
     # A third start still works.
     daemon.restart()
-    assert fetch(daemon.http_url + "/healthz").status == 200
+    assert fetch(daemon.url("/healthz")).status == 200
 
 
 # -- 2. work that grows faster than its input ---------------------------------------------------
@@ -278,7 +278,7 @@ def test_a_full_disk_pauses_the_import_and_it_resumes_when_space_is_back(
         os.replace(folder / ".p.csv.part", folder / "p.csv")  # a rename needs no space
 
         def unhealthy() -> str | None:
-            response = fetch(daemon.http_url + "/healthz")
+            response = fetch(daemon.url("/healthz"))
             reason = response.json().get("reason", "") if response.status == 503 else ""
             return reason if "no space left" in reason else None
 
@@ -290,7 +290,7 @@ def test_a_full_disk_pauses_the_import_and_it_resumes_when_space_is_back(
         assert job["status"] == "succeeded", job
         assert (job["rows_ingested"], job["rows_failed"]) == (rows, 0)
         assert job["details"]["paused"] is None
-        assert fetch(daemon.http_url + "/healthz").status == 200
+        assert fetch(daemon.url("/healthz")).status == 200
         assert (
             cli_json(daemon, "profiles", "get", ACCOUNT, f"user{rows - 1}")["properties"]["City"]
             == f"City {(rows - 1) % 97}"
@@ -317,14 +317,14 @@ def test_a_locked_sink_database_pauses_the_import_and_it_resumes_when_released(d
 
         assert "locked" in wait_for("the job to pause on the lock", paused, daemon, timeout=180)
         assert [job["status"] for job in imports(daemon)] == ["processing"]
-        health = fetch(daemon.http_url + "/healthz")
+        health = fetch(daemon.url("/healthz"))
         assert health.status == 503 and "locked" in health.json()["reason"]
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     [job] = finished(daemon, 1)
     assert (job["status"], job["rows_ingested"]) == ("succeeded", 2), job
-    assert fetch(daemon.http_url + "/healthz").status == 200
+    assert fetch(daemon.url("/healthz")).status == 200
     assert cli_json(daemon, "profiles", "get", ACCOUNT, "jane")["properties"]["Name"] == "Jane"
 
 

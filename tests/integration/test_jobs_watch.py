@@ -17,6 +17,7 @@ from daemon.config import Config
 from daemon.jobs.manager import JobManager
 from daemon.sinks import open_sink
 from daemon.store.db import StateDB
+from notifier.service import Notifier
 
 
 class Running:
@@ -26,7 +27,7 @@ class Running:
         self.config = config
         self.db = StateDB(config.state_db)
         self.sink = open_sink(config)
-        self.manager = JobManager(config, self.db, self.sink, None)
+        self.manager = JobManager(config, self.db, self.sink, Notifier(config, self.db))  # emails as files
         self.loop = asyncio.new_event_loop()
         self.loop.run_until_complete(self.sink.start())
         self.loop.run_until_complete(self.manager.start())

@@ -99,7 +99,7 @@ class Cluster:
 
     def sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.url, autocommit=True) as conn:
-            return list(conn.execute(query, params).fetchall())  # type: ignore[call-overload]
+            return list(conn.execute(query, params).fetchall())
 
     def stop(self) -> None:
         for daemon in self.nodes:

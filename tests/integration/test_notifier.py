@@ -399,10 +399,12 @@ def test_the_job_record_says_who_was_emailed_or_that_nobody_could_be(data_dir: P
         notifier.notify("picked_up", job(told, client_emails=["partner@example.com", "not an address"]))
         notifier.notify("failed", job(nobody, client_emails=[], **failed))
         smtp_server.wait_for(3)
-    (picked,) = jobs.get_import(told)["details"]["notified"]
+    told_import, nobody_import = jobs.get_import(told), jobs.get_import(nobody)
+    assert told_import is not None and nobody_import is not None
+    (picked,) = told_import["details"]["notified"]
     assert (picked["event"], picked["to"], picked["ops"]) == ("picked_up", ["partner@example.com"], ["ops@example.org"])
     assert "nobody" not in picked and "Not sent to not an address" in picked["note"]
     assert picked["at"].endswith("Z")
-    (failure,) = jobs.get_import(nobody)["details"]["notified"]
+    (failure,) = nobody_import["details"]["notified"]
     assert failure["to"] == [] and failure["nobody"] is True and failure["ops"] == ["ops@example.org"]
     assert "no contact address for the account" in failure["note"]

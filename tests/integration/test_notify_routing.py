@@ -99,8 +99,10 @@ def test_a_recipient_refused_with_5xx_is_given_up_and_recorded_while_the_others_
     (row,) = outbox_rows(config)
     assert row["failed_at"] is None and "gone@example.com: 550" in row["last_error"]
     refused = [record for record in caplog.records if record.getMessage() == "notify.refused"]
-    assert [record.fields["to"] for record in refused] == ["gone@example.com"]  # type: ignore[attr-defined]
-    (undelivered,) = JobStore(db).get_import(job_id)["details"]["undelivered"]
+    assert [record.__dict__["fields"]["to"] for record in refused] == ["gone@example.com"]
+    imported = JobStore(db).get_import(job_id)
+    assert imported is not None
+    (undelivered,) = imported["details"]["undelivered"]
     assert undelivered["to"] == "gone@example.com" and undelivered["event"] == "succeeded"
     assert undelivered["error"].startswith("550")
     db.close()

@@ -71,7 +71,7 @@ def test_sftp_bans_and_logs_see_the_partner_address_from_the_header(served: tupl
     assert sftp_batch(daemon.sftp_port, "acme", private, ["ls"]).returncode == 0  # straight from 127.0.0.1
 
 
-def test_sftp_per_source_limits_count_the_partner_not_the_balancer(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_sftp_per_source_limits_count_the_partner_not_the_balancer(make_daemon, tmp_path: Path) -> None:
     # One connection not yet logged in per source: two partners behind one balancer still both get in.
     # One SFTP process: the startup caps are per process (docs/ops-guide.md, Limits).
     daemon = make_daemon(

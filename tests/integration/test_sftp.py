@@ -11,7 +11,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from tests.fixtures.daemon import Daemon, daemon_env
+from tests.fixtures.daemon import Daemon, MakeDaemon, daemon_env
 from tests.fixtures.sshkeys import make_keypair, paramiko_sftp, sftp_batch
 
 
@@ -208,7 +208,7 @@ def test_banner_shows_the_host_key_that_clients_see(served: tuple[Daemon, Partne
     assert (daemon.data_dir / "host_keys").is_dir()
 
 
-def test_repeated_failures_from_one_address_are_banned(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_failures_from_one_address_are_banned(make_daemon: MakeDaemon, tmp_path: Path) -> None:
     daemon = make_daemon(INGESTD_SFTP__MAX_AUTH_FAILURES="3", INGESTD_SFTP__BAN_TIME="10m")
     private, public = make_keypair(tmp_path / "good")
     stranger, _ = make_keypair(tmp_path / "bad")
@@ -302,7 +302,7 @@ def test_every_refused_operation_is_logged_with_the_account_and_reason(
     assert not [line for line in lines if "quiet-upload.csv" in line and "op=setstat" not in line]
 
 
-def test_login_lines_name_the_key_and_keys_list_shows_its_last_use(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_login_lines_name_the_key_and_keys_list_shows_its_last_use(make_daemon: MakeDaemon, tmp_path: Path) -> None:
     daemon = make_daemon()
     laptop, laptop_public = make_keypair(tmp_path / "laptop")
     _, spare_public = make_keypair(tmp_path / "spare")

@@ -17,7 +17,7 @@ import pytest
 from asyncssh.constants import MSG_KEXINIT
 from asyncssh.packet import Boolean, Byte, NameList, UInt32
 
-from tests.fixtures.daemon import Daemon, daemon_env
+from tests.fixtures.daemon import Daemon, MakeDaemon, daemon_env
 from tests.fixtures.sshkeys import make_keypair, paramiko_sftp, sftp_command
 
 HOST_KEY_FILES = ("ssh_host_ed25519_key", "ssh_host_ecdsa_key", "ssh_host_rsa_key")
@@ -199,7 +199,7 @@ def test_an_rfc4716_key_logs_in(served: tuple[Daemon, Path], tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
 
 
-def test_configured_lists_are_offered_as_they_are(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_configured_lists_are_offered_as_they_are(make_daemon: MakeDaemon, tmp_path: Path) -> None:
     daemon = make_daemon(
         INGESTD_SFTP__CIPHERS="aes256-ctr,aes128-gcm@openssh.com",
         INGESTD_SFTP__MACS="hmac-sha2-256",

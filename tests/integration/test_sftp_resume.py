@@ -104,7 +104,7 @@ def test_a_killed_20mb_upload_resumed_with_reput_is_identical_and_imported_once(
     assert f"resumed_from={kept}" in log and "upload.interrupted account=acme file=big.csv" in log
 
 
-def test_a_manifest_waiting_for_a_broken_upload_waits_until_it_is_resumed(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_manifest_waiting_for_a_broken_upload_waits_until_it_is_resumed(make_daemon, tmp_path: Path) -> None:
     daemon = make_daemon(INGESTD_JOBS__DATA_FILE_GRACE="1s")
     private, public = make_keypair(tmp_path / "keys")
     daemon.add_key("acme", public)
@@ -138,7 +138,7 @@ def test_a_manifest_waiting_for_a_broken_upload_waits_until_it_is_resumed(make_d
 
 def test_a_partial_older_than_the_window_is_removed_and_a_younger_one_outlives_a_restart(
     make_daemon, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     daemon = make_daemon(INGESTD_SFTP__RESUME_WINDOW="1h")
     private, public = make_keypair(tmp_path / "keys")
     daemon.add_key("acme", public)

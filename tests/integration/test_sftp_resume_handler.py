@@ -33,7 +33,7 @@ async def broken_upload(server: Server, partner: Partner, name: str, chunks: lis
     await until(lambda: (server.drop(partner.account) / PARTIAL / name).exists(), "the partial to be kept")
 
 
-async def until(condition, what: str, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+async def until(condition, what: str, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from daemon.config import Config, load_config
 from daemon.errors import RetryableError
 from daemon.sinks import RowFailure, Sink, open_sink
 from daemon.sinks.base import iso_ms
+from daemon.sinks.elasticsearch import ElasticsearchSink
 from tests.fixtures.noida import Noida
 
 ACCOUNT = "acme"
@@ -29,7 +30,11 @@ def event_id(account: str, identity: str, name: str, ts: int, properties: dict[s
     return str(xxhash.xxh3_128_intdigest(text.encode()))
 
 
-def events_frame(rows: list[tuple[str, str, int, dict[str, Any]]], account: str = ACCOUNT) -> pl.DataFrame:
+EventRow = tuple[str, str, int, dict[str, Any]]  # (identity, name, ts in epoch seconds, properties)
+ProfileRow = tuple[str, int, Any]  # (identity, ts in epoch seconds, [[op, property, value], ...])
+
+
+def events_frame(rows: list[EventRow], account: str = ACCOUNT) -> pl.DataFrame:
     """(identity, name, ts in epoch seconds, properties) per row, as the validation engine hands them over."""
     return pl.DataFrame(
         {
@@ -51,7 +56,7 @@ def events_frame(rows: list[tuple[str, str, int, dict[str, Any]]], account: str 
     )
 
 
-def profiles_frame(rows: list[tuple[str, int, list[list[Any]]]], first_line: int = 2) -> pl.DataFrame:
+def profiles_frame(rows: Sequence[ProfileRow], first_line: int = 2) -> pl.DataFrame:
     """(identity, ts in epoch seconds, [[op, property, value], ...]) per row."""
     return pl.DataFrame(
         {
@@ -160,7 +165,7 @@ def test_later_rows_win_within_and_across_batches(run: SinkRunner) -> None:
 
 def test_multi_value_properties_add_without_duplicates_and_remove(run: SinkRunner) -> None:
     sink = run.sink
-    rows = [
+    rows: list[ProfileRow] = [
         ("u", 1, [["$set", "Tags", "gold"]]),
         ("u", 2, [["$add", "Tags", "silver"], ["$add", "Tags", "gold"], ["$add", "Tags", "silver"]]),
         ("u", 3, [["$add", "Codes", 1], ["$add", "Codes", True], ["$add", "Codes", 1]]),
@@ -227,7 +232,7 @@ def test_a_large_profile_batch_merges_with_stored_profiles(run: SinkRunner) -> N
 def test_events_are_stored_once_and_listed_oldest_first(run: SinkRunner) -> None:
     sink = run.sink
     ring = {"Name": "Awesome Ring - 10", "Price": 123.0, "DeliveryDate": "2020-05-12T09:07:12Z", "DeliveryStatus": True}
-    rows = [
+    rows: list[EventRow] = [
         ("john.doe@example.com", "Purchased", JAN_8_2020, ring),
         ("john.doe@example.com", "Purchased", JAN_8_2020, {**ring, "Name": "Awesome Ring - 11"}),
         ("john.doe@example.com", "Charged", JAN_8_2020 - 86400, {"Amount": 5}),
@@ -325,7 +330,7 @@ def test_sqlite_events_stored_with_an_older_id_column_are_kept_at_start(data_dir
     runner = SinkRunner(config)
     try:
         runner(runner.sink.start())
-        rows = [("a", "Purchased", JAN_8_2020 + 1, {})]
+        rows: list[EventRow] = [("a", "Purchased", JAN_8_2020 + 1, {})]
         assert runner(runner.sink.write_events(ACCOUNT, events_frame(rows))) == []
         assert runner(runner.sink.write_events(ACCOUNT, events_frame(rows))) == []
         names = [event["name"] for event in runner(runner.sink.list_events(ACCOUNT, "a"))]
@@ -347,7 +352,7 @@ def test_elasticsearch_layout_is_monthly_event_indices_behind_an_alias(
     runner = SinkRunner(sink_config(data_dir, "elasticsearch", noida.url, es_prefix))
     try:
         runner(runner.sink.start())
-        rows = [("a", "Purchased", JAN_8_2020, {}), ("a", "Purchased", JAN_8_2020 + 40 * 86400, {})]
+        rows: list[EventRow] = [("a", "Purchased", JAN_8_2020, {}), ("a", "Purchased", JAN_8_2020 + 40 * 86400, {})]
         runner(runner.sink.write_events(ACCOUNT, events_frame(rows)))
         runner(runner.sink.write_profiles(ACCOUNT, profiles_frame([("a", 1, [["$set", "A", 1]])])))
     finally:
@@ -362,6 +367,7 @@ def test_elasticsearch_outage_raises_retryable_and_recovers(make_noida: Any, es_
     server: Noida = make_noida()
     runner = SinkRunner(sink_config(data_dir, "elasticsearch", server.url, es_prefix))
     sink = runner.sink
+    assert isinstance(sink, ElasticsearchSink)
     sink.attempts, sink.first_delay = 2, 0.05  # keep the test short; the behaviour is the same
     frame = events_frame([("a", "Purchased", JAN_8_2020, {"n": 1})])
     try:
@@ -385,6 +391,7 @@ def test_elasticsearch_down_at_start_does_not_stop_the_daemon(make_noida: Any, e
     server: Noida = make_noida()
     server.stop()
     runner = SinkRunner(sink_config(data_dir, "elasticsearch", server.url, es_prefix))
+    assert isinstance(runner.sink, ElasticsearchSink)
     runner.sink.attempts, runner.sink.first_delay = 1, 0.05
     try:
         runner(runner.sink.start())  # logs that Elasticsearch is unavailable, does not raise

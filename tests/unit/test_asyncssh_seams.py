@@ -96,7 +96,7 @@ def test_the_empty_ignore_packets_are_dropped_with_aead_ciphers_only() -> None:
         assert conn.sent == expected, cipher
 
 
-def test_a_real_session_over_aes_gcm_gets_no_empty_ignore_packets(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_real_session_over_aes_gcm_gets_no_empty_ignore_packets(tmp_path) -> None:
     # In-process server on port 0 with the override, and an asyncssh client counting the packets it receives.
     import asyncio
 
@@ -137,7 +137,7 @@ def test_a_real_session_over_aes_gcm_gets_no_empty_ignore_packets(tmp_path) -> N
             ) as conn:
                 log = conn.log_received_packet
 
-                def counting(pkttype, *args, **kwargs):  # type: ignore[no-untyped-def]
+                def counting(pkttype, *args, **kwargs):
                     received.append(pkttype)
                     return log(pkttype, *args, **kwargs)
 

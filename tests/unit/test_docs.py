@@ -190,7 +190,11 @@ def test_readme_http_table_matches_the_routes() -> None:
 
     documented = {_unquote(row[0]) for row in _table(README, "## HTTP")}
     app = make_app(Config(), StateDB.__new__(StateDB))  # routes only: the store is never queried
-    routes = {f"{route.method} {route.resource.canonical}" for route in app.router.routes() if route.method != "HEAD"}
+    routes = set()
+    for route in app.router.routes():
+        if route.method != "HEAD":
+            assert route.resource is not None, route
+            routes.add(f"{route.method} {route.resource.canonical}")
     assert documented == routes
 
 

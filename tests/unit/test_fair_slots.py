@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 from notifier.slots import FairSlots
 
@@ -13,13 +15,13 @@ async def _take(slots: FairSlots, account: str | None, order: list[str], release
         await release.wait()
 
 
-def _run(coro) -> None:  # type: ignore[no-untyped-def]
+def _run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coro)
 
 
 def test_one_account_leaves_the_last_slot_to_the_others() -> None:
     async def scenario() -> None:
-        slots, order, release = FairSlots(4), [], asyncio.Event()
+        slots, order, release = FairSlots(4), list[str](), asyncio.Event()
         tasks = [asyncio.create_task(_take(slots, "evil", order, release)) for _ in range(6)]
         await asyncio.sleep(0)
         assert slots.in_flight("evil") == 3 and slots.waiting() == 3
@@ -35,7 +37,7 @@ def test_one_account_leaves_the_last_slot_to_the_others() -> None:
 
 def test_a_freed_slot_goes_to_an_account_with_nothing_in_flight_first() -> None:
     async def scenario() -> None:
-        slots, order = FairSlots(3), []
+        slots, order = FairSlots(3), list[str]()
         evil, good, shared, rest = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
         rest.set()
         tasks = [asyncio.create_task(_take(slots, "evil", order, evil)) for _ in range(2)]
@@ -60,7 +62,7 @@ def test_a_freed_slot_goes_to_an_account_with_nothing_in_flight_first() -> None:
 
 def test_a_cancelled_waiter_gives_up_its_place() -> None:
     async def scenario() -> None:
-        slots, order, release = FairSlots(1), [], asyncio.Event()
+        slots, order, release = FairSlots(1), list[str](), asyncio.Event()
         holder = asyncio.create_task(_take(slots, "a", order, release))
         await asyncio.sleep(0)
         waiter = asyncio.create_task(_take(slots, "b", order, release))

@@ -158,16 +158,16 @@ def test_links_and_special_files_are_not_opened(tmp_path: Path) -> None:
 
 def test_full_disks_and_locks_pause_rather_than_fail() -> None:
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/jobs/1/errors.csv")
-    assert pause_reason(full).startswith("paused: no space left for the file /data/jobs/1/errors.csv")
+    assert (pause_reason(full) or "").startswith("paused: no space left for the file /data/jobs/1/errors.csv")
     locked = sqlite3.OperationalError("database is locked")
-    assert "locked" in pause_reason(locked)
+    assert "locked" in (pause_reason(locked) or "")
     try:
         try:
             raise sqlite3.OperationalError("database or disk is full")
         except sqlite3.Error as exc:
             raise RetryableError("sqlite sink: full") from exc
     except RetryableError as wrapped:
-        assert "no space left for the data store" in pause_reason(wrapped)
+        assert "no space left for the data store" in (pause_reason(wrapped) or "")
     # Even a rollback error raised while handling SQLITE_FULL shows the cause (the chain is searched).
     try:
         try:
@@ -175,7 +175,7 @@ def test_full_disks_and_locks_pause_rather_than_fail() -> None:
         except sqlite3.Error:
             raise sqlite3.OperationalError("cannot rollback - no transaction is active") from None
     except sqlite3.Error as masked:
-        assert "no space left" in pause_reason(masked)
+        assert "no space left" in (pause_reason(masked) or "")
     assert pause_reason(ValueError("x")) is None
 
 

@@ -16,6 +16,8 @@ from daemon.store import StateDB
 from daemon.store.keys import KeyStore
 from tests.fixtures.sshkeys import make_keypair
 
+Cli = Callable[..., tuple[int, str, str]]  # cli(*args, stdin=None) -> (exit code, stdout, stderr)
+
 
 @pytest.fixture
 def keys_dir(tmp_path: Path) -> Path:
@@ -23,7 +25,7 @@ def keys_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
     """Run the real CLI in-process against a data dir under tmp_path: returns (exit code, stdout, stderr)."""
     for name in [name for name in __import__("os").environ if name.upper().startswith("INGESTD_")]:
         monkeypatch.delenv(name)
@@ -53,7 +55,9 @@ def ssh_keygen_fingerprint(public: Path) -> str:
         ("rsa", 2048, "ssh-rsa"),
     ],
 )
-def test_accepted_key_types_print_the_ssh_keygen_fingerprint(cli, keys_dir, key_type, bits, algorithm) -> None:  # type: ignore[no-untyped-def]
+def test_accepted_key_types_print_the_ssh_keygen_fingerprint(
+    cli: Cli, keys_dir: Path, key_type: str, bits: int | None, algorithm: str
+) -> None:
     _, public = make_keypair(keys_dir, name=f"id_{key_type}_{bits}", key_type=key_type, bits=bits)
     code, out, err = cli("keys", "add", "acme", str(public))
     assert (code, err) == (0, "")
@@ -66,7 +70,7 @@ def test_accepted_key_types_print_the_ssh_keygen_fingerprint(cli, keys_dir, key_
     assert key["name"] == f"id_{key_type}_{bits}"  # the key's comment
 
 
-def test_weak_rsa_key_is_refused(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+def test_weak_rsa_key_is_refused(cli: Cli, keys_dir: Path) -> None:
     _, public = make_keypair(keys_dir, name="weak", key_type="rsa", bits=1024)
     code, out, err = cli("keys", "add", "acme", str(public))
     assert code == 2 and out == ""
@@ -87,7 +91,7 @@ def test_weak_rsa_key_is_refused(cli, keys_dir) -> None:  # type: ignore[no-unty
         ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----\n", "this is a private key"),
     ],
 )
-def test_malformed_key_files_are_refused_with_a_reason(cli, tmp_path, content, message) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_key_files_are_refused_with_a_reason(cli: Cli, tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "key.pub"
     path.write_text(content)
     code, out, err = cli("keys", "add", "acme", str(path))
@@ -96,7 +100,7 @@ def test_malformed_key_files_are_refused_with_a_reason(cli, tmp_path, content, m
     assert "Traceback" not in err
 
 
-def test_a_file_with_two_keys_is_refused(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+def test_a_file_with_two_keys_is_refused(cli: Cli, keys_dir: Path) -> None:
     _, first = make_keypair(keys_dir, name="one")
     _, second = make_keypair(keys_dir, name="two")
     both = keys_dir / "both.pub"
@@ -105,7 +109,7 @@ def test_a_file_with_two_keys_is_refused(cli, keys_dir) -> None:  # type: ignore
     assert code == 2 and "contains 2 lines; add one key at a time" in err
 
 
-def test_missing_key_file_and_bad_account_are_usage_errors(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+def test_missing_key_file_and_bad_account_are_usage_errors(cli: Cli, keys_dir: Path) -> None:
     _, public = make_keypair(keys_dir)
     assert cli("keys", "add", "acme", str(keys_dir / "nope.pub"))[2] == (
         f"ingestd: error: key file {keys_dir / 'nope.pub'}: not found\n"
@@ -115,7 +119,7 @@ def test_missing_key_file_and_bad_account_are_usage_errors(cli, keys_dir) -> Non
         assert code == 2 and f"invalid account {account!r}" in err
 
 
-def test_duplicate_key_or_name_is_refused_but_another_account_may_share_a_key(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+def test_duplicate_key_or_name_is_refused_but_another_account_may_share_a_key(cli: Cli, keys_dir: Path) -> None:
     _, public = make_keypair(keys_dir, name="laptop")
     _, other = make_keypair(keys_dir, name="other")
     assert cli("keys", "add", "acme", str(public))[0] == 0
@@ -128,7 +132,7 @@ def test_duplicate_key_or_name_is_refused_but_another_account_may_share_a_key(cl
     assert [(key["account"], key["name"]) for key in json.loads(out)] == [("acme", "laptop"), ("globex", "laptop")]
 
 
-def test_add_from_stdin_with_a_name_creates_the_drop_folder(cli, keys_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_add_from_stdin_with_a_name_creates_the_drop_folder(cli: Cli, keys_dir: Path, tmp_path: Path) -> None:
     _, public = make_keypair(keys_dir)
     code, out, _ = cli("keys", "add", "acme", "-", "--name", "ci-runner", "--json", stdin=public.read_text())
     assert code == 0
@@ -137,7 +141,7 @@ def test_add_from_stdin_with_a_name_creates_the_drop_folder(cli, keys_dir, tmp_p
     assert (tmp_path / "data" / "drop" / "acme").is_dir()
 
 
-def test_list_shows_a_table_and_unknown_accounts_exit_1(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+def test_list_shows_a_table_and_unknown_accounts_exit_1(cli: Cli, keys_dir: Path) -> None:
     _, public = make_keypair(keys_dir, name="laptop")
     cli("keys", "add", "acme", str(public))
     code, out, _ = cli("keys", "list")
@@ -150,7 +154,7 @@ def test_list_shows_a_table_and_unknown_accounts_exit_1(cli, keys_dir) -> None: 
     assert (code, out, err) == (1, "", "ingestd: error: no account 'nobody'\n")
 
 
-def test_revoke_by_name_or_fingerprint(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+def test_revoke_by_name_or_fingerprint(cli: Cli, keys_dir: Path) -> None:
     _, first = make_keypair(keys_dir, name="first")
     _, second = make_keypair(keys_dir, name="second")
     cli("keys", "add", "acme", str(first))
@@ -179,7 +183,7 @@ def test_keystore_fingerprints_follow_adds_and_revokes(state_engine: Callable[[]
     assert reader.fingerprints("acme") == set()
 
 
-def test_an_account_id_with_a_trailing_newline_is_refused(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+def test_an_account_id_with_a_trailing_newline_is_refused(cli: Cli, keys_dir: Path) -> None:
     _, public = make_keypair(keys_dir)
     code, out, err = cli("keys", "add", "acme\n", str(public))
     assert (code, out) == (2, "")
@@ -202,7 +206,9 @@ def rfc4716(public: Path, comment: str | None = None) -> Path:
     ("key_type", "bits", "algorithm"),
     [("ed25519", None, "ssh-ed25519"), ("ecdsa", 384, "ecdsa-sha2-nistp384"), ("rsa", 3072, "ssh-rsa")],
 )
-def test_rfc4716_keys_are_accepted_with_the_same_fingerprint(cli, keys_dir, key_type, bits, algorithm) -> None:  # type: ignore[no-untyped-def]
+def test_rfc4716_keys_are_accepted_with_the_same_fingerprint(
+    cli: Cli, keys_dir: Path, key_type: str, bits: int | None, algorithm: str
+) -> None:
     _, public = make_keypair(keys_dir, name=f"id_{key_type}", key_type=key_type, bits=bits)
     exported = rfc4716(public)
     assert exported.read_text().startswith("---- BEGIN SSH2 PUBLIC KEY ----\nComment: ")
@@ -217,7 +223,7 @@ def test_rfc4716_keys_are_accepted_with_the_same_fingerprint(cli, keys_dir, key_
     assert code == 2 and "is already registered for account 'acme'" in err
 
 
-def test_rfc4716_comment_names_the_key_and_continued_headers_are_read(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+def test_rfc4716_comment_names_the_key_and_continued_headers_are_read(cli: Cli, keys_dir: Path) -> None:
     _, public = make_keypair(keys_dir, name="laptop")
     exported = rfc4716(public, comment="ed25519-key-20240501")
     code, out, err = cli("keys", "add", "acme", "-", "--json", stdin=exported.read_text())
@@ -228,7 +234,7 @@ def test_rfc4716_comment_names_the_key_and_continued_headers_are_read(cli, keys_
     assert (code, err) == (0, "") and json.loads(out)["name"] == "rsa-key-20240502"
 
 
-def test_rfc4716_refusals_keep_their_reasons(cli, keys_dir) -> None:  # type: ignore[no-untyped-def]
+def test_rfc4716_refusals_keep_their_reasons(cli: Cli, keys_dir: Path) -> None:
     _, weak = make_keypair(keys_dir, name="weak", key_type="rsa", bits=1024)
     code, _, err = cli("keys", "add", "acme", str(rfc4716(weak)))
     assert code == 2 and "RSA key of 1024 bits is too weak" in err
@@ -254,7 +260,7 @@ def test_rfc4716_refusals_keep_their_reasons(cli, keys_dir) -> None:  # type: ig
     assert json.loads(cli("keys", "list", "--json")[1]) == []
 
 
-def test_a_putty_private_key_is_refused_with_a_hint(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_putty_private_key_is_refused_with_a_hint(cli: Cli, tmp_path: Path) -> None:
     ppk = tmp_path / "key.ppk"
     ppk.write_text("PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: laptop\nPublic-Lines: 2\n")
     code, _, err = cli("keys", "add", "acme", str(ppk))

@@ -95,7 +95,7 @@ def _through_the_seam(tmp_path: Path, text: str, batch_rows: int = 2):
             batch_rows=batch_rows,
         )
     )
-    rows = [row for batch in batches for row in batch.events.to_dicts()]
+    rows = [row for batch in batches if batch.events is not None for row in batch.events.to_dicts()]
     bad = [(row.line, row.cells, row.problems) for batch in batches for row in batch.bad]
     return batches, rows, bad
 

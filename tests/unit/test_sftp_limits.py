@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import resource
@@ -35,7 +36,7 @@ def test_over_the_overall_cap_the_oldest_connection_not_logged_in_makes_room() -
     dropped: list[str] = []
     for name, address in (("old", "192.0.2.1"), ("newer", "192.0.2.2")):  # keys: anything hashable
         assert gate.full(address) is None
-        gate.opened(address, name, lambda name=name: dropped.append(name))
+        gate.opened(address, name, functools.partial(dropped.append, name))
     assert asyncio.run(_full_in_a_loop(gate, "192.0.2.3")) is None  # let in: the oldest was dropped for it
     assert dropped == ["old"]
     gate.opened("192.0.2.3", "newest", lambda: dropped.append("newest"))
@@ -59,7 +60,9 @@ def test_refusals_are_one_line_per_reason(caplog: pytest.LogCaptureFixture) -> N
 
     with caplog.at_level(logging.WARNING, logger="ingestd.sftp"):
         asyncio.run(burst())
-    lines = [record.fields for record in caplog.records if record.getMessage() == "sftp.connections_refused"]
+    lines = [
+        record.__dict__["fields"] for record in caplog.records if record.getMessage() == "sftp.connections_refused"
+    ]
     assert [(f["count"], f["reason"]) for f in lines] == [(1, "max_startups"), (500, "per_source_max_startups")]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 
 import polars as pl
 import pytest
@@ -26,7 +26,7 @@ def batch(index: int, rows: int = 100, bad: int = 0) -> Batch:
     )
 
 
-def ready(batches: Generator[Batch, None, None]) -> Validated:
+def ready(batches: Iterator[Batch]) -> Validated:
     """A Validated whose thread has validated everything it will before the first take."""
     validated = Validated(batches, ahead=100)
     validated._thread.join(timeout=30)
