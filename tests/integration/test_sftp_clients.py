@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import paramiko
 import pytest
 from asyncssh.constants import MSG_KEXINIT
 from asyncssh.packet import Boolean, Byte, NameList, UInt32
@@ -276,24 +275,6 @@ def test_paramiko_offering_a_wrong_key_first_logs_in_with_the_next(served: tuple
     # each key, which plain asyncssh answers with a disconnect. sshd lets such a partner in; so must ingestd.
     daemon, private = served
     stranger, _ = make_keypair(tmp_path / "other", name="id_other")
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    try:
-        client.connect(
-            "127.0.0.1",
-            port=daemon.sftp_port,
-            username="acme",
-            key_filename=[str(stranger), str(private)],
-            look_for_keys=False,
-            allow_agent=False,
-            timeout=30,
-            banner_timeout=30,
-            auth_timeout=30,
-        )
-        sftp = client.open_sftp()
-        with sftp.open("second-key.csv", "wb") as remote:
-            remote.write(b"identity,evtName\n1,Charged\n")
-        sftp.close()
-    finally:
-        client.close()
+    with paramiko_sftp(daemon.sftp_port, "acme", [stranger, private]) as sftp, sftp.open("second-key.csv", "wb") as f:
+        f.write(b"identity,evtName\n1,Charged\n")
     assert (daemon.drop("acme") / "second-key.csv").read_bytes() == b"identity,evtName\n1,Charged\n"

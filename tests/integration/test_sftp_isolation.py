@@ -12,31 +12,18 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncssh
 import paramiko
 import pytest
 
+from tests.fixtures.common import wait_for
 from tests.fixtures.daemon import Daemon
 from tests.fixtures.sshkeys import make_keypair, paramiko_sftp, sftp_batch, sftp_command
 
 MakeDaemon = Callable[..., Daemon]
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> Any:
-    """The condition's first truthy result."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def with_options(command: list[str], *options: str) -> list[str]:

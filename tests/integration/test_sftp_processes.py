@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import socket
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -15,23 +14,13 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from tests.fixtures.common import wait_for
 from tests.fixtures.daemon import Daemon
 from tests.fixtures.sshkeys import make_keypair
 
 MakeDaemon = Callable[..., Daemon]
 PROCESSES = 3
 MAX_CONNECTIONS = 90  # hashed over 3 processes, the chance that one gets none of them is below 1e-15
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def log_in(daemon: Daemon, account: str, key: Path) -> paramiko.Transport:
