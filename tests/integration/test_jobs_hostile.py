@@ -242,22 +242,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(path: Path) -> None:
-    with open(path, "wb") as handle:
-        block = b"\0" * (64 << 10)
-        try:
-            while True:
-                handle.write(block)
-                handle.flush()
-        except OSError:
-            pass
-    for size in (4096, 512, 1):  # the last pages too
-        try:
-            with open(path, "ab") as handle:
+    """Write until the file system is full. Unbuffered: a write that does not fit fails at once, and no buffered
+    rest is left for close() to fail on."""
+    for size in (64 << 10, 4096, 512, 1):  # big blocks, then the last pages too
+        with open(path, "ab", buffering=0) as handle:
+            block = b"\0" * size
+            try:
                 while True:
-                    handle.write(b"\0" * size)
-                    handle.flush()
-        except OSError:
-            continue
+                    handle.write(block)
+            except OSError:
+                continue
 
 
 def test_a_full_disk_pauses_the_import_and_it_resumes_when_space_is_back(
