@@ -109,10 +109,11 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path, postgres_url: str, noida: Noida, es_prefix: str) -> Iterator[Callable[..., Cluster]]:
+    """Factory: cluster(**env) -> a Cluster on the session's noida-db, or on `server`, a noida-db of its own."""
     made: list[Cluster] = []
 
-    def factory(**env: str) -> Cluster:
-        made.append(Cluster(tmp_path, postgres_url, noida, es_prefix, **env))
+    def factory(server: Noida | None = None, **env: str) -> Cluster:
+        made.append(Cluster(tmp_path, postgres_url, server or noida, es_prefix, **env))
         return made[-1]
 
     yield factory
@@ -201,17 +202,22 @@ def test_a_ban_written_through_one_node_holds_on_both(
     assert sftp_batch(one.sftp_port, ACCOUNT, keypair[0], ["ls"]).returncode == 0
 
 
-# The brief's figure is 400k rows; on this 2-core machine under load noida-db stopped answering (even GET /)
-# at about 170k documents, so the test imports what noida-db takes here. Raise it on a bigger machine.
-ROWS = 120_000
+# Issue #16's figure. (At 120k for a while: noida-db stopped answering at about 170k documents here, because the
+# sink searched the index it was writing to for every batch's ids, which noida-db answers by a scan of all of it.)
+ROWS = 400_000
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_other_node_finishes_the_import_of_a_killed_node_with_one_email(
-    cluster: Callable[..., Cluster], keypair: tuple[Path, Path], tmp_path: Path, smtp_server: SMTPServer
+    make_noida: Callable[[], Noida],  # before `cluster`: the nodes are stopped before their noida-db
+    cluster: Callable[..., Cluster],
+    keypair: tuple[Path, Path],
+    tmp_path: Path,
+    smtp_server: SMTPServer,
 ) -> None:
     nodes = cluster(
+        make_noida(),  # its own, stopped after the test: 400k documents are not left to the rest of the session
         INGESTD_SMTP__HOST=smtp_server.host,
         INGESTD_SMTP__PORT=str(smtp_server.port),
         INGESTD_JOBS__BATCH_ROWS="10000",
