@@ -6,9 +6,9 @@ beats lost to a slow database do no harm. A node whose last beat is older than L
 
 What a takeover costs (docs/ops-guide.md, "Running several nodes"): a node that dies without a clean stop keeps
 its claims until they lapse, between LEASE_SECONDS - HEARTBEAT_SECONDS and LEASE_SECONDS after it died; another
-node takes a job over at its next scheduler pass (IDLE_TICK, 5 s, daemon/jobs/manager.py) and resumes it from its last checkpoint,
-so the rows written since (at most the batches in flight) are validated and written again, under the same ids.
-A clean stop gives every claim back at once. SQLite state has one node and no leases.
+node takes a job over at its next scheduler pass (IDLE_TICK, 5 s, in daemon/jobs/manager.py) and resumes it
+from its last checkpoint, so the rows written since (at most the batches in flight) are validated and written
+again, under the same ids. A clean stop gives every claim back at once. SQLite state has one node, no leases.
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 
 Each `ingestd serve` registers itself as a node (`host:pid`) and beats every HEARTBEAT_SECONDS: one transaction
 that stamps its row and extends its claims on jobs, outbox rows and export runs by LEASE_SECONDS (both in
-daemon/store/leases.py). A node that
-stops cleanly gives its claims back at once; one that dies loses them when they lapse, and the other nodes take
-its work over (a processing job resumes from its last checkpoint)."""
+daemon/store/leases.py). A node that stops cleanly gives its claims back at once; one that dies loses them when
+they lapse, and the other nodes take its work over (a processing job resumes from its last checkpoint)."""
 
 from __future__ import annotations
 
