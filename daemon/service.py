@@ -23,7 +23,8 @@ log = logging.getLogger("ingestd.service")
 
 
 class Component(Protocol):
-    """What the service needs of each part. Optional: `banner() -> list[str]`, `health() -> str | None`."""
+    """What the service needs of each part. Optional: `banner() -> list[str]`, `health() -> str | None`,
+    `force_stop()` (the second stop signal; one given the service's `Shutdown` also sees it there)."""
 
     async def start(self) -> None: ...
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.csvgen import write_bought
 from tests.fixtures.daemon import Daemon
 from tests.integration.test_e2e import ACCOUNT, Partner, finished
 
@@ -21,16 +22,7 @@ BAD_EVERY = 997  # every 997th row has no identity: the error CSV must come out 
 
 def write_events(path: Path) -> int:
     """A ROWS-row events file with distinct events; returns how many rows are bad."""
-    bad = 0
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        handle.write("identity,event,when,Amount\n")
-        for i in range(ROWS):
-            if i % BAD_EVERY == BAD_EVERY - 1:
-                bad += 1
-                handle.write(f",Bought,{1_600_000_000 + i},{i}\n")
-            else:
-                handle.write(f"user{i % 5000},Bought,{1_600_000_000 + i},{i}\n")
-    return bad
+    return write_bought(path, ROWS, bad_every=BAD_EVERY)
 
 
 MANIFEST = {
