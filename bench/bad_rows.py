@@ -17,22 +17,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.fixtures.csvgen import write_names, write_ragged
 from tests.fixtures.daemon import Daemon, daemon_env
 
 ACCOUNT = "bench"
 
 
 def write_csv(path: Path, rows: int, bad: bool) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        handle.write("identity,name\n")
-        chunk = "a\n" * 10_000
-        if bad:
-            for _ in range(rows // 10_000):
-                handle.write(chunk)
-            handle.write("a\n" * (rows % 10_000))
-        else:
-            for i in range(rows):
-                handle.write(f"u{i},n\n")
+    """Header `identity,name`; then `a` on every line (bad: every row ragged), or `u<i>,n` (good)."""
+    if bad:
+        write_ragged(path, rows, header="identity,name")
+    else:
+        write_names(path, rows)
 
 
 def vm(pid: int, key: str) -> float:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import xxhash
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.fixtures.csvgen import write_events, write_profiles
+from tests.fixtures.daemon import Daemon as HarnessDaemon
+from tests.fixtures.daemon import daemon_env
+from tests.fixtures.noida import Noida
+
+ROOT = Path(__file__).resolve().parent.parent
+# The daemon runs in the harness's temp folder: this checkout's code, as when it ran in the caller's folder.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 ACCOUNT = "bench"
 EVENT_MANIFEST = {
@@ -45,59 +55,29 @@ PROFILE_MANIFEST = {
 }
 
 
-def write_events(path: Path, rows: int) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        handle.write("identity,event_name,time_stamp,item_name,item_price,quantity,delivered\n")
-        for i in range(rows):
-            handle.write(
-                f"user{i % 50_000}@example.com,Purchased,{1_600_000_000 + i},Item {i % 977},{(i % 500) / 4},{i % 7},"
-                f"{'true' if i % 2 else 'false'}\n"
-            )
-
-
-def write_profiles(path: Path, rows: int) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        handle.write("identity,time_stamp,Name,City,age,married,Tags,Tags.operation\n")
-        for i in range(rows):
-            handle.write(
-                f"user{i}@example.com,{1_600_000_000 + i},User {i},City {i % 300},{18 + i % 60},"
-                f"{'yes' if i % 3 else 'no'},tag{i % 11},$add\n"
-            )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Daemon:
-    """`ingestd serve` in a subprocess on its own data dir."""
+class Daemon(HarnessDaemon):
+    """`ingestd serve` in a subprocess on its own data dir (tests/fixtures/daemon.py's), started; with the
+    CPU, memory and job figures this bench reads."""
 
     def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
-        self.data_dir = data_dir
-        self.log = data_dir.parent / f"{data_dir.name}.log"
-        out = data_dir.parent / f"{data_dir.name}.out"
-        full = {k: v for k, v in os.environ.items() if not k.startswith("INGESTD_")}
-        full.update({"INGESTD_DATA_DIR": str(data_dir), "INGESTD_SFTP__PORT": "0", "INGESTD_HTTP__PORT": "0"}, **env)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as err, open(out, "wb") as stdout:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "daemon.cli", "serve"], env=full, stdout=stdout, stderr=err
-            )
-        deadline = time.monotonic() + 60
-        while "  data " not in out.read_text(errors="replace"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"daemon did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.05)
+        super().__init__(data_dir, daemon_env(data_dir, **env))
+        try:
+            self.start(timeout=60)
+        except RuntimeError as exc:
+            raise SystemExit(f"daemon did not start:\n{str(exc)[-3000:]}") from None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def cpu_seconds(self) -> float:
         """User + system CPU the daemon used so far: a load-independent view beside the wall-clock rates."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
@@ -115,14 +95,13 @@ class Daemon:
             conn.close()
         return row
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """SIGTERM, then SIGKILL if it has not stopped within `timeout` (the fixture's, not raising)."""
+        try:
+            return super().stop(sig, timeout)
+        except RuntimeError as exc:
+            print(f"warning: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return self.returncode if self.returncode is not None else -signal.SIGKILL
 
 
 def drop_and_wait(daemon: Daemon, csv_path: Path, manifest: dict[str, Any], name: str) -> tuple[float, tuple]:
@@ -138,8 +117,8 @@ def drop_and_wait(daemon: Daemon, csv_path: Path, manifest: dict[str, Any], name
         state = daemon.job(name)
         if state and state[0] in ("succeeded", "completed_with_errors", "failed"):
             return time.perf_counter() - start, state
-        if daemon.process.poll() is not None:
-            raise SystemExit(f"daemon died:\n{daemon.log.read_text(errors='replace')[-3000:]}")
+        if not daemon.running:
+            raise SystemExit(f"daemon died:\n{daemon.log()[-3000:]}")
         time.sleep(0.02)
 
 
@@ -261,35 +240,15 @@ def raw_bulk(csv_path: Path, url: str, prefix: str, chunk: int = 5_000) -> float
     return rows / (time.perf_counter() - start)
 
 
-def start_noida(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A local Elasticsearch-compatible server (noida-db) on a free port, data under workdir."""
-    port = free_port()
-    binary = shutil.which("noida-db") or "noida-db"
-    process = subprocess.Popen(
-        [
-            binary,
-            "start",
-            "--only",
-            "elasticsearch",
-            "--elasticsearch-port",
-            str(port),
-            "--data-dir",
-            str(workdir / "noida"),
-        ],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return process, url
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("noida-db (Elasticsearch) did not start") from None
-            time.sleep(0.2)
+def start_noida(workdir: Path) -> tuple[Noida, str]:
+    """A local Elasticsearch-compatible server (noida-db, tests/fixtures/noida.py's) on a free port, data under
+    workdir."""
+    noida = Noida(workdir / "noida")
+    try:
+        noida.start(timeout=60)
+    except RuntimeError as exc:
+        raise SystemExit(f"noida-db (Elasticsearch) did not start: {str(exc)[-2000:]}") from None
+    return noida, noida.url
 
 
 def run_sink(
@@ -318,7 +277,7 @@ def run_sink(
     finally:
         daemon.stop()
     if verbose:
-        for line in daemon.log.read_text(errors="replace").splitlines():
+        for line in daemon.log().splitlines():
             if " job." in line:
                 print(f"    {line}")
     print(
@@ -385,11 +344,8 @@ def main() -> int:
                 print(f"[elasticsearch] ratio ingestd / raw _bulk: {ours / raw:.2f}  (target >= 0.7)")
             finally:
                 if noida is not None:
-                    noida.send_signal(signal.SIGINT)
-                    try:
-                        noida.wait(30)
-                    except subprocess.TimeoutExpired:
-                        noida.kill()
+                    with contextlib.suppress(RuntimeError):  # killed if it hangs
+                        noida.stop()
     return 0
 
 

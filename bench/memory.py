@@ -28,20 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ingest import EVENT_MANIFEST, naive_sqlite, write_events
+from bench.ingest import EVENT_MANIFEST, naive_sqlite
+from tests.fixtures.csvgen import write_events, write_ragged
 from tests.fixtures.daemon import Daemon, daemon_env
 
 FINAL = ("succeeded", "completed_with_errors", "failed", "cancelled")
-
-
-def write_ragged(path: Path, rows: int) -> None:
-    """Header of the event columns, then `a` on every line: each row has one field, all of them ragged."""
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        handle.write("identity,event_name,time_stamp,item_name,item_price,quantity,delivered\n")
-        chunk = "a\n" * 10_000
-        for _ in range(rows // 10_000):
-            handle.write(chunk)
-        handle.write("a\n" * (rows % 10_000))
 
 
 def vm(pid: int, key: str) -> float:

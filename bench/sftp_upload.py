@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -14,6 +15,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.fixtures.daemon import Daemon, daemon_env
+
+ROOT = Path(__file__).resolve().parent.parent
+# The daemon runs in the harness's temp folder: this checkout's code, as when it ran in the caller's folder.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 USAGE = """
 Prints MB/s for one big file and files/s for many small ones, for both servers, and the ratio
@@ -177,6 +186,7 @@ async def main():
     service = SFTPListener(config, StateDB(config.state_db))
     await service.start()
     print(f"  sftp   {service.host}:{service.port}", flush=True)
+    print(f"  data   {config.data_dir}", flush=True)  # the end of the banner (tests/fixtures/daemon.py)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -188,7 +198,8 @@ asyncio.run(main())
 
 
 class IngestdServer(Server):
-    """`ingestd serve` (the whole daemon) on a free port with the client's key registered for account 'bench'."""
+    """`ingestd serve` (the whole daemon; tests/fixtures/daemon.py's harness) on a free port with the client's
+    key registered for account 'bench'."""
 
     name = "ingestd"
 
@@ -201,30 +212,32 @@ class IngestdServer(Server):
         clients: list[Path] | None = None,
     ) -> None:
         data = work / "ingestd-data"
-        env = {name: value for name, value in os.environ.items() if not name.startswith("INGESTD_")}
-        env.update({"INGESTD_DATA_DIR": str(data), "INGESTD_SFTP__PORT": "0", "INGESTD_HTTP__PORT": "0"})
-        env["INGESTD_SFTP__MAX_FILE_SIZE"] = "64GiB"
+        settings = {"INGESTD_SFTP__MAX_FILE_SIZE": "64GiB"}
         if processes is not None:
-            env["INGESTD_SFTP__PROCESSES"] = str(processes)
+            settings["INGESTD_SFTP__PROCESSES"] = str(processes)
+        self.daemon = Daemon(data, daemon_env(data, **settings))
+        if sftp_only:
+            self.daemon.command = (sys.executable, "-c", SFTP_ONLY)
         self.user = "bench"
         self.data = data
         cli = [sys.executable, "-m", "daemon.cli"]
+        env = self.daemon.env
         subprocess.run([*cli, "keys", "add", "bench", str(client_public)], check=True, env=env, capture_output=True)
         for number, public in enumerate(clients or [], 1):  # --clients: one account each
             command = [*cli, "keys", "add", f"bench{number}", str(public)]
             subprocess.run(command, check=True, env=env, capture_output=True)
         self.upload_dir = data / "drop" / "bench"
-        self.stdout = work / "ingestd.out"
-        with open(self.stdout, "wb") as out, open(work / "ingestd.log", "wb") as err:
-            command = [sys.executable, "-c", SFTP_ONLY] if sftp_only else [*cli, "serve"]
-            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
-        deadline = time.monotonic() + 60
-        while not (match := re.search(r"^\s+sftp\s+\S+:(\d+)", self.stdout.read_text(), re.MULTILINE)):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"ingestd serve did not start: {(work / 'ingestd.log').read_text()[-2000:]}")
-            time.sleep(0.05)
-        self.port = int(match.group(1))
-        self.banner = self.stdout.read_text()
+        try:
+            self.daemon.start(timeout=60)
+        except RuntimeError as exc:
+            raise SystemExit(f"ingestd serve did not start: {str(exc)[-2000:]}") from None
+        self.process = self.daemon.process
+        self.port = self.daemon.sftp_port
+        self.banner = self.daemon.stdout()
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError):  # killed if it hangs
+            self.daemon.stop(timeout=30)
 
     def client(self, number: int) -> tuple[str, str, Path]:
         folder = self.data / "drop" / f"bench{number}"

@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.fixtures.csvgen import write_validate  # noqa: E402
+
 PROFILE_MANIFEST = {
     "fileName": "profiles.csv",
     "type": "profile",
@@ -62,32 +64,8 @@ EVENT_MANIFEST = {
 
 
 def generate(kind: str, rows: int, path: Path) -> None:
-    """12 columns; every 100th row breaks one rule (1% bad rows)."""
-    with open(path, "w", encoding="utf-8", newline="") as out:
-        if kind == "profile":
-            out.write(
-                "time_stamp,identity,cookie_id,name,email,phone,phone.operation,married,age,score,city,msg_email\n"
-            )
-            for i in range(rows):
-                age = "abc" if i % 100 == 37 else str(18 + i % 60)
-                phone = "12345" if i % 100 == 71 else f"+9188{i % 100000000:08d}"
-                op = "$add" if i % 7 == 0 else ""
-                out.write(
-                    f"{1574668407 + i},user{i}@example.com,cookie-{i},Name {i % 9973},user{i}@example.com,"
-                    f"{phone},{op},{'true' if i % 2 else 'false'},{age},{i % 1000}.5,City {i % 300},{i % 2}\n"
-                )
-        else:
-            out.write(
-                "event_name,time_stamp,identity,cookie_id,item,price,qty,delivered,delivery_date,city,note,score\n"
-            )
-            for i in range(rows):
-                name = "" if i % 100 == 37 else ("App Launched" if i % 100 == 53 else "Purchased")
-                price = "n/a" if i % 100 == 71 else f"{i % 500}.25"
-                out.write(
-                    f"{name},{1578503667 + i},user{i % 50000}@example.com,cookie_{i},Awesome Ring - {i % 977},"
-                    f"{price},{i % 17},{'true' if i % 2 else 'false'},$D_{1589274432 + i},City{i % 300},"
-                    f'"note, with a comma {i}",{i * 7919}\n'
-                )
+    """12 columns; every 100th row breaks one rule (1% bad rows): tests/fixtures/csvgen.py's validate shapes."""
+    write_validate(kind, rows, path)
 
 
 def run_engine(csv_path: str, manifest_path: str) -> dict[str, float]:

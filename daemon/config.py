@@ -234,8 +234,11 @@ class JobsConfig(_Section):
     commit_rows: int = Field(1_000_000, ge=100, le=10_000_000)
     max_manifest_size: Size = "1MiB"  # type: ignore[assignment]  # a bigger manifest fails unread
     retention_days: float = Field(30, ge=0)  # job folders older than this are removed; 0 keeps them
-    # At shutdown, how long running imports get to reach their next checkpoint before they are cancelled.
-    shutdown_grace: Duration = "15s"  # type: ignore[assignment]
+    # The whole shutdown's deadline (daemon/shutdown.py), from the first SIGTERM/SIGINT: uploads in flight
+    # finish, running imports reach their next checkpoint, deliveries in flight are marked sent, each in what
+    # remains of it; what is left is then stopped (resumed or delivered after the restart). At most an hour:
+    # a stop that long is a hang to systemd (TimeoutStopSec) and to an operator.
+    shutdown_grace: Duration = Field("15s", le=3600)  # type: ignore[assignment]
     restricted_events: StrList = DEFAULT_RESTRICTED_EVENTS
 
 

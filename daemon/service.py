@@ -15,6 +15,7 @@ from daemon.config import Config
 from daemon.errors import UsageError
 from daemon.logs import event, setup_logging
 from daemon.sftp.limits import raise_nofile_limit
+from daemon.shutdown import Shutdown
 from daemon.store import open_state
 from daemon.store.nodes import Heartbeat, node_id
 
@@ -22,7 +23,8 @@ log = logging.getLogger("ingestd.service")
 
 
 class Component(Protocol):
-    """What the service needs of each part. Optional: `banner() -> list[str]`, `health() -> str | None`."""
+    """What the service needs of each part. Optional: `banner() -> list[str]`, `health() -> str | None`,
+    `force_stop()` (the second stop signal; one given the service's `Shutdown` also sees it there)."""
 
     async def start(self) -> None: ...
 
@@ -30,7 +32,11 @@ class Component(Protocol):
 
 
 class Service:
-    """Owns the start and stop order: store, sink, notifier, jobs, SFTP, HTTP; stop is the reverse."""
+    """Owns the start and stop order: store, sink, notifier, jobs, SFTP, HTTP; stop is the reverse.
+
+    The stop has one deadline, `jobs.shutdown_grace` from its start (`self.shutdown`): uploads in flight
+    finish, then imports stop at their checkpoint, then deliveries in flight are marked sent, each in the
+    time that remains; a second stop signal ends every wait at once."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -40,6 +46,7 @@ class Service:
         self.components: dict[str, Any] = {}
         self._started: list[str] = []
         self._stopping = asyncio.Event()
+        self.shutdown = Shutdown(config.jobs.shutdown_grace)
 
     def build(self) -> None:
         from daemon.exports.service import ExportService
@@ -55,9 +62,9 @@ class Service:
             db, db.node, sftp=f"{config.sftp.host}:{config.sftp.port}", http=f"{config.http.host}:{config.http.port}"
         )
         sink = open_sink(config)
-        notifier = Notifier(config, db)
-        jobs = JobManager(config, db, sink, notifier)
-        sftp = SFTPService(config, db)
+        notifier = Notifier(config, db, shutdown=self.shutdown)
+        jobs = JobManager(config, db, sink, notifier, shutdown=self.shutdown)
+        sftp = SFTPService(config, db, shutdown=self.shutdown)
         health = {"sftp": sftp, "sink": sink, "jobs": jobs, "notifier": notifier}
         http = HTTPService(config, db, sink, health=health)
         exports = ExportService(config, db, notifier)
@@ -82,6 +89,7 @@ class Service:
             await node.announce(f"{sftp.host}:{sftp.port}", f"{self.config.http.host}:{http_port}")
 
     async def stop(self) -> None:
+        self.shutdown.begin()  # the deadline, if no signal set it already (a start that failed)
         while self._started:
             name = self._started.pop()
             try:
@@ -98,12 +106,16 @@ class Service:
         return "\n".join(lines)
 
     def request_stop(self) -> None:
-        """The first SIGTERM/SIGINT stops the service in order; a second one during that stop forces it:
-        running imports are cancelled at once (they resume from their last checkpoint at the next start)."""
+        """The first SIGTERM/SIGINT stops the service in order within `jobs.shutdown_grace`; a second one
+        during that stop forces it: uploads in flight are cut (kept for a resume), running imports cancelled
+        (they resume from their last checkpoint at the next start), deliveries in flight abandoned (their
+        outbox rows stay pending)."""
         if not self._stopping.is_set():
+            self.shutdown.begin()
             self._stopping.set()
             return
         event(log, "service.forced_stop", logging.WARNING)
+        self.shutdown.force()
         for component in self.components.values():
             force = getattr(component, "force_stop", None)
             if force is not None:

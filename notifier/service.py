@@ -15,6 +15,7 @@ from daemon.config import Config
 from daemon.errors import ConfigError
 from daemon.logs import event
 from daemon.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_PENDING
+from daemon.shutdown import Shutdown
 from daemon.store import StateDB
 from daemon.store.accounts import AccountStore
 from daemon.units import duration_text
@@ -44,10 +45,6 @@ SUMMARY_EVERY = 30.0
 # hangs must neither open a connection each nor take the threads the rest of the daemon works in.
 # They are shared fairly over accounts (notifier/slots.py): one account's slow destinations never hold them all.
 SMTP_CONNECTIONS = 4
-# stop() waits this long at most for deliveries in flight. Abandoning one is safe: its row is still pending
-# in the outbox and is delivered again after the restart; only a message the server accepted in that very
-# moment is sent twice. Waiting `smtp.timeout` for a hanging relay would hold up every SIGTERM.
-STOP_GRACE = 3.0
 
 
 def check_addresses(config: Config) -> None:
@@ -87,9 +84,12 @@ def notified_entry(kind: str, recipients: Plan, emailed: bool, held_back: bool) 
 class Notifier:
     """Emails and webhooks for job events; nothing is sent that was not first stored in the outbox."""
 
-    def __init__(self, config: Config, db: StateDB) -> None:
+    def __init__(self, config: Config, db: StateDB, shutdown: Shutdown | None = None) -> None:
         check_addresses(config)
         self.config = config
+        # The service's stop deadline (shared with the other components); its own when run alone.
+        self._own_shutdown = shutdown is None
+        self.shutdown = shutdown if shutdown is not None else Shutdown(config.jobs.shutdown_grace)
         self.db = db
         self.outbox = Outbox(db)
         self.smtp = SMTPMailer(config.smtp) if config.smtp.host else None
@@ -192,6 +192,8 @@ class Notifier:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self._own_shutdown:  # started again after a stop: a new deadline for the next one
+            self.shutdown = Shutdown(self.config.jobs.shutdown_grace)
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -204,13 +206,18 @@ class Notifier:
         self._runner = asyncio.create_task(self._run(), name="notifier")
 
     async def stop(self) -> None:
-        """Let deliveries in flight finish for STOP_GRACE seconds (so they are marked sent), then abandon the
-        rest: their rows stay pending in the outbox, delivered after the restart."""
+        """Let deliveries in flight finish (so they are marked sent) in what remains of the stop's deadline
+        (`jobs.shutdown_grace` from its start), then abandon the rest. Abandoning one is safe: its row is still
+        pending in the outbox and is delivered again after the restart; only a message the server accepted in
+        that very moment is sent twice. No new delivery starts once the stop has begun."""
+        self.shutdown.begin()
         self._stopping = True
         self._poke()
         tasks = [task for task in [self._runner, *self._drains.values()] if task is not None]
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=min(STOP_GRACE, self.config.smtp.timeout + 5))
+            # No attempt outlasts its timeout (+ the thread's start): no need to wait longer than that.
+            longest = max(self.config.smtp.timeout, self.config.webhooks.timeout) + 5
+            pending = await self.shutdown.wait(tasks, limit=longest)
             for task in pending:
                 task.cancel()
             if pending and self.smtp is not None:
@@ -431,6 +438,8 @@ class Notifier:
             self._smtp_pool = ThreadPoolExecutor(SMTP_CONNECTIONS, thread_name_prefix="ingestd-smtp")
         loop = asyncio.get_running_loop()
         async with self._smtp_slots.hold(item.account):
+            if self._stopping:  # waited for a conversation until the stop began: the row waits for the restart
+                raise asyncio.CancelledError
             refused = await loop.run_in_executor(self._smtp_pool, self.smtp.send, sender, item.recipients, item.payload)
         return f"{self.config.smtp.host}:{self.config.smtp.port}", refused
 

@@ -17,6 +17,7 @@ from daemon.jobs.paths import job_dir, partner_errors_dir
 from daemon.jobs.queue import Queue, Ready
 from daemon.jobs.worker import Worker
 from daemon.logs import event
+from daemon.shutdown import Shutdown
 from daemon.sinks.base import Sink
 from daemon.store.db import StateDB
 from daemon.store.jobs import JobStore, iso
@@ -40,8 +41,13 @@ class Notifier(Protocol):
 class JobManager:
     """One job at a time per account in arrival order, `jobs.workers` accounts at once."""
 
-    def __init__(self, config: Config, db: StateDB, sink: Sink, notifier: Notifier) -> None:
+    def __init__(
+        self, config: Config, db: StateDB, sink: Sink, notifier: Notifier, shutdown: Shutdown | None = None
+    ) -> None:
         self.config = config
+        # The service's stop deadline (shared with the other components); its own when run alone.
+        self._own_shutdown = shutdown is None
+        self.shutdown = shutdown if shutdown is not None else Shutdown(config.jobs.shutdown_grace)
         self.store = JobStore(db)
         self.sink = sink
         self.notifier = notifier
@@ -66,6 +72,8 @@ class JobManager:
     # -- service interface ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self._own_shutdown:  # started again after a stop: a new deadline for the next one
+            self.shutdown = Shutdown(self.config.jobs.shutdown_grace)
         self._loop = asyncio.get_running_loop()
         self.config.jobs_root.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.remove_expired)
@@ -80,8 +88,10 @@ class JobManager:
         ]
 
     async def stop(self) -> None:
-        """Stop taking jobs; running ones stop at their next checkpoint within `jobs.shutdown_grace`, then are
-        cancelled (at once when the service is told to stop again: `force_stop`)."""
+        """Stop taking jobs; running ones stop at their next checkpoint within what remains of the stop's
+        deadline (`jobs.shutdown_grace` from its start), then are cancelled (at once when the service is told
+        to stop again: `force_stop`)."""
+        self.shutdown.begin()
         self._stopping.set()
         self.wake()
         await asyncio.to_thread(self.watcher.stop)
@@ -89,7 +99,7 @@ class JobManager:
             task.cancel()
         running = list(self._running.values())
         if running:
-            self._graceful = asyncio.create_task(asyncio.wait(running, timeout=self.config.jobs.shutdown_grace))
+            self._graceful = asyncio.create_task(self.shutdown.wait(running))
             with contextlib.suppress(asyncio.CancelledError):
                 await self._graceful
             for task in running:
@@ -100,8 +110,7 @@ class JobManager:
 
     def force_stop(self) -> None:
         """A second stop signal: running jobs are cancelled now (they resume from their last checkpoint)."""
-        if self._graceful is not None and not self._graceful.done():
-            self._graceful.cancel()
+        self.shutdown.force()  # ends the wait for running jobs (self._graceful)
 
     def banner(self) -> list[str]:
         return [f"  jobs   {self.config.jobs.workers} workers, drop folders under {self.config.drop_root.resolve()}"]

@@ -5,8 +5,12 @@
 # {"ready": {...}} once listening, or {"error": "..."} and exit 2; then {"counts": [[metric, amount, labels],
 # ...]}: the metric updates of the last COUNT_DELAY seconds, added up per metric and labels; and
 # {"failed": [address, account]} for each failed login. On stdin after the config, {"failed": [address,
-# account]}: a failed login in another SFTP process. The end of stdin means the daemon is gone.
-# SIGTERM or SIGINT: stop as SFTPListener.stop does (uploads in flight get their grace), exit 0.
+# account]}: a failed login in another SFTP process; {"stop": SECONDS}: the daemon is stopping, uploads in
+# flight get SECONDS (what remains of its jobs.shutdown_grace) to finish; {"force": true}: the daemon was told
+# to stop a second time, uploads in flight are cut now. The end of stdin means the daemon is gone.
+# SIGTERM or SIGINT (sent to the whole process group too, by a terminal's Ctrl-C or systemd): the first stops
+# as SFTPListener.stop does (uploads in flight get jobs.shutdown_grace, or less if the daemon said so), a
+# second one forces the stop; exit 0.
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from daemon.errors import IngestdError
 from daemon.logs import event, setup_logging
 from daemon.sftp.limits import raise_nofile_limit
 from daemon.sftp.listener import SFTPListener
+from daemon.shutdown import Shutdown
 from daemon.store import open_state
 
 _lock = threading.Lock()
@@ -77,8 +82,43 @@ def read_line(fd: int, pending: bytearray) -> bytes | None:
     return line
 
 
+class Stopper:
+    """The stop of this process: asked by a signal or by the daemon's {"stop"}/{"force"} lines (see above)."""
+
+    def __init__(self, shutdown: Shutdown) -> None:
+        self.shutdown = shutdown
+        self.requested = asyncio.Event()
+        self._signals = 0
+
+    def signal(self) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            self.begin()
+        else:
+            self.force()
+
+    def begin(self, seconds: float | None = None) -> None:
+        self.shutdown.begin(seconds)
+        self.requested.set()
+
+    def force(self) -> None:
+        self.shutdown.force()
+        self.requested.set()
+
+    def message(self, message: dict[str, object]) -> bool:
+        """Acts on a {"stop"} or {"force"} line from the daemon; False for any other line."""
+        if message.get("force") is True:
+            self.force()
+            return True
+        seconds = message.get("stop")
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+            self.begin(float(seconds))
+            return True
+        return False
+
+
 def _watch_parent(
-    loop: asyncio.AbstractEventLoop, stop: asyncio.Event, listener: SFTPListener, pending: bytearray
+    loop: asyncio.AbstractEventLoop, stopper: Stopper, listener: SFTPListener, pending: bytearray
 ) -> None:
     """Read the daemon's messages from stdin until it closes it (or dies): then stop, so no orphan keeps the port."""
     # os.read, not sys.stdin: a daemon thread blocked inside the buffered reader's lock makes
@@ -87,11 +127,17 @@ def _watch_parent(
     with contextlib.suppress(RuntimeError):  # the loop already closed: we are stopping anyway
         while (line := read_line(fd, pending)) is not None:
             try:
-                address, account = json.loads(line)["failed"]
+                message = json.loads(line)
+                if not isinstance(message, dict):
+                    continue
+                if "stop" in message or "force" in message:
+                    loop.call_soon_threadsafe(stopper.message, message)
+                    continue
+                address, account = message["failed"]
             except (ValueError, KeyError, TypeError):
                 continue  # nothing else is sent; a line from a newer daemon is not ours to act on
             loop.call_soon_threadsafe(listener.failed_elsewhere, str(address), str(account))
-        loop.call_soon_threadsafe(stop.set)
+        loop.call_soon_threadsafe(stopper.begin)
 
 
 def share_failure(address: str, account: str) -> None:
@@ -103,6 +149,7 @@ async def serve(config: Config, pending: bytearray, number: int) -> int:
     if new != old:
         event(logging.getLogger("ingestd.sftp"), "sftp.nofile_limit_raised", soft=new, was=old)
     relay = CountRelay()
+    shutdown = Shutdown(config.jobs.shutdown_grace)
     listener = SFTPListener(
         config,
         open_state(config),
@@ -111,6 +158,7 @@ async def serve(config: Config, pending: bytearray, number: int) -> int:
         share_failure=share_failure,
         sweep=False,
         number=number,
+        shutdown=shutdown,
     )
     try:
         await listener.start()
@@ -120,15 +168,15 @@ async def serve(config: Config, pending: bytearray, number: int) -> int:
     except IngestdError as exc:
         send({"error": str(exc)})
         return 2
-    stop = asyncio.Event()
+    stopper = Stopper(shutdown)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopper.signal)
     threading.Thread(
-        target=_watch_parent, args=(loop, stop, listener, pending), daemon=True, name="parent-watch"
+        target=_watch_parent, args=(loop, stopper, listener, pending), daemon=True, name="parent-watch"
     ).start()
     send({"ready": {"host": listener.host, "port": listener.port, "fingerprint": listener.fingerprint}})
-    await stop.wait()
+    await stopper.requested.wait()
     await listener.stop()
     relay.flush()
     return 0

@@ -22,6 +22,7 @@ from daemon.sftp.algorithms import select_algorithms
 from daemon.sftp.auth import SIGNATURE_ALGS, AccountSSHServer, LoginContext, LoginGuard
 from daemon.sftp.handler import Count, DropFolderSFTP, SessionPolicy, count_locally, sweep_temp_files
 from daemon.sftp.limits import GatedListener, RefusalLog, StartupGate, quiet_accept_errors
+from daemon.shutdown import Shutdown
 from daemon.store import StateDB
 from daemon.store.bans import BanStore
 from daemon.store.keys import KeyStore
@@ -36,7 +37,6 @@ HOST_KEYS = {
     "rsa": ("ssh_host_rsa_key", "ssh-rsa", 3072),
 }
 HOST_KEY_FILE = HOST_KEYS["ed25519"][0]
-UPLOAD_GRACE = 5.0  # seconds uploads in flight get to finish at shutdown
 
 
 def load_or_create_host_key(
@@ -144,8 +144,11 @@ class SFTPListener:
         share_failure: Callable[[str, str], None] | None = None,
         sweep: bool = True,
         number: int | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
         self.config = config
+        # The stop's deadline: uploads in flight get what remains of it (jobs.shutdown_grace from its start).
+        self.shutdown = shutdown if shutdown is not None else Shutdown(config.jobs.shutdown_grace)
         self.count = count
         self.reuse_port = reuse_port  # one of several SFTP processes on this port
         self.share_failure = share_failure  # tells the other processes of a failed login here
@@ -258,17 +261,23 @@ class SFTPListener:
         )
 
     async def stop(self) -> None:
-        """No new connections, no new uploads; uploads in flight get a short grace; then every session ends."""
+        """No new connections, no new uploads; uploads in flight get what remains of the stop's deadline
+        (`self.shutdown`: jobs.shutdown_grace from its start, none once forced); then every session ends."""
         if self._acceptor is None:
             return
+        self.shutdown.begin()
         acceptor, self._acceptor = self._acceptor, None
         acceptor.close()
         assert self.policy is not None
         self.policy.stopping = True
-        if self.policy.uploads:
-            event(log, "sftp.draining", uploads=len(self.policy.uploads), grace_s=UPLOAD_GRACE)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.policy.idle.wait(), UPLOAD_GRACE)
+        if self.policy.uploads and self.shutdown.remaining() > 0:
+            grace = round(self.shutdown.remaining(), 1)
+            event(log, "sftp.draining", uploads=len(self.policy.uploads), grace_s=grace)
+            idle = asyncio.ensure_future(self.policy.idle.wait())
+            try:
+                await self.shutdown.wait([idle])
+            finally:
+                idle.cancel()
         # Closing a connection makes asyncssh close its open handles, which discards unfinished uploads.
         connections = list(self.connections)
         for conn in connections:

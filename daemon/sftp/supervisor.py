@@ -16,13 +16,16 @@ from daemon.config import Config
 from daemon.errors import UsageError
 from daemon.logs import event
 from daemon.sftp.handler import count_locally
-from daemon.sftp.listener import UPLOAD_GRACE, remove_temp_files
+from daemon.sftp.listener import remove_temp_files
+from daemon.shutdown import Shutdown
 from daemon.store import StateDB
 
 log = logging.getLogger("ingestd.sftp")
 
 START_TIMEOUT = 60.0
 RESTART_DELAY = 1.0  # before replacing an SFTP process that died
+# An SFTP process told to stop exits within its grace and this: after the grace it closes its sessions.
+STOP_MARGIN = 15.0
 
 
 def process_count(configured: int) -> int:
@@ -71,6 +74,7 @@ class SFTPProcess:
     def __init__(self, number: int) -> None:
         self.number = number  # 1..processes, in log lines
         self.process: asyncio.subprocess.Process | None = None
+        self.ready = False  # it sent "ready": it reads its stdin and acts on "stop"
 
     @property
     def pid(self) -> int | None:
@@ -84,6 +88,7 @@ class SFTPProcess:
         """Start it and wait for it to listen; returns its "ready" message. UsageError if it does not start."""
         if self.process is not None and self.process.stdin is not None:
             self.process.stdin.close()  # the previous, dead process's pipe
+        self.ready = False
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -105,6 +110,7 @@ class SFTPProcess:
             code = await self.process.wait()
             raise UsageError(message.get("error") or f"sftp: the SFTP process exited with status {code}")
         ready: dict[str, object] = message["ready"]
+        self.ready = True
         return ready
 
     def tell(self, message: dict[str, object]) -> None:
@@ -113,14 +119,19 @@ class SFTPProcess:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 self.process.stdin.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
 
-    async def terminate(self) -> None:
-        """SIGTERM: it stops listening, lets uploads in flight finish within the grace, then exits."""
+    async def terminate(self, grace: float) -> None:
+        """It stops listening, lets uploads in flight finish within `grace` seconds, then exits (killed if it
+        has not within grace + STOP_MARGIN). Told on its stdin: a SIGTERM of ours would count as the second
+        signal in a process that got a Ctrl-C's SIGINT too. One not yet ready gets a SIGTERM."""
         if self.process is None:
             return
         if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
+            if self.ready:
+                self.tell({"stop": round(grace, 3)})
+            else:
+                self.process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.process.wait(), UPLOAD_GRACE + 15)
+                await asyncio.wait_for(self.process.wait(), grace + STOP_MARGIN)
             except TimeoutError:
                 event(log, "sftp.process_killed", logging.WARNING, process=self.number, reason="did not stop in time")
                 await self.kill()
@@ -147,8 +158,11 @@ class SFTPService:
     (`sftp.max_startups`, `sftp.per_source_max_startups`) and the open-file cap per account.
     """
 
-    def __init__(self, config: Config, db: StateDB) -> None:
+    def __init__(self, config: Config, db: StateDB, shutdown: Shutdown | None = None) -> None:
         self.config = config
+        # The service's stop deadline: uploads in flight get what remains of it (jobs.shutdown_grace).
+        self._own_shutdown = shutdown is None
+        self.shutdown = shutdown if shutdown is not None else Shutdown(config.jobs.shutdown_grace)
         self.host = config.sftp.host
         self.port = config.sftp.port
         self.fingerprint = ""
@@ -163,6 +177,8 @@ class SFTPService:
         return [p.pid for p in self.processes if p.running and p.pid is not None]
 
     async def start(self) -> None:
+        if self._own_shutdown:  # started again after a stop: a new deadline for the next one
+            self.shutdown = Shutdown(self.config.jobs.shutdown_grace)
         self._sockets = reserve_port(self.host, self.port)
         # Here, before any process runs: a process starting later must not delete the others' uploads.
         self.config.drop_root.mkdir(parents=True, exist_ok=True)
@@ -173,7 +189,7 @@ class SFTPService:
             # (listener.load_or_create_host_key).
             await asyncio.gather(*(self._spawn(process) for process in self.processes))
         except BaseException:
-            await asyncio.gather(*(process.terminate() for process in self.processes), return_exceptions=True)
+            await asyncio.gather(*(process.terminate(0.0) for process in self.processes), return_exceptions=True)
             self._close_sockets()
             raise
         self._relays = [
@@ -252,17 +268,25 @@ class SFTPService:
         return f"{which} exited with status {code}" if code is not None else f"{which} not started"
 
     async def stop(self) -> None:
-        """Every process stops listening and lets uploads in flight finish within the grace, all at once."""
+        """Every process stops listening and lets uploads in flight finish in what remains of the stop's
+        deadline (jobs.shutdown_grace from its start), all at once."""
+        self.shutdown.begin()
         self._stopping = True
-        await asyncio.gather(*(process.terminate() for process in self.processes))
+        await asyncio.gather(*(process.terminate(self.shutdown.remaining()) for process in self.processes))
         for relay in self._relays:
             relay.cancel()
         for relay in self._relays:
             with contextlib.suppress(BaseException):
                 await relay
         # One a relay may have been starting at that very moment.
-        await asyncio.gather(*(process.terminate() for process in self.processes))
+        await asyncio.gather(*(process.terminate(self.shutdown.remaining()) for process in self.processes))
         self._close_sockets()
+
+    def force_stop(self) -> None:
+        """A second stop signal: uploads in flight are cut now (each kept for a resume)."""
+        self.shutdown.force()
+        for process in self.processes:
+            process.tell({"force": True})
 
     def _close_sockets(self) -> None:
         for sock in self._sockets:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.csvgen import write_bought
 from tests.fixtures.daemon import Daemon
 from tests.integration.test_e2e import ACCOUNT, Partner, finished
 
@@ -20,16 +22,7 @@ BAD_EVERY = 997  # every 997th row has no identity: the error CSV must come out 
 
 def write_events(path: Path) -> int:
     """A ROWS-row events file with distinct events; returns how many rows are bad."""
-    bad = 0
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        handle.write("identity,event,when,Amount\n")
-        for i in range(ROWS):
-            if i % BAD_EVERY == BAD_EVERY - 1:
-                bad += 1
-                handle.write(f",Bought,{1_600_000_000 + i},{i}\n")
-            else:
-                handle.write(f"user{i % 5000},Bought,{1_600_000_000 + i},{i}\n")
-    return bad
+    return write_bought(path, ROWS, bad_every=BAD_EVERY)
 
 
 MANIFEST = {
@@ -71,12 +64,14 @@ def sink_events(daemon: Daemon) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGTERM, no grace"])
 def test_a_daemon_stopped_mid_import_resumes_and_ends_with_exact_counts(
     how: str, make_daemon: Callable[..., Daemon], keypair: tuple[Path, Path], tmp_path: Path
 ) -> None:
     # Batches ready at once are joined into writes of up to 15,000 rows, as the default config does at scale.
-    daemon = make_daemon(INGESTD_JOBS__BATCH_ROWS="5000", INGESTD_JOBS__COMMIT_ROWS="15000")
+    # With no shutdown grace the import is stopped in its batch in hand, not at the end of it.
+    grace = {"INGESTD_JOBS__SHUTDOWN_GRACE": "0s"} if how == "SIGTERM, no grace" else {}
+    daemon = make_daemon(INGESTD_JOBS__BATCH_ROWS="5000", INGESTD_JOBS__COMMIT_ROWS="15000", **grace)
     daemon.add_key(ACCOUNT, keypair[1])
     partner = Partner(daemon, keypair[0], tmp_path / "partner")
     bad = write_events(partner.folder / "big.csv")
@@ -106,7 +101,9 @@ def test_a_daemon_stopped_mid_import_resumes_and_ends_with_exact_counts(
     assert len(set(error_rows)) == bad + 1
     assert "job.resumed" in daemon.log()
     if how == "SIGTERM":
-        assert "job.interrupted" in daemon.log()
+        assert re.search(r"job\.interrupted account=acme job_id=\d+$", daemon.log(), re.MULTILINE)
+    elif how == "SIGTERM, no grace":
+        assert "job.interrupted account=acme job_id=1 forced=True" in daemon.log()
 
 
 PROFILE_ROWS = 60_000

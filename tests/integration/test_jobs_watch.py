@@ -18,6 +18,7 @@ from daemon.jobs.manager import JobManager
 from daemon.sinks import open_sink
 from daemon.store.db import StateDB
 from notifier.service import Notifier
+from tests.fixtures.csvgen import write_names
 
 
 class Running:
@@ -113,9 +114,7 @@ def test_hidden_files_nested_folders_and_other_names_are_not_arrivals(running: R
 
 
 def big_profiles(path: Path, rows: int) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write("identity,Name\n")
-        handle.writelines(f"u{i},N{i}\n" for i in range(rows))
+    write_names(path, rows, header="identity,Name", name=lambda i: f"N{i}")
 
 
 @pytest.mark.parametrize("workers", [1, 2])

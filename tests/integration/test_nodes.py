@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from tests.fixtures.common import free_port
+from tests.fixtures.csvgen import write_bought
 from tests.fixtures.daemon import Daemon, daemon_env
 from tests.fixtures.noida import Noida
 from tests.fixtures.smtp import SMTPServer
@@ -229,9 +230,7 @@ def test_the_other_node_finishes_the_import_of_a_killed_node_with_one_email(
     two = nodes.node()
     one.add_key(ACCOUNT, keypair[1])
     partner = Partner(one, keypair[0], tmp_path / "partner")
-    with open(partner.folder / "big.csv", "w", encoding="utf-8") as handle:
-        handle.write("identity,event,when\n")
-        handle.writelines(f"user{i % 5000},Bought,{1_600_000_000 + i}\n" for i in range(ROWS))
+    write_bought(partner.folder / "big.csv", ROWS, amount=False)
     partner.put(partner.folder / "big.csv", partner.file("big.manifest", events_manifest("big.csv")))
 
     def running() -> tuple[Any, ...] | None:

@@ -72,7 +72,7 @@ def test_one_accounts_slow_destinations_do_not_hold_up_another_accounts_email(
         assert waiting, "B's email went out only after every one of A's"
         assert len(waiting) >= len(slow) - (SMTP_CONNECTIONS - 1)  # one slot was B's all along
         assert mail.message["X-Ingestd-Job"] == "99"
-    # stop() abandoned A's conversations still in flight: their rows wait in the outbox, untouched by the stop.
+    # stop() let the conversations in flight end and started none: the rest wait in the outbox, untouched.
     evil = [row for row in outbox_rows(config) if row["account"] == "evil"]
     assert all(row["failed_at"] is None for row in evil)
     assert any(row["sent_at"] is None for row in evil)

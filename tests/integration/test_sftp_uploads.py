@@ -141,6 +141,8 @@ def test_sigterm_lets_uploads_in_flight_finish_and_exits_0(daemon: Daemon, partn
 
 @pytest.mark.slow
 def test_sigterm_ends_an_upload_that_does_not_finish_and_keeps_it_for_reput(daemon: Daemon, partner: Path) -> None:
+    daemon.env["INGESTD_JOBS__SHUTDOWN_GRACE"] = "2s"  # what an upload in flight gets to finish
+    daemon.restart()
     drop = daemon.drop("acme")
     stop_result: list[int] = []
     with paramiko_sftp(daemon.sftp_port, "acme", partner) as sftp:

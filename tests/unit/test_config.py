@@ -73,6 +73,7 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
         ({"INGESTD_SMTP__PROT": "25"}, "smtp.prot: unknown key — did you mean 'port'?"),
         ({"INGESTD_SINK__DRIVER": "mongo"}, "sink.driver: Input should be 'sqlite' or 'elasticsearch'"),
         ({"INGESTD_JOBS__WORKERS": "0"}, "jobs.workers: Input should be greater than or equal to 1"),
+        ({"INGESTD_JOBS__SHUTDOWN_GRACE": "2h"}, "jobs.shutdown_grace: Input should be less than or equal to 3600"),
         ({"INGESTD_ELASTICSEARCH__URL": "localhost:9200"}, "elasticsearch.url: expected an http:// or https:// URL"),
     ],
 )
