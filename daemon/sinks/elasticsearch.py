@@ -147,6 +147,7 @@ class ElasticsearchSink(Sink):
         prefix = config.index_prefix
         self.profiles_index = f"{prefix}-profiles"
         self.events_alias = f"{prefix}-events"
+        self.events_pattern = f"{prefix}-events-*"  # the monthly indices, which the template puts behind the alias
         self.script_id = f"{prefix}-apply-profile-ops"
         self._client: AsyncElasticsearch | None = None
         self._schema_ready = False
@@ -203,7 +204,7 @@ class ElasticsearchSink(Sink):
         await self._call(
             self.client.indices.put_index_template,
             name=f"{prefix}-events",
-            index_patterns=[f"{prefix}-events-*"],
+            index_patterns=[self.events_pattern],
             priority=200,
             template={"mappings": EVENT_MAPPINGS, "aliases": {self.events_alias: {}}},
         )
@@ -359,26 +360,20 @@ class ElasticsearchSink(Sink):
         return Written([failure for failure in written if failure.line not in stored], written.duplicates + len(stored))
 
     async def _stored_elsewhere(self, by_index: dict[str, list[str]]) -> set[str]:
-        """The ids of `by_index` (target index -> ids written to it) stored behind the events alias in another
-        index than their target.
+        """The ids of `by_index` (target index -> ids written to it) stored in another monthly index than their
+        target.
 
         Only the other indices are searched: a search by ids costs by the documents it looks through (noida-db,
         the test server, scans them all), and the index being written to is the one that grows, so searching it
-        made an import quadratic in its size; the months written before are searched, as before."""
-        try:
-            response = await self._call(self.client.indices.get_alias, name=self.events_alias)
-        except NotFoundError:  # no event stored yet: the alias does not exist
-            return set()
-        behind = set(response.body)
+        made an import quadratic in its size. They are named as a wildcard and an exclusion, so the request
+        line stays short however many months there are."""
         found: set[str] = set()
         for target, ids in by_index.items():
-            others = sorted(behind - {target})
-            if others:
-                found |= await self._stored_ids(",".join(others), ids)
+            found |= await self._stored_ids(f"{self.events_pattern},-{target}", ids)
         return found
 
     async def _stored_ids(self, index: str, ids: list[str]) -> set[str]:
-        """The ids among `ids` stored in `index` (comma-separated names)."""
+        """The ids among `ids` stored in `index` (an index, alias or multi-target expression)."""
         found: set[str] = set()
         for start in range(0, len(ids), _LOOKUP_IDS):
             part = ids[start : start + _LOOKUP_IDS]
@@ -391,7 +386,7 @@ class ElasticsearchSink(Sink):
                     source=False,
                     filter_path="hits.hits._id",
                 )
-            except NotFoundError:  # an index behind the alias was deleted since it was listed
+            except NotFoundError:  # no event stored yet, or the index was deleted meanwhile
                 return found
             found.update(hit["_id"] for hit in (response.get("hits") or {}).get("hits") or [])
         return found
