@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 from daemon.store import StateDB
 from daemon.store.db import for_update
-from daemon.store.jobs import LEASE_SECONDS
+from daemon.store.leases import LEASE_SECONDS
+from daemon.store.nodes import NodeStore
 from notifier import channels
 
 # First retry after this many seconds, doubling per attempt up to the channel's cap.
@@ -172,7 +173,11 @@ class Outbox:
             _record_undelivered(conn, item_id, refused)
 
     def retry_now(self) -> int:
-        """After a restart every pending row is due at once: the outage may well be over."""
+        """After a restart every pending row is due at once: the outage may well be over. Shared state: only
+        when no other node is up. One that is has been trying the rows on their back-off all along, and this
+        node's restart says nothing about the relay: made due, every node would try a failing relay at once."""
+        if self._leasing and NodeStore(self.db).others_up(self.db.node or ""):
+            return 0
         with self.db.transaction() as conn:
             return conn.execute(f"UPDATE outbox SET next_attempt = 0 WHERE {_PENDING}").rowcount
 

@@ -4,13 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Headless Chromium (activity-log page test), the OpenSSH client and PostgreSQL (shared-state tests: the
-# fixture runs initdb/postgres from PATH or /usr/lib/postgresql/<version>/bin) come from Debian.
+# Headless Chromium (activity-log page test), the OpenSSH client, PostgreSQL (shared-state tests: the
+# fixture runs initdb/postgres from PATH or /usr/lib/postgresql/<version>/bin) and HAProxy (the cluster
+# profile's haproxy.cfg in front of two nodes) come from Debian.
 need=()
 if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
   need+=(postgresql)
 fi
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v sftp >/dev/null 2>&1 || need+=(openssh-client)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 if [ ${#need[@]} -gt 0 ]; then

@@ -11,7 +11,7 @@ from typing import Any
 
 from daemon.exports.model import ExportSpec, iso, run_timestamp
 from daemon.store.db import StateDB
-from daemon.store.jobs import LEASE_SECONDS
+from daemon.store.leases import LEASE_SECONDS
 from daemon.units import setting_text
 
 

@@ -147,6 +147,7 @@ class ElasticsearchSink(Sink):
         prefix = config.index_prefix
         self.profiles_index = f"{prefix}-profiles"
         self.events_alias = f"{prefix}-events"
+        self.events_pattern = f"{prefix}-events-*"  # the monthly indices, which the template puts behind the alias
         self.script_id = f"{prefix}-apply-profile-ops"
         self._client: AsyncElasticsearch | None = None
         self._schema_ready = False
@@ -203,7 +204,7 @@ class ElasticsearchSink(Sink):
         await self._call(
             self.client.indices.put_index_template,
             name=f"{prefix}-events",
-            index_patterns=[f"{prefix}-events-*"],
+            index_patterns=[self.events_pattern],
             priority=200,
             template={"mappings": EVENT_MAPPINGS, "aliases": {self.events_alias: {}}},
         )
@@ -322,46 +323,83 @@ class ElasticsearchSink(Sink):
         check_columns(frame, EVENT_COLUMNS, "events")
         await self._ensure_schema()
         # Serialising a batch is CPU work: done in a thread so the event loop stays free.
-        failures, actions, lines, ids = await asyncio.to_thread(self._event_actions, account, frame)
+        failures, actions, lines, ids, targets, by_index = await asyncio.to_thread(self._event_actions, account, frame)
         if not actions:
             return Written(failures)
         # An event's monthly index comes from its ts, and an event without one takes the processing time's:
         # imported again in a later month, it would go to another index, where `create` cannot see it. So ids
-        # already stored behind the alias, in any index, are skipped (and counted) before the bulk request.
-        present = await self._stored_ids(ids)
+        # already stored behind the alias in another index than their own are skipped (and counted) before the
+        # bulk request; in their own index `create` answers 409.
+        present = await self._stored_elsewhere(by_index)
+        skipped = 0
         if present:
             kept = [i for i, doc_id in enumerate(ids) if doc_id not in present]
+            skipped = len(ids) - len(kept)
             actions, lines = [actions[i] for i in kept], [lines[i] for i in kept]
+            ids, targets = [ids[i] for i in kept], [targets[i] for i in kept]
         written = await self._bulk(actions, lines) if actions else Written()
-        return Written(failures + written, written.duplicates + len(ids) - len(actions))
+        if written:
+            written = await self._refused_but_stored(written, lines, ids, targets)
+        return Written(failures + written, written.duplicates + skipped)
 
-    async def _stored_ids(self, ids: list[str]) -> set[str]:
-        """The ids among `ids` stored in any index behind the events alias (none when it does not exist yet)."""
+    async def _refused_but_stored(
+        self, written: Written, lines: list[list[int]], ids: list[str], targets: list[str]
+    ) -> Written:
+        """Refused rows whose id is stored in their own index already are duplicates, not failures: `create`
+        answers 409 for those, but an index made read-only since answers with its block, stored or not."""
+        refused = {failure.line for failure in written}
+        asked: dict[str, list[str]] = {}
+        line_of: dict[str, int] = {}
+        for [line], doc_id, target in zip(lines, ids, targets, strict=True):
+            if line in refused:
+                asked.setdefault(target, []).append(doc_id)
+                line_of[doc_id] = line
+        stored = {line_of[doc_id] for target, part in asked.items() for doc_id in await self._stored_ids(target, part)}
+        if not stored:
+            return written
+        return Written([failure for failure in written if failure.line not in stored], written.duplicates + len(stored))
+
+    async def _stored_elsewhere(self, by_index: dict[str, list[str]]) -> set[str]:
+        """The ids of `by_index` (target index -> ids written to it) stored in another monthly index than their
+        target.
+
+        Only the other indices are searched: a search by ids costs by the documents it looks through (noida-db,
+        the test server, scans them all), and the index being written to is the one that grows, so searching it
+        made an import quadratic in its size. They are named as a wildcard and an exclusion, so the request
+        line stays short however many months there are."""
+        found: set[str] = set()
+        for target, ids in by_index.items():
+            found |= await self._stored_ids(f"{self.events_pattern},-{target}", ids)
+        return found
+
+    async def _stored_ids(self, index: str, ids: list[str]) -> set[str]:
+        """The ids among `ids` stored in `index` (an index, alias or multi-target expression)."""
         found: set[str] = set()
         for start in range(0, len(ids), _LOOKUP_IDS):
             part = ids[start : start + _LOOKUP_IDS]
             try:
                 response = await self._call(
                     self.client.search,
-                    index=self.events_alias,
+                    index=index,
                     query={"ids": {"values": part}},
                     size=len(part),
                     source=False,
                     filter_path="hits.hits._id",
                 )
-            except NotFoundError:  # no event stored yet: the alias does not exist
+            except NotFoundError:  # no event stored yet, or the index was deleted meanwhile
                 return found
             found.update(hit["_id"] for hit in (response.get("hits") or {}).get("hits") or [])
         return found
 
     def _event_actions(
         self, account: str, frame: pl.DataFrame
-    ) -> tuple[list[RowFailure], list[str], list[list[int]], list[str]]:
+    ) -> tuple[list[RowFailure], list[str], list[list[int]], list[str], list[str], dict[str, list[str]]]:
+        """The refused rows; the bulk action pairs with their CSV lines, ids and target indices; the ids by target."""
         complete = valid_events()
         failures = [RowFailure(line, INCOMPLETE_EVENT) for line in frame.filter(~complete)["line"].to_list()]
         good = frame.filter(complete)
         if good.is_empty():
-            return failures, [], [], []
+            return failures, [], [], [], [], {}
         # Serialised column-wise by polars: the properties cell is already a JSON object and is spliced in as is.
         prefix = self.config.index_prefix
         month = pl.from_epoch(pl.col("ts"), time_unit="ms").dt.strftime("%Y.%m")
@@ -370,10 +408,11 @@ class ElasticsearchSink(Sink):
         head = pl.struct(
             pl.lit(account).alias("account"), "identity", "name", "ts", "line", ingested
         ).struct.json_encode()
+        index = pl.concat_str(pl.lit(f"{prefix}-events-"), month)
         pairs = good.select(
             pl.concat_str(
-                pl.lit(f'{{"create":{{"_index":"{prefix}-events-'),
-                month,
+                pl.lit('{"create":{"_index":"'),
+                index,
                 pl.lit('","_id":"'),
                 pl.col("event_id"),
                 pl.lit('"}}\n'),
@@ -384,9 +423,12 @@ class ElasticsearchSink(Sink):
             ).alias("pair"),
             "line",
             "event_id",
+            index.alias("index"),
         )
         lines = [[line] for line in pairs["line"].to_list()]
-        return failures, pairs["pair"].to_list(), lines, pairs["event_id"].to_list()
+        grouped = pairs.group_by("index").agg("event_id")
+        by_index = dict(zip(grouped["index"].to_list(), grouped["event_id"].to_list(), strict=True))
+        return failures, pairs["pair"].to_list(), lines, pairs["event_id"].to_list(), pairs["index"].to_list(), by_index
 
     async def write_profiles(self, account: str, frame: pl.DataFrame) -> Written:
         check_columns(frame, PROFILE_COLUMNS, "profiles")

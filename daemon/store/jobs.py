@@ -11,14 +11,26 @@ from typing import Any
 
 from daemon.jobs.status import ACTIVE, FINAL, PENDING, STATUSES
 from daemon.store.db import StateDB, for_update
+from daemon.store.leases import LEASE_SECONDS
 
 _IN_PENDING = f"status IN ({', '.join(repr(status) for status in PENDING)})"
 _IN_ACTIVE = f"status IN ({', '.join(repr(status) for status in ACTIVE)})"
 
 # Re-exported: the statuses have one home, daemon/jobs/status.py.
-__all__ = ["ACTIVE", "FINAL", "PENDING", "STATUSES", "Job", "JobStore", "LeaseLost", "iso", "to_import", "utc_now"]
-
-LEASE_SECONDS = 20.0  # how long a node's claim on a job (or an outbox row) holds without a heartbeat
+# LEASE_SECONDS too: its home is daemon/store/leases.py.
+__all__ = [
+    "ACTIVE",
+    "FINAL",
+    "LEASE_SECONDS",
+    "PENDING",
+    "STATUSES",
+    "Job",
+    "JobStore",
+    "LeaseLost",
+    "iso",
+    "to_import",
+    "utc_now",
+]
 
 
 class LeaseLost(Exception):

@@ -1,9 +1,9 @@
 """The nodes using one state (`ingestd nodes`, GET /api/nodes) and the heartbeat that keeps their claims alive.
 
-Each `ingestd serve` registers itself as a node (`host:pid`) and beats every HEARTBEAT_EVERY seconds: one
-transaction that stamps its row and extends its claims on jobs and outbox rows by LEASE_SECONDS. A node that
-stops cleanly gives its claims back at once; one that dies loses them when they lapse, and the other nodes take
-its work over (a processing job resumes from its last checkpoint)."""
+Each `ingestd serve` registers itself as a node (`host:pid`) and beats every HEARTBEAT_SECONDS: one transaction
+that stamps its row and extends its claims on jobs, outbox rows and export runs by LEASE_SECONDS (both in
+daemon/store/leases.py). A node that stops cleanly gives its claims back at once; one that dies loses them when
+they lapse, and the other nodes take its work over (a processing job resumes from its last checkpoint)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from daemon import __version__
 from daemon.jobs.status import ACTIVE
 from daemon.logs import event
 from daemon.store.db import StateDB
-from daemon.store.jobs import LEASE_SECONDS, iso
+from daemon.store.jobs import iso
+from daemon.store.leases import HEARTBEAT_SECONDS, LEASE_SECONDS
 
 log = logging.getLogger("ingestd.nodes")
 
-HEARTBEAT_EVERY = LEASE_SECONDS / 4  # four beats per lease: one or two lost to a slow database do no harm
 FORGET_AFTER = 7 * 86400.0  # rows of nodes gone this long are deleted
 _IN_ACTIVE = f"status IN ({', '.join(repr(status) for status in ACTIVE)})"
 
@@ -80,6 +80,14 @@ class NodeStore:
             conn.execute("UPDATE jobs SET lease_node = NULL, lease_until = NULL WHERE lease_node = ?", (node,))
             conn.execute("UPDATE outbox SET lease_node = NULL, lease_until = NULL WHERE lease_node = ?", (node,))
             conn.execute("UPDATE exports SET lease_node = NULL, lease_until = NULL WHERE lease_node = ?", (node,))
+
+    def others_up(self, node: str) -> list[str]:
+        """The nodes other than `node` that are `up`: not stopped, and a heartbeat within a lease."""
+        rows = self.db.query(
+            "SELECT id FROM nodes WHERE id <> ? AND stopped_at IS NULL AND heartbeat_at >= ? ORDER BY id",
+            (node, self.clock() - LEASE_SECONDS),
+        )
+        return [row["id"] for row in rows]
 
     def list(self) -> list[dict[str, Any]]:
         """Every node, newest first: its state (`up`, `stopped`, `lost`: no heartbeat within a lease) and the
@@ -165,7 +173,7 @@ class Heartbeat:
 
     async def _beat_forever(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_EVERY)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
                 await asyncio.to_thread(self.store.beat, self.node)
             except Exception as exc:

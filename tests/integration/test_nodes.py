@@ -4,8 +4,11 @@ and `ingestd nodes` / GET /api/nodes on the default SQLite state."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import itertools
 import json
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.fixtures.common import free_port
 from tests.fixtures.csvgen import write_bought
 from tests.fixtures.daemon import Daemon, daemon_env
 from tests.fixtures.noida import Noida
@@ -57,8 +61,6 @@ def test_shared_state_with_the_sqlite_sink_is_refused_at_start(tmp_path: Path, p
 
 
 def test_an_unreachable_state_database_is_one_clear_line(tmp_path: Path) -> None:
-    from tests.fixtures.common import free_port
-
     url = f"postgresql://ingestd:secret@127.0.0.1:{free_port()}/ingestd"
     env = daemon_env(tmp_path / "data", INGESTD_STATE__URL=url, INGESTD_SINK__DRIVER="elasticsearch")
     result = subprocess.run(
@@ -110,10 +112,11 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path, postgres_url: str, noida: Noida, es_prefix: str) -> Iterator[Callable[..., Cluster]]:
+    """Factory: cluster(**env) -> a Cluster on the session's noida-db, or on `server`, a noida-db of its own."""
     made: list[Cluster] = []
 
-    def factory(**env: str) -> Cluster:
-        made.append(Cluster(tmp_path, postgres_url, noida, es_prefix, **env))
+    def factory(server: Noida | None = None, **env: str) -> Cluster:
+        made.append(Cluster(tmp_path, postgres_url, server or noida, es_prefix, **env))
         return made[-1]
 
     yield factory
@@ -202,17 +205,22 @@ def test_a_ban_written_through_one_node_holds_on_both(
     assert sftp_batch(one.sftp_port, ACCOUNT, keypair[0], ["ls"]).returncode == 0
 
 
-# The brief's figure is 400k rows; on this 2-core machine under load noida-db stopped answering (even GET /)
-# at about 170k documents, so the test imports what noida-db takes here. Raise it on a bigger machine.
-ROWS = 120_000
+# Issue #16's figure. (At 120k for a while: noida-db stopped answering at about 170k documents here, because the
+# sink searched the index it was writing to for every batch's ids, which noida-db answers by a scan of all of it.)
+ROWS = 400_000
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_other_node_finishes_the_import_of_a_killed_node_with_one_email(
-    cluster: Callable[..., Cluster], keypair: tuple[Path, Path], tmp_path: Path, smtp_server: SMTPServer
+    make_noida: Callable[[], Noida],  # before `cluster`: the nodes are stopped before their noida-db
+    cluster: Callable[..., Cluster],
+    keypair: tuple[Path, Path],
+    tmp_path: Path,
+    smtp_server: SMTPServer,
 ) -> None:
     nodes = cluster(
+        make_noida(),  # its own, stopped after the test: 400k documents are not left to the rest of the session
         INGESTD_SMTP__HOST=smtp_server.host,
         INGESTD_SMTP__PORT=str(smtp_server.port),
         INGESTD_JOBS__BATCH_ROWS="10000",
@@ -259,3 +267,93 @@ def test_the_other_node_finishes_the_import_of_a_killed_node_with_one_email(
     assert [row[0] for row in sent] == [1]  # one row, one attempt: sent by one node, once
     received = smtp_server.wait_for(1, timeout=30, where=lambda m: m.event == "succeeded")
     assert len(received) == 1 and "partner@example.com" in received[0].rcpt_tos
+
+
+# -- the cluster profile's HAProxy (docker-compose.yml, haproxy/haproxy.cfg) in front of two nodes ----------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def haproxy_binary() -> str:
+    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        pytest.fail("HAProxy is not installed: no haproxy on PATH (scripts/test.sh installs Debian's haproxy package)")
+    return found
+
+
+def haproxy_stats(socket_path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """`show stat` over the admin socket: (backend, server) -> its row (status, check_status, ...)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(socket_path))
+        sock.sendall(b"show stat\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    lines = data.decode().lstrip("# ").splitlines()
+    rows = csv.DictReader(lines)
+    return {(row["pxname"], row["svname"]): row for row in rows if row.get("svname") not in ("FRONTEND", "BACKEND")}
+
+
+def test_the_cluster_profiles_haproxy_config_fronts_two_nodes(
+    cluster: Callable[..., Cluster], keypair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    binary = haproxy_binary()
+    # HAProxy connects from 127.0.0.2, the only address the nodes take a PROXY header from (as the compose
+    # file trusts HAProxy's fixed address); the partner connects from 127.0.0.1.
+    nodes = cluster(INGESTD_SFTP__PROXY_PROTOCOL_FROM="127.0.0.2")
+    one = nodes.node()
+    two = nodes.node()
+    one.add_key(ACCOUNT, keypair[1])
+    sftp_port, http_port, health_port = free_port(), free_port(), free_port()
+    stats = tmp_path / "haproxy.sock"
+    # The file the cluster profile mounts, as it is, moved to this machine: loopback ports for the containers'
+    # names and ports, no Docker DNS, and an admin socket to read the health checks' results from.
+    config = (REPO / "haproxy" / "haproxy.cfg").read_text()
+    replacements = {
+        "    maxconn 4096\n": f"    maxconn 4096\n    stats socket {stats} mode 600 level user\n",
+        "bind :2222": f"bind 127.0.0.1:{sftp_port}",
+        "bind :8080": f"bind 127.0.0.1:{http_port}",
+        "bind 127.0.0.1:8404": f"bind 127.0.0.1:{health_port}",
+        "ingestd-node1:2222": f"127.0.0.1:{one.sftp_port}",
+        "ingestd-node2:2222": f"127.0.0.1:{two.sftp_port}",
+        "ingestd-node1:8080": f"127.0.0.1:{one.http_port}",
+        "ingestd-node2:8080": f"127.0.0.1:{two.http_port}",
+        " resolvers docker init-addr last,libc,none": " source 127.0.0.2",
+    }
+    for old, new in replacements.items():
+        assert old in config, old
+        config = config.replace(old, new)
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(config)
+    checked = subprocess.run([binary, "-c", "-f", str(path)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "[WARNING]" not in checked.stdout + checked.stderr, checked.stdout + checked.stderr
+    with open(tmp_path / "haproxy.log", "wb") as log:
+        haproxy = subprocess.Popen([binary, "-db", "-f", str(path)], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        # Both nodes pass both health checks: the SSH version line, and /healthz, each behind a PROXY header.
+        def all_up() -> dict[tuple[str, str], dict[str, str]] | None:
+            if haproxy.poll() is not None:
+                raise AssertionError((tmp_path / "haproxy.log").read_text())
+            with contextlib.suppress(OSError):
+                rows = haproxy_stats(stats)
+                if len(rows) == 4 and all(row["check_status"] == "L7OK" for row in rows.values()):
+                    return rows
+            return None
+
+        rows = wait_for("HAProxy's health checks to pass", all_up, one, timeout=60)
+        assert {row["status"] for row in rows.values()} == {"UP"}
+        # A partner through HAProxy: logged in, and the node saw the partner's address, not HAProxy's.
+        for _ in range(2):
+            result = sftp_batch(sftp_port, ACCOUNT, keypair[0], ["ls"])
+            assert result.returncode == 0, result.stderr
+        logins = [line for node in (one, two) for line in node.log().splitlines() if "login.succeeded" in line]
+        assert len(logins) == 2 and all("address=127.0.0.1 " in line for line in logins), logins
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/nodes", timeout=30) as response:
+            assert sorted(node["state"] for node in json.loads(response.read())["nodes"]) == ["up", "up"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=30) as response:
+            assert response.status == 200  # the container's own health check
+    finally:
+        haproxy.terminate()
+        haproxy.wait(30)
