@@ -3,8 +3,10 @@
     python bench/validate.py            # 1M-row profile and event files, then the 10M-row RSS check
     python bench/validate.py --quick    # 1M-row files only
     python bench/validate.py --rows 200000 --quick
+    python bench/validate.py --quick --runs 5   # 5 paired runs (engine, then csv.reader) per file: medians
 
-Each measured run is a fresh subprocess, so its peak RSS is its own."""
+Each measured run is a fresh subprocess, so its peak RSS is its own. The machine's load average is printed
+with the figures: the engine uses two threads and the baseline one, so a busy machine lowers the ratio."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import csv
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,6 +129,10 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -137,7 +144,7 @@ def _child(mode: str, *args: str) -> dict[str, float]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def measure(kind: str, rows: int, folder: Path) -> dict[str, float]:
+def measure(kind: str, rows: int, folder: Path, runs: int = 1) -> dict[str, float]:
     csv_path = folder / f"{kind}-{rows}.csv"
     manifest_path = folder / f"{kind}.manifest"
     manifest_path.write_text(json.dumps(PROFILE_MANIFEST if kind == "profile" else EVENT_MANIFEST))
@@ -147,17 +154,28 @@ def measure(kind: str, rows: int, folder: Path) -> dict[str, float]:
     print(
         f"\n{kind} file: {rows:,} rows, 12 columns, {size_mb:,.0f} MB (generated in {time.perf_counter() - started:.1f}s)"
     )
-    engine = _child("engine", str(csv_path), str(manifest_path))
-    baseline = _child("reader", str(csv_path))
+    pairs = []
+    for _ in range(runs):  # paired: each engine run next to a baseline run, so both see the same load
+        pairs.append((_child("engine", str(csv_path), str(manifest_path)), _child("reader", str(csv_path))))
+    ratios = [(e["rows"] / e["seconds"]) / (b["rows"] / b["seconds"]) for e, b in pairs]
+    engine = {key: statistics.median(e[key] for e, _ in pairs) for key in pairs[0][0]}
+    baseline = {key: statistics.median(b[key] for _, b in pairs) for key in pairs[0][1]}
+    engine["rss_max"] = max(e["rss_mb"] for e, _ in pairs)
     rate, base_rate = engine["rows"] / engine["seconds"], baseline["rows"] / baseline["seconds"]
+    each = f" (median of {runs} paired runs)" if runs > 1 else ""
+    worst = f" (max {engine['rss_max']:.0f})" if runs > 1 else ""
     print(
         f"  engine      {rate / 1e6:6.2f} M rows/s  {size_mb / engine['seconds']:6.1f} MB/s  "
-        f"peak RSS {engine['rss_mb']:6.0f} MB  ({engine['good']:,} good, {engine['bad']:,} bad, {engine['seconds']:.2f}s)"
+        f"peak RSS {engine['rss_mb']:6.0f} MB{worst}  "
+        f"({engine['good']:,.0f} good, {engine['bad']:,.0f} bad, {engine['seconds']:.2f}s){each}"
     )
     print(
         f"  csv.reader  {base_rate / 1e6:6.2f} M rows/s  {size_mb / baseline['seconds']:6.1f} MB/s  ({baseline['seconds']:.2f}s)"
     )
-    print(f"  ratio engine / csv.reader: {rate / base_rate:.2f}")
+    shown = f"{statistics.median(ratios):.2f}"
+    if runs > 1:
+        shown += f" (median; runs {', '.join(f'{r:.2f}' for r in ratios)})"
+    print(f"  ratio engine / csv.reader: {shown}; load average {_load()}")
     print(
         f"  CPU seconds: engine {engine['cpu']:.2f} (all threads, imports excluded), csv.reader {baseline['cpu']:.2f}"
     )
@@ -175,6 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="skip the 10x-rows peak-RSS run")
+    parser.add_argument("--runs", type=int, default=1, help="paired engine/csv.reader runs per file (medians)")
     parser.add_argument("--child-engine", nargs=2, metavar=("CSV", "MANIFEST"), help=argparse.SUPPRESS)
     parser.add_argument("--child-reader", metavar="CSV", help=argparse.SUPPRESS)
     parser.add_argument("--child-parsers", metavar="CSV", help=argparse.SUPPRESS)
@@ -193,8 +212,8 @@ def main() -> None:
     print(f"event ids hashed by: {'polars-hash' if validate._plh is not None else 'hashlib'}; cores: {os.cpu_count()}")
     with tempfile.TemporaryDirectory(prefix="ingestd-bench-") as tmp:
         folder = Path(tmp)
-        measure("profile", args.rows, folder)
-        small = measure("event", args.rows, folder)
+        measure("profile", args.rows, folder, args.runs)
+        small = measure("event", args.rows, folder, args.runs)
         if not args.quick:
             big = measure("event", args.rows * 10, folder)
             print(

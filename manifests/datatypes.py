@@ -20,12 +20,14 @@ class Context:
 
 @dataclass(frozen=True)
 class DataType:
-    """`check(text, ctx)`: whether a non-empty, non-date cell (stripped) is valid; `value(text, ctx)`: its JSON.
+    """`parse(text, ctx)`: a non-empty, non-date cell (stripped) read as this type; `check(parsed, ctx)`: whether
+    it is valid; `value(parsed, ctx)`: its JSON. The plan parses a column once, for both its check and its value.
 
     STRING is the one type written as a JSON string; its rule is the length limit, applied by the plan."""
 
     name: str
     problem: str
+    parse: Callable[[pl.Expr, Context], pl.Expr] | None
     check: Callable[[pl.Expr, Context], pl.Expr] | None
     value: Callable[[pl.Expr, Context], pl.Expr] | None
     lowers: bool = False  # reads the `upper` fact (case-insensitive words)
@@ -53,33 +55,37 @@ _WORDS = [*rules.TRUE_WORDS, *rules.FALSE_WORDS]
 REGISTRY: dict[str, DataType] = {
     t.name: t
     for t in (
-        DataType("STRING", rules.TYPE_PROBLEMS["STRING"], None, None),
+        DataType("STRING", rules.TYPE_PROBLEMS["STRING"], None, None, None),
         DataType(
             "INTEGER",
             rules.TYPE_PROBLEMS["INTEGER"],
-            lambda text, ctx: _int(text, ctx).is_between(*rules.INT32),
-            lambda text, ctx: _int(text, ctx).cast(pl.String),
+            _int,
+            lambda number, ctx: number.is_between(*rules.INT32),
+            lambda number, ctx: number.cast(pl.String),
         ),
         DataType(
             "FLOAT",
             rules.TYPE_PROBLEMS["FLOAT"],
-            lambda text, ctx: _float(text, ctx).is_finite(),
-            lambda text, ctx: _float(text, ctx).cast(pl.String),
+            _float,
+            lambda number, ctx: number.is_finite(),
+            lambda number, ctx: number.cast(pl.String),
         ),
         DataType(
             "BOOLEAN",
             rules.TYPE_PROBLEMS["BOOLEAN"],
-            lambda text, ctx: _lower(text, ctx).is_in(_WORDS),
-            lambda text, ctx: (
-                pl.when(_lower(text, ctx).is_in(list(rules.TRUE_WORDS))).then(pl.lit("true")).otherwise(pl.lit("false"))
+            _lower,
+            lambda word, ctx: word.is_in(_WORDS),
+            lambda word, ctx: (
+                pl.when(word.is_in(list(rules.TRUE_WORDS))).then(pl.lit("true")).otherwise(pl.lit("false"))
             ),
             lowers=True,
         ),
         DataType(
             "LONG",
             rules.TYPE_PROBLEMS["LONG"],
-            lambda text, ctx: _int(text, ctx).is_not_null(),
-            lambda text, ctx: _int(text, ctx).cast(pl.String),
+            _int,
+            lambda number, ctx: number.is_not_null(),
+            lambda number, ctx: number.cast(pl.String),
         ),
     )
 }

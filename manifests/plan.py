@@ -76,9 +76,12 @@ class Stats:
 
 @dataclass
 class Compiled:
+    """`shared`: columns computed first, read by several checks and outputs (see _shared)."""
+
     checks: list[Check]
     outputs: dict[str, pl.Expr]
     hash_input: pl.Expr | None
+    shared: dict[str, pl.Expr] = field(default_factory=dict)
 
 
 @dataclass
@@ -309,10 +312,10 @@ def _checks(plan: Plan, stats: Stats) -> list[Check]:
             if stats.get("long", k):  # else no cell of this batch is over 1024 bytes
                 typed_bad = present & (raw.str.len_chars() > rules.MAX_CHARS)
         else:
-            ok = kind.check(_clean(raw, stats, k), _context(plan, stats, k))
+            ok = kind.check(_parsed(p), _context(plan, stats, k))
             typed_bad = present & ~ok.fill_null(False)
         if stats.dated[k]:
-            date_ok = _date_ms(raw, stats.get("other", k)).is_not_null()
+            date_ok = _dated(p).is_not_null()
             checks.append(Check(p.header, rules.BAD_DATE, is_date & ~date_ok, p.index))
             typed_bad = None if typed_bad is None else typed_bad & ~is_date
         if typed_bad is not None:
@@ -328,7 +331,7 @@ def _checks(plan: Plan, stats: Stats) -> list[Check]:
         checks.append(Check(plan.header[i], rules.BAD_OPERATION, bad, i))
     if plan.ts is not None:
         present = plan.ts.present
-        bad_ts = present & ~_ts_ms(plan.ts.raw, stats).is_not_null()
+        bad_ts = present & ~pl.col(_TS).is_not_null()
         checks.append(Check(plan.ts.header, rules.BAD_TS, bad_ts, plan.ts.index))
     if plan.event_name is not None:
         raw, head = plan.event_name.raw, plan.event_name.header
@@ -428,17 +431,46 @@ def _value(p: Prop, k: int, stats: Stats, plan: Plan) -> tuple[str, pl.Expr, str
     if kind.value is None:
         text = raw.str.replace_many(_ESCAPES, _ESCAPED) if stats.escape[k] else raw
         if stats.dated[k]:
-            text = pl.when(raw.str.starts_with(rules.DATE_PREFIX)).then(_iso(raw, stats, k)).otherwise(text)
+            text = pl.when(raw.str.starts_with(rules.DATE_PREFIX)).then(_iso(p)).otherwise(text)
         return '"', text, '"'
-    typed = kind.value(_clean(raw, stats, k), _context(plan, stats, k))
+    typed = kind.value(_parsed(p), _context(plan, stats, k))
     if stats.dated[k]:
-        dated = pl.concat_str([pl.lit('"'), _iso(raw, stats, k), pl.lit('"')])
+        dated = pl.concat_str([pl.lit('"'), _iso(p), pl.lit('"')])
         typed = pl.when(raw.str.starts_with(rules.DATE_PREFIX)).then(dated).otherwise(typed)
     return "", typed, ""
 
 
-def _iso(raw: pl.Expr, stats: Stats, k: int) -> pl.Expr:
-    return timestamps.iso_text(_date_ms(raw, stats.get("other", k)))
+def _iso(p: Prop) -> pl.Expr:
+    return timestamps.iso_text(_dated(p))
+
+
+_TS = "_ts"  # the shared column of the ts cell's epoch milliseconds
+
+
+def _parsed(p: Prop) -> pl.Expr:
+    """The shared column of a typed property's cells as its type reads them (datatypes.DataType.parse)."""
+    return pl.col(f"_t{p.index}")
+
+
+def _dated(p: Prop) -> pl.Expr:
+    """The shared column of a property's `$D_` dates in epoch milliseconds."""
+    return pl.col(f"_d{p.index}")
+
+
+def _shared(plan: Plan, stats: Stats) -> dict[str, pl.Expr]:
+    """What several checks and outputs read, computed once per batch before them: a typed cell is parsed for
+    its check and for its value, a date for its check and its text, the ts for its check and the output (each
+    parsed twice cost a tenth of an event batch: polars' common-subexpression pass did not join them)."""
+    shared: dict[str, pl.Expr] = {}
+    for k, p in enumerate(plan.props):
+        kind = datatypes.get(p.data_type)
+        if kind.parse is not None:
+            shared[_parsed(p).meta.output_name()] = kind.parse(_clean(p.raw, stats, k), _context(plan, stats, k))
+        if stats.dated[k]:
+            shared[_dated(p).meta.output_name()] = _date_ms(p.raw, stats.get("other", k))
+    if plan.ts is not None:
+        shared[_TS] = _ts_ms(plan.ts.raw, stats)
+    return shared
 
 
 def _join(items: list[tuple[bool, list[pl.Expr | str]]], open_: str, close: str) -> pl.Expr:
@@ -511,7 +543,7 @@ def _ops(plan: Plan, stats: Stats) -> pl.Expr:
 def _compile(plan: Plan, stats: Stats) -> Compiled:
     identity = _identity(plan, stats)
     if plan.ts is not None:
-        ms = _ts_ms(plan.ts.raw, stats)
+        ms = pl.col(_TS)
         ts_ms = pl.when(plan.ts.present).then(ms).otherwise(pl.lit(plan.processing_ts * 1000)).cast(pl.Int64)
         ts_cell: pl.Expr = plan.ts.raw
     else:
@@ -520,11 +552,11 @@ def _compile(plan: Plan, stats: Stats) -> Compiled:
     outputs: dict[str, pl.Expr] = {"line": pl.col("line").cast(pl.Int64), "identity": identity}
     if plan.kind == "profile":
         outputs.update(ts=ts_ms, ops=_ops(plan, stats))
-        return Compiled(_checks(plan, stats), outputs, None)
+        return Compiled(_checks(plan, stats), outputs, None, _shared(plan, stats))
     name = plan.event_name.raw if plan.event_name is not None else pl.lit("")
     properties = _properties(plan, stats)
     outputs.update(name=name, ts=ts_ms, properties=properties, _ts_cell=ts_cell)
     # Evaluated on the outputs: the ts cell as written, so a re-import with an empty ts de-duplicates.
     parts = ["identity", "name", "_ts_cell", "properties"]
     key = pl.concat_str([pl.lit(plan.account), *[pl.col(c) for c in parts]], separator="\x1f")
-    return Compiled(_checks(plan, stats), outputs, key)
+    return Compiled(_checks(plan, stats), outputs, key, _shared(plan, stats))

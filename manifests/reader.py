@@ -306,8 +306,9 @@ class CsvReader:
             lines = starts.gather(offsets)
         frame = frame.with_columns(lines.alias("line"))
         if frame.height and columns and frame[columns[0]].str.len_bytes().min() == 0:
-            blank = pl.all_horizontal([pl.col(c).str.len_bytes() == 0 for c in columns])
-            frame = frame.filter(~blank)
+            blank = frame.select(pl.all_horizontal([pl.col(c).str.len_bytes() == 0 for c in columns])).to_series()
+            if blank.any():  # filtering copies every column: only when there is a blank row to drop
+                frame = frame.filter(~blank)
         if self._restore and frame.height:
             # Columnar: each neutralised cell ('=..., '-5) loses its first character, the others stay.
             frame = frame.with_columns(

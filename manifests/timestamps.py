@@ -5,6 +5,8 @@ milliseconds is 1973-03-03, so no instant a partner sends in either unit falls o
 
 from __future__ import annotations
 
+import functools
+
 import polars as pl
 
 MS_FROM = 100_000_000_000  # 10^11: from here on a number is milliseconds
@@ -38,7 +40,46 @@ def _range(whole: pl.Expr, max_seconds: int) -> pl.Expr:
     )
 
 
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.fZ"
+_DAY_MS = 86_400_000
+_SPAN_DAYS = 4096  # a batch's dates spread over more days than this are formatted one by one
+
+
 def iso_text(ms: pl.Expr) -> pl.Expr:
     """ISO 8601 UTC text of an instant: seconds, and milliseconds only where there are some (chrono's `%.f`
     writes nothing for a whole second)."""
-    return pl.from_epoch(ms, time_unit="ms").dt.strftime("%Y-%m-%dT%H:%M:%S%.fZ")
+    return ms.map_batches(_iso_batch, return_dtype=pl.String)
+
+
+def _iso_batch(ms: pl.Series) -> pl.Series:
+    """strftime(ISO_FORMAT) of a batch, as three table look-ups joined: the date (of the few days a batch
+    spans), the time of day and the milliseconds, each formatted once by strftime itself. Formatting every
+    cell with chrono cost a third of an event batch's JSON properties."""
+    ms = ms.cast(pl.Int64)
+    day = ms // _DAY_MS
+    first, last = day.min(), day.max()
+    if first is None or last is None:
+        return pl.Series(ms.name, [None] * ms.len(), dtype=pl.String)
+    assert isinstance(first, int) and isinstance(last, int)
+    if first < 0 or last - first >= _SPAN_DAYS:
+        return pl.from_epoch(ms, time_unit="ms").dt.strftime(ISO_FORMAT)
+    days = pl.int_range(first, last + 1, dtype=pl.Int64, eager=True) * 86_400
+    dates = pl.from_epoch(days, time_unit="s").dt.strftime("%Y-%m-%dT")
+    rest = ms - day * _DAY_MS
+    if (rest % 1000).max() == 0:  # whole seconds only (the usual case): two pieces, the clock's with its Z
+        parts = [dates.gather(day - first), _clock("Z").gather(rest // 1000)]
+    else:
+        parts = [dates.gather(day - first), _clock("").gather(rest // 1000), _fractions().gather(rest % 1000)]
+    return pl.select(pl.concat_str([pl.lit(part) for part in parts])).to_series().alias(ms.name)
+
+
+@functools.cache
+def _clock(suffix: str) -> pl.Series:
+    """HH:MM:SS of each second of a day, then `suffix`."""
+    return pl.from_epoch(pl.int_range(0, 86_400, eager=True), time_unit="s").dt.strftime("%H:%M:%S" + suffix)
+
+
+@functools.cache
+def _fractions() -> pl.Series:
+    """chrono's `%.f` of each millisecond of a second (nothing for 0, else ".001" to ".999"), then the Z."""
+    return pl.from_epoch(pl.int_range(0, 1000, eager=True), time_unit="ms").dt.strftime("%.fZ")

@@ -157,6 +157,7 @@ def _run(plan: Plan, reader: Reader, raw: RawBatch, *, index: int, rows_done: in
     # Checks and outputs in one pass, so polars computes shared sub-expressions (casts, dates) once.
     frame = (
         raw.frame.lazy()
+        .with_columns(expr.alias(name) for name, expr in compiled.shared.items())
         .select(
             [check.failed.fill_null(False).alias(flag) for flag, check in zip(flags, compiled.checks, strict=True)]
             + [expr.alias(name) for name, expr in compiled.outputs.items()]
@@ -202,23 +203,33 @@ def _bad_rows(
 ) -> list[BadRow]:
     rows: list[BadRow] = []
     if failed is not None and cells is not None:
-        # Bad rows share a few patterns of failed checks: each pattern's checks are listed once.
-        patterns: dict[tuple[bool, ...], list[Check]] = {}
-        for (line, *hits), row_cells in zip(failed.rows(), cells.rows(), strict=True):
-            key = tuple(hits)
-            failing = patterns.get(key)
+        # Bad rows share a few patterns of failed checks: each pattern's checks are listed once, a problem
+        # without a cell is one tuple for all its rows, and a cell's problem is written once per batch.
+        patterns: dict[tuple[bool, ...], list[tuple[int, Check]]] = {}
+        fixed = [(c.column, c.message) for c in checks]
+        said: dict[tuple[int, str], tuple[str | None, str]] = {}
+        lines = failed["line"].to_list()
+        for line, hits, row_cells in zip(lines, failed.drop("line").rows(), cells.rows(), strict=True):
+            failing = patterns.get(hits)
             if failing is None:
-                failing = patterns[key] = [checks[j] for j, hit in enumerate(hits) if hit]
-            problems = [
-                (c.column, c.message if c.shows is None else _found(c, row_cells[c.shows], plan.decimal))
-                for c in failing
-            ]
-            rows.append(BadRow(int(line), list(row_cells), problems))
+                failing = patterns[hits] = [(j, checks[j]) for j, hit in enumerate(hits) if hit]
+            problems = []
+            for j, c in failing:
+                if c.shows is None:
+                    problems.append(fixed[j])
+                    continue
+                cell = row_cells[c.shows]
+                problem = said.get((j, cell))
+                if problem is None:
+                    problem = said[(j, cell)] = (c.column, _found(c, cell, plan.decimal))
+                problems.append(problem)
+            rows.append(BadRow(line, list(row_cells), problems))
     width = reader.fields or len(reader.header)
     for ragged in raw.ragged:
         problem = (None, rules.ragged_row(ragged.fields, width))
         rows.append(BadRow(ragged.line, reader.split_cells(ragged.text, ragged.line), [problem]))
-    rows.sort(key=lambda row: row.line)
+    if raw.ragged:
+        rows.sort(key=lambda row: row.line)  # the others are in line order already
     return rows
 
 

@@ -1,0 +1,66 @@
+"""What a caller of validate() sees of a file of several blocks: every batch in order with its rows and bad rows,
+an error midway after the batches before it, and a validation stopped midway closes the file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from manifests.validate import FileError, validate_csv
+from tests.fixtures.engine import PROCESSING_TS, manifest
+
+HEADER = "identity,evt,Age,Note\n"
+NOTE = "n" * 100  # rows of about 120 bytes: 40,000 of them fill more than a 4 MiB block
+
+
+def _write(path: Path, rows: int, tail: bytes = b"") -> None:
+    with open(path, "wb") as handle:
+        handle.write(HEADER.encode())
+        body = "".join(f"u{i},Bought,{'x' if i % 10 == 3 else i % 90},{NOTE}\n" for i in range(rows))
+        handle.write(body.encode())
+        handle.write(tail)
+
+
+def _validate(path: Path, batch_rows: int = 10_000, skip_rows: int = 0):
+    spec = manifest("event", {"evt": {"ctName": "evtName"}, "Age": {"dataType": "INTEGER"}})
+    return validate_csv(
+        path, spec, account="acme", processing_ts=PROCESSING_TS, batch_rows=batch_rows, skip_rows=skip_rows
+    )
+
+
+def test_every_batch_comes_in_order_with_its_rows_and_bad_rows(tmp_path):
+    path = tmp_path / "events.csv"
+    _write(path, 95_000)
+    batches = list(_validate(path, skip_rows=25_000))
+    assert [b.index for b in batches] == list(range(2, 10))
+    assert [b.rows_done for b in batches] == [30_000, 40_000, 50_000, 60_000, 70_000, 80_000, 90_000, 95_000]
+    lines = [line for b in batches for line in [*b.events["line"], *(row.line for row in b.bad)]]
+    assert sorted(lines) == list(range(25_002, 95_002))
+    assert all(row.line % 10 == 5 for b in batches for row in b.bad)  # the data row i = line - 2 ends in 3
+    assert sum(len(b.bad) for b in batches) == 7_000
+    assert [b.bytes_done for b in batches] == sorted(b.bytes_done for b in batches)
+    assert batches[-1].bytes_done == path.stat().st_size
+
+
+def test_an_error_midway_comes_after_the_batches_before_it(tmp_path):
+    path = tmp_path / "events.csv"
+    _write(path, 120_000, tail=b"u,Bought,1,\xff\n")  # not UTF-8, after 120,000 rows (three blocks)
+    seen = []
+    with pytest.raises(FileError, match="not valid UTF-8"):
+        for batch in _validate(path):
+            seen.append(batch.rows_done)
+    assert seen == list(range(10_000, 10_000 * (len(seen) + 1), 10_000))
+    assert 1 <= len(seen) < 12
+
+
+def test_a_validation_stopped_midway_closes_the_file(tmp_path):
+    path = tmp_path / "events.csv"
+    _write(path, 200_000)
+    before = len(os.listdir("/proc/self/fd"))
+    batches = _validate(path)
+    first = next(batches)
+    assert first.rows_done == 10_000
+    batches.close()  # an import cancelled after its first batch
+    assert len(os.listdir("/proc/self/fd")) == before
