@@ -85,6 +85,9 @@ _SELECT_PROFILES = (
 )
 
 
+_SELECT_STORED = "SELECT identity FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
+
+
 class SQLiteSink(Sink):
     """One connection used from one worker thread: SQLite has a single writer anyway, and the event loop never blocks."""
 
@@ -208,35 +211,55 @@ class SQLiteSink(Sink):
         return await self._run(self._write_profiles, account, frame)
 
     def _write_profiles(self, account: str, frame: pl.DataFrame) -> Written:
-        batch = profile_ops.split(frame)
-        failures = list(batch.failures)
-        # Sorted, the look-up walks the primary key forwards.
-        identities = pl.concat([batch.rows["identity"], batch.slow["identity"]]).unique().sort().to_list()
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            stored = dict(conn.execute(_SELECT_PROFILES, (account, json.dumps(identities))).fetchall())
             change = conn.execute(_NEXT_CHANGE, (account,)).fetchone()[0]
-            if not batch.rows.is_empty():
-                values = _patches(batch, stored, change)
-                _insert_chunked(conn, _patch_profiles, account, values, 4)
-            if not batch.slow.is_empty():
-                slow = set(batch.slow["identity"].to_list())
-                before = {identity: _loads(stored[identity]) for identity in slow if identity in stored}
-                refused, profiles = profile_ops.row_by_row(batch.slow, before)
-                failures.extend(refused)
-                values = [
-                    value
-                    for identity, (ts, properties) in profiles.items()
-                    for value in (identity, ts, _to_json(properties), change)
-                ]
-                _insert_chunked(conn, _upsert_profiles, account, values, 4)
+            # Rows that need no folding (most of an engine's file: one row per identity) become one upsert
+            # each, built column-wise; the others are folded per identity below.
+            rows, rest = profile_ops.quick(frame, lambda identities: _stored(conn, account, identities))
+            if not rows.is_empty():
+                values = rows.select("identity", "ts", "properties", changed=pl.lit(change, dtype=pl.Int64)).sort(
+                    "identity"  # in primary key order, so the upserts walk the index forwards
+                )
+                flat = list(
+                    itertools.chain.from_iterable(
+                        zip(*(column.to_list() for column in values.iter_columns()), strict=True)
+                    )
+                )
+                _insert_chunked(conn, _patch_profiles, account, flat, 4)
+            failures = self._fold_profiles(conn, account, rest, change) if not rest.is_empty() else []
             conn.execute("COMMIT")  # a failed COMMIT (a full disk) is rolled back too
         except BaseException:
             rollback(conn)
             raise
         failures.sort(key=lambda failure: failure.line)
         return Written(failures)  # a profile row is applied, never a duplicate
+
+    def _fold_profiles(
+        self, conn: sqlite3.Connection, account: str, frame: pl.DataFrame, change: int
+    ) -> list[RowFailure]:
+        """Apply rows that need folding (several per identity, stored values to merge, cells not tight)."""
+        batch = profile_ops.split(frame)
+        failures = list(batch.failures)
+        # Sorted, the look-up walks the primary key forwards.
+        identities = pl.concat([batch.rows["identity"], batch.slow["identity"]]).unique().sort().to_list()
+        stored = dict(conn.execute(_SELECT_PROFILES, (account, json.dumps(identities))).fetchall())
+        if not batch.rows.is_empty():
+            values = _patches(batch, stored, change)
+            _insert_chunked(conn, _patch_profiles, account, values, 4)
+        if not batch.slow.is_empty():
+            slow = set(batch.slow["identity"].to_list())
+            before = {identity: _loads(stored[identity]) for identity in slow if identity in stored}
+            refused, profiles = profile_ops.row_by_row(batch.slow, before)
+            failures.extend(refused)
+            values = [
+                value
+                for identity, (ts, properties) in profiles.items()
+                for value in (identity, ts, _to_json(properties), change)
+            ]
+            _insert_chunked(conn, _upsert_profiles, account, values, 4)
+        return failures
 
     async def get_profile(self, account: str, identity: str) -> dict[str, Any] | None:
         return await self._run(self._get_profile, account, identity)
@@ -310,6 +333,14 @@ def _migrate_event_ids(conn: sqlite3.Connection) -> None:
         rollback(conn)
         raise
     event(log, "sink.migrated", logging.WARNING, table="events", layout="id_hi/id_lo", rows=moved)
+
+
+def _stored(conn: sqlite3.Connection, account: str, identities: list[str]) -> set[str]:
+    """Those of the identities that have a profile stored in the account."""
+    if not identities:
+        return set()
+    identities.sort()  # the look-up walks the primary key forwards
+    return {row[0] for row in conn.execute(_SELECT_STORED, (account, json.dumps(identities)))}
 
 
 def _loads(text: str) -> Any:

@@ -597,3 +597,34 @@ def test_cells_the_columnar_path_leaves_to_row_by_row_still_apply_in_order(run: 
         "List": [[1, 2]],
     }
     assert run(run.sink.get_profile(ACCOUNT, "m"))["properties"] == {"Tags": ["a"]}
+
+
+def test_one_row_per_identity_over_stored_and_new_profiles_gives_the_row_by_row_result(run: SinkRunner) -> None:
+    """The engine's usual file (each identity once per batch, compact cells) over stored profiles and new ones:
+    every operation, a property named twice in one cell, values holding the cell's own punctuation, an empty
+    cell. Each profile is what base.apply_ops makes of the rows in file order."""
+    stored: list[tuple[str, int, list[list[Any]]]] = [
+        ("s1", 1, [["$set", "Name", "Ann"], ["$add", "Tags", "a"], ["$set", "Age", 30]]),
+        ("s2", 1, [["$set", "Plan", "gold"], ["$add", "Tags", 1]]),
+        ("s3", 1, [["$set", "Tags", "solo"], ["$set", "Gone", True]]),
+        ("s4", 1, [["$set", "Keep", 1.5]]),
+    ]
+    batch: list[tuple[str, int, list[list[Any]]]] = [
+        ("s1", 2, [["$set", "Name", "Bea"], ["$delete", "Age", None], ["$set", "City", 'x],["$set","y']]),
+        ("s2", 2, [["$add", "Tags", 1.0], ["$add", "Tags", "1"], ["$remove", "Plan", "gold"]]),
+        ("s3", 2, [["$add", "Tags", "solo"], ["$delete", "Gone", None]]),
+        ("s4", 2, []),
+        ("n1", 2, [["$add", "Tags", "a"], ["$remove", "Tags", "a"], ["$delete", "None", None], ["$set", "é", "ü"]]),
+        ("n2", 2, [["$set", "Name", "Cy"], ["$add", "Tags", True], ["$add", "More", 0], ["$remove", "X", 1]]),
+        ("n3", 2, [["$set", "K", 1], ["$delete", "K", None], ["$set", "L", '],["']]),
+        ("n4", 2, [["$set", "Empty", ""], ["$set", "Neg", -0.5e-3], ["$add", "Big", 2**40]]),
+    ]
+    frames = [profiles_frame(stored), profiles_frame(batch, first_line=2 + len(stored))]
+    for frame in frames:  # the engine's compact form
+        compact = frame["ops"].map_elements(lambda text: json.dumps(json.loads(text), separators=(",", ":")))
+        assert run(run.sink.write_profiles(ACCOUNT, frame.with_columns(ops=compact))) == []
+    for identity, (ts, properties) in _reference([stored, batch]).items():
+        profile = run(run.sink.get_profile(ACCOUNT, identity))
+        assert profile["properties"] == properties, identity
+        assert json.dumps(profile["properties"], sort_keys=True) == json.dumps(properties, sort_keys=True), identity
+        assert profile["ts"] == iso_ms(ts)
