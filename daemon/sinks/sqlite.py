@@ -22,6 +22,7 @@ from daemon.sinks.base import (
     EVENT_COLUMNS,
     INCOMPLETE_EVENT,
     PROFILE_COLUMNS,
+    HeldWrites,
     RowFailure,
     Sink,
     Written,
@@ -98,6 +99,25 @@ class SQLiteSink(Sink):
         self.path = Path(path)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        # The writer slot: one transaction at a time on the one connection, held by a write or a HeldWrites.
+        self._slot: asyncio.Lock | None = None
+        self._waiting = 0  # writes and held transactions waiting for the slot
+
+    def held(self) -> HeldWrites:
+        return _Held(self)
+
+    async def _take_slot(self) -> None:
+        if self._slot is None:
+            self._slot = asyncio.Lock()
+        self._waiting += 1
+        try:
+            await self._slot.acquire()
+        finally:
+            self._waiting -= 1
+
+    def _give_slot(self) -> None:
+        assert self._slot is not None
+        self._slot.release()
 
     def banner(self) -> list[str]:
         return [f"  sink   sqlite {self.path.resolve()}"]
@@ -128,10 +148,10 @@ class SQLiteSink(Sink):
             # state database, so a power cut cannot leave a checkpoint past rows that were lost. It costs
             # two fsyncs per write of many thousands of rows.
             conn.execute("PRAGMA synchronous=FULL")
-            # 64 MiB of pages, shared by every import (was 256 MiB: the cache grew with each import's file
-            # towards that size, a third of a 1M-row import's peak RSS). It holds the index of 1M rows,
-            # which every write touches.
-            conn.execute("PRAGMA cache_size=-65536")
+            # 32 MiB of pages, shared by every import (was 256 MiB, then 64: the cache grows towards its size
+            # with each import, and stays). Index pages past it are read back from the OS's file cache: in
+            # bench/memory.py's 1M-row import 32 MiB took 33 MiB off the peak RSS for the same CPU as 64.
+            conn.execute("PRAGMA cache_size=-32768")
             conn.execute("PRAGMA temp_store=MEMORY")
             self._conn = conn
         return self._conn
@@ -164,7 +184,49 @@ class SQLiteSink(Sink):
 
     async def write_events(self, account: str, frame: pl.DataFrame) -> Written:
         check_columns(frame, EVENT_COLUMNS, "events")
-        return await self._run(self._write_events, account, frame)
+        await self._take_slot()
+        try:
+            return await self._run(self._in_transaction, self._write_events, account, frame)
+        finally:
+            self._give_slot()
+
+    def _in_transaction(
+        self, write: Callable[[str, pl.DataFrame], Written], account: str, frame: pl.DataFrame
+    ) -> Written:
+        """One write in its own transaction."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            written = write(account, frame)
+            conn.execute("COMMIT")  # a failed COMMIT (a full disk) is rolled back too
+        except BaseException:
+            rollback(conn)
+            raise
+        return written
+
+    def _in_held(self, write: Callable[[str, pl.DataFrame], Written], account: str, frame: pl.DataFrame) -> Written:
+        """One write in the held transaction (begun by the first); any error undoes the whole transaction."""
+        conn = self._connection()
+        if not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            return write(account, frame)
+        except BaseException:
+            rollback(conn)
+            raise
+
+    def _commit(self) -> None:
+        conn = self._connection()
+        if conn.in_transaction:
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                rollback(conn)
+                raise
+
+    def _rollback(self) -> None:
+        if self._conn is not None and self._conn.in_transaction:
+            rollback(self._conn)
 
     def _write_events(self, account: str, frame: pl.DataFrame) -> Written:
         complete = valid_events()
@@ -186,53 +248,42 @@ class SQLiteSink(Sink):
             .sort("identity", "id_hi", "id_lo", "line")
         )
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
         before = conn.total_changes
-        try:
-            # A slice at a time as one flat list of values in row order (cheaper than a tuple per row), so
-            # the Python objects of a large write never all exist at once.
-            for part in rows.iter_slices(_PYTHON_ROWS):
-                values = list(
-                    itertools.chain.from_iterable(
-                        zip(*(column.to_list() for column in part.iter_columns()), strict=True)
-                    )
-                )
-                _insert_chunked(conn, _insert_events, account, values, 7)
-            # INSERT OR IGNORE changes only the rows it inserted: the others were already there.
-            inserted = conn.total_changes - before
-            conn.execute("COMMIT")  # a failed COMMIT (a full disk) is rolled back too
-        except BaseException:
-            rollback(conn)
-            raise
+        # A slice at a time as one flat list of values in row order (cheaper than a tuple per row), so
+        # the Python objects of a large write never all exist at once.
+        for part in rows.iter_slices(_PYTHON_ROWS):
+            values = list(
+                itertools.chain.from_iterable(zip(*(column.to_list() for column in part.iter_columns()), strict=True))
+            )
+            _insert_chunked(conn, _insert_events, account, values, 7)
+        # INSERT OR IGNORE changes only the rows it inserted: the others were already there.
+        inserted = conn.total_changes - before
         return Written(failures, duplicates=rows.height - inserted)
 
     async def write_profiles(self, account: str, frame: pl.DataFrame) -> Written:
         check_columns(frame, PROFILE_COLUMNS, "profiles")
-        return await self._run(self._write_profiles, account, frame)
+        await self._take_slot()
+        try:
+            return await self._run(self._in_transaction, self._write_profiles, account, frame)
+        finally:
+            self._give_slot()
 
     def _write_profiles(self, account: str, frame: pl.DataFrame) -> Written:
+        """Within the caller's transaction."""
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            change = conn.execute(_NEXT_CHANGE, (account,)).fetchone()[0]
-            # Rows that need no folding (most of an engine's file: one row per identity) become one upsert
-            # each, built column-wise; the others are folded per identity below.
-            rows, rest = profile_ops.quick(frame, lambda identities: _stored(conn, account, identities))
-            if not rows.is_empty():
-                values = rows.select("identity", "ts", "properties", changed=pl.lit(change, dtype=pl.Int64)).sort(
-                    "identity"  # in primary key order, so the upserts walk the index forwards
-                )
-                flat = list(
-                    itertools.chain.from_iterable(
-                        zip(*(column.to_list() for column in values.iter_columns()), strict=True)
-                    )
-                )
-                _insert_chunked(conn, _patch_profiles, account, flat, 4)
-            failures = self._fold_profiles(conn, account, rest, change) if not rest.is_empty() else []
-            conn.execute("COMMIT")  # a failed COMMIT (a full disk) is rolled back too
-        except BaseException:
-            rollback(conn)
-            raise
+        change = conn.execute(_NEXT_CHANGE, (account,)).fetchone()[0]
+        # Rows that need no folding (most of an engine's file: one row per identity) become one upsert each,
+        # built column-wise; the others are folded per identity below.
+        rows, rest = profile_ops.quick(frame, lambda identities: _stored(conn, account, identities))
+        if not rows.is_empty():
+            values = rows.select("identity", "ts", "properties", changed=pl.lit(change, dtype=pl.Int64)).sort(
+                "identity"  # in primary key order, so the upserts walk the index forwards
+            )
+            flat = list(
+                itertools.chain.from_iterable(zip(*(column.to_list() for column in values.iter_columns()), strict=True))
+            )
+            _insert_chunked(conn, _patch_profiles, account, flat, 4)
+        failures = self._fold_profiles(conn, account, rest, change) if not rest.is_empty() else []
         failures.sort(key=lambda failure: failure.line)
         return Written(failures)  # a profile row is applied, never a duplicate
 
@@ -304,6 +355,60 @@ class SQLiteSink(Sink):
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         finally:
             conn.close()
+
+
+class _Held(HeldWrites):
+    """The sqlite sink's open transaction for one job (Sink.held)."""
+
+    def __init__(self, sink: SQLiteSink) -> None:
+        self.sink = sink
+        self._holding = False
+
+    async def _write(self, write: Callable[[str, pl.DataFrame], Written], account: str, frame: pl.DataFrame) -> Written:
+        if not self._holding:
+            await self.sink._take_slot()
+            self._holding = True
+        try:
+            return await self.sink._run(self.sink._in_held, write, account, frame)
+        except BaseException:
+            self._holding = False  # _in_held rolled the transaction back (or it never ran: undone below)
+            await self._undo()
+            raise
+
+    async def write_events(self, account: str, frame: pl.DataFrame) -> Written:
+        check_columns(frame, EVENT_COLUMNS, "events")
+        return await self._write(self.sink._write_events, account, frame)
+
+    async def write_profiles(self, account: str, frame: pl.DataFrame) -> Written:
+        check_columns(frame, PROFILE_COLUMNS, "profiles")
+        return await self._write(self.sink._write_profiles, account, frame)
+
+    async def commit(self) -> None:
+        if not self._holding:
+            return
+        self._holding = False
+        try:
+            await self.sink._run(self.sink._commit)
+        except BaseException:
+            await self._undo()
+            raise
+        self.sink._give_slot()
+
+    async def abort(self) -> None:
+        if self._holding:
+            self._holding = False
+            await self._undo()
+
+    async def _undo(self) -> None:
+        """Roll back whatever is open and give the slot back (also when the rollback itself fails)."""
+        try:
+            await asyncio.shield(self.sink._run(self.sink._rollback))
+        finally:
+            self.sink._give_slot()
+
+    @property
+    def contended(self) -> bool:
+        return self.sink._waiting > 0
 
 
 def _migrate_event_ids(conn: sqlite3.Connection) -> None:

@@ -628,3 +628,52 @@ def test_one_row_per_identity_over_stored_and_new_profiles_gives_the_row_by_row_
         assert profile["properties"] == properties, identity
         assert json.dumps(profile["properties"], sort_keys=True) == json.dumps(properties, sort_keys=True), identity
         assert profile["ts"] == iso_ms(ts)
+
+
+def _stored_events(config: Config) -> int:
+    """Events another process (the CLI, an export) sees in the sink file."""
+    conn = sqlite3.connect(f"file:{config.sink_db}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(conn.execute("SELECT count(*) FROM events WHERE account = ?", (ACCOUNT,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_sqlite_held_writes_are_stored_at_commit_and_undone_by_abort(data_dir: Path) -> None:
+    """The worker's batches in one open transaction: nobody else sees them before the commit (a crash then
+    loses exactly what the last checkpoint does not cover), an abort leaves the store as at the last commit,
+    and another job's write waits for the commit and says it is waiting."""
+    config = sink_config(data_dir, "sqlite")
+    runner = SinkRunner(config)
+    sink = runner.sink
+    rows = [("a", "Purchased", JAN_8_2020 + i, {"n": i}) for i in range(6)]
+    try:
+        runner(sink.start())
+        held = sink.held()
+        assert held is not None
+
+        async def held_then_commit() -> tuple[int, int, bool]:
+            await held.write_events(ACCOUNT, events_frame(rows[:2]))
+            await held.write_events(ACCOUNT, events_frame(rows[2:4]))
+            before = await asyncio.to_thread(_stored_events, config)
+            other = asyncio.ensure_future(sink.write_events(ACCOUNT, events_frame(rows[4:])))
+            await asyncio.sleep(0.2)
+            waiting = held.contended and not other.done()
+            await held.commit()
+            await other
+            return before, await asyncio.to_thread(_stored_events, config), waiting
+
+        assert runner(held_then_commit()) == (0, 6, True)
+
+        async def held_then_abort() -> int:
+            again = sink.held()
+            assert again is not None
+            more = [("b", "Viewed", JAN_8_2020 + i, {}) for i in range(3)]
+            await again.write_events(ACCOUNT, events_frame(more))
+            await again.abort()
+            return len(await sink.list_events(ACCOUNT, "b"))
+
+        assert runner(held_then_abort()) == 0
+        assert _stored_events(config) == 6
+    finally:
+        runner.close()
