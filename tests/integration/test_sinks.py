@@ -668,7 +668,7 @@ def test_sqlite_held_writes_are_stored_at_commit_and_undone_by_abort(data_dir: P
         async def held_then_abort() -> int:
             again = sink.held()
             assert again is not None
-            more = [("b", "Viewed", JAN_8_2020 + i, {}) for i in range(3)]
+            more: list[EventRow] = [("b", "Viewed", JAN_8_2020 + i, {}) for i in range(3)]
             await again.write_events(ACCOUNT, events_frame(more))
             await again.abort()
             return len(await sink.list_events(ACCOUNT, "b"))
