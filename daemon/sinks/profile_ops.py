@@ -1,5 +1,7 @@
-"""Profile operations applied per batch, column-wise: the ops cells split into one row per operation by regex,
-and each (identity, property)'s operations folded by group-bys into the property's last value.
+"""Profile operations applied per batch, column-wise. Rows that need no folding (`quick`: an identity on one row of
+the batch, the engine's tight cell) become a JSON object or merge patch by literal replacements on the cell; for
+the others the ops cells split into one row per operation by regex, and each (identity, property)'s operations
+fold by group-bys into the property's last value.
 
 The result is the one `base.apply_ops` gives when it applies the rows one by one in frame order (it stays the
 reference): for each property only its last `$set` or `$delete` and the `$add`/`$remove` after it count; a value

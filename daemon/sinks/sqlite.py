@@ -1,4 +1,5 @@
-"""The embedded sink: profiles and events in their own SQLite file (config.sink_db), one transaction per batch."""
+"""The embedded sink: profiles and events in their own SQLite file (config.sink_db): a transaction per write, or
+one held open across a job's batches until the worker commits it (SQLiteSink.held)."""
 
 from __future__ import annotations
 
