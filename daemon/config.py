@@ -230,7 +230,7 @@ class JobsConfig(_Section):
     workers: int = Field(2, ge=1, le=64)
     data_file_grace: Duration = "15m"  # type: ignore[assignment]
     batch_rows: int = Field(50_000, ge=100, le=1_000_000)
-    # sqlite sink: validated batches ready at once are joined into writes of about this many rows at most.
+    # sqlite sink: validated batches go into one open transaction, committed and checkpointed every this many rows.
     commit_rows: int = Field(1_000_000, ge=100, le=10_000_000)
     max_manifest_size: Size = "1MiB"  # type: ignore[assignment]  # a bigger manifest fails unread
     retention_days: float = Field(30, ge=0)  # job folders older than this are removed; 0 keeps them

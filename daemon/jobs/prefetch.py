@@ -137,6 +137,10 @@ class Validated:
             total += item.rows
         return _join(parts)
 
+    def ready(self) -> bool:
+        """Whether the next batch (or the end of the file, or its error) is waiting: take() would not block."""
+        return self._held is not None or not self._queue.empty()
+
     def close(self) -> None:
         """Stop validating and wait for the thread (it finishes the batch in hand); blocks."""
         self._stop.set()

@@ -33,6 +33,29 @@ class Written(list[RowFailure]):
         self.duplicates = duplicates
 
 
+class HeldWrites(abc.ABC):
+    """Writes of one job in one open transaction: durable only once `commit()` returned; `abort()` undoes them.
+
+    The store's writer slot is taken at the first write and given back by commit() or abort(); `contended` says
+    another job waits for it (the holder should commit soon, so imports at once take turns)."""
+
+    @abc.abstractmethod
+    async def write_events(self, account: str, frame: pl.DataFrame) -> Written: ...
+
+    @abc.abstractmethod
+    async def write_profiles(self, account: str, frame: pl.DataFrame) -> Written: ...
+
+    @abc.abstractmethod
+    async def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    async def abort(self) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def contended(self) -> bool: ...
+
+
 class Sink(abc.ABC):
     """Where validated rows land. Writes are idempotent: the worker may retry a batch after a crash or an outage."""
 
@@ -47,6 +70,12 @@ class Sink(abc.ABC):
     def write_rows(self, batch_rows: int, commit_rows: int) -> int:
         """Rows the worker hands over per write: one validated batch, or batches joined up to `commit_rows`."""
         return max(batch_rows, commit_rows) if self.joins_batches else batch_rows
+
+    def held(self) -> HeldWrites | None:
+        """One job's writes kept in one open transaction across batches until `commit()`, or None (each write is
+        durable when it returns). Lets the worker hand over one validated batch at a time, so a large commit never
+        needs its rows in memory at once."""
+        return None
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -1,5 +1,7 @@
-"""Profile operations applied per batch, column-wise: the ops cells split into one row per operation by regex,
-and each (identity, property)'s operations folded by group-bys into the property's last value.
+"""Profile operations applied per batch, column-wise. Rows that need no folding (`quick`: an identity on one row of
+the batch, the engine's tight cell) become a JSON object or merge patch by literal replacements on the cell; for
+the others the ops cells split into one row per operation by regex, and each (identity, property)'s operations
+fold by group-bys into the property's last value.
 
 The result is the one `base.apply_ops` gives when it applies the rows one by one in frame order (it stays the
 reference): for each property only its last `$set` or `$delete` and the `$add`/`$remove` after it count; a value
@@ -17,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from daemon.sinks.base import INCOMPLETE_PROFILE, RowFailure, apply_ops, check_ops
+from daemon.sinks.base import INCOMPLETE_PROFILE, PROFILE_OPS, RowFailure, apply_ops, check_ops
 
 _WS = r"[ \t\n\r]*"
 # A JSON string as json.loads reads it: no raw control character, escapes of one character or a code point
@@ -35,6 +37,26 @@ _PLAIN_ELEMENT = (
 CELL = rf"^{_WS}\[{_WS}(?:{_PLAIN_ELEMENT}(?:{_WS},{_WS}{_PLAIN_ELEMENT})*)?{_WS}\]{_WS}$"
 
 TOKEN = rf"{_STRING}|{_NUMBER}|true|false|null"
+# The engine's own form, tight: no whitespace and no escape in any string, so no string holds a quote. In it `",`
+# follows only an operation or a key (a value is followed by `]`), and `],["$` only starts the next element:
+# literal replacements turn such a cell into JSON object members, with no parsing and no per-row Python.
+_TIGHT_STRING = r'"[^"\\\x00-\x1f]*"'
+# No null but after $delete, and only null there: a set, added or removed null is stored or compared by apply_ops,
+# where a merge patch would delete the property.
+_TIGHT_ELEMENT = (
+    rf'\["\$(?:set|add|remove)",{_TIGHT_STRING},(?:{_TIGHT_STRING}|{_NUMBER}|true|false)\]'
+    rf'|\["\$delete",{_TIGHT_STRING},null\]'
+)
+TIGHT = rf"^\[(?:(?:{_TIGHT_ELEMENT})(?:,(?:{_TIGHT_ELEMENT}))*)?\]$"
+_TIGHT_VALUE = r'(?:"[^"]*"|[^"\]]*)'
+
+
+def _others(op: str) -> str:
+    """A tight cell's elements of any operation but `op`, each with one comma next to it: replaced by nothing."""
+    element = rf'\["\$(?:{"|".join(name[1:] for name in PROFILE_OPS if name != op)})","[^"]*",{_TIGHT_VALUE}\]'
+    return rf",{element}|{element},|{element}"
+
+
 _RESETS = ["$set", "$delete"]
 
 
@@ -93,6 +115,76 @@ def split(frame: pl.DataFrame) -> ProfileBatch:
         return ProfileBatch(failures, rows, ops, list(names), rows.clear())
     is_slow = pl.col("who").is_in(slow.implode())
     return ProfileBatch(failures, rows.filter(~is_slow), ops.filter(~is_slow), list(names), rows.filter(is_slow))
+
+
+def quick(frame: pl.DataFrame, stored_of: Callable[[list[str]], set[str]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows that need no folding as (identity, ts, properties), and the others (`rest`: every column, in frame
+    order, for `split`). `stored_of(identities)`: those of them with a stored profile.
+
+    A row is quick when it is complete, its cell tight, its identity on no other row of the batch, no property in
+    its cell twice, no null in it but after `$delete` (and none missing there), and, when a profile is stored, it
+    only sets and deletes. `properties`: a new profile's JSON object ($set, then $add: a list of the value; $remove
+    and $delete find nothing), or for a stored one a JSON merge patch ($set, and null for $delete) for
+    `json_patch`. Each property has one operation, so their order within the row changes no value."""
+    present = pl.col("identity").is_not_null() & pl.col("ts").is_not_null() & pl.col("ops").is_not_null()
+    indexed = frame.with_row_index("pos").with_columns(
+        quick=present & pl.col("identity").is_unique() & pl.col("ops").str.contains(TIGHT)
+    )
+    rows = indexed.filter(pl.col("quick")).select(
+        "pos",
+        "identity",
+        "ts",
+        "ops",
+        # `","key",` is in every element once: a key named twice is in the list twice.
+        twice=pl.col("ops").str.extract_all(r'","[^"]*",').list.n_unique()
+        < pl.col("ops").str.count_matches('],["$', literal=True) + 1 - (pl.col("ops") == "[]").cast(pl.UInt32),
+        grows=pl.col("ops").str.contains('["$add"', literal=True)
+        | pl.col("ops").str.contains('["$remove"', literal=True),
+        deletes=pl.col("ops").str.contains('["$delete"', literal=True),
+    )
+    # Only a row that reads what is stored ($add, $remove, $delete) needs to know whether a profile is.
+    stored = stored_of(rows.filter(~pl.col("twice") & (pl.col("grows") | pl.col("deletes")))["identity"].to_list())
+    rows = rows.with_columns(stored=pl.col("identity").is_in(pl.Series(list(stored), dtype=pl.String).implode()))
+    slow = rows.filter(pl.col("twice") | (pl.col("grows") & pl.col("stored")))["pos"]
+    rows = _with_members(rows.filter(~pl.col("twice") & ~(pl.col("grows") & pl.col("stored"))), "$set", "sets")
+    fresh = rows.filter(~pl.col("stored"))
+    known = rows.filter(pl.col("stored"))
+    parts = [
+        fresh.filter(~pl.col("grows")).select("identity", "ts", properties="sets"),
+        _with_members(fresh.filter(pl.col("grows")), "$add", "more"),
+        known.filter(~pl.col("deletes")).select("identity", "ts", properties="sets"),
+        _with_members(known.filter(pl.col("deletes")), "$delete", "more"),
+    ]
+    for index in (1, 3):  # sets, then the other members
+        more = parts[index]
+        comma = pl.when((pl.col("sets") != "") & (pl.col("more") != "")).then(pl.lit(",")).otherwise(pl.lit(""))
+        parts[index] = more.select("identity", "ts", properties=pl.concat_str(["sets", comma, "more"]))
+    quick_rows = pl.concat(parts).with_columns(
+        pl.concat_str([pl.lit("{"), "properties", pl.lit("}")]).alias("properties")
+    )
+    is_rest = ~pl.col("quick") | pl.col("pos").is_in(slow.implode())
+    return quick_rows, indexed.filter(is_rest).drop("pos", "quick")
+
+
+def _with_members(rows: pl.DataFrame, op: str, name: str) -> pl.DataFrame:
+    """`rows` and a column `name`: the members of a JSON object (no braces) for the tight cell's `op` elements,
+    `"key":value` for $set and $delete (whose value is null), `"key":[value]` for $add."""
+    listed = op == "$add"
+    colon = '":[' if listed else '":'
+    # [["$add","k",1],["$add","j",2]] -> [["$add":["k":[1],["$add":["j":[2]] -> [["$add":["k":[1],"j":[2]]
+    if op == "$set":  # most of a cell: the other elements are taken out
+        own = pl.col("ops").str.replace_all(_others(op), "")
+    else:  # a few: they are taken
+        element = rf'\["\{op}","[^"]*",{_TIGHT_VALUE}\]'
+        own = pl.concat_str([pl.lit("["), pl.col("ops").str.extract_all(element).list.join(","), pl.lit("]")])
+    joined = own.str.replace_all('",', colon, literal=True).str.replace_all(
+        f'],["{op}{colon}', "]," if listed else ",", literal=True
+    )
+    head, tail = len(f'[["{op}{colon}'), 1 if listed else 2
+    size = pl.col(name).str.len_bytes()
+    return rows.with_columns(joined.alias(name)).with_columns(
+        pl.when(size > 2).then(pl.col(name).str.slice(head, size - head - tail)).otherwise(pl.lit("")).alias(name)
+    )
 
 
 def checked(frame: pl.DataFrame) -> tuple[list[RowFailure], pl.DataFrame]:

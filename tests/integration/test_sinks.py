@@ -597,3 +597,83 @@ def test_cells_the_columnar_path_leaves_to_row_by_row_still_apply_in_order(run: 
         "List": [[1, 2]],
     }
     assert run(run.sink.get_profile(ACCOUNT, "m"))["properties"] == {"Tags": ["a"]}
+
+
+def test_one_row_per_identity_over_stored_and_new_profiles_gives_the_row_by_row_result(run: SinkRunner) -> None:
+    """The engine's usual file (each identity once per batch, compact cells) over stored profiles and new ones:
+    every operation, a property named twice in one cell, values holding the cell's own punctuation, an empty
+    cell. Each profile is what base.apply_ops makes of the rows in file order."""
+    stored: list[tuple[str, int, list[list[Any]]]] = [
+        ("s1", 1, [["$set", "Name", "Ann"], ["$add", "Tags", "a"], ["$set", "Age", 30]]),
+        ("s2", 1, [["$set", "Plan", "gold"], ["$add", "Tags", 1]]),
+        ("s3", 1, [["$set", "Tags", "solo"], ["$set", "Gone", True]]),
+        ("s4", 1, [["$set", "Keep", 1.5]]),
+    ]
+    batch: list[tuple[str, int, list[list[Any]]]] = [
+        ("s1", 2, [["$set", "Name", "Bea"], ["$delete", "Age", None], ["$set", "City", 'x],["$set","y']]),
+        ("s2", 2, [["$add", "Tags", 1.0], ["$add", "Tags", "1"], ["$remove", "Plan", "gold"]]),
+        ("s3", 2, [["$add", "Tags", "solo"], ["$delete", "Gone", None]]),
+        ("s4", 2, []),
+        ("n1", 2, [["$add", "Tags", "a"], ["$remove", "Tags", "a"], ["$delete", "None", None], ["$set", "é", "ü"]]),
+        ("n2", 2, [["$set", "Name", "Cy"], ["$add", "Tags", True], ["$add", "More", 0], ["$remove", "X", 1]]),
+        ("n3", 2, [["$set", "K", 1], ["$delete", "K", None], ["$set", "L", '],["']]),
+        ("n4", 2, [["$set", "Empty", ""], ["$set", "Neg", -0.5e-3], ["$add", "Big", 2**40]]),
+    ]
+    frames = [profiles_frame(stored), profiles_frame(batch, first_line=2 + len(stored))]
+    for frame in frames:  # the engine's compact form
+        compact = frame["ops"].map_elements(lambda text: json.dumps(json.loads(text), separators=(",", ":")))
+        assert run(run.sink.write_profiles(ACCOUNT, frame.with_columns(ops=compact))) == []
+    for identity, (ts, properties) in _reference([stored, batch]).items():
+        profile = run(run.sink.get_profile(ACCOUNT, identity))
+        assert profile["properties"] == properties, identity
+        assert json.dumps(profile["properties"], sort_keys=True) == json.dumps(properties, sort_keys=True), identity
+        assert profile["ts"] == iso_ms(ts)
+
+
+def _stored_events(config: Config) -> int:
+    """Events another process (the CLI, an export) sees in the sink file."""
+    conn = sqlite3.connect(f"file:{config.sink_db}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(conn.execute("SELECT count(*) FROM events WHERE account = ?", (ACCOUNT,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_sqlite_held_writes_are_stored_at_commit_and_undone_by_abort(data_dir: Path) -> None:
+    """The worker's batches in one open transaction: nobody else sees them before the commit (a crash then
+    loses exactly what the last checkpoint does not cover), an abort leaves the store as at the last commit,
+    and another job's write waits for the commit and says it is waiting."""
+    config = sink_config(data_dir, "sqlite")
+    runner = SinkRunner(config)
+    sink = runner.sink
+    rows = [("a", "Purchased", JAN_8_2020 + i, {"n": i}) for i in range(6)]
+    try:
+        runner(sink.start())
+        held = sink.held()
+        assert held is not None
+
+        async def held_then_commit() -> tuple[int, int, bool]:
+            await held.write_events(ACCOUNT, events_frame(rows[:2]))
+            await held.write_events(ACCOUNT, events_frame(rows[2:4]))
+            before = await asyncio.to_thread(_stored_events, config)
+            other = asyncio.ensure_future(sink.write_events(ACCOUNT, events_frame(rows[4:])))
+            await asyncio.sleep(0.2)
+            waiting = held.contended and not other.done()
+            await held.commit()
+            await other
+            return before, await asyncio.to_thread(_stored_events, config), waiting
+
+        assert runner(held_then_commit()) == (0, 6, True)
+
+        async def held_then_abort() -> int:
+            again = sink.held()
+            assert again is not None
+            more: list[EventRow] = [("b", "Viewed", JAN_8_2020 + i, {}) for i in range(3)]
+            await again.write_events(ACCOUNT, events_frame(more))
+            await again.abort()
+            return len(await sink.list_events(ACCOUNT, "b"))
+
+        assert runner(held_then_abort()) == 0
+        assert _stored_events(config) == 6
+    finally:
+        runner.close()
