@@ -30,4 +30,6 @@ source scripts/venv.sh
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .
 "$PY" -m mypy  # the packages and tests named in pyproject.toml's [tool.mypy]
-"$PY" -m pytest "$@"
+# One worker per core (pytest-xdist); tests marked xdist_group("name") run on one worker, one after another.
+# TEST_WORKERS=0 runs them all in this process (later arguments win: `bash scripts/test.sh -n 0`).
+"$PY" -m pytest -n "${TEST_WORKERS:-auto}" --dist loadgroup "$@"

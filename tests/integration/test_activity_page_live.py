@@ -22,6 +22,10 @@ from tests.integration.test_http_daemon import FINAL, wait_for
 ROWS = "identity,Phone\nu1@example.com,+14155550100\nu2@example.com,12\nu3@example.com,+14155550101\n"
 
 
+# The module shares one daemon (the fixture below): its tests run on one xdist worker (scripts/test.sh -n).
+pytestmark = pytest.mark.xdist_group("test_activity_page_live")
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, dict[str, int]]]:
     root = tmp_path_factory.mktemp("live-feedback")

@@ -260,6 +260,7 @@ def test_a_large_error_csv_is_compressed_then_cut_to_its_first_rows(
     assert f"the first {count:,} of 400 rejected rows only" in " ".join(mail.text().split())
 
 
+@pytest.mark.slow
 def test_smtp_down_and_a_daemon_restart_lose_no_email_and_send_none_twice(
     mail_daemon: Callable[..., tuple[Daemon, Partner]], smtp_server: SMTPServer
 ) -> None:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daemon.config import load_config
 from daemon.sinks import open_sink
 from tests.fixtures.daemon import Daemon
@@ -93,6 +95,7 @@ def test_cli_exports_to_the_sftp_folder_partners_can_get_and_remove_but_not_writ
     assert "Traceback" not in daemon.log()
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_way_restarts_and_its_files_are_complete_and_not_duplicated(
     make_daemon: Callable[..., Daemon],
 ) -> None:

@@ -48,6 +48,10 @@ class Live:
         return fetch(self.daemon.http_url + path, headers)
 
 
+# The module shares one daemon (the fixture below): its tests run on one xdist worker (scripts/test.sh -n).
+pytestmark = pytest.mark.xdist_group("test_http_daemon")
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     root = tmp_path_factory.mktemp("live")

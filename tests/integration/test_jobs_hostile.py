@@ -293,6 +293,7 @@ def test_a_full_disk_pauses_the_import_and_it_resumes_when_space_is_back(
         daemon.stop()
 
 
+@pytest.mark.slow
 def test_a_locked_sink_database_pauses_the_import_and_it_resumes_when_released(daemon: Daemon) -> None:
     # Another process (a backup, an operator's sqlite3 shell) holds the sink's write lock past SQLite's 30 s wait.
     import sqlite3

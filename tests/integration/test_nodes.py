@@ -134,6 +134,7 @@ def events_manifest(name: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 def test_two_nodes_share_keys_bans_and_the_job_queue(
     cluster: Callable[..., Cluster], keypair: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -182,6 +183,7 @@ def test_two_nodes_share_keys_bans_and_the_job_queue(
     assert refused.returncode != 0 and "Permission denied" in refused.stderr
 
 
+@pytest.mark.slow
 def test_a_ban_written_through_one_node_holds_on_both(
     cluster: Callable[..., Cluster], keypair: tuple[Path, Path], tmp_path: Path
 ) -> None:

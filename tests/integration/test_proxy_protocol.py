@@ -23,6 +23,10 @@ PARTNER = "203.0.113.7"  # documentation addresses: they only ever appear inside
 OTHER_PARTNER = "2001:db8::42"
 
 
+# The module shares one daemon (the fixture below): its tests run on one xdist worker (scripts/test.sh -n).
+pytestmark = pytest.mark.xdist_group("test_proxy_protocol")
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Path, Path]]:
     base = tmp_path_factory.mktemp("proxy")

@@ -20,6 +20,10 @@ class Partner:
         self.account, self.private, self.public = account, private, public
 
 
+# The module shares one daemon (the fixture below): its tests run on one xdist worker (scripts/test.sh -n).
+pytestmark = pytest.mark.xdist_group("test_sftp")
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Partner, Partner]]:
     """One daemon for the module's read-mostly tests, with two partners (each test uses its own file names)."""

@@ -22,6 +22,10 @@ from tests.fixtures.sshkeys import make_keypair, paramiko_sftp, sftp_command
 HOST_KEY_FILES = ("ssh_host_ed25519_key", "ssh_host_ecdsa_key", "ssh_host_rsa_key")
 
 
+# The module shares one daemon (the fixture below): its tests run on one xdist worker (scripts/test.sh -n).
+pytestmark = pytest.mark.xdist_group("test_sftp_clients")
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Path]]:
     """One daemon with the built-in algorithm lists and one partner, acme."""

@@ -90,6 +90,7 @@ def keys(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
 # -- 1. connection floods ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_connection_flood_from_one_address_does_not_lock_out_a_partner(
     make_daemon: MakeDaemon, keys: dict[str, tuple[Path, Path]], tmp_path: Path
 ) -> None:
@@ -115,6 +116,7 @@ def test_a_connection_flood_from_one_address_does_not_lock_out_a_partner(
     assert "Traceback" not in daemon.log()
 
 
+@pytest.mark.slow
 def test_connections_not_logged_in_are_capped_in_all_and_logged_in_ones_do_not_count(
     make_daemon: MakeDaemon, keys: dict[str, tuple[Path, Path]]
 ) -> None:
@@ -162,6 +164,7 @@ class _TwoKeys(asyncssh.SSHClient):
         return self._keys.pop(0) if self._keys else None
 
 
+@pytest.mark.slow
 def test_a_partner_logging_in_is_never_dropped_for_room_nor_banned_by_a_flood(
     make_daemon: MakeDaemon, keys: dict[str, tuple[Path, Path]]
 ) -> None:

@@ -147,6 +147,9 @@ def test_failed_logins_through_several_processes_add_up_to_a_ban_that_every_proc
     # Three failures, each on whichever process the kernel picks: counted together, they are a ban.
     for _ in range(3):
         assert refused(daemon, "acme", keys["stranger"][0]) is not None
+    # A failure counts when the server sees the connection end, a moment after the client has given up; the
+    # process that counts the third one starts the ban and relays the failure to the others before storing it.
+    wait_for(lambda: "127.0.0.1" in daemon.cli("bans", "list").stdout, "the ban to be stored")
     attempts = 0
     while len(processes_in(daemon.log(), "login.refused", "acme")) < PROCESSES and attempts < MAX_CONNECTIONS:
         # The right key, from the banned address: turned away by whichever process takes the connection.
