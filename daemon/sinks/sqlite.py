@@ -87,7 +87,9 @@ _SELECT_PROFILES = (
 )
 
 
-_SELECT_STORED = "SELECT identity FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
+_SELECT_STORED = (
+    "SELECT identity FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?)) AND changed < ?"
+)
 
 
 class SQLiteSink(Sink):
@@ -274,20 +276,22 @@ class SQLiteSink(Sink):
         """Within the caller's transaction."""
         conn = self._connection()
         change = conn.execute(_NEXT_CHANGE, (account,)).fetchone()[0]
-        # Rows that need no folding (most of an engine's file: one row per identity) become one upsert each,
-        # built column-wise; the others are folded per identity below.
-        rows, rest = profile_ops.quick(frame, lambda identities: _stored(conn, account, identities))
-        if not rows.is_empty():
-            values = rows.select("identity", "ts", "properties", changed=pl.lit(change, dtype=pl.Int64)).sort(
-                "identity"  # in primary key order, so the upserts walk the index forwards
-            )
-            for part in values.iter_slices(_PYTHON_ROWS):  # the Python values of a slice at a time, as for events
-                flat = list(
-                    itertools.chain.from_iterable(
-                        zip(*(column.to_list() for column in part.iter_columns()), strict=True)
-                    )
+        # Rows that need no folding (most of an engine's file: one row per identity) are inserted as new profiles,
+        # built column-wise, with no look-up first: only when some were already stored (the insert skipped them)
+        # are those found, by their change number; they get a merge patch, or fold below if they add or remove.
+        found = profile_ops.quick(frame)
+        slow = None
+        if not found.rows.is_empty():
+            before = conn.total_changes
+            _insert_frame(conn, _insert_profiles, account, found.rows, change)
+            if conn.total_changes - before < found.rows.height:
+                stored = _stored(conn, account, found.rows["identity"].to_list(), change)
+                known = found.rows.filter(pl.col("identity").is_in(pl.Series(list(stored), dtype=pl.String).implode()))
+                slow = known.filter(pl.col("grows"))["pos"]
+                _insert_frame(
+                    conn, _patch_profiles, account, profile_ops.patches(known.filter(~pl.col("grows"))), change
                 )
-                _insert_chunked(conn, _patch_profiles, account, flat, 4)
+        rest = found.rest(slow)
         failures = self._fold_profiles(conn, account, rest, change) if not rest.is_empty() else []
         failures.sort(key=lambda failure: failure.line)
         return Written(failures)  # a profile row is applied, never a duplicate
@@ -445,12 +449,26 @@ def _migrate_event_ids(conn: sqlite3.Connection) -> None:
     event(log, "sink.migrated", logging.WARNING, table="events", layout="id_hi/id_lo", rows=moved)
 
 
-def _stored(conn: sqlite3.Connection, account: str, identities: list[str]) -> set[str]:
-    """Those of the identities that have a profile stored in the account."""
+def _stored(conn: sqlite3.Connection, account: str, identities: list[str], change: int) -> set[str]:
+    """Those of the identities that had a profile stored in the account before the write numbered `change`."""
     if not identities:
         return set()
     identities.sort()  # the look-up walks the primary key forwards
-    return {row[0] for row in conn.execute(_SELECT_STORED, (account, json.dumps(identities)))}
+    return {row[0] for row in conn.execute(_SELECT_STORED, (account, json.dumps(identities), change))}
+
+
+def _insert_frame(
+    conn: sqlite3.Connection, statement: Callable[[str, int], str], account: str, rows: pl.DataFrame, change: int
+) -> None:
+    """`statement` for the (identity, ts, properties) rows, each with the change number."""
+    values = rows.select("identity", "ts", "properties", changed=pl.lit(change, dtype=pl.Int64)).sort(
+        "identity"  # in primary key order, so the statements walk the index forwards
+    )
+    for part in values.iter_slices(_PYTHON_ROWS):  # the Python values of a slice at a time, as for events
+        flat = list(
+            itertools.chain.from_iterable(zip(*(column.to_list() for column in part.iter_columns()), strict=True))
+        )
+        _insert_chunked(conn, statement, account, flat, 4)
 
 
 def _loads(text: str) -> Any:
@@ -531,6 +549,17 @@ def _patches(batch: profile_ops.ProfileBatch, stored: dict[str, str], change: in
         .sort("identity")
     )
     return list(itertools.chain.from_iterable(zip(*(column.to_list() for column in rows.iter_columns()), strict=True)))
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_profiles(account: str, rows: int) -> str:
+    """Insert `rows` new profiles (identity, ts, properties, changed); a stored one is left as it is."""
+    row = f"({_sql_text(account)}, ?, ?, ?, ?)"
+    return (
+        "INSERT INTO profiles (account, identity, ts, properties, changed) VALUES "
+        + ", ".join([row] * rows)
+        + " ON CONFLICT (account, identity) DO NOTHING"
+    )
 
 
 @functools.lru_cache(maxsize=64)

@@ -630,6 +630,25 @@ def test_one_row_per_identity_over_stored_and_new_profiles_gives_the_row_by_row_
         assert profile["ts"] == iso_ms(ts)
 
 
+def test_compact_cells_whose_keys_or_values_start_with_a_comma_are_stored_as_written(run: SinkRunner) -> None:
+    """A compact cell (the engine's form) where a key or a string value starts with a comma or holds the cell's
+    punctuation (`",`, `],`): each profile, new or stored, is what base.apply_ops makes of the rows."""
+    stored: list[tuple[str, int, list[list[Any]]]] = [("s1", 1, [["$set", "Name", ",Ann"], ["$set", "Old", 1]])]
+    batch: list[tuple[str, int, list[list[Any]]]] = [
+        ("s1", 2, [["$set", ",City", ",x"], ["$delete", "Old", None], ["$set", "Note", "a],b"]]),
+        ("n1", 2, [["$set", "Name", ",Bo"], ["$add", "Tags", ",t"], ["$set", "Age", 3]]),
+        ("n2", 2, [["$add", ",Tags", ","], ["$set", "Empty", ""], ["$remove", "X", ",y"]]),
+    ]
+    for first_line, rows in ((2, stored), (3, batch)):
+        frame = profiles_frame(rows, first_line=first_line)
+        compact = frame["ops"].map_elements(lambda text: json.dumps(json.loads(text), separators=(",", ":")))
+        assert run(run.sink.write_profiles(ACCOUNT, frame.with_columns(ops=compact))) == []
+    for identity, (ts, properties) in _reference([stored, batch]).items():
+        profile = run(run.sink.get_profile(ACCOUNT, identity))
+        assert profile["properties"] == properties, identity
+        assert profile["ts"] == iso_ms(ts)
+
+
 def _stored_events(config: Config) -> int:
     """Events another process (the CLI, an export) sees in the sink file."""
     conn = sqlite3.connect(f"file:{config.sink_db}?mode=ro", uri=True, timeout=30)
