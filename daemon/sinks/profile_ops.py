@@ -51,12 +51,28 @@ TIGHT = rf"^\[(?:(?:{_TIGHT_ELEMENT})(?:,(?:{_TIGHT_ELEMENT}))*)?\]$"
 _TIGHT_VALUE = r'(?:"[^"]*"|[^"\]]*)'
 
 
-# A tight cell's elements as JSON object members by one regex replacement each (the key and the value captured,
-# never split on punctuation, which a string value may hold): `"key":value` for $set, `"key":null` for $delete,
-# `"key":[value]` for $add; the elements a profile does not keep are taken out first, each with one comma next to it.
-_SET = rf'\["\$set",("[^"]*"),({_TIGHT_VALUE})\]'
+# A tight cell's elements as JSON object members, `"key":value` for $set, `"key":null` for $delete, `"key":[value]`
+# for $add, never by splitting on punctuation a string value may hold. The few $add and $delete elements become
+# members by a regex each (key and value captured), marked \x02 before and \x01 after (no tight string holds a
+# control character); then one pass of literal replacements (`_JOINS`) turns the $set elements into members and
+# joins them all. Each pattern starts at a quote, a bracket or a marker no string can end in or hold (a `"` in it
+# would have to close a string followed by `$`), but for `",`: in a tight cell, with its $set elements' operations
+# taken out, it follows only a $set's key, unless some string starts with a comma (`",",` is in the cell then:
+# such a row is not quick). The cell ends `]]` or `\x01]`: two characters that `_members` replaces by `}`.
 _ADD = rf'\["\$add",("[^"]*"),({_TIGHT_VALUE})\]'
+_ADDED = "\x02${1}:[${2}]\x01"
 _DELETE = r'\["\$delete",("[^"]*"),null\]'
+_DELETED = "\x02${1}:null\x01"
+_JOINS = {
+    '[["$set","': '{"',  # the cell starts with a $set
+    "[\x02": "{",  # or with a member
+    '],["$set","': ',"',  # a $set after a $set
+    '\x01,["$set","': ',"',  # after a member
+    "],\x02": ",",  # a member after a $set
+    "\x01,\x02": ",",  # after a member
+    '",': '":',  # a $set's key
+}
+_COMMA_FIRST = '",",'
 
 
 def _dropped(ops: str) -> str:
@@ -152,7 +168,10 @@ def quick(frame: pl.DataFrame) -> Quick:
     has a stored profile, `patches` gives its merge patch when it only sets and deletes; the others are `rest`."""
     present = pl.col("identity").is_not_null() & pl.col("ts").is_not_null() & pl.col("ops").is_not_null()
     indexed = frame.with_row_index("pos").with_columns(
-        quick=present & pl.col("identity").is_unique() & pl.col("ops").str.contains(TIGHT)
+        quick=present
+        & pl.col("identity").is_unique()
+        & pl.col("ops").str.contains(TIGHT)
+        & ~pl.col("ops").str.contains(_COMMA_FIRST, literal=True)
     )
     ops = pl.col("ops")
     candidates = indexed.filter(pl.col("quick")).select(
@@ -171,10 +190,9 @@ def quick(frame: pl.DataFrame) -> Quick:
     cell = ops
     if rows["drops"].any():
         cell = pl.when(pl.col("drops")).then(cell.str.replace_all(_dropped(r"remove|delete"), "")).otherwise(cell)
-    cell = cell.str.replace_all(_SET, "${1}:${2}")
     if rows["grows"].any():
-        cell = cell.str.replace_all(_ADD, "${1}:[${2}]")
-    rows = rows.select("pos", "identity", "ts", "ops", "grows", properties=_braced(cell))
+        cell = cell.str.replace_all(_ADD, _ADDED)
+    rows = rows.with_columns(cell=cell).select("pos", "identity", "ts", "ops", "grows", properties=_members())
     if not twice.is_empty():
         indexed = indexed.with_columns(quick=pl.col("quick") & ~pl.col("pos").is_in(twice.implode()))
     return Quick(rows, indexed)
@@ -183,13 +201,15 @@ def quick(frame: pl.DataFrame) -> Quick:
 def patches(rows: pl.DataFrame) -> pl.DataFrame:
     """(identity, ts, properties) of quick rows that only set and delete, for identities with a stored profile:
     properties a JSON merge patch for `json_patch` ($set, and null for $delete)."""
-    cell = pl.col("ops").str.replace_all(_SET, "${1}:${2}").str.replace_all(_DELETE, "${1}:null")
-    return rows.select("identity", "ts", properties=_braced(cell))
+    cell = pl.col("ops").str.replace_all(_DELETE, _DELETED)
+    return rows.with_columns(cell=cell).select("identity", "ts", properties=_members())
 
 
-def _braced(cell: pl.Expr) -> pl.Expr:
-    """`[members]` -> `{members}`."""
-    return pl.concat_str([pl.lit("{"), cell.str.strip_prefix("[").str.strip_suffix("]"), pl.lit("}")])
+def _members() -> pl.Expr:
+    """The column `cell`, a tight cell with its $add and $delete elements made members (or none), as an object."""
+    cell = pl.col("cell")
+    joined = cell.str.replace_many(list(_JOINS), list(_JOINS.values()), leftmost=True).str.head(-2)
+    return pl.when(cell == "[]").then(pl.lit("{}")).otherwise(joined + pl.lit("}"))
 
 
 def checked(frame: pl.DataFrame) -> tuple[list[RowFailure], pl.DataFrame]:

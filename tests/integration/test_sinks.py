@@ -649,6 +649,42 @@ def test_compact_cells_whose_keys_or_values_start_with_a_comma_are_stored_as_wri
         assert profile["ts"] == iso_ms(ts)
 
 
+def test_random_compact_rows_one_per_identity_with_punctuation_give_the_row_by_row_result(run: SinkRunner) -> None:
+    """The engine's usual batches (each identity once, compact cells) over new and stored profiles, with keys and
+    string values made of the cell's own punctuation: each profile is what base.apply_ops makes of the rows."""
+    import random
+
+    rng = random.Random(1414)
+    texts = ["]", "],", ",", ",]", "[", "],[", "$set", ":", "{", "}", "", " ", "x]]", "a,b", '"', "é"]
+    values: list[Any] = [*texts, 1, 2, 1.5, True, False, 0, 2**40]
+    keys = ["k", ",k", "k]", "],", "é", "$add", "", "[", "k,"]
+    ops = ["$set", "$add", "$remove", "$delete"]
+    batches = [
+        [
+            (
+                f"u{person}",
+                rng.randrange(1000),
+                [
+                    [op, rng.choice(keys), None if op == "$delete" else rng.choice(values)]
+                    for op in rng.choices(ops, weights=[4, 3, 2, 1], k=rng.randrange(5))
+                ],
+            )
+            for person in rng.sample(range(40), 30)
+        ]
+        for _ in range(4)
+    ]
+    line = 2
+    for rows in batches:
+        frame = profiles_frame(rows, first_line=line)
+        frame = frame.with_columns(ops=pl.Series([json.dumps(row[2], separators=(",", ":")) for row in rows]))
+        assert run(run.sink.write_profiles(ACCOUNT, frame)) == []
+        line += len(rows)
+    for identity, (ts, properties) in _reference(batches).items():
+        profile = run(run.sink.get_profile(ACCOUNT, identity))
+        assert json.dumps(profile["properties"], sort_keys=True) == json.dumps(properties, sort_keys=True), identity
+        assert profile["ts"] == iso_ms(ts)
+
+
 def _stored_events(config: Config) -> int:
     """Events another process (the CLI, an export) sees in the sink file."""
     conn = sqlite3.connect(f"file:{config.sink_db}?mode=ro", uri=True, timeout=30)
