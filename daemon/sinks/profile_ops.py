@@ -184,6 +184,7 @@ def quick(frame: pl.DataFrame) -> Quick:
         < ops.str.count_matches('],["$', literal=True) + 1 - (ops == "[]").cast(pl.UInt32),
         grows=ops.str.contains('["$add"', literal=True) | ops.str.contains('["$remove"', literal=True),
         drops=ops.str.contains('["$remove"', literal=True) | ops.str.contains('["$delete"', literal=True),
+        removes=ops.str.contains('["$remove"', literal=True),
     )
     twice = candidates.filter(pl.col("twice"))["pos"]
     rows = candidates.filter(~pl.col("twice"))
@@ -192,17 +193,62 @@ def quick(frame: pl.DataFrame) -> Quick:
         cell = pl.when(pl.col("drops")).then(cell.str.replace_all(_dropped(r"remove|delete"), "")).otherwise(cell)
     if rows["grows"].any():
         cell = cell.str.replace_all(_ADD, _ADDED)
-    rows = rows.with_columns(cell=cell).select("pos", "identity", "ts", "ops", "grows", properties=_members())
+    rows = rows.with_columns(cell=cell).select(
+        "pos", "identity", "ts", "ops", "grows", "removes", properties=_members()
+    )
     if not twice.is_empty():
         indexed = indexed.with_columns(quick=pl.col("quick") & ~pl.col("pos").is_in(twice.implode()))
     return Quick(rows, indexed)
 
 
 def patches(rows: pl.DataFrame) -> pl.DataFrame:
-    """(identity, ts, properties) of quick rows that only set and delete, for identities with a stored profile:
-    properties a JSON merge patch for `json_patch` ($set, and null for $delete)."""
-    cell = pl.col("ops").str.replace_all(_DELETE, _DELETED)
-    return rows.with_columns(cell=cell).select("identity", "ts", properties=_members())
+    """(identity, ts, properties) of quick rows with no $remove, for identities with a stored profile: properties a
+    JSON merge patch for `json_patch` ($set, and null for $delete); their $add elements are left to `stored_adds`."""
+    cell = pl.col("ops")
+    if rows["grows"].any():
+        cell = pl.when(pl.col("grows")).then(cell.str.replace_all(_dropped("add"), "")).otherwise(cell)
+    return rows.with_columns(cell=cell.str.replace_all(_DELETE, _DELETED)).select(
+        "identity", "ts", properties=_members()
+    )
+
+
+# A number SQLite and Python read as the same value and compare alike: at most 15 significant digits, no exponent.
+_EXACT_NUMBER = r"^-?[0-9]{1,15}(?:\.[0-9]{1,15})?$"
+
+
+def stored_adds(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
+    """The $add operations of quick rows with no $remove, for identities with a stored profile, for `ADD_SQL`:
+    (identity, path: the property's JSON path, value: its JSON text, kind: s, n, t or f, plain: the value as SQL
+    compares it), one per operation; and the pos of rows whose values could not be compared in SQL exactly as
+    base._same does (a number of more than 15 digits or with an exponent: they fold instead)."""
+    element = rf'\["\$add","[^"]*",{_TIGHT_VALUE}\]'
+    adds = (
+        rows.filter(pl.col("grows"))
+        .select("pos", "identity", element=pl.col("ops").str.extract_all(element))
+        .explode("element")
+        .drop_nulls("element")
+        .with_columns(key=pl.col("element").str.extract(_ADD, 1), value=pl.col("element").str.extract(_ADD, 2))
+    )
+    value = pl.col("value")
+    first = value.str.slice(0, 1)
+    adds = adds.with_columns(
+        kind=pl.when(first == '"')
+        .then(pl.lit("s"))
+        .when(value == "true")
+        .then(pl.lit("t"))
+        .when(value == "false")
+        .then(pl.lit("f"))
+        .otherwise(pl.lit("n"))
+    )
+    odd = adds.filter((pl.col("kind") == "n") & ~value.str.contains(_EXACT_NUMBER))["pos"].unique()
+    out = adds.filter(~pl.col("pos").is_in(odd.implode())).select(
+        "identity",
+        path=pl.lit("$.") + pl.col("key"),
+        value="value",
+        kind="kind",
+        plain=pl.when(pl.col("kind") == "s").then(value.str.slice(1).str.head(-1)).otherwise(value),
+    )
+    return out, odd
 
 
 def _members() -> pl.Expr:

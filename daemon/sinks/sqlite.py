@@ -87,6 +87,25 @@ _SELECT_PROFILES = (
 )
 
 
+# One $add to a stored profile, as base.apply_ops does it: an absent or null property becomes a list of the
+# value; a list gets the value appended unless an item is the same (base._same: by JSON type, then value); another
+# value becomes a list of it, and of the value unless they are the same. Bound: the property's path, the value's
+# kind (s: string, n: number, t: true, f: false), the value as SQL compares it, its JSON text, account, identity.
+_SAME = (
+    "CASE ?2 WHEN 's' THEN {type} = 'text' AND {value} = ?3 WHEN 'n' THEN {type} IN ('integer', 'real')"
+    " AND {value} = CAST(?3 AS NUMERIC) WHEN 't' THEN {type} = 'true' ELSE {type} = 'false' END"
+)
+_ADD_SQL = (
+    "UPDATE profiles SET properties = json_set(properties, ?1, CASE"
+    " WHEN coalesce(json_type(properties, ?1), 'null') = 'null' THEN json_array(json(?4))"
+    " WHEN json_type(properties, ?1) = 'array' THEN CASE WHEN EXISTS (SELECT 1 FROM json_each(properties, ?1) WHERE "
+    + _SAME.format(type="type", value="value")
+    + ") THEN properties -> ?1 ELSE json_insert(properties -> ?1, '$[#]', json(?4)) END"
+    " WHEN "
+    + _SAME.format(type="json_type(properties, ?1)", value="properties ->> ?1")
+    + " THEN json_array(properties -> ?1) ELSE json_array(properties -> ?1, json(?4)) END)"
+    " WHERE account = ?5 AND identity = ?6"
+)
 _SELECT_STORED = (
     "SELECT identity FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?)) AND changed < ?"
 )
@@ -287,10 +306,20 @@ class SQLiteSink(Sink):
             if conn.total_changes - before < found.rows.height:
                 stored = _stored(conn, account, found.rows["identity"].to_list(), change)
                 known = found.rows.filter(pl.col("identity").is_in(pl.Series(list(stored), dtype=pl.String).implode()))
-                slow = known.filter(pl.col("grows"))["pos"]
-                _insert_frame(
-                    conn, _patch_profiles, account, profile_ops.patches(known.filter(~pl.col("grows"))), change
-                )
+                # $remove folds below; $set and $delete by merge patch, then each $add by an update, in SQL.
+                simple = known.filter(~pl.col("removes"))
+                adds, odd = profile_ops.stored_adds(simple)
+                simple = simple.filter(~pl.col("pos").is_in(odd.implode()))
+                slow = pl.concat([known.filter(pl.col("removes"))["pos"], odd])
+                _insert_frame(conn, _patch_profiles, account, profile_ops.patches(simple), change)
+                for part in adds.iter_slices(_PYTHON_ROWS):
+                    conn.executemany(
+                        _ADD_SQL,
+                        (
+                            (path, kind, plain, value, account, identity)
+                            for identity, path, value, kind, plain in part.iter_rows()
+                        ),
+                    )
         rest = found.rest(slow)
         failures = self._fold_profiles(conn, account, rest, change) if not rest.is_empty() else []
         failures.sort(key=lambda failure: failure.line)
