@@ -95,15 +95,15 @@ _SAME = (
     "CASE ?2 WHEN 's' THEN {type} = 'text' AND {value} = ?3 WHEN 'n' THEN {type} IN ('integer', 'real')"
     " AND {value} = CAST(?3 AS NUMERIC) WHEN 't' THEN {type} = 'true' ELSE {type} = 'false' END"
 )
-_ADD_SQL = (
-    "UPDATE profiles SET properties = json_set(properties, ?1, CASE"
-    " WHEN coalesce(json_type(properties, ?1), 'null') = 'null' THEN json_array(json(?4))"
-    " WHEN json_type(properties, ?1) = 'array' THEN CASE WHEN EXISTS (SELECT 1 FROM json_each(properties, ?1) WHERE "
+_ADD_SQL = (  # the stored JSON is parsed twice: for the property's value (`cur`), and by json_set
+    "UPDATE profiles SET properties = json_set(properties, ?1, (SELECT CASE"
+    " WHEN coalesce(json_type(cur), 'null') = 'null' THEN json_array(json(?4))"
+    " WHEN json_type(cur) = 'array' THEN CASE WHEN EXISTS (SELECT 1 FROM json_each(cur) WHERE "
     + _SAME.format(type="type", value="value")
-    + ") THEN properties -> ?1 ELSE json_insert(properties -> ?1, '$[#]', json(?4)) END"
+    + ") THEN json(cur) ELSE json_insert(cur, '$[#]', json(?4)) END"
     " WHEN "
-    + _SAME.format(type="json_type(properties, ?1)", value="properties ->> ?1")
-    + " THEN json_array(properties -> ?1) ELSE json_array(properties -> ?1, json(?4)) END)"
+    + _SAME.format(type="json_type(cur)", value="cur ->> '$'")
+    + " THEN json_array(json(cur)) ELSE json_array(json(cur), json(?4)) END FROM (SELECT properties -> ?1 AS cur)))"
     " WHERE account = ?5 AND identity = ?6"
 )
 _SELECT_STORED = (
@@ -303,9 +303,14 @@ class SQLiteSink(Sink):
         if not found.rows.is_empty():
             before = conn.total_changes
             _insert_frame(conn, _insert_profiles, account, found.rows, change)
-            if conn.total_changes - before < found.rows.height:
-                stored = _stored(conn, account, found.rows["identity"].to_list(), change)
-                known = found.rows.filter(pl.col("identity").is_in(pl.Series(list(stored), dtype=pl.String).implode()))
+            inserted = conn.total_changes - before
+            if inserted < found.rows.height:
+                known = found.rows  # none was inserted: all were stored
+                if inserted:
+                    stored = pl.Series(
+                        list(_stored(conn, account, known["identity"].to_list(), change)), dtype=pl.String
+                    )
+                    known = known.filter(pl.col("identity").is_in(stored.implode()))
                 # $remove folds below; $set and $delete by merge patch, then each $add by an update, in SQL.
                 simple = known.filter(~pl.col("removes"))
                 adds, odd = profile_ops.stored_adds(simple)
