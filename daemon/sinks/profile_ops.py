@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from daemon.sinks.base import INCOMPLETE_PROFILE, PROFILE_OPS, RowFailure, apply_ops, check_ops
+from daemon.sinks.base import INCOMPLETE_PROFILE, RowFailure, apply_ops, check_ops
 
 _WS = r"[ \t\n\r]*"
 # A JSON string as json.loads reads it: no raw control character, escapes of one character or a code point
@@ -51,9 +51,33 @@ TIGHT = rf"^\[(?:(?:{_TIGHT_ELEMENT})(?:,(?:{_TIGHT_ELEMENT}))*)?\]$"
 _TIGHT_VALUE = r'(?:"[^"]*"|[^"\]]*)'
 
 
-def _others(op: str) -> str:
-    """A tight cell's elements of any operation but `op`, each with one comma next to it: replaced by nothing."""
-    element = rf'\["\$(?:{"|".join(name[1:] for name in PROFILE_OPS if name != op)})","[^"]*",{_TIGHT_VALUE}\]'
+# A tight cell's elements as JSON object members, `"key":value` for $set, `"key":null` for $delete, `"key":[value]`
+# for $add, never by splitting on punctuation a string value may hold. The few $add and $delete elements become
+# members by a regex each (key and value captured), marked \x02 before and \x01 after (no tight string holds a
+# control character); then one pass of literal replacements (`_JOINS`) turns the $set elements into members and
+# joins them all. Each pattern starts at a quote, a bracket or a marker no string can end in or hold (a `"` in it
+# would have to close a string followed by `$`), but for `",`: in a tight cell, with its $set elements' operations
+# taken out, it follows only a $set's key, unless some string starts with a comma (`",",` is in the cell then:
+# such a row is not quick). The cell ends `]]` or `\x01]`: two characters that `_members` replaces by `}`.
+_ADD = rf'\["\$add",("[^"]*"),({_TIGHT_VALUE})\]'
+_ADDED = "\x02${1}:[${2}]\x01"
+_DELETE = r'\["\$delete",("[^"]*"),null\]'
+_DELETED = "\x02${1}:null\x01"
+_JOINS = {
+    '[["$set","': '{"',  # the cell starts with a $set
+    "[\x02": "{",  # or with a member
+    '],["$set","': ',"',  # a $set after a $set
+    '\x01,["$set","': ',"',  # after a member
+    "],\x02": ",",  # a member after a $set
+    "\x01,\x02": ",",  # after a member
+    '",': '":',  # a $set's key
+}
+_COMMA_FIRST = '",",'
+
+
+def _dropped(ops: str) -> str:
+    """The tight elements of the operations `ops` (a regex alternation of names), each with one comma next to it."""
+    element = rf'\["\$(?:{ops})","[^"]*",{_TIGHT_VALUE}\]'
     return rf",{element}|{element},|{element}"
 
 
@@ -117,74 +141,121 @@ def split(frame: pl.DataFrame) -> ProfileBatch:
     return ProfileBatch(failures, rows.filter(~is_slow), ops.filter(~is_slow), list(names), rows.filter(is_slow))
 
 
-def quick(frame: pl.DataFrame, stored_of: Callable[[list[str]], set[str]]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The rows that need no folding as (identity, ts, properties), and the others (`rest`: every column, in frame
-    order, for `split`). `stored_of(identities)`: those of them with a stored profile.
+@dataclass
+class Quick:
+    """`quick`'s split of a profiles frame. `rows`: the quick rows (pos, identity, ts, ops, grows: the cell has an
+    $add or $remove, properties: the JSON object of a new profile made by the cell), `indexed`: the frame with pos
+    and quick, for `rest`."""
+
+    rows: pl.DataFrame
+    indexed: pl.DataFrame
+
+    def rest(self, slow: pl.Series | None = None) -> pl.DataFrame:
+        """The rows that are not quick, and those of the quick rows at `slow` positions: every column, in frame
+        order, for `split`."""
+        is_rest = ~pl.col("quick")
+        if slow is not None and not slow.is_empty():
+            is_rest = is_rest | pl.col("pos").is_in(slow.implode())
+        return self.indexed.filter(is_rest).drop("pos", "quick")
+
+
+def quick(frame: pl.DataFrame) -> Quick:
+    """The rows that need no folding when their identity has no stored profile, each with that new profile.
 
     A row is quick when it is complete, its cell tight, its identity on no other row of the batch, no property in
-    its cell twice, no null in it but after `$delete` (and none missing there), and, when a profile is stored, it
-    only sets and deletes. `properties`: a new profile's JSON object ($set, then $add: a list of the value; $remove
-    and $delete find nothing), or for a stored one a JSON merge patch ($set, and null for $delete) for
-    `json_patch`. Each property has one operation, so their order within the row changes no value."""
+    its cell twice. The new profile: $set, then $add (a list of the value); $remove and $delete find nothing. Each
+    property has one operation, so their order within the row changes no value. For a quick row whose identity
+    has a stored profile, `patches` gives its merge patch when it only sets and deletes; the others are `rest`."""
     present = pl.col("identity").is_not_null() & pl.col("ts").is_not_null() & pl.col("ops").is_not_null()
     indexed = frame.with_row_index("pos").with_columns(
-        quick=present & pl.col("identity").is_unique() & pl.col("ops").str.contains(TIGHT)
+        quick=present
+        & pl.col("identity").is_unique()
+        & pl.col("ops").str.contains(TIGHT)
+        & ~pl.col("ops").str.contains(_COMMA_FIRST, literal=True)
     )
-    rows = indexed.filter(pl.col("quick")).select(
+    ops = pl.col("ops")
+    candidates = indexed.filter(pl.col("quick")).select(
         "pos",
         "identity",
         "ts",
         "ops",
         # `","key",` is in every element once: a key named twice is in the list twice.
-        twice=pl.col("ops").str.extract_all(r'","[^"]*",').list.n_unique()
-        < pl.col("ops").str.count_matches('],["$', literal=True) + 1 - (pl.col("ops") == "[]").cast(pl.UInt32),
-        grows=pl.col("ops").str.contains('["$add"', literal=True)
-        | pl.col("ops").str.contains('["$remove"', literal=True),
-        deletes=pl.col("ops").str.contains('["$delete"', literal=True),
+        twice=ops.str.extract_all(r'","[^"]*",').list.n_unique()
+        < ops.str.count_matches('],["$', literal=True) + 1 - (ops == "[]").cast(pl.UInt32),
+        grows=ops.str.contains('["$add"', literal=True) | ops.str.contains('["$remove"', literal=True),
+        drops=ops.str.contains('["$remove"', literal=True) | ops.str.contains('["$delete"', literal=True),
+        removes=ops.str.contains('["$remove"', literal=True),
     )
-    # Only a row that reads what is stored ($add, $remove, $delete) needs to know whether a profile is.
-    stored = stored_of(rows.filter(~pl.col("twice") & (pl.col("grows") | pl.col("deletes")))["identity"].to_list())
-    rows = rows.with_columns(stored=pl.col("identity").is_in(pl.Series(list(stored), dtype=pl.String).implode()))
-    slow = rows.filter(pl.col("twice") | (pl.col("grows") & pl.col("stored")))["pos"]
-    rows = _with_members(rows.filter(~pl.col("twice") & ~(pl.col("grows") & pl.col("stored"))), "$set", "sets")
-    fresh = rows.filter(~pl.col("stored"))
-    known = rows.filter(pl.col("stored"))
-    parts = [
-        fresh.filter(~pl.col("grows")).select("identity", "ts", properties="sets"),
-        _with_members(fresh.filter(pl.col("grows")), "$add", "more"),
-        known.filter(~pl.col("deletes")).select("identity", "ts", properties="sets"),
-        _with_members(known.filter(pl.col("deletes")), "$delete", "more"),
-    ]
-    for index in (1, 3):  # sets, then the other members
-        more = parts[index]
-        comma = pl.when((pl.col("sets") != "") & (pl.col("more") != "")).then(pl.lit(",")).otherwise(pl.lit(""))
-        parts[index] = more.select("identity", "ts", properties=pl.concat_str(["sets", comma, "more"]))
-    quick_rows = pl.concat(parts).with_columns(
-        pl.concat_str([pl.lit("{"), "properties", pl.lit("}")]).alias("properties")
+    twice = candidates.filter(pl.col("twice"))["pos"]
+    rows = candidates.filter(~pl.col("twice"))
+    cell = ops
+    if rows["drops"].any():
+        cell = pl.when(pl.col("drops")).then(cell.str.replace_all(_dropped(r"remove|delete"), "")).otherwise(cell)
+    if rows["grows"].any():
+        cell = cell.str.replace_all(_ADD, _ADDED)
+    rows = rows.with_columns(cell=cell).select(
+        "pos", "identity", "ts", "ops", "grows", "removes", properties=_members()
     )
-    is_rest = ~pl.col("quick") | pl.col("pos").is_in(slow.implode())
-    return quick_rows, indexed.filter(is_rest).drop("pos", "quick")
+    if not twice.is_empty():
+        indexed = indexed.with_columns(quick=pl.col("quick") & ~pl.col("pos").is_in(twice.implode()))
+    return Quick(rows, indexed)
 
 
-def _with_members(rows: pl.DataFrame, op: str, name: str) -> pl.DataFrame:
-    """`rows` and a column `name`: the members of a JSON object (no braces) for the tight cell's `op` elements,
-    `"key":value` for $set and $delete (whose value is null), `"key":[value]` for $add."""
-    listed = op == "$add"
-    colon = '":[' if listed else '":'
-    # [["$add","k",1],["$add","j",2]] -> [["$add":["k":[1],["$add":["j":[2]] -> [["$add":["k":[1],"j":[2]]
-    if op == "$set":  # most of a cell: the other elements are taken out
-        own = pl.col("ops").str.replace_all(_others(op), "")
-    else:  # a few: they are taken
-        element = rf'\["\{op}","[^"]*",{_TIGHT_VALUE}\]'
-        own = pl.concat_str([pl.lit("["), pl.col("ops").str.extract_all(element).list.join(","), pl.lit("]")])
-    joined = own.str.replace_all('",', colon, literal=True).str.replace_all(
-        f'],["{op}{colon}', "]," if listed else ",", literal=True
+def patches(rows: pl.DataFrame) -> pl.DataFrame:
+    """(identity, ts, properties) of quick rows with no $remove, for identities with a stored profile: properties a
+    JSON merge patch for `json_patch` ($set, and null for $delete); their $add elements are left to `stored_adds`."""
+    cell = pl.col("ops")
+    if rows["grows"].any():
+        cell = pl.when(pl.col("grows")).then(cell.str.replace_all(_dropped("add"), "")).otherwise(cell)
+    return rows.with_columns(cell=cell.str.replace_all(_DELETE, _DELETED)).select(
+        "identity", "ts", properties=_members()
     )
-    head, tail = len(f'[["{op}{colon}'), 1 if listed else 2
-    size = pl.col(name).str.len_bytes()
-    return rows.with_columns(joined.alias(name)).with_columns(
-        pl.when(size > 2).then(pl.col(name).str.slice(head, size - head - tail)).otherwise(pl.lit("")).alias(name)
+
+
+# A number SQLite and Python read as the same value and compare alike: at most 15 significant digits, no exponent.
+_EXACT_NUMBER = r"^-?[0-9]{1,15}(?:\.[0-9]{1,15})?$"
+
+
+def stored_adds(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
+    """The $add operations of quick rows with no $remove, for identities with a stored profile, for `ADD_SQL`:
+    (identity, path: the property's JSON path, value: its JSON text, kind: s, n, t or f, plain: the value as SQL
+    compares it), one per operation; and the pos of rows whose values could not be compared in SQL exactly as
+    base._same does (a number of more than 15 digits or with an exponent: they fold instead)."""
+    element = rf'\["\$add","[^"]*",{_TIGHT_VALUE}\]'
+    adds = (
+        rows.filter(pl.col("grows"))
+        .select("pos", "identity", element=pl.col("ops").str.extract_all(element))
+        .explode("element")
+        .drop_nulls("element")
+        .with_columns(key=pl.col("element").str.extract(_ADD, 1), value=pl.col("element").str.extract(_ADD, 2))
     )
+    value = pl.col("value")
+    first = value.str.slice(0, 1)
+    adds = adds.with_columns(
+        kind=pl.when(first == '"')
+        .then(pl.lit("s"))
+        .when(value == "true")
+        .then(pl.lit("t"))
+        .when(value == "false")
+        .then(pl.lit("f"))
+        .otherwise(pl.lit("n"))
+    )
+    odd = adds.filter((pl.col("kind") == "n") & ~value.str.contains(_EXACT_NUMBER))["pos"].unique()
+    out = adds.filter(~pl.col("pos").is_in(odd.implode())).select(
+        "identity",
+        path=pl.lit("$.") + pl.col("key"),
+        value="value",
+        kind="kind",
+        plain=pl.when(pl.col("kind") == "s").then(value.str.slice(1).str.head(-1)).otherwise(value),
+    )
+    return out, odd
+
+
+def _members() -> pl.Expr:
+    """The column `cell`, a tight cell with its $add and $delete elements made members (or none), as an object."""
+    cell = pl.col("cell")
+    joined = cell.str.replace_many(list(_JOINS), list(_JOINS.values()), leftmost=True).str.head(-2)
+    return pl.when(cell == "[]").then(pl.lit("{}")).otherwise(joined + pl.lit("}"))
 
 
 def checked(frame: pl.DataFrame) -> tuple[list[RowFailure], pl.DataFrame]:

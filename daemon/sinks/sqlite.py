@@ -87,7 +87,28 @@ _SELECT_PROFILES = (
 )
 
 
-_SELECT_STORED = "SELECT identity FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
+# One $add to a stored profile, as base.apply_ops does it: an absent or null property becomes a list of the
+# value; a list gets the value appended unless an item is the same (base._same: by JSON type, then value); another
+# value becomes a list of it, and of the value unless they are the same. Bound: the property's path, the value's
+# kind (s: string, n: number, t: true, f: false), the value as SQL compares it, its JSON text, account, identity.
+_SAME = (
+    "CASE ?2 WHEN 's' THEN {type} = 'text' AND {value} = ?3 WHEN 'n' THEN {type} IN ('integer', 'real')"
+    " AND {value} = CAST(?3 AS NUMERIC) WHEN 't' THEN {type} = 'true' ELSE {type} = 'false' END"
+)
+_ADD_SQL = (  # the stored JSON is parsed twice: for the property's value (`cur`), and by json_set
+    "UPDATE profiles SET properties = json_set(properties, ?1, (SELECT CASE"
+    " WHEN coalesce(json_type(cur), 'null') = 'null' THEN json_array(json(?4))"
+    " WHEN json_type(cur) = 'array' THEN CASE WHEN EXISTS (SELECT 1 FROM json_each(cur) WHERE "
+    + _SAME.format(type="type", value="value")
+    + ") THEN json(cur) ELSE json_insert(cur, '$[#]', json(?4)) END"
+    " WHEN "
+    + _SAME.format(type="json_type(cur)", value="cur ->> '$'")
+    + " THEN json_array(json(cur)) ELSE json_array(json(cur), json(?4)) END FROM (SELECT properties -> ?1 AS cur)))"
+    " WHERE account = ?5 AND identity = ?6"
+)
+_SELECT_STORED = (
+    "SELECT identity FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?)) AND changed < ?"
+)
 
 
 class SQLiteSink(Sink):
@@ -274,20 +295,37 @@ class SQLiteSink(Sink):
         """Within the caller's transaction."""
         conn = self._connection()
         change = conn.execute(_NEXT_CHANGE, (account,)).fetchone()[0]
-        # Rows that need no folding (most of an engine's file: one row per identity) become one upsert each,
-        # built column-wise; the others are folded per identity below.
-        rows, rest = profile_ops.quick(frame, lambda identities: _stored(conn, account, identities))
-        if not rows.is_empty():
-            values = rows.select("identity", "ts", "properties", changed=pl.lit(change, dtype=pl.Int64)).sort(
-                "identity"  # in primary key order, so the upserts walk the index forwards
-            )
-            for part in values.iter_slices(_PYTHON_ROWS):  # the Python values of a slice at a time, as for events
-                flat = list(
-                    itertools.chain.from_iterable(
-                        zip(*(column.to_list() for column in part.iter_columns()), strict=True)
+        # Rows that need no folding (most of an engine's file: one row per identity) are inserted as new profiles,
+        # built column-wise, with no look-up first: only when some were already stored (the insert skipped them)
+        # are those found, by their change number; they get a merge patch, or fold below if they add or remove.
+        found = profile_ops.quick(frame)
+        slow = None
+        if not found.rows.is_empty():
+            before = conn.total_changes
+            _insert_frame(conn, _insert_profiles, account, found.rows, change)
+            inserted = conn.total_changes - before
+            if inserted < found.rows.height:
+                known = found.rows  # none was inserted: all were stored
+                if inserted:
+                    stored = pl.Series(
+                        list(_stored(conn, account, known["identity"].to_list(), change)), dtype=pl.String
                     )
-                )
-                _insert_chunked(conn, _patch_profiles, account, flat, 4)
+                    known = known.filter(pl.col("identity").is_in(stored.implode()))
+                # $remove folds below; $set and $delete by merge patch, then each $add by an update, in SQL.
+                simple = known.filter(~pl.col("removes"))
+                adds, odd = profile_ops.stored_adds(simple)
+                simple = simple.filter(~pl.col("pos").is_in(odd.implode()))
+                slow = pl.concat([known.filter(pl.col("removes"))["pos"], odd])
+                _insert_frame(conn, _patch_profiles, account, profile_ops.patches(simple), change)
+                for part in adds.iter_slices(_PYTHON_ROWS):
+                    conn.executemany(
+                        _ADD_SQL,
+                        (
+                            (path, kind, plain, value, account, identity)
+                            for identity, path, value, kind, plain in part.iter_rows()
+                        ),
+                    )
+        rest = found.rest(slow)
         failures = self._fold_profiles(conn, account, rest, change) if not rest.is_empty() else []
         failures.sort(key=lambda failure: failure.line)
         return Written(failures)  # a profile row is applied, never a duplicate
@@ -445,12 +483,26 @@ def _migrate_event_ids(conn: sqlite3.Connection) -> None:
     event(log, "sink.migrated", logging.WARNING, table="events", layout="id_hi/id_lo", rows=moved)
 
 
-def _stored(conn: sqlite3.Connection, account: str, identities: list[str]) -> set[str]:
-    """Those of the identities that have a profile stored in the account."""
+def _stored(conn: sqlite3.Connection, account: str, identities: list[str], change: int) -> set[str]:
+    """Those of the identities that had a profile stored in the account before the write numbered `change`."""
     if not identities:
         return set()
     identities.sort()  # the look-up walks the primary key forwards
-    return {row[0] for row in conn.execute(_SELECT_STORED, (account, json.dumps(identities)))}
+    return {row[0] for row in conn.execute(_SELECT_STORED, (account, json.dumps(identities), change))}
+
+
+def _insert_frame(
+    conn: sqlite3.Connection, statement: Callable[[str, int], str], account: str, rows: pl.DataFrame, change: int
+) -> None:
+    """`statement` for the (identity, ts, properties) rows, each with the change number."""
+    values = rows.select("identity", "ts", "properties", changed=pl.lit(change, dtype=pl.Int64)).sort(
+        "identity"  # in primary key order, so the statements walk the index forwards
+    )
+    for part in values.iter_slices(_PYTHON_ROWS):  # the Python values of a slice at a time, as for events
+        flat = list(
+            itertools.chain.from_iterable(zip(*(column.to_list() for column in part.iter_columns()), strict=True))
+        )
+        _insert_chunked(conn, statement, account, flat, 4)
 
 
 def _loads(text: str) -> Any:
@@ -531,6 +583,17 @@ def _patches(batch: profile_ops.ProfileBatch, stored: dict[str, str], change: in
         .sort("identity")
     )
     return list(itertools.chain.from_iterable(zip(*(column.to_list() for column in rows.iter_columns()), strict=True)))
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_profiles(account: str, rows: int) -> str:
+    """Insert `rows` new profiles (identity, ts, properties, changed); a stored one is left as it is."""
+    row = f"({_sql_text(account)}, ?, ?, ?, ?)"
+    return (
+        "INSERT INTO profiles (account, identity, ts, properties, changed) VALUES "
+        + ", ".join([row] * rows)
+        + " ON CONFLICT (account, identity) DO NOTHING"
+    )
 
 
 @functools.lru_cache(maxsize=64)

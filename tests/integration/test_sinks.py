@@ -630,6 +630,92 @@ def test_one_row_per_identity_over_stored_and_new_profiles_gives_the_row_by_row_
         assert profile["ts"] == iso_ms(ts)
 
 
+def test_compact_cells_whose_keys_or_values_start_with_a_comma_are_stored_as_written(run: SinkRunner) -> None:
+    """A compact cell (the engine's form) where a key or a string value starts with a comma or holds the cell's
+    punctuation (`",`, `],`): each profile, new or stored, is what base.apply_ops makes of the rows."""
+    stored: list[tuple[str, int, list[list[Any]]]] = [("s1", 1, [["$set", "Name", ",Ann"], ["$set", "Old", 1]])]
+    batch: list[tuple[str, int, list[list[Any]]]] = [
+        ("s1", 2, [["$set", ",City", ",x"], ["$delete", "Old", None], ["$set", "Note", "a],b"]]),
+        ("n1", 2, [["$set", "Name", ",Bo"], ["$add", "Tags", ",t"], ["$set", "Age", 3]]),
+        ("n2", 2, [["$add", ",Tags", ","], ["$set", "Empty", ""], ["$remove", "X", ",y"]]),
+    ]
+    for first_line, rows in ((2, stored), (3, batch)):
+        frame = profiles_frame(rows, first_line=first_line)
+        compact = frame["ops"].map_elements(lambda text: json.dumps(json.loads(text), separators=(",", ":")))
+        assert run(run.sink.write_profiles(ACCOUNT, frame.with_columns(ops=compact))) == []
+    for identity, (ts, properties) in _reference([stored, batch]).items():
+        profile = run(run.sink.get_profile(ACCOUNT, identity))
+        assert profile["properties"] == properties, identity
+        assert profile["ts"] == iso_ms(ts)
+
+
+def test_random_compact_rows_one_per_identity_with_punctuation_give_the_row_by_row_result(run: SinkRunner) -> None:
+    """The engine's usual batches (each identity once, compact cells) over new and stored profiles, with keys and
+    string values made of the cell's own punctuation: each profile is what base.apply_ops makes of the rows."""
+    import random
+
+    rng = random.Random(1414)
+    texts = ["]", "],", ",", ",]", "[", "],[", "$set", ":", "{", "}", "", " ", "x]]", "a,b", '"', "é"]
+    values: list[Any] = [*texts, 1, 2, 1.5, True, False, 0, 2**40]
+    keys = ["k", ",k", "k]", "],", "é", "$add", "", "[", "k,"]
+    ops = ["$set", "$add", "$remove", "$delete"]
+    batches = [
+        [
+            (
+                f"u{person}",
+                rng.randrange(1000),
+                [
+                    [op, rng.choice(keys), None if op == "$delete" else rng.choice(values)]
+                    for op in rng.choices(ops, weights=[4, 3, 2, 1], k=rng.randrange(5))
+                ],
+            )
+            for person in rng.sample(range(40), 30)
+        ]
+        for _ in range(4)
+    ]
+    line = 2
+    for rows in batches:
+        frame = profiles_frame(rows, first_line=line)
+        frame = frame.with_columns(ops=pl.Series([json.dumps(row[2], separators=(",", ":")) for row in rows]))
+        assert run(run.sink.write_profiles(ACCOUNT, frame)) == []
+        line += len(rows)
+    for identity, (ts, properties) in _reference(batches).items():
+        profile = run(run.sink.get_profile(ACCOUNT, identity))
+        assert json.dumps(profile["properties"], sort_keys=True) == json.dumps(properties, sort_keys=True), identity
+        assert profile["ts"] == iso_ms(ts)
+
+
+def test_adds_to_stored_profiles_in_compact_rows_give_the_row_by_row_result(run: SinkRunner) -> None:
+    """Each identity once per batch, compact cells, $add over what is stored: lists, scalars, null, objects, values
+    the same only by JSON type (1 and 1.0 are, 1 and true and "1" are not), numbers too long to compare in SQL,
+    new properties, a $set and $delete beside. Each profile is what base.apply_ops makes of the rows."""
+    first: list[tuple[str, int, list[list[Any]]]] = [
+        ("a", 1, [["$set", "L", 1], ["$add", "L", "x"], ["$add", "L", True], ["$set", "S", 2.5]]),
+        ("b", 1, [["$set", "S", "1"], ["$set", "N", None], ["$set", "O", {"k": [1]}], ["$set", "D", 1]]),
+        ("c", 1, [["$add", "T", 2**40], ["$set", "F", False], ["$set", "Z", 0]]),
+    ]
+    second: list[tuple[str, int, list[list[Any]]]] = [
+        ("a", 2, [["$add", "L", 1.0], ["$add", "S", 2.5], ["$add", "New", "n"], ["$set", "X", 1]]),
+        ("b", 2, [["$add", "S", 1], ["$add", "N", "v"], ["$add", "O", "k"], ["$delete", "D", None]]),
+        ("c", 2, [["$add", "T", 2**40 + 1], ["$add", "F", False], ["$add", "Z", -0.0]]),
+    ]
+    third: list[tuple[str, int, list[list[Any]]]] = [
+        ("a", 3, [["$add", "L", "x"], ["$add", "S", True], ["$add", "X", 1]]),
+        ("b", 3, [["$add", "S", "1"], ["$add", "N", "v"], ["$add", "Big", 12345678901234567890]]),
+        ("c", 3, [["$add", "T", 1e300], ["$add", "F", 0]]),
+    ]
+    line = 2
+    for rows in (first, second, third):
+        frame = profiles_frame(rows, first_line=line)
+        frame = frame.with_columns(ops=pl.Series([json.dumps(row[2], separators=(",", ":")) for row in rows]))
+        assert run(run.sink.write_profiles(ACCOUNT, frame)) == []
+        line += len(rows)
+    for identity, (ts, properties) in _reference([first, second, third]).items():
+        profile = run(run.sink.get_profile(ACCOUNT, identity))
+        assert json.dumps(profile["properties"], sort_keys=True) == json.dumps(properties, sort_keys=True), identity
+        assert profile["ts"] == iso_ms(ts)
+
+
 def _stored_events(config: Config) -> int:
     """Events another process (the CLI, an export) sees in the sink file."""
     conn = sqlite3.connect(f"file:{config.sink_db}?mode=ro", uri=True, timeout=30)
