@@ -31,6 +31,7 @@ class DataType:
     check: Callable[[pl.Expr, Context], pl.Expr] | None
     value: Callable[[pl.Expr, Context], pl.Expr] | None
     lowers: bool = False  # reads the `upper` fact (case-insensitive words)
+    verbatim: bool = False  # a valid cell without white space, sign or leading zero (the `padded` fact) is its JSON
 
 
 def _lower(text: pl.Expr, ctx: Context) -> pl.Expr:
@@ -62,6 +63,7 @@ REGISTRY: dict[str, DataType] = {
             _int,
             lambda number, ctx: number.is_between(*rules.INT32),
             lambda number, ctx: number.cast(pl.String),
+            verbatim=True,
         ),
         DataType(
             "FLOAT",
@@ -86,6 +88,7 @@ REGISTRY: dict[str, DataType] = {
             _int,
             lambda number, ctx: number.is_not_null(),
             lambda number, ctx: number.cast(pl.String),
+            verbatim=True,
         ),
     )
 }

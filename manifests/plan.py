@@ -68,6 +68,7 @@ class Stats:
     other: tuple[bool, ...] = ()  # a `$D_` date may hold more than digits: ISO 8601, a fraction
     op_upper: tuple[bool, ...] = ()  # per `.operation` column: may need to_lowercase
     ts_other: bool = True  # the ts column may hold more than digits
+    padded: tuple[bool, ...] = ()  # a whole number may be written otherwise than polars writes it ("+5", "007")
 
     def get(self, name: str, k: int) -> bool:
         values: tuple[bool, ...] = getattr(self, name)
@@ -142,6 +143,7 @@ class Plan:
                 other=tuple(f.date_other for f in facts),
                 op_upper=tuple(flags[i].upper if i in flags else True for i in self.op_indexes),
                 ts_other=ts is None or ts.other,
+                padded=tuple(f.padded for f in facts),
             )
         row = frame.select(self.stats_exprs()).row(0, named=True) if self.props or self.ids else {}
         return Stats(
@@ -163,6 +165,8 @@ class Plan:
             want(p.index, *(("escape", "long") if p.data_type == "STRING" else ("spaced",)))
             if datatypes.get(p.data_type).lowers:
                 want(p.index, "upper")
+            if datatypes.get(p.data_type).verbatim:
+                want(p.index, "padded")
         if self.ids:
             want(self.ids[0].index, "empty", "long")
         for i in self.op_indexes:
@@ -433,7 +437,11 @@ def _value(p: Prop, k: int, stats: Stats, plan: Plan) -> tuple[str, pl.Expr, str
         if stats.dated[k]:
             text = pl.when(raw.str.starts_with(rules.DATE_PREFIX)).then(_iso(p)).otherwise(text)
         return '"', text, '"'
-    typed = kind.value(_parsed(p), _context(plan, stats, k))
+    if kind.verbatim and not stats.get("padded", k) and not stats.get("spaced", k):
+        # The cells are written as polars writes the numbers: a valid one is its own JSON (no parse, no format).
+        typed = raw
+    else:
+        typed = kind.value(_parsed(p), _context(plan, stats, k))
     if stats.dated[k]:
         dated = pl.concat_str([pl.lit('"'), _iso(p), pl.lit('"')])
         typed = pl.when(raw.str.starts_with(rules.DATE_PREFIX)).then(dated).otherwise(typed)

@@ -64,3 +64,21 @@ def test_a_validation_stopped_midway_closes_the_file(tmp_path):
     assert first.rows_done == 10_000
     batches.close()  # an import cancelled after its first batch
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_whole_numbers_are_written_as_numbers_however_the_partner_wrote_them(tmp_path):
+    """A batch of plain numbers passes its cells through; a sign, a leading zero or spaces are written canonically."""
+    path = tmp_path / "events.csv"
+    path.write_text("identity,evt,Age,Score\nu1,Bought,12,-5\nu2,Bought,0,9007199254740993\n")
+    padded = tmp_path / "padded.csv"
+    padded.write_text("identity,evt,Age,Score\nu1,Bought,+12,-05\nu2,Bought, 007 ,-0\n")
+    spec = manifest(
+        "event", {"evt": {"ctName": "evtName"}, "Age": {"dataType": "INTEGER"}, "Score": {"dataType": "LONG"}}
+    )
+
+    def properties(file: Path) -> list[str]:
+        batches = validate_csv(file, spec, account="acme", processing_ts=PROCESSING_TS)
+        return [p for b in batches for p in b.events["properties"]]
+
+    assert properties(path) == ['{"Age":12,"Score":-5}', '{"Age":0,"Score":9007199254740993}']
+    assert properties(padded) == ['{"Age":12,"Score":-5}', '{"Age":7,"Score":0}']

@@ -156,6 +156,7 @@ FAST_PATH_CELLS = st.one_of(
     CELLS,
     st.sampled_from([" TRUE ", "Yes", "N", "\t1\t", " $D_1589274432", "$D_1589274432 ", " 1574668407 ", "1e3"]),
     st.sampled_from([" $add", "$SET", "\u00a07\u00a0", "É", "x" * 1025, 'a"b', "a\\b", "\x01", "$", "$D", "-0"]),
+    st.sampled_from(["+5", "007", "0", "-12", "00", "-007", "2147483648"]),  # whole numbers written otherwise
 )
 
 
