@@ -25,6 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# The daemon's allocator settings, before polars or pyarrow loads (the engine child measures what the daemon runs).
+from daemon.jobs import memory  # noqa: E402
+
+memory.apply()
+
 from tests.fixtures.csvgen import write_validate  # noqa: E402
 
 PROFILE_MANIFEST = {

@@ -6,7 +6,9 @@ commits its arena eagerly and purges late, polars' jemalloc keeps dirty pages 50
 and glibc gives every thread that allocates its own arena (up to 8 per core), each holding on to what its
 thread freed. bench/memory.py, one 1M-row event import: the three settings below take about 70 MiB off the
 daemon's peak RSS. mimalloc and jemalloc read theirs from the environment when the library loads, so
-apply() runs before polars or pyarrow is imported (daemon/__init__.py); a value already set is kept.
+apply() runs before polars or pyarrow is imported: in daemon/__init__.py (the daemon and its CLI) and in
+manifests/__init__.py (the engine, wherever it runs: bench/validate.py's engine child, tests), each before
+their own modules import either library; a value already set is kept.
 """
 
 from __future__ import annotations
