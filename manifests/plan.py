@@ -83,6 +83,7 @@ class Compiled:
     outputs: dict[str, pl.Expr]
     hash_input: pl.Expr | None
     shared: dict[str, pl.Expr] = field(default_factory=dict)
+    first: dict[str, pl.Expr] = field(default_factory=dict)  # columns computed before `shared`, which reads them
 
 
 @dataclass
@@ -382,14 +383,18 @@ def _clean(raw: pl.Expr, stats: Stats, k: int) -> pl.Expr:
     return raw.str.strip_chars() if stats.get("spaced", k) else raw
 
 
-def _date_ms(raw: pl.Expr, other: bool = True) -> pl.Expr:
-    """Epoch milliseconds of a `$D_` date (seconds, milliseconds or ISO 8601 after the prefix), null when not valid."""
-    text = raw.str.slice(len(rules.DATE_PREFIX))
-    return timestamps.epoch_ms(text, max_seconds=rules.MAX_DATE, digits_only=not other)
+def _date_text(raw: pl.Expr) -> pl.Expr:
+    return raw.str.slice(len(rules.DATE_PREFIX))
 
 
-def _ts_ms(raw: pl.Expr, stats: Stats) -> pl.Expr:
-    """Epoch milliseconds of a ts cell (also as `$D_<instant>`), null when not valid."""
+def _date_ms(raw: pl.Expr, whole: pl.Expr, other: bool = True) -> pl.Expr:
+    """Epoch milliseconds of a `$D_` date (seconds, milliseconds or ISO 8601 after the prefix), null when not valid.
+    `whole`: the column of timestamps.whole_number(_date_text(raw))."""
+    return timestamps.epoch_ms(_date_text(raw), max_seconds=rules.MAX_DATE, digits_only=not other, whole=whole)
+
+
+def _ts_text(raw: pl.Expr, stats: Stats) -> pl.Expr:
+    """A ts cell's instant as written (also as `$D_<instant>`), stripped as far as this batch needs it."""
     text = raw.str.strip_chars() if stats.ts_spaced else raw
     if stats.ts_dated:
         text = (
@@ -397,7 +402,13 @@ def _ts_ms(raw: pl.Expr, stats: Stats) -> pl.Expr:
             .then(text.str.slice(len(rules.DATE_PREFIX)))
             .otherwise(text)
         )
-    return timestamps.epoch_ms(text, max_seconds=rules.MAX_TS, digits_only=not stats.ts_other)
+    return text
+
+
+def _ts_ms(raw: pl.Expr, stats: Stats) -> pl.Expr:
+    """Epoch milliseconds of a ts cell, null when not valid; reads the column _TS_WHOLE."""
+    text = _ts_text(raw, stats)
+    return timestamps.epoch_ms(text, max_seconds=rules.MAX_TS, digits_only=not stats.ts_other, whole=pl.col(_TS_WHOLE))
 
 
 def _identity(plan: Plan, stats: Stats) -> pl.Expr:
@@ -453,6 +464,7 @@ def _iso(p: Prop) -> pl.Expr:
 
 
 _TS = "_ts"  # the shared column of the ts cell's epoch milliseconds
+_TS_WHOLE = "_wts"  # the ts cell as a whole number, computed before _TS
 
 
 def _parsed(p: Prop) -> pl.Expr:
@@ -465,20 +477,24 @@ def _dated(p: Prop) -> pl.Expr:
     return pl.col(f"_d{p.index}")
 
 
-def _shared(plan: Plan, stats: Stats) -> dict[str, pl.Expr]:
+def _shared(plan: Plan, stats: Stats) -> tuple[dict[str, pl.Expr], dict[str, pl.Expr]]:
     """What several checks and outputs read, computed once per batch before them: a typed cell is parsed for
     its check and for its value, a date for its check and its text, the ts for its check and the output (each
     parsed twice cost a tenth of an event batch: polars' common-subexpression pass did not join them)."""
     shared: dict[str, pl.Expr] = {}
+    first: dict[str, pl.Expr] = {}  # the whole numbers the dates' and the ts' range tests read (computed before)
     for k, p in enumerate(plan.props):
         kind = datatypes.get(p.data_type)
         if kind.parse is not None:
             shared[_parsed(p).meta.output_name()] = kind.parse(_clean(p.raw, stats, k), _context(plan, stats, k))
         if stats.dated[k]:
-            shared[_dated(p).meta.output_name()] = _date_ms(p.raw, stats.get("other", k))
+            whole = f"_w{p.index}"
+            first[whole] = timestamps.whole_number(_date_text(p.raw))
+            shared[_dated(p).meta.output_name()] = _date_ms(p.raw, pl.col(whole), stats.get("other", k))
     if plan.ts is not None:
+        first[_TS_WHOLE] = timestamps.whole_number(_ts_text(plan.ts.raw, stats))
         shared[_TS] = _ts_ms(plan.ts.raw, stats)
-    return shared
+    return first, shared
 
 
 def _join(items: list[tuple[bool, list[pl.Expr | str]]], open_: str, close: str) -> pl.Expr:
@@ -560,11 +576,13 @@ def _compile(plan: Plan, stats: Stats) -> Compiled:
     outputs: dict[str, pl.Expr] = {"line": pl.col("line").cast(pl.Int64), "identity": identity}
     if plan.kind == "profile":
         outputs.update(ts=ts_ms, ops=_ops(plan, stats))
-        return Compiled(_checks(plan, stats), outputs, None, _shared(plan, stats))
+        first, shared = _shared(plan, stats)
+        return Compiled(_checks(plan, stats), outputs, None, shared, first)
     name = plan.event_name.raw if plan.event_name is not None else pl.lit("")
     properties = _properties(plan, stats)
     outputs.update(name=name, ts=ts_ms, properties=properties, _ts_cell=ts_cell)
     # Evaluated on the outputs: the ts cell as written, so a re-import with an empty ts de-duplicates.
     parts = ["identity", "name", "_ts_cell", "properties"]
     key = pl.concat_str([pl.lit(plan.account), *[pl.col(c) for c in parts]], separator="\x1f")
-    return Compiled(_checks(plan, stats), outputs, key, _shared(plan, stats))
+    first, shared = _shared(plan, stats)
+    return Compiled(_checks(plan, stats), outputs, key, shared, first)
