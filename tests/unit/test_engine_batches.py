@@ -82,3 +82,16 @@ def test_whole_numbers_are_written_as_numbers_however_the_partner_wrote_them(tmp
 
     assert properties(path) == ['{"Age":12,"Score":-5}', '{"Age":0,"Score":9007199254740993}']
     assert properties(padded) == ['{"Age":12,"Score":-5}', '{"Age":7,"Score":0}']
+
+
+@pytest.mark.parametrize("width", [3, 70])  # a few checks, and more than one integer's bits of them
+def test_each_bad_row_lists_every_check_it_failed_and_only_those(tmp_path, width):
+    columns = [f"n{i}" for i in range(width)]
+    path = tmp_path / "profiles.csv"
+    rows = [["u1", *["1"] * width], ["u2", "x", *["1"] * (width - 2), "y"], ["u3", *["1"] * (width - 1), "z"]]
+    path.write_text("\n".join(",".join(row) for row in [["identity", *columns], *rows]) + "\n")
+    spec = manifest("profile", {name: {"dataType": "INTEGER"} for name in columns})
+    batches = list(validate_csv(path, spec, account="acme", processing_ts=PROCESSING_TS))
+    bad = [(row.line, [column for column, _ in row.problems]) for b in batches for row in b.bad]
+    assert bad == [(3, ["n0", columns[-1]]), (4, [columns[-1]])]
+    assert [line for b in batches for line in b.profiles["line"]] == [2]
