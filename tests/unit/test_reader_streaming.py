@@ -79,7 +79,7 @@ def test_the_allocator_settings_are_in_place_before_polars_loads_and_an_operator
     env = {k: v for k, v in os.environ.items() if k not in ("MIMALLOC_PURGE_DELAY", "_RJEM_MALLOC_CONF")}
     ours = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     delay, conf = ours.stdout.split()
-    assert delay == "0"
+    assert delay == "10"
     assert conf.endswith("muzzy_decay_ms:0")  # after polars' own settings: the later value wins
     env["MIMALLOC_PURGE_DELAY"] = "25"
     theirs = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -94,5 +94,5 @@ def test_the_engine_alone_gets_the_allocator_settings_before_polars_and_pyarrow_
     env = {k: v for k, v in os.environ.items() if k not in names}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     delay, commit, conf = out.stdout.split()
-    assert (delay, commit) == ("0", "0")
+    assert (delay, commit) == ("10", "0")
     assert conf.endswith("muzzy_decay_ms:0")  # polars puts its own settings first
