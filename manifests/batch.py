@@ -32,9 +32,8 @@ class Facts(NamedTuple):
     upper: bool = True  # upper case (to_lowercase may change it)
     other: bool = True  # a byte other than an ASCII digit, once `$D_` prefixes are left out (the ts column)
     date_other: bool = True  # a `$D_` date that is more than digits (ISO 8601, a fraction); False without dates
-    padded: bool = (
-        True  # a '+' sign or a leading zero ("+5", "007", "-0"): a whole number not written as polars writes it
-    )
+    undated: bool = True  # a cell neither empty nor a `$D_` date (True also when there are no dates)
+    padded: bool = True  # a '+' sign or leading zero ("+5", "007", "-0"): not written as polars writes numbers
 
     def merge(self, other: Facts) -> Facts:
         return Facts(*(a or b for a, b in zip(self, other, strict=True)))

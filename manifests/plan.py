@@ -68,6 +68,7 @@ class Stats:
     other: tuple[bool, ...] = ()  # a `$D_` date may hold more than digits: ISO 8601, a fraction
     op_upper: tuple[bool, ...] = ()  # per `.operation` column: may need to_lowercase
     ts_other: bool = True  # the ts column may hold more than digits
+    undated: tuple[bool, ...] = ()  # a cell may be neither empty nor a `$D_` date
     padded: tuple[bool, ...] = ()  # a whole number may be written otherwise than polars writes it ("+5", "007")
 
     def get(self, name: str, k: int) -> bool:
@@ -144,6 +145,7 @@ class Plan:
                 other=tuple(f.date_other for f in facts),
                 op_upper=tuple(flags[i].upper if i in flags else True for i in self.op_indexes),
                 ts_other=ts is None or ts.other,
+                undated=tuple(f.undated for f in facts),
                 padded=tuple(f.padded for f in facts),
             )
         row = frame.select(self.stats_exprs()).row(0, named=True) if self.props or self.ids else {}
@@ -162,7 +164,7 @@ class Plan:
             wanted.setdefault(index, set()).update(facts)
 
         for p in self.props:
-            want(p.index, "empty", "dated", "date_other")  # empty cells, dates (and their form): every property
+            want(p.index, "empty", "dated", "date_other", "undated")  # empty cells, dates and their form: all
             want(p.index, *(("escape", "long") if p.data_type == "STRING" else ("spaced",)))
             if datatypes.get(p.data_type).lowers:
                 want(p.index, "upper")
@@ -319,7 +321,11 @@ def _checks(plan: Plan, stats: Stats) -> list[Check]:
         else:
             ok = kind.check(_parsed(p), _context(plan, stats, k))
             typed_bad = present & ~ok.fill_null(False)
-        if stats.dated[k]:
+        if stats.dated[k] and not stats.get("undated", k):  # every cell a date, or empty
+            date_bad = _dated(p).is_null()
+            checks.append(Check(p.header, rules.BAD_DATE, present & date_bad if stats.empty[k] else date_bad, p.index))
+            typed_bad = None
+        elif stats.dated[k]:
             date_ok = _dated(p).is_not_null()
             checks.append(Check(p.header, rules.BAD_DATE, is_date & ~date_ok, p.index))
             typed_bad = None if typed_bad is None else typed_bad & ~is_date
@@ -443,6 +449,8 @@ def _value(p: Prop, k: int, stats: Stats, plan: Plan) -> tuple[str, pl.Expr, str
     """(prefix, expression, suffix) whose concatenation is the cell's JSON value (where it has one)."""
     raw = p.raw
     kind = datatypes.get(p.data_type)
+    if stats.dated[k] and not stats.get("undated", k):  # every cell a date, or empty (no value)
+        return '"', _iso(p), '"'
     if kind.value is None:
         text = raw.str.replace_many(_ESCAPES, _ESCAPED) if stats.escape[k] else raw
         if stats.dated[k]:

@@ -387,6 +387,12 @@ def _padded(column: pa.LargeStringArray) -> bool:
     return bool(signed or pc.any(pc.and_(pc.starts_with(column, "0"), pc.greater(pc.binary_length(column), 1))).as_py())
 
 
+def _undated(column: pa.LargeStringArray) -> bool:
+    """A cell that is neither empty nor a `$D_` date."""
+    dates = pc.or_(pc.starts_with(column, rules.DATE_PREFIX), pc.equal(pc.binary_length(column), 0))
+    return not pc.all(dates).as_py()
+
+
 def _flags(record_batch: pa.RecordBatch, width: int, wanted: dict[int, Facts] | None = None) -> dict[int, Facts] | None:
     """Column facts from the Arrow buffers with vectorised kernels and memchr, not per-cell expressions.
 
@@ -428,5 +434,6 @@ def _flags(record_batch: pa.RecordBatch, width: int, wanted: dict[int, Facts] | 
                 other = bool(numbers) and not numbers.isdigit()
             date_other = dated and other  # no dates: none is more than digits; else the column's other cells count
         padded = _padded(column) if need.padded else True
-        flags[i] = Facts(empty, dated, escape, long, spaced, upper, other, date_other, padded)
+        undated = not dated or not need.undated or _undated(column)
+        flags[i] = Facts(empty, dated, escape, long, spaced, upper, other, date_other, undated, padded)
     return flags
