@@ -69,6 +69,7 @@ class Stats:
     op_upper: tuple[bool, ...] = ()  # per `.operation` column: may need to_lowercase
     ts_other: bool = True  # the ts column may hold more than digits
     undated: tuple[bool, ...] = ()  # a cell may be neither empty nor a `$D_` date
+    worded: tuple[bool, ...] = ()  # a cell may be other than empty, "true" or "false"
     padded: tuple[bool, ...] = ()  # a whole number may be written otherwise than polars writes it ("+5", "007")
 
     def get(self, name: str, k: int) -> bool:
@@ -146,6 +147,7 @@ class Plan:
                 op_upper=tuple(flags[i].upper if i in flags else True for i in self.op_indexes),
                 ts_other=ts is None or ts.other,
                 undated=tuple(f.undated for f in facts),
+                worded=tuple(f.worded for f in facts),
                 padded=tuple(f.padded for f in facts),
             )
         row = frame.select(self.stats_exprs()).row(0, named=True) if self.props or self.ids else {}
@@ -170,6 +172,8 @@ class Plan:
                 want(p.index, "upper")
             if datatypes.get(p.data_type).verbatim:
                 want(p.index, "padded")
+            if datatypes.get(p.data_type).words:
+                want(p.index, "worded")
         if self.ids:
             want(self.ids[0].index, "empty", "long")
         for i in self.op_indexes:
@@ -318,7 +322,7 @@ def _checks(plan: Plan, stats: Stats) -> list[Check]:
         if kind.check is None:
             if stats.get("long", k):  # else no cell of this batch is over 1024 bytes
                 typed_bad = present & (raw.str.len_chars() > rules.MAX_CHARS)
-        else:
+        elif not (kind.words and not stats.get("worded", k)):  # else every cell is "true", "false" or empty
             ok = kind.check(_parsed(p), _context(plan, stats, k))
             typed_bad = present & ~ok.fill_null(False)
         if stats.dated[k] and not stats.get("undated", k):  # every cell a date, or empty
@@ -456,7 +460,9 @@ def _value(p: Prop, k: int, stats: Stats, plan: Plan) -> tuple[str, pl.Expr, str
         if stats.dated[k]:
             text = pl.when(raw.str.starts_with(rules.DATE_PREFIX)).then(_iso(p)).otherwise(text)
         return '"', text, '"'
-    if kind.verbatim and not stats.get("padded", k) and not stats.get("spaced", k):
+    if kind.words and not stats.get("worded", k):
+        typed = raw  # "true" and "false" as JSON (empty cells have no value)
+    elif kind.verbatim and not stats.get("padded", k) and not stats.get("spaced", k):
         # The cells are written as polars writes the numbers: a valid one is its own JSON (no parse, no format).
         typed = raw
     else:

@@ -387,6 +387,14 @@ def _padded(column: pa.LargeStringArray) -> bool:
     return bool(signed or pc.any(pc.and_(pc.starts_with(column, "0"), pc.greater(pc.binary_length(column), 1))).as_py())
 
 
+_JSON_WORDS = pa.array(["", "true", "false"], pa.large_string())
+
+
+def _worded(column: pa.LargeStringArray) -> bool:
+    """A cell other than empty, "true" or "false"."""
+    return not pc.all(pc.is_in(column, value_set=_JSON_WORDS)).as_py()
+
+
 def _undated(column: pa.LargeStringArray) -> bool:
     """A cell that is neither empty nor a `$D_` date."""
     dates = pc.or_(pc.starts_with(column, rules.DATE_PREFIX), pc.equal(pc.binary_length(column), 0))
@@ -435,5 +443,6 @@ def _flags(record_batch: pa.RecordBatch, width: int, wanted: dict[int, Facts] | 
             date_other = dated and other  # no dates: none is more than digits; else the column's other cells count
         padded = _padded(column) if need.padded else True
         undated = not dated or not need.undated or _undated(column)
-        flags[i] = Facts(empty, dated, escape, long, spaced, upper, other, date_other, undated, padded)
+        worded = _worded(column) if need.worded else True
+        flags[i] = Facts(empty, dated, escape, long, spaced, upper, other, date_other, undated, worded, padded)
     return flags

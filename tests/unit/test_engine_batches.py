@@ -3,6 +3,7 @@ an error midway after the batches before it, and a validation stopped midway clo
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -95,3 +96,18 @@ def test_each_bad_row_lists_every_check_it_failed_and_only_those(tmp_path, width
     bad = [(row.line, [column for column, _ in row.problems]) for b in batches for row in b.bad]
     assert bad == [(3, ["n0", columns[-1]]), (4, [columns[-1]])]
     assert [line for b in batches for line in b.profiles["line"]] == [2]
+
+
+def test_booleans_are_written_as_json_whether_or_not_the_partner_wrote_them_so(tmp_path):
+    spec = manifest("profile", {"Married": {"dataType": "BOOLEAN"}})
+
+    def ops(body: str) -> tuple[list[object], list[int]]:
+        path = tmp_path / "profiles.csv"
+        path.write_text("identity,Married\n" + body)
+        batches = list(validate_csv(path, spec, account="acme", processing_ts=PROCESSING_TS))
+        return [json.loads(o) for b in batches for o in b.profiles["ops"]], [r.line for b in batches for r in b.bad]
+
+    as_json = [[["$set", "Married", True]], [["$set", "Married", False]], []]
+    assert ops("u1,true\nu2,false\nu3,\n") == (as_json, [])
+    assert ops("u1,TRUE\nu2,no\nu3,\n") == (as_json, [])
+    assert ops("u1,true\nu2,false\nu3,\nu4,maybe\n") == (as_json, [5])
