@@ -85,7 +85,7 @@ def test_whole_numbers_are_written_as_numbers_however_the_partner_wrote_them(tmp
     assert properties(padded) == ['{"Age":12,"Score":-5}', '{"Age":7,"Score":0}']
 
 
-@pytest.mark.parametrize("width", [3, 70])  # a few checks, and more than one integer's bits of them
+@pytest.mark.parametrize("width", [3, 70])  # a few checks, and many
 def test_each_bad_row_lists_every_check_it_failed_and_only_those(tmp_path, width):
     columns = [f"n{i}" for i in range(width)]
     path = tmp_path / "profiles.csv"
