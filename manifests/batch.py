@@ -32,6 +32,9 @@ class Facts(NamedTuple):
     upper: bool = True  # upper case (to_lowercase may change it)
     other: bool = True  # a byte other than an ASCII digit, once `$D_` prefixes are left out (the ts column)
     date_other: bool = True  # a `$D_` date that is more than digits (ISO 8601, a fraction); False without dates
+    undated: bool = True  # a cell neither empty nor a `$D_` date (True also when there are no dates)
+    worded: bool = True  # a cell other than empty, "true" or "false" (a BOOLEAN column not written as JSON)
+    padded: bool = True  # a '+' sign or leading zero ("+5", "007", "-0"): not written as polars writes numbers
 
     def merge(self, other: Facts) -> Facts:
         return Facts(*(a or b for a, b in zip(self, other, strict=True)))

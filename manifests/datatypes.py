@@ -31,6 +31,8 @@ class DataType:
     check: Callable[[pl.Expr, Context], pl.Expr] | None
     value: Callable[[pl.Expr, Context], pl.Expr] | None
     lowers: bool = False  # reads the `upper` fact (case-insensitive words)
+    words: bool = False  # a column of only "true", "false" and empty cells (the `worded` fact) is valid, its own JSON
+    verbatim: bool = False  # a valid cell without white space, sign or leading zero (the `padded` fact) is its JSON
 
 
 def _lower(text: pl.Expr, ctx: Context) -> pl.Expr:
@@ -62,6 +64,7 @@ REGISTRY: dict[str, DataType] = {
             _int,
             lambda number, ctx: number.is_between(*rules.INT32),
             lambda number, ctx: number.cast(pl.String),
+            verbatim=True,
         ),
         DataType(
             "FLOAT",
@@ -79,6 +82,7 @@ REGISTRY: dict[str, DataType] = {
                 pl.when(word.is_in(list(rules.TRUE_WORDS))).then(pl.lit("true")).otherwise(pl.lit("false"))
             ),
             lowers=True,
+            words=True,
         ),
         DataType(
             "LONG",
@@ -86,6 +90,7 @@ REGISTRY: dict[str, DataType] = {
             _int,
             lambda number, ctx: number.is_not_null(),
             lambda number, ctx: number.cast(pl.String),
+            verbatim=True,
         ),
     )
 }

@@ -68,6 +68,9 @@ class Stats:
     other: tuple[bool, ...] = ()  # a `$D_` date may hold more than digits: ISO 8601, a fraction
     op_upper: tuple[bool, ...] = ()  # per `.operation` column: may need to_lowercase
     ts_other: bool = True  # the ts column may hold more than digits
+    undated: tuple[bool, ...] = ()  # a cell may be neither empty nor a `$D_` date
+    worded: tuple[bool, ...] = ()  # a cell may be other than empty, "true" or "false"
+    padded: tuple[bool, ...] = ()  # a whole number may be written otherwise than polars writes it ("+5", "007")
 
     def get(self, name: str, k: int) -> bool:
         values: tuple[bool, ...] = getattr(self, name)
@@ -82,6 +85,7 @@ class Compiled:
     outputs: dict[str, pl.Expr]
     hash_input: pl.Expr | None
     shared: dict[str, pl.Expr] = field(default_factory=dict)
+    first: dict[str, pl.Expr] = field(default_factory=dict)  # columns computed before `shared`, which reads them
 
 
 @dataclass
@@ -142,6 +146,9 @@ class Plan:
                 other=tuple(f.date_other for f in facts),
                 op_upper=tuple(flags[i].upper if i in flags else True for i in self.op_indexes),
                 ts_other=ts is None or ts.other,
+                undated=tuple(f.undated for f in facts),
+                worded=tuple(f.worded for f in facts),
+                padded=tuple(f.padded for f in facts),
             )
         row = frame.select(self.stats_exprs()).row(0, named=True) if self.props or self.ids else {}
         return Stats(
@@ -159,10 +166,14 @@ class Plan:
             wanted.setdefault(index, set()).update(facts)
 
         for p in self.props:
-            want(p.index, "empty", "dated", "date_other")  # empty cells, dates (and their form): every property
+            want(p.index, "empty", "dated", "date_other", "undated")  # empty cells, dates and their form: all
             want(p.index, *(("escape", "long") if p.data_type == "STRING" else ("spaced",)))
             if datatypes.get(p.data_type).lowers:
                 want(p.index, "upper")
+            if datatypes.get(p.data_type).verbatim:
+                want(p.index, "padded")
+            if datatypes.get(p.data_type).words:
+                want(p.index, "worded")
         if self.ids:
             want(self.ids[0].index, "empty", "long")
         for i in self.op_indexes:
@@ -311,10 +322,14 @@ def _checks(plan: Plan, stats: Stats) -> list[Check]:
         if kind.check is None:
             if stats.get("long", k):  # else no cell of this batch is over 1024 bytes
                 typed_bad = present & (raw.str.len_chars() > rules.MAX_CHARS)
-        else:
+        elif not (kind.words and not stats.get("worded", k)):  # else every cell is "true", "false" or empty
             ok = kind.check(_parsed(p), _context(plan, stats, k))
             typed_bad = present & ~ok.fill_null(False)
-        if stats.dated[k]:
+        if stats.dated[k] and not stats.get("undated", k):  # every cell a date, or empty
+            date_bad = _dated(p).is_null()
+            checks.append(Check(p.header, rules.BAD_DATE, present & date_bad if stats.empty[k] else date_bad, p.index))
+            typed_bad = None
+        elif stats.dated[k]:
             date_ok = _dated(p).is_not_null()
             checks.append(Check(p.header, rules.BAD_DATE, is_date & ~date_ok, p.index))
             typed_bad = None if typed_bad is None else typed_bad & ~is_date
@@ -378,14 +393,18 @@ def _clean(raw: pl.Expr, stats: Stats, k: int) -> pl.Expr:
     return raw.str.strip_chars() if stats.get("spaced", k) else raw
 
 
-def _date_ms(raw: pl.Expr, other: bool = True) -> pl.Expr:
-    """Epoch milliseconds of a `$D_` date (seconds, milliseconds or ISO 8601 after the prefix), null when not valid."""
-    text = raw.str.slice(len(rules.DATE_PREFIX))
-    return timestamps.epoch_ms(text, max_seconds=rules.MAX_DATE, digits_only=not other)
+def _date_text(raw: pl.Expr) -> pl.Expr:
+    return raw.str.slice(len(rules.DATE_PREFIX))
 
 
-def _ts_ms(raw: pl.Expr, stats: Stats) -> pl.Expr:
-    """Epoch milliseconds of a ts cell (also as `$D_<instant>`), null when not valid."""
+def _date_ms(raw: pl.Expr, whole: pl.Expr, other: bool = True) -> pl.Expr:
+    """Epoch milliseconds of a `$D_` date (seconds, milliseconds or ISO 8601 after the prefix), null when not valid.
+    `whole`: the column of timestamps.whole_number(_date_text(raw))."""
+    return timestamps.epoch_ms(_date_text(raw), max_seconds=rules.MAX_DATE, digits_only=not other, whole=whole)
+
+
+def _ts_text(raw: pl.Expr, stats: Stats) -> pl.Expr:
+    """A ts cell's instant as written (also as `$D_<instant>`), stripped as far as this batch needs it."""
     text = raw.str.strip_chars() if stats.ts_spaced else raw
     if stats.ts_dated:
         text = (
@@ -393,7 +412,13 @@ def _ts_ms(raw: pl.Expr, stats: Stats) -> pl.Expr:
             .then(text.str.slice(len(rules.DATE_PREFIX)))
             .otherwise(text)
         )
-    return timestamps.epoch_ms(text, max_seconds=rules.MAX_TS, digits_only=not stats.ts_other)
+    return text
+
+
+def _ts_ms(raw: pl.Expr, stats: Stats) -> pl.Expr:
+    """Epoch milliseconds of a ts cell, null when not valid; reads the column _TS_WHOLE."""
+    text = _ts_text(raw, stats)
+    return timestamps.epoch_ms(text, max_seconds=rules.MAX_TS, digits_only=not stats.ts_other, whole=pl.col(_TS_WHOLE))
 
 
 def _identity(plan: Plan, stats: Stats) -> pl.Expr:
@@ -428,12 +453,20 @@ def _value(p: Prop, k: int, stats: Stats, plan: Plan) -> tuple[str, pl.Expr, str
     """(prefix, expression, suffix) whose concatenation is the cell's JSON value (where it has one)."""
     raw = p.raw
     kind = datatypes.get(p.data_type)
+    if stats.dated[k] and not stats.get("undated", k):  # every cell a date, or empty (no value)
+        return '"', _iso(p), '"'
     if kind.value is None:
         text = raw.str.replace_many(_ESCAPES, _ESCAPED) if stats.escape[k] else raw
         if stats.dated[k]:
             text = pl.when(raw.str.starts_with(rules.DATE_PREFIX)).then(_iso(p)).otherwise(text)
         return '"', text, '"'
-    typed = kind.value(_parsed(p), _context(plan, stats, k))
+    if kind.words and not stats.get("worded", k):
+        typed = raw  # "true" and "false" as JSON (empty cells have no value)
+    elif kind.verbatim and not stats.get("padded", k) and not stats.get("spaced", k):
+        # The cells are written as polars writes the numbers: a valid one is its own JSON (no parse, no format).
+        typed = raw
+    else:
+        typed = kind.value(_parsed(p), _context(plan, stats, k))
     if stats.dated[k]:
         dated = pl.concat_str([pl.lit('"'), _iso(p), pl.lit('"')])
         typed = pl.when(raw.str.starts_with(rules.DATE_PREFIX)).then(dated).otherwise(typed)
@@ -445,6 +478,7 @@ def _iso(p: Prop) -> pl.Expr:
 
 
 _TS = "_ts"  # the shared column of the ts cell's epoch milliseconds
+_TS_WHOLE = "_wts"  # the ts cell as a whole number, computed before _TS
 
 
 def _parsed(p: Prop) -> pl.Expr:
@@ -457,20 +491,24 @@ def _dated(p: Prop) -> pl.Expr:
     return pl.col(f"_d{p.index}")
 
 
-def _shared(plan: Plan, stats: Stats) -> dict[str, pl.Expr]:
+def _shared(plan: Plan, stats: Stats) -> tuple[dict[str, pl.Expr], dict[str, pl.Expr]]:
     """What several checks and outputs read, computed once per batch before them: a typed cell is parsed for
     its check and for its value, a date for its check and its text, the ts for its check and the output (each
     parsed twice cost a tenth of an event batch: polars' common-subexpression pass did not join them)."""
     shared: dict[str, pl.Expr] = {}
+    first: dict[str, pl.Expr] = {}  # the whole numbers the dates' and the ts' range tests read (computed before)
     for k, p in enumerate(plan.props):
         kind = datatypes.get(p.data_type)
         if kind.parse is not None:
             shared[_parsed(p).meta.output_name()] = kind.parse(_clean(p.raw, stats, k), _context(plan, stats, k))
         if stats.dated[k]:
-            shared[_dated(p).meta.output_name()] = _date_ms(p.raw, stats.get("other", k))
+            whole = f"_w{p.index}"
+            first[whole] = timestamps.whole_number(_date_text(p.raw))
+            shared[_dated(p).meta.output_name()] = _date_ms(p.raw, pl.col(whole), stats.get("other", k))
     if plan.ts is not None:
+        first[_TS_WHOLE] = timestamps.whole_number(_ts_text(plan.ts.raw, stats))
         shared[_TS] = _ts_ms(plan.ts.raw, stats)
-    return shared
+    return first, shared
 
 
 def _join(items: list[tuple[bool, list[pl.Expr | str]]], open_: str, close: str) -> pl.Expr:
@@ -552,11 +590,13 @@ def _compile(plan: Plan, stats: Stats) -> Compiled:
     outputs: dict[str, pl.Expr] = {"line": pl.col("line").cast(pl.Int64), "identity": identity}
     if plan.kind == "profile":
         outputs.update(ts=ts_ms, ops=_ops(plan, stats))
-        return Compiled(_checks(plan, stats), outputs, None, _shared(plan, stats))
+        first, shared = _shared(plan, stats)
+        return Compiled(_checks(plan, stats), outputs, None, shared, first)
     name = plan.event_name.raw if plan.event_name is not None else pl.lit("")
     properties = _properties(plan, stats)
     outputs.update(name=name, ts=ts_ms, properties=properties, _ts_cell=ts_cell)
     # Evaluated on the outputs: the ts cell as written, so a re-import with an empty ts de-duplicates.
     parts = ["identity", "name", "_ts_cell", "properties"]
     key = pl.concat_str([pl.lit(plan.account), *[pl.col(c) for c in parts]], separator="\x1f")
-    return Compiled(_checks(plan, stats), outputs, key, _shared(plan, stats))
+    first, shared = _shared(plan, stats)
+    return Compiled(_checks(plan, stats), outputs, key, shared, first)

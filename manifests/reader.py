@@ -379,6 +379,28 @@ def _has_newline(column: pa.Array) -> bool:
     return data is not None and b"\n" in data.to_pybytes()
 
 
+def _padded(column: pa.LargeStringArray) -> bool:
+    """A cell starting with '+', "-0", or "0" and more: a valid whole number in it is not written back as is."""
+    if not len(column):
+        return False
+    signed = pc.any(pc.starts_with(column, "+")).as_py() or pc.any(pc.starts_with(column, "-0")).as_py()
+    return bool(signed or pc.any(pc.and_(pc.starts_with(column, "0"), pc.greater(pc.binary_length(column), 1))).as_py())
+
+
+_JSON_WORDS = pa.array(["", "true", "false"], pa.large_string())
+
+
+def _worded(column: pa.LargeStringArray) -> bool:
+    """A cell other than empty, "true" or "false"."""
+    return not pc.all(pc.is_in(column, value_set=_JSON_WORDS)).as_py()
+
+
+def _undated(column: pa.LargeStringArray) -> bool:
+    """A cell that is neither empty nor a `$D_` date."""
+    dates = pc.or_(pc.starts_with(column, rules.DATE_PREFIX), pc.equal(pc.binary_length(column), 0))
+    return not pc.all(dates).as_py()
+
+
 def _flags(record_batch: pa.RecordBatch, width: int, wanted: dict[int, Facts] | None = None) -> dict[int, Facts] | None:
     """Column facts from the Arrow buffers with vectorised kernels and memchr, not per-cell expressions.
 
@@ -419,5 +441,8 @@ def _flags(record_batch: pa.RecordBatch, width: int, wanted: dict[int, Facts] | 
                 numbers = raw.replace(_DATE, b"") if dated else raw
                 other = bool(numbers) and not numbers.isdigit()
             date_other = dated and other  # no dates: none is more than digits; else the column's other cells count
-        flags[i] = Facts(empty, dated, escape, long, spaced, upper, other, date_other)
+        padded = _padded(column) if need.padded else True
+        undated = not dated or not need.undated or _undated(column)
+        worded = _worded(column) if need.worded else True
+        flags[i] = Facts(empty, dated, escape, long, spaced, upper, other, date_other, undated, worded, padded)
     return flags

@@ -15,10 +15,13 @@ _ISO_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
 _UTC = pl.Datetime("ms", "UTC")
 
 
-def epoch_ms(text: pl.Expr, *, max_seconds: int, digits_only: bool = False) -> pl.Expr:
+def epoch_ms(text: pl.Expr, *, max_seconds: int, digits_only: bool = False, whole: pl.Expr | None = None) -> pl.Expr:
     """Milliseconds since the epoch of each cell (already stripped), null when not an instant from 1970 to
-    `max_seconds`. `digits_only`: the batch's cells are known to be whole numbers, so no other form is tried."""
-    whole = text.cast(pl.Int64, strict=False)
+    `max_seconds`. `digits_only`: the batch's cells are known to be whole numbers, so no other form is tried.
+    `whole`: a column of whole_number(text) computed beforehand (the range test reads it three times, and
+    polars' common-subexpression pass does not always join them)."""
+    if whole is None:
+        whole = whole_number(text)
     ms = _range(whole, max_seconds)
     if digits_only:
         return ms
@@ -29,6 +32,11 @@ def epoch_ms(text: pl.Expr, *, max_seconds: int, digits_only: bool = False) -> p
     iso = pl.coalesce([text.str.strptime(_UTC, f, strict=False) for f in _ISO_FORMATS]).dt.epoch("ms")
     iso = pl.when(iso.is_between(0, max_seconds * 1000)).then(iso)
     return pl.coalesce([ms, fractional, iso])
+
+
+def whole_number(text: pl.Expr) -> pl.Expr:
+    """The cell as a whole number (epoch seconds or milliseconds), null when it is not one."""
+    return text.cast(pl.Int64, strict=False)
 
 
 def _range(whole: pl.Expr, max_seconds: int) -> pl.Expr:

@@ -157,6 +157,7 @@ def _run(plan: Plan, reader: Reader, raw: RawBatch, *, index: int, rows_done: in
     # Checks and outputs in one pass, so polars computes shared sub-expressions (casts, dates) once.
     frame = (
         raw.frame.lazy()
+        .with_columns(expr.alias(name) for name, expr in compiled.first.items())
         .with_columns(expr.alias(name) for name, expr in compiled.shared.items())
         .select(
             [check.failed.fill_null(False).alias(flag) for flag, check in zip(flags, compiled.checks, strict=True)]

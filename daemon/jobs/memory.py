@@ -2,11 +2,13 @@
 
 Three allocators hold an import's buffers: pyarrow's mimalloc (the CSV parser's blocks), polars' jemalloc
 (frames) and glibc's malloc (Python objects, SQLite's page cache). Each keeps freed memory for reuse: mimalloc
-commits its arena eagerly and purges late, polars' jemalloc keeps dirty pages 500 ms and muzzy ones 1 s,
-and glibc gives every thread that allocates its own arena (up to 8 per core), each holding on to what its
-thread freed. bench/memory.py, one 1M-row event import: the three settings below take about 70 MiB off the
-daemon's peak RSS. mimalloc and jemalloc read theirs from the environment when the library loads, so
-apply() runs before polars or pyarrow is imported (daemon/__init__.py); a value already set is kept.
+commits its arena eagerly, polars' jemalloc keeps dirty pages 500 ms and muzzy ones 1 s, and glibc gives every
+thread that allocates its own arena (up to 8 per core), each holding on to what its thread freed.
+bench/memory.py, one 1M-row event import: these settings take about 70 MiB off the daemon's peak RSS.
+mimalloc and jemalloc read theirs from the environment when the library loads, so apply() runs before polars
+or pyarrow is imported: in daemon/__init__.py (the daemon and its CLI) and in manifests/__init__.py (the
+engine wherever it runs: bench/validate.py's engine child, tests), each before its own modules import either
+library. A value already set in the environment is kept.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import os
 import sys
 
 ENVIRONMENT = {
-    "MIMALLOC_PURGE_DELAY": "0",  # return freed pages at once, not after 10 ms of quiet
+    # Freed pages go back after 10 ms of quiet (mimalloc's own default). At once ("0") cost about 6% of the
+    # engine's CPU (bench/validate.py) for a daemon peak within noise of it (bench/memory.py, six paired
+    # 1M-row runs: median 377 MiB against 370, highest 385 against 386).
+    "MIMALLOC_PURGE_DELAY": "10",
     "MIMALLOC_ARENA_EAGER_COMMIT": "0",  # commit arena memory as it is used, not the whole arena
     "_RJEM_MALLOC_CONF": "dirty_decay_ms:100,muzzy_decay_ms:0",  # appended to polars' own settings
 }

@@ -3,6 +3,7 @@ an error midway after the batches before it, and a validation stopped midway clo
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -64,3 +65,49 @@ def test_a_validation_stopped_midway_closes_the_file(tmp_path):
     assert first.rows_done == 10_000
     batches.close()  # an import cancelled after its first batch
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_whole_numbers_are_written_as_numbers_however_the_partner_wrote_them(tmp_path):
+    """A batch of plain numbers passes its cells through; a sign, a leading zero or spaces are written canonically."""
+    path = tmp_path / "events.csv"
+    path.write_text("identity,evt,Age,Score\nu1,Bought,12,-5\nu2,Bought,0,9007199254740993\n")
+    padded = tmp_path / "padded.csv"
+    padded.write_text("identity,evt,Age,Score\nu1,Bought,+12,-05\nu2,Bought, 007 ,-0\n")
+    spec = manifest(
+        "event", {"evt": {"ctName": "evtName"}, "Age": {"dataType": "INTEGER"}, "Score": {"dataType": "LONG"}}
+    )
+
+    def properties(file: Path) -> list[str]:
+        batches = validate_csv(file, spec, account="acme", processing_ts=PROCESSING_TS)
+        return [p for b in batches for p in b.events["properties"]]
+
+    assert properties(path) == ['{"Age":12,"Score":-5}', '{"Age":0,"Score":9007199254740993}']
+    assert properties(padded) == ['{"Age":12,"Score":-5}', '{"Age":7,"Score":0}']
+
+
+@pytest.mark.parametrize("width", [3, 70])  # a few checks, and many
+def test_each_bad_row_lists_every_check_it_failed_and_only_those(tmp_path, width):
+    columns = [f"n{i}" for i in range(width)]
+    path = tmp_path / "profiles.csv"
+    rows = [["u1", *["1"] * width], ["u2", "x", *["1"] * (width - 2), "y"], ["u3", *["1"] * (width - 1), "z"]]
+    path.write_text("\n".join(",".join(row) for row in [["identity", *columns], *rows]) + "\n")
+    spec = manifest("profile", {name: {"dataType": "INTEGER"} for name in columns})
+    batches = list(validate_csv(path, spec, account="acme", processing_ts=PROCESSING_TS))
+    bad = [(row.line, [column for column, _ in row.problems]) for b in batches for row in b.bad]
+    assert bad == [(3, ["n0", columns[-1]]), (4, [columns[-1]])]
+    assert [line for b in batches for line in b.profiles["line"]] == [2]
+
+
+def test_booleans_are_written_as_json_whether_or_not_the_partner_wrote_them_so(tmp_path):
+    spec = manifest("profile", {"Married": {"dataType": "BOOLEAN"}})
+
+    def ops(body: str) -> tuple[list[object], list[int]]:
+        path = tmp_path / "profiles.csv"
+        path.write_text("identity,Married\n" + body)
+        batches = list(validate_csv(path, spec, account="acme", processing_ts=PROCESSING_TS))
+        return [json.loads(o) for b in batches for o in b.profiles["ops"]], [r.line for b in batches for r in b.bad]
+
+    as_json = [[["$set", "Married", True]], [["$set", "Married", False]], []]
+    assert ops("u1,true\nu2,false\nu3,\n") == (as_json, [])
+    assert ops("u1,TRUE\nu2,no\nu3,\n") == (as_json, [])
+    assert ops("u1,true\nu2,false\nu3,\nu4,maybe\n") == (as_json, [5])

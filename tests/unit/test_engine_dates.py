@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from manifests import rules
 from tests.fixtures.engine import manifest, run
 
 
@@ -58,3 +59,13 @@ def test_a_batch_of_dates_with_bad_and_empty_cells_keeps_each_row_in_place(tmp_p
         [],
         [["$set", "Born", "2020-05-12T09:07:13.123Z"]],
     ]
+
+
+@pytest.mark.parametrize("data_type", ["STRING", "INTEGER", "FLOAT", "BOOLEAN", "LONG"])
+def test_a_typed_column_of_dates_only_stores_their_text_and_blames_a_bad_one_as_a_date(tmp_path, data_type):
+    body = "u0,$D_1589274432\nu1,\nu2,$D_1589274432x\n"
+    result = run(tmp_path, "identity,Born\n" + body, manifest("profile", {"Born": {"dataType": data_type}}))
+    assert [(row.line, [message for _, message in row.problems]) for row in result.bad] == [
+        (4, [rules.BAD_DATE + ", found '$D_1589274432x'"])
+    ]
+    assert [row["ops"] for row in result.rows] == [[["$set", "Born", "2020-05-12T09:07:12Z"]], []]

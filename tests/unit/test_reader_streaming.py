@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from manifests.reader import BLOCK_SIZE, CsvReader
 
 ROW = "user{i}@example.com,Purchased,{ts},Item {item},{price},{qty},true\n"
@@ -77,8 +79,20 @@ def test_the_allocator_settings_are_in_place_before_polars_loads_and_an_operator
     env = {k: v for k, v in os.environ.items() if k not in ("MIMALLOC_PURGE_DELAY", "_RJEM_MALLOC_CONF")}
     ours = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     delay, conf = ours.stdout.split()
-    assert delay == "0"
+    assert delay == "10"
     assert conf.endswith("muzzy_decay_ms:0")  # after polars' own settings: the later value wins
     env["MIMALLOC_PURGE_DELAY"] = "25"
     theirs = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert theirs.stdout.split()[0] == "25"
+
+
+@pytest.mark.parametrize("module", ["manifests.reader", "manifests.validate", "manifests.plan"])
+def test_the_engine_alone_gets_the_allocator_settings_before_polars_and_pyarrow_load(module: str) -> None:
+    """Whatever imports the engine first (bench/validate.py's child, a tool) runs it with the daemon's allocators."""
+    names = ("MIMALLOC_PURGE_DELAY", "MIMALLOC_ARENA_EAGER_COMMIT", "_RJEM_MALLOC_CONF")
+    code = f"import os, {module}; print(*(os.environ.get(name) for name in {names!r}))"
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    delay, commit, conf = out.stdout.split()
+    assert (delay, commit) == ("10", "0")
+    assert conf.endswith("muzzy_decay_ms:0")  # polars puts its own settings first
