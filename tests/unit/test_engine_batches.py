@@ -79,7 +79,7 @@ def test_whole_numbers_are_written_as_numbers_however_the_partner_wrote_them(tmp
 
     def properties(file: Path) -> list[str]:
         batches = validate_csv(file, spec, account="acme", processing_ts=PROCESSING_TS)
-        return [p for b in batches for p in b.events["properties"]]
+        return [p for b in batches if b.events is not None for p in b.events["properties"]]
 
     assert properties(path) == ['{"Age":12,"Score":-5}', '{"Age":0,"Score":9007199254740993}']
     assert properties(padded) == ['{"Age":12,"Score":-5}', '{"Age":7,"Score":0}']
@@ -105,7 +105,9 @@ def test_booleans_are_written_as_json_whether_or_not_the_partner_wrote_them_so(t
         path = tmp_path / "profiles.csv"
         path.write_text("identity,Married\n" + body)
         batches = list(validate_csv(path, spec, account="acme", processing_ts=PROCESSING_TS))
-        return [json.loads(o) for b in batches for o in b.profiles["ops"]], [r.line for b in batches for r in b.bad]
+        return [json.loads(o) for b in batches if b.profiles is not None for o in b.profiles["ops"]], [
+            r.line for b in batches for r in b.bad
+        ]
 
     as_json = [[["$set", "Married", True]], [["$set", "Married", False]], []]
     assert ops("u1,true\nu2,false\nu3,\n") == (as_json, [])
