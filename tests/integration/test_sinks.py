@@ -562,14 +562,15 @@ def _random_batches(seed: int, batches: int, rows: int, people: int) -> list[lis
     ]
 
 
-def test_random_operations_give_what_applying_the_rows_one_by_one_gives(run: SinkRunner) -> None:
-    """Many rows per identity, in one batch and across batches, every operation over mixed values: each profile is
-    what base.apply_ops makes of the rows in file order (the same types: 1 is not 1.0 is not true)."""
-    batches = _random_batches(seed=14, batches=3, rows=150, people=12)
+def _write_and_match_the_reference(
+    run: SinkRunner, batches: list[list[tuple[str, int, list[list[Any]]]]], spaced_first: bool
+) -> None:
+    """Write the batches in turn, in the engine's compact form (the first in json.dumps' spaced one if
+    `spaced_first`: both are read alike); each profile is then what base.apply_ops makes of the rows in order."""
     line = 2
-    for rows in batches:
+    for number, rows in enumerate(batches):
         frame = profiles_frame(rows, first_line=line)
-        if line > 2:  # the engine's compact form and json.dumps' spaced one are read alike
+        if number or not spaced_first:
             frame = frame.with_columns(ops=pl.Series([json.dumps(row[2], separators=(",", ":")) for row in rows]))
         assert run(run.sink.write_profiles(ACCOUNT, frame)) == []
         line += len(rows)
@@ -577,6 +578,13 @@ def test_random_operations_give_what_applying_the_rows_one_by_one_gives(run: Sin
         profile = run(run.sink.get_profile(ACCOUNT, identity))
         assert json.dumps(profile["properties"], sort_keys=True) == json.dumps(properties, sort_keys=True), identity
         assert profile["ts"] == iso_ms(ts)
+
+
+def test_random_operations_give_what_applying_the_rows_one_by_one_gives(run: SinkRunner) -> None:
+    """Many rows per identity, in one batch and across batches, every operation over mixed values: each profile is
+    what base.apply_ops makes of the rows in file order (the same types: 1 is not 1.0 is not true)."""
+    batches = _random_batches(seed=14, batches=3, rows=150, people=12)
+    _write_and_match_the_reference(run, batches, spaced_first=True)
 
 
 def test_cells_the_columnar_path_leaves_to_row_by_row_still_apply_in_order(run: SinkRunner) -> None:
@@ -673,16 +681,7 @@ def test_random_compact_rows_one_per_identity_with_punctuation_give_the_row_by_r
         ]
         for _ in range(4)
     ]
-    line = 2
-    for rows in batches:
-        frame = profiles_frame(rows, first_line=line)
-        frame = frame.with_columns(ops=pl.Series([json.dumps(row[2], separators=(",", ":")) for row in rows]))
-        assert run(run.sink.write_profiles(ACCOUNT, frame)) == []
-        line += len(rows)
-    for identity, (ts, properties) in _reference(batches).items():
-        profile = run(run.sink.get_profile(ACCOUNT, identity))
-        assert json.dumps(profile["properties"], sort_keys=True) == json.dumps(properties, sort_keys=True), identity
-        assert profile["ts"] == iso_ms(ts)
+    _write_and_match_the_reference(run, batches, spaced_first=False)
 
 
 def test_adds_to_stored_profiles_in_compact_rows_give_the_row_by_row_result(run: SinkRunner) -> None:
