@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -50,6 +51,7 @@ def rollback(conn: sqlite3.Connection) -> None:
 
 
 MAX_INTEGER = 2**63 - 1  # SQLite's largest INTEGER: an id or offset beyond it is bad input, not a query
+WAL_WAIT = 30.0  # seconds a new connection keeps asking for WAL while another process holds the file (as timeout=30)
 
 
 def migration_scripts() -> list[tuple[int, str]]:
@@ -86,11 +88,30 @@ class StateDB:
             except sqlite3.Error as exc:
                 raise UsageError(f"state database {self.path}: cannot be opened ({exc})") from None
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._set_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
         return conn
+
+    def _set_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL. Several processes opening a new state file at once (two nodes, or `serve` and a CLI
+        call) can be refused with SQLITE_BUSY here without SQLite's busy timeout being waited out: try again for
+        as long as that timeout, then say which file is held."""
+        deadline = time.monotonic() + WAL_WAIT
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+                    raise
+                if time.monotonic() > deadline:
+                    conn.close()
+                    raise UsageError(
+                        f"state database {self.path}: still locked by another process after {WAL_WAIT:.0f} s ({exc})"
+                    ) from None
+                time.sleep(0.05)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
