@@ -65,6 +65,10 @@ PROBLEMS = [
     ("profile", {}, "identity,Born", "a,$D_abc", [("Born", rules.BAD_DATE)]),
     ("profile", {}, "identity,Born", "a,$D_12/05/2020", [("Born", rules.BAD_DATE)]),
     ("profile", {"N": {"dataType": "INTEGER"}}, "identity,N", "a,$D_", [("N", rules.BAD_DATE)]),
+    # Only digits and `$D_` in the column's bytes, yet no date: the buffer facts must not take them for epochs.
+    ("profile", {}, "identity,Born", "a,$D_1$D_2", [("Born", rules.BAD_DATE)]),
+    ("profile", {}, "identity,Born", "a,$D_$D_12", [("Born", rules.BAD_DATE)]),
+    ("profile", {}, "identity,Born", "a,$D_12$D_", [("Born", rules.BAD_DATE)]),
     ("profile", {}, "identity,Phone", "a,12345", [("Phone", "Phone number is not valid")]),
     ("profile", {"p": {"ctName": "Phone"}}, "identity,p", "a,+0123456789", [("p", rules.BAD_PHONE)]),
     ("profile", {}, "identity,Email", "a,not-an-address", [("Email", "Email address is not valid")]),
