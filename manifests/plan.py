@@ -473,6 +473,13 @@ def _value(p: Prop, k: int, stats: Stats, plan: Plan) -> tuple[str, pl.Expr, str
     return "", typed, ""
 
 
+def _pieces(p: Prop, k: int, stats: Stats, always: bool, value: pl.Expr) -> list[pl.Expr]:
+    """A value for _join: a date that is in every row in two pieces (timestamps.iso_parts), else itself."""
+    if always and stats.dated[k] and not stats.get("undated", k):
+        return timestamps.iso_parts(_dated(p))
+    return [value]
+
+
 def _iso(p: Prop) -> pl.Expr:
     return timestamps.iso_text(_dated(p))
 
@@ -550,7 +557,7 @@ def _properties(plan: Plan, stats: Stats) -> pl.Expr:
         prefix, value, suffix = _value(p, k, stats, plan)
         always = not stats.empty[k] and _kept_when_present(plan, p, stats)
         keep = pl.when(_keeps(plan, p, stats)).then(value) if not always else value
-        items.append((always, [json.dumps(p.name) + ":" + prefix, keep, suffix]))
+        items.append((always, [json.dumps(p.name) + ":" + prefix, *_pieces(p, k, stats, always, keep), suffix]))
     return _join(items, "{", "}")
 
 
@@ -564,7 +571,7 @@ def _ops(plan: Plan, stats: Stats) -> pl.Expr:
         always = p.op_index is None and not stats.empty[k] and _kept_when_present(plan, p, stats)
         if p.op_index is None:
             keep = value if always else pl.when(_keeps(plan, p, stats)).then(value)
-            items.append((always, [f'["$set",{key},{prefix}', keep, f"{suffix}]"]))
+            items.append((always, [f'["$set",{key},{prefix}', *_pieces(p, k, stats, always, keep), f"{suffix}]"]))
             continue
         cell = _op_cell(plan, stats, plan.op_indexes.index(p.op_index), p.op_index)
         op = pl.when(cell.str.len_bytes() == 0).then(pl.lit("$set")).otherwise(cell)

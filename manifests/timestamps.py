@@ -59,26 +59,61 @@ def iso_text(ms: pl.Expr) -> pl.Expr:
     return ms.map_batches(_iso_batch, return_dtype=pl.String)
 
 
+def iso_parts(ms: pl.Expr) -> list[pl.Expr]:
+    """iso_text() in two pieces, the date ("2020-05-12T") and the rest, for a caller that joins them into a
+    longer text anyway (a JSON object): not joining them first saves a quarter of the time of the dates."""
+    return [ms.map_batches(_date_part, return_dtype=pl.String), ms.map_batches(_rest_part, return_dtype=pl.String)]
+
+
 def _iso_batch(ms: pl.Series) -> pl.Series:
     """strftime(ISO_FORMAT) of a batch, as three table look-ups joined: the date (of the few days a batch
     spans), the time of day and the milliseconds, each formatted once by strftime itself. Formatting every
     cell with chrono cost a third of an event batch's JSON properties."""
+    days = _days(ms)
+    if isinstance(days, pl.Series):
+        return days
+    return pl.select(pl.concat_str([_date(*days), _rest(days[0])])).to_series().alias(ms.name)
+
+
+def _date_part(ms: pl.Series) -> pl.Series:
+    days = _days(ms)
+    return days if isinstance(days, pl.Series) else _date(*days).alias(ms.name)
+
+
+def _rest_part(ms: pl.Series) -> pl.Series:
+    """The time of day and milliseconds of _date_part's dates; empty where _date_part wrote the whole text."""
+    days = _days(ms)
+    if isinstance(days, pl.Series):
+        return pl.Series(ms.name, [""] * ms.len(), dtype=pl.String).set(days.is_null(), None)
+    return _rest(days[0]).alias(ms.name)
+
+
+def _days(ms: pl.Series) -> tuple[pl.Series, int, int] | pl.Series:
+    """(the instants as Int64, the first and the last day) for the look-ups, or the whole text of a batch
+    formatted one by one (dates before 1970, or over more than _SPAN_DAYS days)."""
     ms = ms.cast(pl.Int64)
-    day = ms // _DAY_MS
-    first, last = day.min(), day.max()
+    first, last = ms.min(), ms.max()
     if first is None or last is None:
         return pl.Series(ms.name, [None] * ms.len(), dtype=pl.String)
     assert isinstance(first, int) and isinstance(last, int)
+    first, last = first // _DAY_MS, last // _DAY_MS
     if first < 0 or last - first >= _SPAN_DAYS:
         return pl.from_epoch(ms, time_unit="ms").dt.strftime(ISO_FORMAT)
+    return ms, first, last
+
+
+def _date(ms: pl.Series, first: int, last: int) -> pl.Series:
     days = pl.int_range(first, last + 1, dtype=pl.Int64, eager=True) * 86_400
-    dates = pl.from_epoch(days, time_unit="s").dt.strftime("%Y-%m-%dT")
-    rest = ms - day * _DAY_MS
-    if (rest % 1000).max() == 0:  # whole seconds only (the usual case): two pieces, the clock's with its Z
-        parts = [dates.gather(day - first), _clock("Z").gather(rest // 1000)]
-    else:
-        parts = [dates.gather(day - first), _clock("").gather(rest // 1000), _fractions().gather(rest % 1000)]
-    return pl.select(pl.concat_str([pl.lit(part) for part in parts])).to_series().alias(ms.name)
+    return pl.from_epoch(days, time_unit="s").dt.strftime("%Y-%m-%dT").gather(ms // _DAY_MS - first)
+
+
+def _rest(ms: pl.Series) -> pl.Series:
+    rest = ms % _DAY_MS
+    if (ms % 1000).max() == 0:  # whole seconds only (the usual case): one piece, the clock's with its Z
+        return _clock("Z").gather(rest // 1000)
+    return pl.select(
+        pl.concat_str([pl.lit(_clock("").gather(rest // 1000)), pl.lit(_fractions().gather(rest % 1000))])
+    ).to_series()
 
 
 @functools.cache
