@@ -43,11 +43,22 @@ EDGES = [0, 1000, 59_999, 86_399_000, 86_400_000, 951_782_400_000, 1_589_274_432
         ),
     ],
 )
-def test_dates_are_stored_as_iso_text_for_any_mix_of_instants(tmp_path, instants):
-    body = "".join(f"u{i},{cell(ms)}\n" for i, ms in enumerate(instants))
-    result = run(tmp_path, "identity,Born\n" + body, manifest("profile"))
+@pytest.mark.parametrize("kind", ["profile", "event"])
+def test_dates_are_stored_as_iso_text_for_any_mix_of_instants(tmp_path, instants, kind):
+    body = "".join(f"u{i},Bought,{cell(ms)},{i}\n" for i, ms in enumerate(instants))
+    spec = manifest(kind, {"evt": {"ctName": "evtName"}} if kind == "event" else {"evt": {"ctName": "Event"}})
+    result = run(tmp_path, "identity,evt,Born,n\n" + body, spec)
     assert result.bad == []
-    assert [row["ops"] for row in result.rows] == [[["$set", "Born", iso(ms)]] for ms in instants]
+    if kind == "profile":
+        expected = [
+            [["$set", "Event", "Bought"], ["$set", "Born", iso(ms)], ["$set", "n", str(i)]]
+            for i, ms in enumerate(instants)
+        ]
+        assert [row["ops"] for row in result.rows] == expected
+    else:  # the date between other properties: a JSON object of its own
+        assert [row["properties"] for row in result.rows] == [
+            {"Born": iso(ms), "n": str(i)} for i, ms in enumerate(instants)
+        ]
 
 
 def test_a_batch_of_dates_with_bad_and_empty_cells_keeps_each_row_in_place(tmp_path):
