@@ -192,7 +192,7 @@ class CsvReader:
                 arrow = self._open()
             except pa.ArrowInvalid as exc:
                 raise self._arrow_error(exc) from None
-            out: queue.Queue[Any] = queue.Queue(maxsize=2)
+            out: queue.Queue[Any] = queue.Queue(maxsize=1)  # the rules' thread holds a batch too (validate.py)
             thread = threading.Thread(target=self._produce, args=(arrow, out, stop), daemon=True)
             thread.start()
             pending: list[RawBatch] = []

@@ -5,6 +5,8 @@ validate_csv() is validate() with the CSV reader (plain, gzip or zip files)."""
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -14,9 +16,9 @@ import polars as pl
 import xxhash
 
 from manifests import rules
-from manifests.batch import Dialect, FileError, RawBatch, Reader
+from manifests.batch import Dialect, FileError, Ragged, RawBatch, Reader
 from manifests.model import Manifest
-from manifests.plan import Check, Plan, build_plan
+from manifests.plan import Check, Compiled, Plan, build_plan
 from manifests.reader import CsvReader
 
 __all__ = ["DEFAULT", "BadRow", "Batch", "Dialect", "FileError", "validate", "validate_csv"]
@@ -114,6 +116,94 @@ def _validate(
     skip_rows: int,
     restricted_events: Sequence[str],
 ) -> Iterator[Batch]:
+    """Three stages, each in its own thread: the reader's (parsing), the rules' (_evaluated: checks and outputs
+    of a batch, in polars) and the caller's (_finish: event ids, bad rows). One batch waits between the last
+    two: the rules of a batch run while the one before is finished, instead of one after the other."""
+    for item in _ahead(_evaluated(reader, manifest, account, processing_ts, batch_rows, skip_rows, restricted_events)):
+        yield item if isinstance(item, Batch) else _finish(item, reader)
+
+
+@dataclass
+class _Evaluated:
+    """A batch whose checks and outputs are computed (`frame`), the cells of its bad rows (`cells`, None when
+    there are none), its ragged rows, and what the reader said of it at the time. The batch's raw frame is
+    not kept: only what the outputs share of it stays in memory while the batch waits."""
+
+    plan: Plan
+    compiled: Compiled
+    frame: pl.DataFrame
+    cells: pl.DataFrame | None
+    ragged: list[Ragged]
+    rows: int
+    last_line: int
+    index: int
+    rows_done: int
+    header: list[str]
+    bytes_done: int
+    dialect: Dialect
+
+
+_END = object()
+
+
+def _ahead(items: Iterator[_Evaluated | Batch]) -> Iterator[_Evaluated | Batch]:
+    """`items` made in a thread, one ahead of the caller: the next is begun once the caller has taken the
+    last (so two batches are in hand, not three). Its errors are raised here, in order. Closing this
+    generator stops the thread after the item under way and closes `items` (and so the reader)."""
+    out: queue.Queue[tuple[object, BaseException | None]] = queue.Queue(maxsize=1)
+    taken = threading.Semaphore(0)
+    stop = threading.Event()
+
+    def put(entry: tuple[object, BaseException | None]) -> None:
+        while not stop.is_set():
+            try:
+                out.put(entry, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def work() -> None:
+        try:
+            for item in items:
+                put((item, None))
+                while not stop.is_set() and not taken.acquire(timeout=0.1):
+                    continue
+                if stop.is_set():
+                    break
+            else:
+                put((_END, None))
+        except BaseException as exc:  # handed over to the caller, which raises it
+            put((None, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # the reader's own thread and file
+
+    thread = threading.Thread(target=work, name="ingestd-rules", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = out.get()
+            taken.release()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _evaluated(
+    reader: Reader,
+    manifest: Manifest,
+    account: str,
+    processing_ts: int,
+    batch_rows: int,
+    skip_rows: int,
+    restricted_events: Sequence[str],
+) -> Iterator[_Evaluated | Batch]:
     plan: Plan | None = None
     done = index = 0
     emitted = False
@@ -129,7 +219,7 @@ def _validate(
             continue
         if before < skip_rows:
             raw = raw.split(skip_rows - before)[1]
-        yield _run(plan, reader, raw, index=index, rows_done=done)
+        yield _evaluate(plan, reader, raw, index=index, rows_done=done)
         emitted = True
         index += 1
     if plan is None:
@@ -152,7 +242,7 @@ def _validate(
         )
 
 
-def _run(plan: Plan, reader: Reader, raw: RawBatch, *, index: int, rows_done: int) -> Batch:
+def _evaluate(plan: Plan, reader: Reader, raw: RawBatch, *, index: int, rows_done: int) -> _Evaluated:
     compiled = plan.compile(plan.stats(raw.frame, raw.facts))
     flags = [f"_p{j}" for j in range(len(compiled.checks))]
     # Checks and outputs in one pass, so polars computes shared sub-expressions (casts, dates) once.
@@ -168,7 +258,29 @@ def _run(plan: Plan, reader: Reader, raw: RawBatch, *, index: int, rows_done: in
         .collect()
     )
     mask = frame["_bad"]
-    any_bad = bool(mask.any())
+    cells = raw.frame.select(plan.columns).filter(mask) if mask.any() else None
+    header, dialect = list(reader.header), reader.dialect
+    return _Evaluated(
+        plan,
+        compiled,
+        frame,
+        cells,
+        raw.ragged,
+        raw.rows,
+        raw.last_line,
+        index,
+        rows_done,
+        header,
+        reader.bytes_done,
+        dialect,
+    )
+
+
+def _finish(evaluated: _Evaluated, reader: Reader) -> Batch:
+    plan, compiled, frame, cells = evaluated.plan, evaluated.compiled, evaluated.frame, evaluated.cells
+    flags = [f"_p{j}" for j in range(len(compiled.checks))]
+    mask = frame["_bad"]
+    any_bad = cells is not None
     # Select before filtering, so only the columns kept are copied; a batch without bad rows is not filtered.
     outputs = frame.select(list(compiled.outputs))
     good = outputs.filter(~mask) if any_bad else outputs
@@ -178,19 +290,18 @@ def _run(plan: Plan, reader: Reader, raw: RawBatch, *, index: int, rows_done: in
     else:
         result = good.select(list(PROFILES_SCHEMA))
     failed = frame.select(["line", *flags]).filter(mask) if any_bad else None
-    cells = raw.frame.select(plan.columns).filter(mask) if any_bad else None
-    bad = _bad_rows(plan, compiled.checks, reader, failed, cells, raw)
+    bad = _bad_rows(plan, compiled.checks, reader, failed, cells, evaluated.ragged)
     return Batch(
-        index=index,
-        header=list(reader.header),
-        rows=raw.rows,
-        rows_done=rows_done,
-        last_line=raw.last_line,
-        bytes_done=reader.bytes_done,
+        index=evaluated.index,
+        header=evaluated.header,
+        rows=evaluated.rows,
+        rows_done=evaluated.rows_done,
+        last_line=evaluated.last_line,
+        bytes_done=evaluated.bytes_done,
         events=result if plan.kind == "event" else None,
         profiles=result if plan.kind == "profile" else None,
         bad=bad,
-        dialect=reader.dialect,
+        dialect=evaluated.dialect,
         notes=list(plan.notes),
     )
 
@@ -201,7 +312,7 @@ def _bad_rows(
     reader: Reader,
     failed: pl.DataFrame | None,
     cells: pl.DataFrame | None,
-    raw: RawBatch,
+    ragged_rows: list[Ragged],
 ) -> list[BadRow]:
     rows: list[BadRow] = []
     if failed is not None and cells is not None and failed.height:
@@ -236,10 +347,10 @@ def _bad_rows(
                 problems.append(problem)
             rows.append(BadRow(line, list(row_cells), problems))
     width = reader.fields or len(reader.header)
-    for ragged in raw.ragged:
+    for ragged in ragged_rows:
         problem = (None, rules.ragged_row(ragged.fields, width))
         rows.append(BadRow(ragged.line, reader.split_cells(ragged.text, ragged.line), [problem]))
-    if raw.ragged:
+    if ragged_rows:
         rows.sort(key=lambda row: row.line)  # the others are in line order already
     return rows
 

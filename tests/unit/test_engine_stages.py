@@ -1,10 +1,11 @@
-"""What a caller of validate() sees of a file of several blocks: every batch in order with its rows and bad rows,
-an error midway after the batches before it, and a validation stopped midway closes the file."""
+"""validate() runs a batch's rules in a thread of their own, one batch ahead of the caller: what a caller sees is
+unchanged (every batch in order, an error after the batches before it, a stop midway closes the file)."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,10 @@ def _validate(path: Path, batch_rows: int = 10_000, skip_rows: int = 0):
     )
 
 
+def _rules_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "ingestd-rules"]
+
+
 def test_every_batch_comes_in_order_with_its_rows_and_bad_rows(tmp_path):
     path = tmp_path / "events.csv"
     _write(path, 95_000)
@@ -43,6 +48,7 @@ def test_every_batch_comes_in_order_with_its_rows_and_bad_rows(tmp_path):
     assert sum(len(b.bad) for b in batches) == 7_000
     assert [b.bytes_done for b in batches] == sorted(b.bytes_done for b in batches)
     assert batches[-1].bytes_done == path.stat().st_size
+    assert _rules_threads() == []
 
 
 def test_an_error_midway_comes_after_the_batches_before_it(tmp_path):
@@ -54,9 +60,10 @@ def test_an_error_midway_comes_after_the_batches_before_it(tmp_path):
             seen.append(batch.rows_done)
     assert seen == list(range(10_000, 10_000 * (len(seen) + 1), 10_000))
     assert 1 <= len(seen) < 12
+    assert _rules_threads() == []
 
 
-def test_a_validation_stopped_midway_closes_the_file(tmp_path):
+def test_a_validation_stopped_midway_ends_its_thread_and_closes_the_file(tmp_path):
     path = tmp_path / "events.csv"
     _write(path, 200_000)
     before = len(os.listdir("/proc/self/fd"))
@@ -64,6 +71,7 @@ def test_a_validation_stopped_midway_closes_the_file(tmp_path):
     first = next(batches)
     assert first.rows_done == 10_000
     batches.close()  # an import cancelled after its first batch
+    assert _rules_threads() == []
     assert len(os.listdir("/proc/self/fd")) == before
 
 
