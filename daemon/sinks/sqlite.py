@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import json
 import logging
 import sqlite3
@@ -275,10 +274,7 @@ class SQLiteSink(Sink):
         # A slice at a time as one flat list of values in row order (cheaper than a tuple per row), so
         # the Python objects of a large write never all exist at once.
         for part in rows.iter_slices(_PYTHON_ROWS):
-            values = list(
-                itertools.chain.from_iterable(zip(*(column.to_list() for column in part.iter_columns()), strict=True))
-            )
-            _insert_chunked(conn, _insert_events, account, values, 7)
+            _insert_chunked(conn, _insert_events, account, _flat(part), 7)
         # INSERT OR IGNORE changes only the rows it inserted: the others were already there.
         inserted = conn.total_changes - before
         return Written(failures, duplicates=rows.height - inserted)
@@ -499,10 +495,17 @@ def _insert_frame(
         "identity"  # in primary key order, so the statements walk the index forwards
     )
     for part in values.iter_slices(_PYTHON_ROWS):  # the Python values of a slice at a time, as for events
-        flat = list(
-            itertools.chain.from_iterable(zip(*(column.to_list() for column in part.iter_columns()), strict=True))
-        )
-        _insert_chunked(conn, statement, account, flat, 4)
+        _insert_chunked(conn, statement, account, _flat(part), 4)
+
+
+def _flat(frame: pl.DataFrame) -> list[Any]:
+    """The frame's values as one flat list in row order (row 0's columns, then row 1's, ...): each column's Python
+    values put in place by one strided slice assignment, half the cost of zipping the columns into rows."""
+    width = frame.width
+    flat: list[Any] = [None] * (frame.height * width)
+    for index, column in enumerate(frame.iter_columns()):
+        flat[index::width] = column.to_list()
+    return flat
 
 
 def _loads(text: str) -> Any:
@@ -582,7 +585,7 @@ def _patches(batch: profile_ops.ProfileBatch, stored: dict[str, str], change: in
         )
         .sort("identity")
     )
-    return list(itertools.chain.from_iterable(zip(*(column.to_list() for column in rows.iter_columns()), strict=True)))
+    return _flat(rows)
 
 
 @functools.lru_cache(maxsize=64)
