@@ -201,6 +201,33 @@ def quick(frame: pl.DataFrame) -> Quick:
     return Quick(rows, indexed)
 
 
+# `prepare`'s columns: Quick.indexed's pos and quick, Quick.rows' grows, removes and properties (null if not quick).
+_PREPARED = {"pos": "_pos", "quick": "_quick", "grows": "_grows", "removes": "_removes", "properties": "_properties"}
+
+
+def prepare(frame: pl.DataFrame) -> pl.DataFrame:
+    """`quick`'s result kept in the frame (the sqlite sink's Sink.prepare, run ahead of the write): the frame's
+    columns, then those of _PREPARED. A frame prepared before is prepared again, as a whole."""
+    found = quick(frame.drop(_PREPARED.values(), strict=False))
+    rows = found.rows.select("pos", "grows", "removes", "properties")
+    return found.indexed.join(rows, on="pos", how="left", maintain_order="left").rename(_PREPARED)
+
+
+def quick_of(frame: pl.DataFrame) -> Quick:
+    """quick(frame), or for a frame `prepare` made, the Quick it holds."""
+    if "_quick" not in frame.columns:
+        return quick(frame)
+    names = {new: old for old, new in _PREPARED.items()}
+    rows = frame.filter(pl.col("_quick")).select(
+        pl.col("_pos").alias("pos"),
+        "identity",
+        "ts",
+        "ops",
+        *(pl.col(new).alias(names[new]) for new in names if new not in ("_pos", "_quick")),
+    )
+    return Quick(rows, frame.drop("_grows", "_removes", "_properties").rename({"_pos": "pos", "_quick": "quick"}))
+
+
 def patches(rows: pl.DataFrame) -> pl.DataFrame:
     """(identity, ts, properties) of quick rows with no $remove, for identities with a stored profile: properties a
     JSON merge patch for `json_patch` ($set, and null for $delete); their $add elements are left to `stored_adds`."""

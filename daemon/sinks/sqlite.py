@@ -81,6 +81,7 @@ _ROWS_PER_STATEMENT = 160
 # Rows turned into Python values at a time within one write (50,000 rows of 7 values held about 50 MiB).
 _PYTHON_ROWS = 10_000
 _TWO_64 = pl.lit(2**64, dtype=pl.UInt128)
+_ID_HI, _ID_LO, _COMPLETE = "_id_hi", "_id_lo", "_complete"  # prepare_events' columns
 _SELECT_PROFILES = (
     "SELECT identity, properties FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
 )
@@ -126,6 +127,9 @@ class SQLiteSink(Sink):
 
     def held(self) -> HeldWrites:
         return _Held(self)
+
+    def prepare(self, kind: str) -> Callable[[pl.DataFrame], pl.DataFrame]:
+        return prepare_events if kind == "event" else profile_ops.prepare
 
     async def _take_slot(self) -> None:
         if self._slot is None:
@@ -251,24 +255,11 @@ class SQLiteSink(Sink):
             rollback(self._conn)
 
     def _write_events(self, account: str, frame: pl.DataFrame) -> Written:
-        complete = valid_events()
-        failures = [RowFailure(line, INCOMPLETE_EVENT) for line in frame.filter(~complete)["line"].to_list()]
-        # Sorted in index order, the inserts walk the unique index forwards instead of jumping around it; a
-        # repeat within the batch sorts after its first line, so the first line is the one kept.
-        rows = (
-            frame.filter(complete)
-            .with_columns(pl.col("event_id").cast(pl.UInt128))
-            .select(
-                "identity",
-                (pl.col("event_id") // _TWO_64).cast(pl.UInt64).reinterpret(signed=True).alias("id_hi"),
-                pl.col("event_id").cast(pl.UInt64, wrap_numerical=True).reinterpret(signed=True).alias("id_lo"),
-                "name",
-                "ts",
-                "line",
-                "properties",
-            )
-            .sort("identity", "id_hi", "id_lo", "line")
-        )
+        if _COMPLETE not in frame.columns:
+            frame = prepare_events(frame)
+        good = int(frame[_COMPLETE].sum())  # the complete rows come first
+        failures = [RowFailure(line, INCOMPLETE_EVENT) for line in frame["line"][good:].to_list()]
+        rows = frame.head(good).select("identity", _ID_HI, _ID_LO, "name", "ts", "line", "properties")
         conn = self._connection()
         before = conn.total_changes
         # A slice at a time as one flat list of values in row order (cheaper than a tuple per row), so
@@ -294,7 +285,7 @@ class SQLiteSink(Sink):
         # Rows that need no folding (most of an engine's file: one row per identity) are inserted as new profiles,
         # built column-wise, with no look-up first: only when some were already stored (the insert skipped them)
         # are those found, by their change number; they get a merge patch, or fold below if they add or remove.
-        found = profile_ops.quick(frame)
+        found = profile_ops.quick_of(frame)
         slow = None
         if not found.rows.is_empty():
             before = conn.total_changes
@@ -477,6 +468,29 @@ def _migrate_event_ids(conn: sqlite3.Connection) -> None:
         rollback(conn)
         raise
     event(log, "sink.migrated", logging.WARNING, table="events", layout="id_hi/id_lo", rows=moved)
+
+
+def prepare_events(frame: pl.DataFrame) -> pl.DataFrame:
+    """An events frame as the sink writes it (Sink.prepare): the complete rows first, sorted in index order, with
+    their id as two integers (_ID_HI, _ID_LO), then the others; _COMPLETE says which. Takes its own output."""
+    frame = frame.select(EVENT_COLUMNS).with_columns(valid_events().alias(_COMPLETE))
+    # Sorted in index order, the inserts walk the unique index forwards instead of jumping around it; a
+    # repeat within the batch sorts after its first line, so the first line is the one kept.
+    event_id = pl.col("event_id").cast(pl.UInt128)
+    rows = (
+        frame.filter(pl.col(_COMPLETE))
+        .with_columns(
+            (event_id // _TWO_64).cast(pl.UInt64).reinterpret(signed=True).alias(_ID_HI),
+            event_id.cast(pl.UInt64, wrap_numerical=True).reinterpret(signed=True).alias(_ID_LO),
+        )
+        .sort("identity", _ID_HI, _ID_LO, "line")
+    )
+    if rows.height == frame.height:
+        return rows
+    rest = frame.filter(~pl.col(_COMPLETE)).with_columns(
+        pl.lit(None, dtype=pl.Int64).alias(_ID_HI), pl.lit(None, dtype=pl.Int64).alias(_ID_LO)
+    )
+    return pl.concat([rows, rest], rechunk=False)
 
 
 def _stored(conn: sqlite3.Connection, account: str, identities: list[str], change: int) -> set[str]:

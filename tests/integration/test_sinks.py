@@ -94,15 +94,34 @@ def sink_config(data_dir: Path, driver: str, url: str = "", prefix: str = "") ->
     return load_config(environ=environ)
 
 
-@pytest.fixture(params=["sqlite", "elasticsearch"])
+def hand_over_prepared(sink: Sink) -> None:
+    """Make the sink's writes get their frames as the worker hands them over: through Sink.prepare (which the
+    validation thread runs), the first rows and the rest prepared apart, then together (as joined batches are)."""
+    for kind, name in (("event", "write_events"), ("profile", "write_profiles")):
+        prepare, write = sink.prepare(kind), getattr(sink, name)
+        assert prepare is not None
+
+        async def prepared(account: str, frame: pl.DataFrame, prepare: Any = prepare, write: Any = write) -> Any:
+            half = frame.height // 2
+            if half:
+                frame = pl.concat([prepare(frame.head(half)), prepare(frame.slice(half))])
+            return await write(account, prepare(frame))
+
+        setattr(sink, name, prepared)
+
+
+@pytest.fixture(params=["sqlite", "sqlite-prepared", "elasticsearch"])
 def run(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[SinkRunner]:
-    """`run(run.sink.write_events(...))`: a started sink of each driver, stopped at teardown."""
+    """`run(run.sink.write_events(...))`: a started sink of each driver, stopped at teardown; `sqlite-prepared`:
+    the sqlite sink given frames as the worker hands them over (hand_over_prepared)."""
     if request.param == "elasticsearch":
         server: Noida = request.getfixturevalue("noida")
         config = sink_config(data_dir, "elasticsearch", server.url, request.getfixturevalue("es_prefix"))
     else:
         config = sink_config(data_dir, "sqlite")
     runner = SinkRunner(config)
+    if request.param == "sqlite-prepared":
+        hand_over_prepared(runner.sink)
     runner(runner.sink.start())
     yield runner
     runner.close()
