@@ -81,7 +81,9 @@ _ROWS_PER_STATEMENT = 160
 # Rows turned into Python values at a time within one write (50,000 rows of 7 values held about 50 MiB).
 _PYTHON_ROWS = 10_000
 _TWO_64 = pl.lit(2**64, dtype=pl.UInt128)
-_ID_HI, _ID_LO, _COMPLETE = "_id_hi", "_id_lo", "_complete"  # prepare_events' columns
+_ID_HI, _ID_LO, _COMPLETE = "_id_hi", "_id_lo", "_complete"
+# prepare_events' frame: the values of a row in the order the INSERT binds them, and whether it is complete.
+PREPARED_EVENTS = ("identity", _ID_HI, _ID_LO, "name", "ts", "line", "properties", _COMPLETE)
 _SELECT_PROFILES = (
     "SELECT identity, properties FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
 )
@@ -209,7 +211,7 @@ class SQLiteSink(Sink):
             self._conn = None
 
     async def write_events(self, account: str, frame: pl.DataFrame) -> Written:
-        check_columns(frame, EVENT_COLUMNS, "events")
+        check_columns(frame, PREPARED_EVENTS if _COMPLETE in frame.columns else EVENT_COLUMNS, "events")
         await self._take_slot()
         try:
             return await self._run(self._in_transaction, self._write_events, account, frame)
@@ -255,11 +257,12 @@ class SQLiteSink(Sink):
             rollback(self._conn)
 
     def _write_events(self, account: str, frame: pl.DataFrame) -> Written:
-        if _COMPLETE not in frame.columns:
-            frame = prepare_events(frame)
-        good = int(frame[_COMPLETE].sum())  # the complete rows come first
-        failures = [RowFailure(line, INCOMPLETE_EVENT) for line in frame["line"][good:].to_list()]
-        rows = frame.head(good).select("identity", _ID_HI, _ID_LO, "name", "ts", "line", "properties")
+        frame = prepare_events(frame)
+        rows, failures = frame, []
+        if not frame[_COMPLETE].all():
+            failures = [RowFailure(line, INCOMPLETE_EVENT) for line in frame.filter(~pl.col(_COMPLETE))["line"]]
+            rows = frame.filter(pl.col(_COMPLETE))
+        rows = rows.select(PREPARED_EVENTS[:-1])
         conn = self._connection()
         before = conn.total_changes
         # A slice at a time as one flat list of values in row order (cheaper than a tuple per row), so
@@ -406,7 +409,7 @@ class _Held(HeldWrites):
             raise
 
     async def write_events(self, account: str, frame: pl.DataFrame) -> Written:
-        check_columns(frame, EVENT_COLUMNS, "events")
+        check_columns(frame, PREPARED_EVENTS if _COMPLETE in frame.columns else EVENT_COLUMNS, "events")
         return await self._write(self.sink._write_events, account, frame)
 
     async def write_profiles(self, account: str, frame: pl.DataFrame) -> Written:
@@ -471,26 +474,31 @@ def _migrate_event_ids(conn: sqlite3.Connection) -> None:
 
 
 def prepare_events(frame: pl.DataFrame) -> pl.DataFrame:
-    """An events frame as the sink writes it (Sink.prepare): the complete rows first, sorted in index order, with
-    their id as two integers (_ID_HI, _ID_LO), then the others; _COMPLETE says which. Takes its own output."""
-    frame = frame.select(EVENT_COLUMNS).with_columns(valid_events().alias(_COMPLETE))
+    """An events frame as the sink writes it (Sink.prepare): the columns of PREPARED_EVENTS, the event id as two
+    integers, complete rows sorted in index order, then the others (only their line). A prepared frame, or prepared
+    frames joined, stay as they are."""
+    if _COMPLETE in frame.columns:
+        return frame
+    complete = frame.select(valid_events()).to_series()
+    whole = bool(complete.all())
+    rows = frame if whole else frame.filter(complete)
     # Sorted in index order, the inserts walk the unique index forwards instead of jumping around it; a
     # repeat within the batch sorts after its first line, so the first line is the one kept.
     event_id = pl.col("event_id").cast(pl.UInt128)
-    rows = (
-        frame.filter(pl.col(_COMPLETE))
-        .with_columns(
-            (event_id // _TWO_64).cast(pl.UInt64).reinterpret(signed=True).alias(_ID_HI),
-            event_id.cast(pl.UInt64, wrap_numerical=True).reinterpret(signed=True).alias(_ID_LO),
-        )
-        .sort("identity", _ID_HI, _ID_LO, "line")
-    )
-    if rows.height == frame.height:
+    rows = rows.select(
+        "identity",
+        (event_id // _TWO_64).cast(pl.UInt64).reinterpret(signed=True).alias(_ID_HI),
+        event_id.cast(pl.UInt64, wrap_numerical=True).reinterpret(signed=True).alias(_ID_LO),
+        "name",
+        "ts",
+        "line",
+        "properties",
+        pl.lit(True).alias(_COMPLETE),
+    ).sort("identity", _ID_HI, _ID_LO, "line")
+    if whole:
         return rows
-    rest = frame.filter(~pl.col(_COMPLETE)).with_columns(
-        pl.lit(None, dtype=pl.Int64).alias(_ID_HI), pl.lit(None, dtype=pl.Int64).alias(_ID_LO)
-    )
-    return pl.concat([rows, rest], rechunk=False)
+    rest = frame.filter(~complete).select("line", pl.lit(False).alias(_COMPLETE))
+    return pl.concat([rows, rest], how="diagonal_relaxed", rechunk=False).select(PREPARED_EVENTS)
 
 
 def _stored(conn: sqlite3.Connection, account: str, identities: list[str], change: int) -> set[str]:
