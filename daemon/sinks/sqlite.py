@@ -8,7 +8,7 @@ import functools
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -122,6 +122,8 @@ class SQLiteSink(Sink):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._executor: ThreadPoolExecutor | None = None
+        # Makes the Python values of a write's next slice while SQLite inserts the one before (_values).
+        self._helper: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         # The writer slot: one transaction at a time on the one connection, held by a write or a HeldWrites.
         self._slot: asyncio.Lock | None = None
@@ -204,6 +206,26 @@ class SQLiteSink(Sink):
         await self._run(self._close)
         self._executor.shutdown(wait=True)
         self._executor = None
+        if self._helper is not None:
+            self._helper.shutdown(wait=True)
+            self._helper = None
+
+    def _values(self, frame: pl.DataFrame) -> Iterator[list[Any]]:
+        """The frame's values a slice at a time, flat (`_flat`), so the Python objects of a large write never all
+        exist at once; each next slice is made in a helper thread while the caller inserts the one before (an
+        insert lets go of the GIL while SQLite works, making the values holds it)."""
+        parts = list(frame.iter_slices(_PYTHON_ROWS))
+        if len(parts) < 2:
+            yield from map(_flat, parts)
+            return
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-sqlite-values")
+        ahead = self._helper.submit(_flat, parts[0])
+        for part in parts[1:]:
+            values = ahead.result()
+            ahead = self._helper.submit(_flat, part)
+            yield values
+        yield ahead.result()
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -265,10 +287,8 @@ class SQLiteSink(Sink):
         rows = rows.select(PREPARED_EVENTS[:-1])
         conn = self._connection()
         before = conn.total_changes
-        # A slice at a time as one flat list of values in row order (cheaper than a tuple per row), so
-        # the Python objects of a large write never all exist at once.
-        for part in rows.iter_slices(_PYTHON_ROWS):
-            _insert_chunked(conn, _insert_events, account, _flat(part), 7)
+        for values in self._values(rows):
+            _insert_chunked(conn, _insert_events, account, values, 7)
         # INSERT OR IGNORE changes only the rows it inserted: the others were already there.
         inserted = conn.total_changes - before
         return Written(failures, duplicates=rows.height - inserted)
@@ -292,7 +312,7 @@ class SQLiteSink(Sink):
         slow = None
         if not found.rows.is_empty():
             before = conn.total_changes
-            _insert_frame(conn, _insert_profiles, account, found.rows, change)
+            self._insert_frame(conn, _insert_profiles, account, found.rows, change)
             inserted = conn.total_changes - before
             if inserted < found.rows.height:
                 known = found.rows  # none was inserted: all were stored
@@ -306,7 +326,7 @@ class SQLiteSink(Sink):
                 adds, odd = profile_ops.stored_adds(simple)
                 simple = simple.filter(~pl.col("pos").is_in(odd.implode()))
                 slow = pl.concat([known.filter(pl.col("removes"))["pos"], odd])
-                _insert_frame(conn, _patch_profiles, account, profile_ops.patches(simple), change)
+                self._insert_frame(conn, _patch_profiles, account, profile_ops.patches(simple), change)
                 for part in adds.iter_slices(_PYTHON_ROWS):
                     conn.executemany(
                         _ADD_SQL,
@@ -319,6 +339,21 @@ class SQLiteSink(Sink):
         failures = self._fold_profiles(conn, account, rest, change) if not rest.is_empty() else []
         failures.sort(key=lambda failure: failure.line)
         return Written(failures)  # a profile row is applied, never a duplicate
+
+    def _insert_frame(
+        self,
+        conn: sqlite3.Connection,
+        statement: Callable[[str, int], str],
+        account: str,
+        rows: pl.DataFrame,
+        change: int,
+    ) -> None:
+        """`statement` for the (identity, ts, properties) rows, each with the change number."""
+        values = rows.select("identity", "ts", "properties", changed=pl.lit(change, dtype=pl.Int64)).sort(
+            "identity"  # in primary key order, so the statements walk the index forwards
+        )
+        for flat in self._values(values):
+            _insert_chunked(conn, statement, account, flat, 4)
 
     def _fold_profiles(
         self, conn: sqlite3.Connection, account: str, frame: pl.DataFrame, change: int
@@ -507,17 +542,6 @@ def _stored(conn: sqlite3.Connection, account: str, identities: list[str], chang
         return set()
     identities.sort()  # the look-up walks the primary key forwards
     return {row[0] for row in conn.execute(_SELECT_STORED, (account, json.dumps(identities), change))}
-
-
-def _insert_frame(
-    conn: sqlite3.Connection, statement: Callable[[str, int], str], account: str, rows: pl.DataFrame, change: int
-) -> None:
-    """`statement` for the (identity, ts, properties) rows, each with the change number."""
-    values = rows.select("identity", "ts", "properties", changed=pl.lit(change, dtype=pl.Int64)).sort(
-        "identity"  # in primary key order, so the statements walk the index forwards
-    )
-    for part in values.iter_slices(_PYTHON_ROWS):  # the Python values of a slice at a time, as for events
-        _insert_chunked(conn, statement, account, _flat(part), 4)
 
 
 def _flat(frame: pl.DataFrame) -> list[Any]:
