@@ -781,3 +781,35 @@ def test_sqlite_held_writes_are_stored_at_commit_and_undone_by_abort(data_dir: P
         assert _stored_events(config) == 6
     finally:
         runner.close()
+
+
+@pytest.mark.parametrize("prepared", [False, True], ids=["plain", "prepared"])
+def test_sqlite_writes_larger_than_a_slice_of_python_values_store_every_row(data_dir: Path, prepared: bool) -> None:
+    """A write's rows become Python values a slice at a time, the next made while the one before is inserted:
+    a write spanning several slices (and a partial last one) stores each row once, as written."""
+    config = sink_config(data_dir, "sqlite")
+    runner = SinkRunner(config)
+    if prepared:
+        hand_over_prepared(runner.sink)
+    count = 25_123  # over two slices of 10,000 rows
+    try:
+        runner(runner.sink.start())
+        events = [(f"u{i % 1000}", "Viewed", JAN_8_2020 + i, {"n": i}) for i in range(count)]
+        assert runner(runner.sink.write_events(ACCOUNT, events_frame(events))) == []
+        profiles = [(f"p{i}", i, [["$set", "n", i], ["$add", "tags", f"t{i % 3}"]]) for i in range(count)]
+        assert runner(runner.sink.write_profiles(ACCOUNT, profiles_frame(profiles))) == []
+        for identity in ("u0", "u999"):
+            listed = runner(runner.sink.list_events(ACCOUNT, identity, limit=100))
+            number = int(identity[1:])
+            assert [event["properties"]["n"] for event in listed] == list(range(number, count, 1000))
+        for i in (0, 9_999, 10_000, 19_999, 20_000, count - 1):
+            profile = runner(runner.sink.get_profile(ACCOUNT, f"p{i}"))
+            assert profile is not None and profile["properties"] == {"n": i, "tags": [f"t{i % 3}"]}
+        conn = sqlite3.connect(f"file:{config.sink_db}?mode=ro", uri=True, timeout=30)
+        try:
+            stored = conn.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM profiles)").fetchone()
+        finally:
+            conn.close()
+        assert stored == (count, count)
+    finally:
+        runner.close()
