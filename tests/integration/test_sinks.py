@@ -785,8 +785,8 @@ def test_sqlite_held_writes_are_stored_at_commit_and_undone_by_abort(data_dir: P
 
 @pytest.mark.parametrize("prepared", [False, True], ids=["plain", "prepared"])
 def test_sqlite_writes_larger_than_a_slice_of_python_values_store_every_row(data_dir: Path, prepared: bool) -> None:
-    """A write's rows become Python values a slice at a time, the next made while the one before is inserted:
-    a write spanning several slices (and a partial last one) stores each row once, as written."""
+    """A write's rows become Python values a slice at a time, a statement of many rows at a time: a write
+    spanning several slices and statements (and a partial last one of each) stores each row once, as written."""
     config = sink_config(data_dir, "sqlite")
     runner = SinkRunner(config)
     if prepared:
