@@ -16,7 +16,7 @@ import xxhash
 
 from daemon.config import Config, load_config
 from daemon.errors import RetryableError
-from daemon.sinks import RowFailure, Sink, open_sink
+from daemon.sinks import RowFailure, Sink, open_sink, profile_ops
 from daemon.sinks.base import iso_ms
 from daemon.sinks.elasticsearch import ElasticsearchSink
 from tests.fixtures.noida import Noida
@@ -122,6 +122,8 @@ def run(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[SinkRunner]:
     runner = SinkRunner(config)
     if request.param == "sqlite-prepared":
         hand_over_prepared(runner.sink)
+        # Frames of a few rows prepared in two halves at once too, as large ones are.
+        request.getfixturevalue("monkeypatch").setattr(profile_ops, "HALVES_FROM", 4)
     runner(runner.sink.start())
     yield runner
     runner.close()
@@ -604,6 +606,17 @@ def test_random_operations_give_what_applying_the_rows_one_by_one_gives(run: Sin
     what base.apply_ops makes of the rows in file order (the same types: 1 is not 1.0 is not true)."""
     batches = _random_batches(seed=14, batches=3, rows=150, people=12)
     _write_and_match_the_reference(run, batches, spaced_first=True)
+
+
+def test_compact_rows_of_identities_twice_in_a_batch_far_apart_give_the_row_by_row_result(run: SinkRunner) -> None:
+    """Most identities on one row, some on two rows half a batch apart (a large batch's halves are prepared at
+    once): both rows apply, in order, over new and stored profiles."""
+    batches = [
+        [(f"p{i % 40}", start + i, [["$set", "n", start + i], ["$add", "tags", f"t{start + i}"]]) for i in range(80)]
+        + [(f"solo{start + i}", i, [["$set", "n", i], ["$delete", "gone", None]]) for i in range(20)]
+        for start in (0, 1000)
+    ]
+    _write_and_match_the_reference(run, batches, spaced_first=False)
 
 
 def test_cells_the_columnar_path_leaves_to_row_by_row_still_apply_in_order(run: SinkRunner) -> None:
