@@ -611,11 +611,14 @@ def test_random_operations_give_what_applying_the_rows_one_by_one_gives(run: Sin
 def test_compact_rows_of_identities_twice_in_a_batch_far_apart_give_the_row_by_row_result(run: SinkRunner) -> None:
     """Most identities on one row, some on two rows half a batch apart (a large batch's halves are prepared at
     once): both rows apply, in order, over new and stored profiles."""
-    batches: list[list[tuple[str, int, list[list[Any]]]]] = [
-        [(f"p{i % 40}", start + i, [["$set", "n", start + i], ["$add", "tags", f"t{start + i}"]]) for i in range(80)]
-        + [(f"solo{start + i}", i, [["$set", "n", i], ["$delete", "gone", None]]) for i in range(20)]
-        for start in (0, 1000)
-    ]
+    batches: list[list[tuple[str, int, list[list[Any]]]]] = []
+    for start in (0, 1000):
+        rows: list[tuple[str, int, list[list[Any]]]] = []
+        for i in range(80):  # p0 ... p39, then each again 40 rows later
+            rows.append((f"p{i % 40}", start + i, [["$set", "n", start + i], ["$add", "tags", f"t{start + i}"]]))
+        for i in range(20):
+            rows.append((f"solo{start + i}", i, [["$set", "n", i], ["$delete", "gone", None]]))
+        batches.append(rows)
     _write_and_match_the_reference(run, batches, spaced_first=False)
 
 
