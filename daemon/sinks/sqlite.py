@@ -76,10 +76,12 @@ _NEXT_CHANGE = "SELECT coalesce(max(changed), 0) + 1 FROM profiles WHERE account
 _TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PROTOCOL")
 
 # Rows per INSERT statement: one sqlite3_step (and one GIL release) per chunk instead of per row roughly
-# halves the Python-side cost of a batch. Bounded by SQLite's host-parameter limit (999 on old builds).
-# 1,000 rather than 160: the same CPU (160 to 5,000 measured alike), and a sixth of the times the writer must
-# get the GIL back after SQLite's work, each a wait while the validation thread holds it.
-_ROWS_PER_STATEMENT = 1_000
+# halves the Python-side cost of a batch. Bounded by SQLite's host-parameter limit (999 on old builds), and by
+# memory: a statement of many rows compiles to a large program (about 130 KiB for 160 events, 700 KiB for
+# 1,000), and the connection keeps the last 128 it ran (the account is a literal: each account has its own).
+# 1,000 rows took the same CPU as 160 (160 to 5,000 measured alike).
+_ROWS_PER_STATEMENT = 160
+_TAIL_ROWS = 16  # the rows left over go in statements of this many, then of one (_insert_chunked)
 # Rows turned into Python values at a time within one write (50,000 rows of 7 values held about 50 MiB).
 _PYTHON_ROWS = 10_000
 _TWO_64 = pl.lit(2**64, dtype=pl.UInt128)
@@ -548,14 +550,20 @@ def _loads(text: str) -> Any:
 def _insert_chunked(
     conn: sqlite3.Connection, statement: Callable[[str, int], str], account: str, values: list[Any], width: int
 ) -> None:
-    """Insert a flat list of `width` values per row, `_ROWS_PER_STATEMENT` rows per statement, in order."""
+    """Insert a flat list of `width` values per row, `_ROWS_PER_STATEMENT` rows per statement, in order; the rows
+    left over in statements of `_TAIL_ROWS` rows, then of one: three statements per account and table whatever the
+    sizes of the writes, where one per left-over count filled the connection's statement cache (see
+    _ROWS_PER_STATEMENT)."""
     per = min(_ROWS_PER_STATEMENT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
-    step = per * width
-    whole = len(values) // step * step
-    if whole:
-        conn.executemany(statement(account, per), (values[start : start + step] for start in range(0, whole, step)))
-    if whole < len(values):
-        conn.execute(statement(account, (len(values) - whole) // width), values[whole:])
+    done = 0
+    for rows in (per, min(per, _TAIL_ROWS), 1):
+        step = rows * width
+        end = done + (len(values) - done) // step * step
+        if end > done:
+            conn.executemany(
+                statement(account, rows), (values[start : start + step] for start in range(done, end, step))
+            )
+        done = end
 
 
 @functools.lru_cache(maxsize=64)
