@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -260,12 +261,14 @@ def run_sink(
     n_profiles: int,
     es_url: str,
     verbose: bool = False,
-) -> tuple[float, float]:
-    """-> (events rows/s, profiles rows/s) of one daemon importing the event file, then the profile file."""
+    prefix: str = "benchingest",
+) -> tuple[float, float, float, float, float]:
+    """-> (events rows/s, profiles rows/s, their daemon CPU seconds, peak RSS MiB) of one daemon importing the
+    event file, then the profile file."""
     env = {"INGESTD_SINK__DRIVER": driver}
     if driver == "elasticsearch":
         env["INGESTD_ELASTICSEARCH__URL"] = es_url
-        env["INGESTD_ELASTICSEARCH__INDEX_PREFIX"] = "benchingest"
+        env["INGESTD_ELASTICSEARCH__INDEX_PREFIX"] = prefix
     daemon = Daemon(workdir / f"{driver}-data", env)
     try:
         cpu = daemon.cpu_seconds()
@@ -289,11 +292,91 @@ def run_sink(
     print(f"[{driver}] daemon peak RSS: {rss:,.0f} MiB")
     ratio = (n_profiles / pr_seconds) / (n_events / ev_seconds)
     print(f"[{driver}] ratio profiles / events: {ratio:.2f}  (target >= 0.5)")
-    return n_events / ev_seconds, n_profiles / pr_seconds
+    return n_events / ev_seconds, n_profiles / pr_seconds, ev_cpu, pr_cpu, rss
 
 
-def print_profile_ratio(driver: str, ours: float, naive: float) -> None:
+def print_profile_ratio(driver: str, ours: float, naive: float) -> float:
     print(f"[{driver}] ratio ingestd profiles / naive profiles: {ours / naive:.2f}  (target >= 3.0)")
+    return ours / naive
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def print_medians(runs: list[dict[str, float]]) -> None:
+    """The median of each figure over the runs (each ratio taken within its own run), and its range."""
+    print(f"medians of {len(runs)} runs (min-max):")
+    for name in runs[0]:
+        values = [run[name] for run in runs]
+        print(f"  {name}: {statistics.median(values):,.2f}  ({min(values):,.2f}-{max(values):,.2f})")
+
+
+def measure(args: argparse.Namespace, workdir: Path, events: Path, profiles: Path, run: int) -> dict[str, float]:
+    """One run of each chosen sink and its baselines on the same files, in a folder (and index names) of its own:
+    the figures by name."""
+    figures: dict[str, float] = {}
+    workdir = workdir / f"run{run}"
+    workdir.mkdir()
+    measured: list[float] = []
+
+    def naive_profile() -> float:
+        """The naive profile script on the same file, once per run."""
+        if not measured:
+            measured.append(naive_profiles(profiles, workdir / "naive-profiles.sqlite3"))
+            print(f"naive profiles, csv.reader + one json_patch upsert per row: {measured[0]:,.0f} rows/s")
+        return measured[0]
+
+    if args.sink in ("sqlite", "both"):
+        ours, ours_profiles, ev_cpu, pr_cpu, rss = run_sink(
+            "sqlite", workdir, events, profiles, args.events, args.profiles, "", args.verbose
+        )
+        naive = naive_sqlite(events, workdir / "naive.sqlite3")
+        print(f"[sqlite] naive csv.reader + executemany: {naive:,.0f} rows/s")
+        print(f"[sqlite] ratio ingestd / naive: {ours / naive:.2f}  (target >= 1.0)")
+        figures |= {
+            "sqlite events / naive": ours / naive,
+            "sqlite profiles / naive profiles": print_profile_ratio("sqlite", ours_profiles, naive_profile()),
+            "sqlite profiles / events": ours_profiles / ours,
+            "sqlite events rows/s": ours,
+            "sqlite profiles rows/s": ours_profiles,
+            "sqlite events daemon CPU s": ev_cpu,
+            "sqlite profiles daemon CPU s": pr_cpu,
+            "sqlite daemon peak RSS MiB": rss,
+        }
+    if args.sink in ("elasticsearch", "both"):
+        noida = None
+        url = args.es_url
+        if url is None:
+            noida, url = start_noida(workdir)  # one per run, its data in the run's folder
+        try:
+            ours, ours_profiles, ev_cpu, pr_cpu, rss = run_sink(
+                "elasticsearch",
+                workdir,
+                events,
+                profiles,
+                args.events,
+                args.profiles,
+                url,
+                args.verbose,
+                prefix=f"benchingest{run}",
+            )
+            figures["elasticsearch profiles / naive profiles"] = print_profile_ratio(
+                "elasticsearch", ours_profiles, naive_profile()
+            )
+            raw = raw_bulk(events, url, f"benchraw{run}")
+            print(f"[elasticsearch] raw pre-serialised _bulk: {raw:,.0f} rows/s")
+            print(f"[elasticsearch] ratio ingestd / raw _bulk: {ours / raw:.2f}  (target >= 0.7)")
+            figures |= {
+                "elasticsearch events / raw _bulk": ours / raw,
+                "elasticsearch events daemon CPU s": ev_cpu,
+                "elasticsearch profiles daemon CPU s": pr_cpu,
+            }
+        finally:
+            if noida is not None:
+                with contextlib.suppress(RuntimeError):  # killed if it hangs
+                    noida.stop()
+    return figures
 
 
 def main() -> int:
@@ -303,6 +386,7 @@ def main() -> int:
     parser.add_argument("--sink", choices=["sqlite", "elasticsearch", "both"], default="both")
     parser.add_argument("--es-url", help="an Elasticsearch to use (default: start noida-db)")
     parser.add_argument("--verbose", action="store_true", help="also print the daemon's job log lines")
+    parser.add_argument("--runs", type=int, default=1, help="measure this many times, then print the medians")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ingestd-bench-") as tmp:
         workdir = Path(tmp)
@@ -312,40 +396,12 @@ def main() -> int:
         print(
             f"files: {events.stat().st_size / 2**20:.0f} MiB events, {profiles.stat().st_size / 2**20:.0f} MiB profiles"
         )
-        measured: list[float] = []
-
-        def naive_profile() -> float:
-            """The naive profile script on the same file, once per run."""
-            if not measured:
-                measured.append(naive_profiles(profiles, workdir / "naive-profiles.sqlite3"))
-                print(f"naive profiles, csv.reader + one json_patch upsert per row: {measured[0]:,.0f} rows/s")
-            return measured[0]
-
-        if args.sink in ("sqlite", "both"):
-            ours, ours_profiles = run_sink(
-                "sqlite", workdir, events, profiles, args.events, args.profiles, "", args.verbose
-            )
-            naive = naive_sqlite(events, workdir / "naive.sqlite3")
-            print(f"[sqlite] naive csv.reader + executemany: {naive:,.0f} rows/s")
-            print(f"[sqlite] ratio ingestd / naive: {ours / naive:.2f}  (target >= 1.0)")
-            print_profile_ratio("sqlite", ours_profiles, naive_profile())
-        if args.sink in ("elasticsearch", "both"):
-            noida = None
-            url = args.es_url
-            if url is None:
-                noida, url = start_noida(workdir)
-            try:
-                ours, ours_profiles = run_sink(
-                    "elasticsearch", workdir, events, profiles, args.events, args.profiles, url, args.verbose
-                )
-                print_profile_ratio("elasticsearch", ours_profiles, naive_profile())
-                raw = raw_bulk(events, url, "benchraw")
-                print(f"[elasticsearch] raw pre-serialised _bulk: {raw:,.0f} rows/s")
-                print(f"[elasticsearch] ratio ingestd / raw _bulk: {ours / raw:.2f}  (target >= 0.7)")
-            finally:
-                if noida is not None:
-                    with contextlib.suppress(RuntimeError):  # killed if it hangs
-                        noida.stop()
+        runs: list[dict[str, float]] = []
+        for run in range(args.runs):
+            print(f"run {run + 1} of {args.runs}, load average {load_average()}")
+            runs.append(measure(args, workdir, events, profiles, run))
+        if args.runs > 1:
+            print_medians(runs)
     return 0
 
 

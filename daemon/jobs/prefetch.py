@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import polars as pl
@@ -12,6 +12,9 @@ import polars as pl
 from manifests.validate import Batch
 
 _END = object()
+# The sink's work on a validated frame that needs no store (Sink.prepare): run here, on each batch as it is
+# validated, so it overlaps the sink's write of the batch before instead of adding to it.
+Prepare = Callable[[pl.DataFrame], pl.DataFrame]
 
 # What validated-but-unwritten batches may hold besides their count: a batch of failed rows is one Python
 # object per row (its cells, its problems), many times the weight of the same rows in a frame, so a file of
@@ -38,12 +41,22 @@ class Validated:
     batch while those waiting hold `bad_rows` failed rows or more, or `max_bytes` bytes (an estimate) or more,
     so one account's file of bad rows costs about three batches (one waiting, one in hand on each side), not
     `ahead`. Good batches weigh only their frames: `max_bytes` of them wait at most, and so one joined write
-    holds at most about that much (docs/ops-guide.md, "Memory")."""
+    holds at most about that much (docs/ops-guide.md, "Memory").
+
+    `prepare` (Sink.prepare) replaces each batch's frame of good rows by what it returns, in this thread; batches
+    joined by `take` are prepared again as one (prepare takes its own output too)."""
 
     def __init__(
-        self, batches: Iterator[Batch], ahead: int, *, bad_rows: int = BAD_ROWS, max_bytes: int = MAX_BYTES
+        self,
+        batches: Iterator[Batch],
+        ahead: int,
+        *,
+        bad_rows: int = BAD_ROWS,
+        max_bytes: int = MAX_BYTES,
+        prepare: Prepare | None = None,
     ) -> None:
         self._batches = batches
+        self._prepare = prepare
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, ahead))
         self._held: Any = None
         self._stop = threading.Event()
@@ -59,6 +72,8 @@ class Validated:
     def _produce(self) -> None:
         try:
             for batch in self._batches:
+                if self._prepare is not None:
+                    _prepared(batch, self._prepare)
                 if not self._put(batch):
                     return
             self._put(_END)
@@ -135,7 +150,12 @@ class Validated:
                 break
             parts.append(item)
             total += item.rows
-        return _join(parts)
+        if len(parts) == 1:
+            return parts[0]
+        joined = _join(parts)
+        if self._prepare is not None:
+            _prepared(joined, self._prepare)
+        return joined
 
     def ready(self) -> bool:
         """Whether the next batch (or the end of the file, or its error) is waiting: take() would not block."""
@@ -153,6 +173,13 @@ def _weight(batch: Batch) -> tuple[int, int]:
     for row in batch.bad:
         size += _BAD_ROW_BYTES + sum(_CELL_BYTES + len(cell) for cell in row.cells)
     return len(batch.bad), size
+
+
+def _prepared(batch: Batch, prepare: Prepare) -> None:
+    for kind in ("events", "profiles"):
+        frame = getattr(batch, kind)
+        if frame is not None and frame.height:
+            setattr(batch, kind, prepare(frame))
 
 
 def _join(batches: list[Batch]) -> Batch:

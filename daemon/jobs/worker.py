@@ -253,7 +253,9 @@ class Worker:
             ahead = -(-commit_rows // batch_rows) + 1
         # Bad rows are Python objects, not frames: at most about one batch's worth of them waits for the sink.
         # One batch waiting is enough when batches go one at a time (bench/memory.py: 10 MiB less than two).
-        batches = Validated(validated, ahead=ahead, bad_rows=batch_rows)
+        # The sink's work that needs no store runs in the validation thread, beside the write of the batch before.
+        prepare = None if manifest.dry_run else self.sink.prepare(job.type)
+        batches = Validated(validated, ahead=ahead, bad_rows=batch_rows, prepare=prepare)
         bytes_total = max(1, data.stat().st_size)
         progress = Progress(data, checkpoint.rows_done, checkpoint.rows_expected, bytes_total)
         refused = RefusedCells(data, manifest, batch_rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -70,6 +71,13 @@ class Sink(abc.ABC):
     def write_rows(self, batch_rows: int, commit_rows: int) -> int:
         """Rows the worker hands over per write: one validated batch, or batches joined up to `commit_rows`."""
         return max(batch_rows, commit_rows) if self.joins_batches else batch_rows
+
+    def prepare(self, kind: str) -> Callable[[pl.DataFrame], pl.DataFrame] | None:
+        """For the worker: the part of writing a validated frame of a job of `kind` ("event", "profile") that needs
+        no store (values computed column-wise, rows sorted), or None. The worker runs it in the validation thread,
+        so it overlaps the store's work on the batch before; the write gets the frame it returns (same rows, maybe
+        in another order, with columns of its own; it also takes its own output) and takes unprepared frames too."""
+        return None
 
     def held(self) -> HeldWrites | None:
         """One job's writes kept in one open transaction across batches until `commit()`, or None (each write is

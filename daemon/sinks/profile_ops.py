@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,32 +160,39 @@ class Quick:
         return self.indexed.filter(is_rest).drop("pos", "quick")
 
 
-def quick(frame: pl.DataFrame) -> Quick:
+def quick(frame: pl.DataFrame, unique: pl.Series | None = None, offset: int = 0) -> Quick:
     """The rows that need no folding when their identity has no stored profile, each with that new profile.
 
     A row is quick when it is complete, its cell tight, its identity on no other row of the batch, no property in
     its cell twice. The new profile: $set, then $add (a list of the value); $remove and $delete find nothing. Each
     property has one operation, so their order within the row changes no value. For a quick row whose identity
-    has a stored profile, `patches` gives its merge patch when it only sets and deletes; the others are `rest`."""
+    has a stored profile, `patches` gives its merge patch when it only sets and deletes; the others are `rest`.
+
+    `frame` may be a slice of the batch, its first row at `offset`: `unique` then says, per row, whether its
+    identity is on no other row of the whole batch."""
     present = pl.col("identity").is_not_null() & pl.col("ts").is_not_null() & pl.col("ops").is_not_null()
-    indexed = frame.with_row_index("pos").with_columns(
+    indexed = frame.with_row_index("pos", offset=offset).with_columns(
         quick=present
-        & pl.col("identity").is_unique()
+        & (pl.col("identity").is_unique() if unique is None else pl.lit(unique))
         & pl.col("ops").str.contains(TIGHT)
         & ~pl.col("ops").str.contains(_COMMA_FIRST, literal=True)
     )
     ops = pl.col("ops")
-    candidates = indexed.filter(pl.col("quick")).select(
-        "pos",
-        "identity",
-        "ts",
-        "ops",
-        # `","key",` is in every element once: a key named twice is in the list twice.
-        twice=ops.str.extract_all(r'","[^"]*",').list.n_unique()
-        < ops.str.count_matches('],["$', literal=True) + 1 - (ops == "[]").cast(pl.UInt32),
-        grows=ops.str.contains('["$add"', literal=True) | ops.str.contains('["$remove"', literal=True),
-        drops=ops.str.contains('["$remove"', literal=True) | ops.str.contains('["$delete"', literal=True),
-        removes=ops.str.contains('["$remove"', literal=True),
+    candidates = (
+        indexed.filter(pl.col("quick"))
+        .select(
+            "pos",
+            "identity",
+            "ts",
+            "ops",
+            # `","key",` is in every element once: a key named twice is in the list twice.
+            twice=ops.str.extract_all(r'","[^"]*",').list.n_unique()
+            < ops.str.count_matches('],["$', literal=True) + 1 - (ops == "[]").cast(pl.UInt32),
+            adds=ops.str.contains('["$add"', literal=True),
+            removes=ops.str.contains('["$remove"', literal=True),
+            deletes=ops.str.contains('["$delete"', literal=True),
+        )
+        .with_columns(grows=pl.col("adds") | pl.col("removes"), drops=pl.col("removes") | pl.col("deletes"))
     )
     twice = candidates.filter(pl.col("twice"))["pos"]
     rows = candidates.filter(~pl.col("twice"))
@@ -199,6 +207,51 @@ def quick(frame: pl.DataFrame) -> Quick:
     if not twice.is_empty():
         indexed = indexed.with_columns(quick=pl.col("quick") & ~pl.col("pos").is_in(twice.implode()))
     return Quick(rows, indexed)
+
+
+# `prepare`'s columns: Quick.indexed's pos and quick, Quick.rows' grows, removes and properties (null if not quick).
+_PREPARED = {"pos": "_pos", "quick": "_quick", "grows": "_grows", "removes": "_removes", "properties": "_properties"}
+
+
+# Rows from which `prepare` works on the two halves of a frame at once: two cores for the regexes of a large batch.
+HALVES_FROM = 20_000
+_OTHER_HALF = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingestd-prepare")
+
+
+def prepare(frame: pl.DataFrame) -> pl.DataFrame:
+    """`quick`'s result kept in the frame (the sqlite sink's Sink.prepare, run ahead of the write): the frame's
+    columns, then those of _PREPARED. A frame prepared before is prepared again, as a whole. A large frame's
+    second half is prepared in another thread meanwhile (polars lets go of the GIL)."""
+    frame = frame.drop(_PREPARED.values(), strict=False)
+    if frame.height < HALVES_FROM:
+        return _prepared(quick(frame))
+    unique = frame.select(pl.col("identity").is_unique()).to_series()
+    half = frame.height // 2
+    second = _OTHER_HALF.submit(lambda: _prepared(quick(frame.slice(half), unique.slice(half), offset=half)))
+    first = _prepared(quick(frame.slice(0, half), unique.slice(0, half)))
+    return pl.concat([first, second.result()], how="vertical_relaxed")
+
+
+def _prepared(found: Quick) -> pl.DataFrame:
+    rows = found.rows.select("pos", "grows", "removes", "properties")
+    if rows.height == found.indexed.height:  # every row quick (most often): the same rows in the same order
+        return pl.concat([found.indexed, rows.drop("pos")], how="horizontal").rename(_PREPARED)
+    return found.indexed.join(rows, on="pos", how="left", maintain_order="left").rename(_PREPARED)
+
+
+def quick_of(frame: pl.DataFrame) -> Quick:
+    """quick(frame), or for a frame `prepare` made, the Quick it holds."""
+    if "_quick" not in frame.columns:
+        return quick(frame)
+    names = {new: old for old, new in _PREPARED.items()}
+    rows = frame.filter(pl.col("_quick")).select(
+        pl.col("_pos").alias("pos"),
+        "identity",
+        "ts",
+        "ops",
+        *(pl.col(new).alias(names[new]) for new in names if new not in ("_pos", "_quick")),
+    )
+    return Quick(rows, frame.drop("_grows", "_removes", "_properties").rename({"_pos": "pos", "_quick": "quick"}))
 
 
 def patches(rows: pl.DataFrame) -> pl.DataFrame:

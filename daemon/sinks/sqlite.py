@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import json
 import logging
 import sqlite3
@@ -77,11 +76,18 @@ _NEXT_CHANGE = "SELECT coalesce(max(changed), 0) + 1 FROM profiles WHERE account
 _TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PROTOCOL")
 
 # Rows per INSERT statement: one sqlite3_step (and one GIL release) per chunk instead of per row roughly
-# halves the Python-side cost of a batch. Bounded by SQLite's host-parameter limit (999 on old builds).
+# halves the Python-side cost of a batch. Bounded by SQLite's host-parameter limit (999 on old builds), and by
+# memory: a statement of many rows compiles to a large program (about 130 KiB for 160 events, 700 KiB for
+# 1,000), and the connection keeps the last 128 it ran (the account is a literal: each account has its own).
+# 1,000 rows took the same CPU as 160 (160 to 5,000 measured alike).
 _ROWS_PER_STATEMENT = 160
+_TAIL_ROWS = 16  # the rows left over go in statements of this many, then of one (_insert_chunked)
 # Rows turned into Python values at a time within one write (50,000 rows of 7 values held about 50 MiB).
 _PYTHON_ROWS = 10_000
 _TWO_64 = pl.lit(2**64, dtype=pl.UInt128)
+_ID_HI, _ID_LO, _COMPLETE = "_id_hi", "_id_lo", "_complete"
+# prepare_events' frame: the values of a row in the order the INSERT binds them, and whether it is complete.
+PREPARED_EVENTS = ("identity", _ID_HI, _ID_LO, "name", "ts", "line", "properties", _COMPLETE)
 _SELECT_PROFILES = (
     "SELECT identity, properties FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
 )
@@ -127,6 +133,9 @@ class SQLiteSink(Sink):
 
     def held(self) -> HeldWrites:
         return _Held(self)
+
+    def prepare(self, kind: str) -> Callable[[pl.DataFrame], pl.DataFrame]:
+        return prepare_events if kind == "event" else profile_ops.prepare
 
     async def _take_slot(self) -> None:
         if self._slot is None:
@@ -206,7 +215,7 @@ class SQLiteSink(Sink):
             self._conn = None
 
     async def write_events(self, account: str, frame: pl.DataFrame) -> Written:
-        check_columns(frame, EVENT_COLUMNS, "events")
+        check_columns(frame, PREPARED_EVENTS if _COMPLETE in frame.columns else EVENT_COLUMNS, "events")
         await self._take_slot()
         try:
             return await self._run(self._in_transaction, self._write_events, account, frame)
@@ -252,33 +261,18 @@ class SQLiteSink(Sink):
             rollback(self._conn)
 
     def _write_events(self, account: str, frame: pl.DataFrame) -> Written:
-        complete = valid_events()
-        failures = [RowFailure(line, INCOMPLETE_EVENT) for line in frame.filter(~complete)["line"].to_list()]
-        # Sorted in index order, the inserts walk the unique index forwards instead of jumping around it; a
-        # repeat within the batch sorts after its first line, so the first line is the one kept.
-        rows = (
-            frame.filter(complete)
-            .with_columns(pl.col("event_id").cast(pl.UInt128))
-            .select(
-                "identity",
-                (pl.col("event_id") // _TWO_64).cast(pl.UInt64).reinterpret(signed=True).alias("id_hi"),
-                pl.col("event_id").cast(pl.UInt64, wrap_numerical=True).reinterpret(signed=True).alias("id_lo"),
-                "name",
-                "ts",
-                "line",
-                "properties",
-            )
-            .sort("identity", "id_hi", "id_lo", "line")
-        )
+        frame = prepare_events(frame)
+        rows, failures = frame, []
+        if not frame[_COMPLETE].all():
+            failures = [RowFailure(line, INCOMPLETE_EVENT) for line in frame.filter(~pl.col(_COMPLETE))["line"]]
+            rows = frame.filter(pl.col(_COMPLETE))
+        rows = rows.select(PREPARED_EVENTS[:-1])
         conn = self._connection()
         before = conn.total_changes
         # A slice at a time as one flat list of values in row order (cheaper than a tuple per row), so
         # the Python objects of a large write never all exist at once.
         for part in rows.iter_slices(_PYTHON_ROWS):
-            values = list(
-                itertools.chain.from_iterable(zip(*(column.to_list() for column in part.iter_columns()), strict=True))
-            )
-            _insert_chunked(conn, _insert_events, account, values, 7)
+            _insert_chunked(conn, _insert_events, account, _flat(part), 7)
         # INSERT OR IGNORE changes only the rows it inserted: the others were already there.
         inserted = conn.total_changes - before
         return Written(failures, duplicates=rows.height - inserted)
@@ -298,11 +292,11 @@ class SQLiteSink(Sink):
         # Rows that need no folding (most of an engine's file: one row per identity) are inserted as new profiles,
         # built column-wise, with no look-up first: only when some were already stored (the insert skipped them)
         # are those found, by their change number; they get a merge patch, or fold below if they add or remove.
-        found = profile_ops.quick(frame)
+        found = profile_ops.quick_of(frame)
         slow = None
         if not found.rows.is_empty():
             before = conn.total_changes
-            _insert_frame(conn, _insert_profiles, account, found.rows, change)
+            self._insert_frame(conn, _insert_profiles, account, found.rows, change)
             inserted = conn.total_changes - before
             if inserted < found.rows.height:
                 known = found.rows  # none was inserted: all were stored
@@ -316,7 +310,7 @@ class SQLiteSink(Sink):
                 adds, odd = profile_ops.stored_adds(simple)
                 simple = simple.filter(~pl.col("pos").is_in(odd.implode()))
                 slow = pl.concat([known.filter(pl.col("removes"))["pos"], odd])
-                _insert_frame(conn, _patch_profiles, account, profile_ops.patches(simple), change)
+                self._insert_frame(conn, _patch_profiles, account, profile_ops.patches(simple), change)
                 for part in adds.iter_slices(_PYTHON_ROWS):
                     conn.executemany(
                         _ADD_SQL,
@@ -329,6 +323,21 @@ class SQLiteSink(Sink):
         failures = self._fold_profiles(conn, account, rest, change) if not rest.is_empty() else []
         failures.sort(key=lambda failure: failure.line)
         return Written(failures)  # a profile row is applied, never a duplicate
+
+    def _insert_frame(
+        self,
+        conn: sqlite3.Connection,
+        statement: Callable[[str, int], str],
+        account: str,
+        rows: pl.DataFrame,
+        change: int,
+    ) -> None:
+        """`statement` for the (identity, ts, properties) rows, each with the change number."""
+        values = rows.select("identity", "ts", "properties", changed=pl.lit(change, dtype=pl.Int64)).sort(
+            "identity"  # in primary key order, so the statements walk the index forwards
+        )
+        for part in values.iter_slices(_PYTHON_ROWS):  # the Python values of a slice at a time, as for events
+            _insert_chunked(conn, statement, account, _flat(part), 4)
 
     def _fold_profiles(
         self, conn: sqlite3.Connection, account: str, frame: pl.DataFrame, change: int
@@ -419,7 +428,7 @@ class _Held(HeldWrites):
             raise
 
     async def write_events(self, account: str, frame: pl.DataFrame) -> Written:
-        check_columns(frame, EVENT_COLUMNS, "events")
+        check_columns(frame, PREPARED_EVENTS if _COMPLETE in frame.columns else EVENT_COLUMNS, "events")
         return await self._write(self.sink._write_events, account, frame)
 
     async def write_profiles(self, account: str, frame: pl.DataFrame) -> Written:
@@ -483,6 +492,34 @@ def _migrate_event_ids(conn: sqlite3.Connection) -> None:
     event(log, "sink.migrated", logging.WARNING, table="events", layout="id_hi/id_lo", rows=moved)
 
 
+def prepare_events(frame: pl.DataFrame) -> pl.DataFrame:
+    """An events frame as the sink writes it (Sink.prepare): the columns of PREPARED_EVENTS, the event id as two
+    integers, complete rows sorted in index order, then the others (only their line). A prepared frame, or prepared
+    frames joined, stay as they are."""
+    if _COMPLETE in frame.columns:
+        return frame
+    complete = frame.select(valid_events()).to_series()
+    whole = bool(complete.all())
+    rows = frame if whole else frame.filter(complete)
+    # Sorted in index order, the inserts walk the unique index forwards instead of jumping around it; a
+    # repeat within the batch sorts after its first line, so the first line is the one kept.
+    event_id = pl.col("event_id").cast(pl.UInt128)
+    rows = rows.select(
+        "identity",
+        (event_id // _TWO_64).cast(pl.UInt64).reinterpret(signed=True).alias(_ID_HI),
+        event_id.cast(pl.UInt64, wrap_numerical=True).reinterpret(signed=True).alias(_ID_LO),
+        "name",
+        "ts",
+        "line",
+        "properties",
+        pl.lit(True).alias(_COMPLETE),
+    ).sort("identity", _ID_HI, _ID_LO, "line")
+    if whole:
+        return rows
+    rest = frame.filter(~complete).select("line", pl.lit(False).alias(_COMPLETE))
+    return pl.concat([rows, rest], how="diagonal_relaxed", rechunk=False).select(PREPARED_EVENTS)
+
+
 def _stored(conn: sqlite3.Connection, account: str, identities: list[str], change: int) -> set[str]:
     """Those of the identities that had a profile stored in the account before the write numbered `change`."""
     if not identities:
@@ -491,18 +528,14 @@ def _stored(conn: sqlite3.Connection, account: str, identities: list[str], chang
     return {row[0] for row in conn.execute(_SELECT_STORED, (account, json.dumps(identities), change))}
 
 
-def _insert_frame(
-    conn: sqlite3.Connection, statement: Callable[[str, int], str], account: str, rows: pl.DataFrame, change: int
-) -> None:
-    """`statement` for the (identity, ts, properties) rows, each with the change number."""
-    values = rows.select("identity", "ts", "properties", changed=pl.lit(change, dtype=pl.Int64)).sort(
-        "identity"  # in primary key order, so the statements walk the index forwards
-    )
-    for part in values.iter_slices(_PYTHON_ROWS):  # the Python values of a slice at a time, as for events
-        flat = list(
-            itertools.chain.from_iterable(zip(*(column.to_list() for column in part.iter_columns()), strict=True))
-        )
-        _insert_chunked(conn, statement, account, flat, 4)
+def _flat(frame: pl.DataFrame) -> list[Any]:
+    """The frame's values as one flat list in row order (row 0's columns, then row 1's, ...): each column's Python
+    values put in place by one strided slice assignment, half the cost of zipping the columns into rows."""
+    width = frame.width
+    flat: list[Any] = [None] * (frame.height * width)
+    for index, column in enumerate(frame.iter_columns()):
+        flat[index::width] = column.to_list()
+    return flat
 
 
 def _loads(text: str) -> Any:
@@ -517,14 +550,20 @@ def _loads(text: str) -> Any:
 def _insert_chunked(
     conn: sqlite3.Connection, statement: Callable[[str, int], str], account: str, values: list[Any], width: int
 ) -> None:
-    """Insert a flat list of `width` values per row, `_ROWS_PER_STATEMENT` rows per statement, in order."""
+    """Insert a flat list of `width` values per row, `_ROWS_PER_STATEMENT` rows per statement, in order; the rows
+    left over in statements of `_TAIL_ROWS` rows, then of one: three statements per account and table whatever the
+    sizes of the writes, where one per left-over count filled the connection's statement cache (see
+    _ROWS_PER_STATEMENT)."""
     per = min(_ROWS_PER_STATEMENT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
-    step = per * width
-    whole = len(values) // step * step
-    if whole:
-        conn.executemany(statement(account, per), (values[start : start + step] for start in range(0, whole, step)))
-    if whole < len(values):
-        conn.execute(statement(account, (len(values) - whole) // width), values[whole:])
+    done = 0
+    for rows in (per, min(per, _TAIL_ROWS), 1):
+        step = rows * width
+        end = done + (len(values) - done) // step * step
+        if end > done:
+            conn.executemany(
+                statement(account, rows), (values[start : start + step] for start in range(done, end, step))
+            )
+        done = end
 
 
 @functools.lru_cache(maxsize=64)
@@ -582,7 +621,7 @@ def _patches(batch: profile_ops.ProfileBatch, stored: dict[str, str], change: in
         )
         .sort("identity")
     )
-    return list(itertools.chain.from_iterable(zip(*(column.to_list() for column in rows.iter_columns()), strict=True)))
+    return _flat(rows)
 
 
 @functools.lru_cache(maxsize=64)

@@ -16,7 +16,7 @@ import xxhash
 
 from daemon.config import Config, load_config
 from daemon.errors import RetryableError
-from daemon.sinks import RowFailure, Sink, open_sink
+from daemon.sinks import RowFailure, Sink, open_sink, profile_ops
 from daemon.sinks.base import iso_ms
 from daemon.sinks.elasticsearch import ElasticsearchSink
 from tests.fixtures.noida import Noida
@@ -94,15 +94,36 @@ def sink_config(data_dir: Path, driver: str, url: str = "", prefix: str = "") ->
     return load_config(environ=environ)
 
 
-@pytest.fixture(params=["sqlite", "elasticsearch"])
+def hand_over_prepared(sink: Sink) -> None:
+    """Make the sink's writes get their frames as the worker hands them over: through Sink.prepare (which the
+    validation thread runs), the first rows and the rest prepared apart, then together (as joined batches are)."""
+    for kind, name in (("event", "write_events"), ("profile", "write_profiles")):
+        prepare, write = sink.prepare(kind), getattr(sink, name)
+        assert prepare is not None
+
+        async def prepared(account: str, frame: pl.DataFrame, prepare: Any = prepare, write: Any = write) -> Any:
+            half = frame.height // 2
+            if half:
+                frame = pl.concat([prepare(frame.head(half)), prepare(frame.slice(half))])
+            return await write(account, prepare(frame))
+
+        setattr(sink, name, prepared)
+
+
+@pytest.fixture(params=["sqlite", "sqlite-prepared", "elasticsearch"])
 def run(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[SinkRunner]:
-    """`run(run.sink.write_events(...))`: a started sink of each driver, stopped at teardown."""
+    """`run(run.sink.write_events(...))`: a started sink of each driver, stopped at teardown; `sqlite-prepared`:
+    the sqlite sink given frames as the worker hands them over (hand_over_prepared)."""
     if request.param == "elasticsearch":
         server: Noida = request.getfixturevalue("noida")
         config = sink_config(data_dir, "elasticsearch", server.url, request.getfixturevalue("es_prefix"))
     else:
         config = sink_config(data_dir, "sqlite")
     runner = SinkRunner(config)
+    if request.param == "sqlite-prepared":
+        hand_over_prepared(runner.sink)
+        # Frames of a few rows prepared in two halves at once too, as large ones are.
+        request.getfixturevalue("monkeypatch").setattr(profile_ops, "HALVES_FROM", 4)
     runner(runner.sink.start())
     yield runner
     runner.close()
@@ -587,6 +608,20 @@ def test_random_operations_give_what_applying_the_rows_one_by_one_gives(run: Sin
     _write_and_match_the_reference(run, batches, spaced_first=True)
 
 
+def test_compact_rows_of_identities_twice_in_a_batch_far_apart_give_the_row_by_row_result(run: SinkRunner) -> None:
+    """Most identities on one row, some on two rows half a batch apart (a large batch's halves are prepared at
+    once): both rows apply, in order, over new and stored profiles."""
+    batches: list[list[tuple[str, int, list[list[Any]]]]] = []
+    for start in (0, 1000):
+        rows: list[tuple[str, int, list[list[Any]]]] = []
+        for i in range(80):  # p0 ... p39, then each again 40 rows later
+            rows.append((f"p{i % 40}", start + i, [["$set", "n", start + i], ["$add", "tags", f"t{start + i}"]]))
+        for i in range(20):
+            rows.append((f"solo{start + i}", i, [["$set", "n", i], ["$delete", "gone", None]]))
+        batches.append(rows)
+    _write_and_match_the_reference(run, batches, spaced_first=False)
+
+
 def test_cells_the_columnar_path_leaves_to_row_by_row_still_apply_in_order(run: SinkRunner) -> None:
     # Nested values, a null that is set, whitespace the engine never writes: applied in order with the plain rows.
     frame = profiles_frame(
@@ -760,5 +795,37 @@ def test_sqlite_held_writes_are_stored_at_commit_and_undone_by_abort(data_dir: P
 
         assert runner(held_then_abort()) == 0
         assert _stored_events(config) == 6
+    finally:
+        runner.close()
+
+
+@pytest.mark.parametrize("prepared", [False, True], ids=["plain", "prepared"])
+def test_sqlite_writes_larger_than_a_slice_of_python_values_store_every_row(data_dir: Path, prepared: bool) -> None:
+    """A write's rows become Python values a slice at a time, a statement of many rows at a time: a write
+    spanning several slices and statements (and a partial last one of each) stores each row once, as written."""
+    config = sink_config(data_dir, "sqlite")
+    runner = SinkRunner(config)
+    if prepared:
+        hand_over_prepared(runner.sink)
+    count = 25_123  # over two slices of 10,000 rows
+    try:
+        runner(runner.sink.start())
+        events = [(f"u{i % 1000}", "Viewed", JAN_8_2020 + i, {"n": i}) for i in range(count)]
+        assert runner(runner.sink.write_events(ACCOUNT, events_frame(events))) == []
+        profiles = [(f"p{i}", i, [["$set", "n", i], ["$add", "tags", f"t{i % 3}"]]) for i in range(count)]
+        assert runner(runner.sink.write_profiles(ACCOUNT, profiles_frame(profiles))) == []
+        for identity in ("u0", "u999"):
+            listed = runner(runner.sink.list_events(ACCOUNT, identity, limit=100))
+            number = int(identity[1:])
+            assert [event["properties"]["n"] for event in listed] == list(range(number, count, 1000))
+        for i in (0, 9_999, 10_000, 19_999, 20_000, count - 1):
+            profile = runner(runner.sink.get_profile(ACCOUNT, f"p{i}"))
+            assert profile is not None and profile["properties"] == {"n": i, "tags": [f"t{i % 3}"]}
+        conn = sqlite3.connect(f"file:{config.sink_db}?mode=ro", uri=True, timeout=30)
+        try:
+            stored = conn.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM profiles)").fetchone()
+        finally:
+            conn.close()
+        assert stored == (count, count)
     finally:
         runner.close()

@@ -108,3 +108,25 @@ def test_the_byte_budget_bounds_batches_without_bad_rows_too() -> None:
         validated.close()
     assert most <= 2
     assert [batch.rows for batch in taken] == [100] * 10
+
+
+def test_prepare_runs_in_the_validation_thread_on_each_batch_and_again_on_joined_ones() -> None:
+    source = Source(4, rows=100, bad=0)
+    threads: list[str] = []
+
+    def prepare(frame: pl.DataFrame) -> pl.DataFrame:
+        threads.append(threading.current_thread().name)
+        # Takes its own output: a joined frame is prepared again as a whole.
+        return frame.select("line").with_columns(first=pl.col("line").min())
+
+    validated = Validated(iter(source), ahead=21, prepare=prepare)
+    try:
+        settle(validated, source)
+        assert threads == ["ingestd-validate"] * 4  # each batch as it was validated, before the sink took any
+        joined = validated.take(10_000)
+        assert joined is not None and joined.events is not None
+    finally:
+        validated.close()
+    assert joined.events["line"].to_list() == list(range(2, 402))
+    assert joined.events["first"].unique().to_list() == [2]  # the four batches prepared as one
+    assert len(threads) == 5
