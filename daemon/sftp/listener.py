@@ -20,6 +20,7 @@ from daemon.logs import event
 from daemon.proxyproto import ProxyTrust
 from daemon.sftp.algorithms import select_algorithms
 from daemon.sftp.auth import SIGNATURE_ALGS, AccountSSHServer, LoginContext, LoginGuard
+from daemon.sftp.compat import quiet_debug_logs
 from daemon.sftp.handler import Count, DropFolderSFTP, SessionPolicy, count_locally, sweep_temp_files
 from daemon.sftp.limits import GatedListener, RefusalLog, StartupGate, quiet_accept_errors
 from daemon.shutdown import Shutdown
@@ -203,6 +204,7 @@ class SFTPListener:
             connection_prefix="c" if self.number is None else f"c{self.number}.",
         )
         quiet_accept_errors(asyncio.get_running_loop(), self.refused)
+        quiet_debug_logs()  # asyncssh's debug log calls cost nothing while off (daemon/sftp/compat.py)
         # No sftp_factory here: AccountSSHServer.session_requested opens SFTP sessions, counting them.
         self._acceptor = await asyncssh.listen(
             self.config.sftp.host,
