@@ -13,7 +13,8 @@ is most of the SFTP process's time:
 - no empty SSH_MSG_IGNORE before every packet while the cipher is an AEAD one (skip_empty_ignore);
 - the keepalive timer moved on lazily instead of being cancelled and made anew for every read from the
   socket (lazy_keepalive);
-- asyncssh's debug and per-packet log calls stop before building their text when nothing would be written
+- asyncssh's debug and per-packet log calls stop before building their text when nothing would be written,
+  and the SFTP server's file attributes are formatted for a debug line only when it is written
   (quiet_debug_logs): ingestd keeps the asyncssh logger at WARNING.
 """
 
@@ -23,6 +24,7 @@ import logging
 from typing import Any
 
 import asyncssh
+import asyncssh.sftp
 from asyncssh.connection import SSHConnection
 from asyncssh.constants import MSG_IGNORE, MSG_SERVICE_ACCEPT, MSG_SERVICE_REQUEST
 from asyncssh.encryption import ChachaEncryption, GCMEncryption
@@ -125,6 +127,20 @@ def lazy_keepalive(conn: asyncssh.SSHServerConnection) -> None:
 
 _ORIGINAL_LOG = SSHLogger.log
 _ORIGINAL_LOG_PACKET = SSHPacketLogger._log_packet
+_ORIGINAL_HIDE_EMPTY = asyncssh.sftp.hide_empty
+
+
+class _HiddenIfEmpty:
+    """asyncssh's `hide_empty(attrs)` (a debug-line argument) worked out only when the line is written."""
+
+    __slots__ = ("prefix", "value")
+
+    def __init__(self, value: object, prefix: str = ", ") -> None:
+        self.value = value
+        self.prefix = prefix
+
+    def __str__(self) -> str:
+        return str(_ORIGINAL_HIDE_EMPTY(self.value, self.prefix))
 
 
 def _log(self: SSHLogger, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
@@ -147,6 +163,11 @@ def quiet_debug_logs() -> None:
     SFTP process on small uploads. Both now return first when nothing would be written, and otherwise run
     asyncssh's own code unchanged, so `asyncssh.set_debug_level(3)` with the asyncssh logger at DEBUG still
     logs every packet.
+
+    And in the SFTP server, `hide_empty(attrs)` is passed to a debug1 line of every open (and setstat):
+    it formats all the attributes at once, written or not. The name in asyncssh.sftp is bound to a class
+    whose instances do that only when the line is formatted; hide_empty is used there for nothing else.
     """
     SSHLogger.log = _log  # type: ignore[method-assign]
     SSHPacketLogger._log_packet = _log_packet  # type: ignore[method-assign]
+    asyncssh.sftp.hide_empty = _HiddenIfEmpty  # type: ignore[assignment]

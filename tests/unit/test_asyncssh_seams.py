@@ -323,6 +323,7 @@ def test_asyncssh_logs_through_the_two_methods_quiet_debug_logs_wraps() -> None:
 def test_asyncssh_debug_lines_cost_nothing_while_off_and_are_written_when_on(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import asyncssh.sftp
     from asyncssh.logging import SSHLogger
     from asyncssh.packet import SSHPacketLogger
 
@@ -330,6 +331,7 @@ def test_asyncssh_debug_lines_cost_nothing_while_off_and_are_written_when_on(
 
     monkeypatch.setattr(SSHLogger, "log", SSHLogger.log)  # restored after the test
     monkeypatch.setattr(SSHPacketLogger, "_log_packet", SSHPacketLogger._log_packet)
+    monkeypatch.setattr(asyncssh.sftp, "hide_empty", asyncssh.sftp.hide_empty)
     monkeypatch.setattr(SSHLogger, "_debug_level", 1)
     compat.quiet_debug_logs()
     converted: list[str] = []
@@ -358,3 +360,43 @@ def test_asyncssh_debug_lines_cost_nothing_while_off_and_are_written_when_on(
     monkeypatch.setattr(SSHLogger, "_debug_level", 3)
     Handler().log_received_packet(94, 7, b"payload")
     assert "Received MSG_CHANNEL_DATA (94), 7 bytes" in caplog.text
+
+
+def test_asyncssh_sftp_uses_hide_empty_only_in_log_calls() -> None:
+    # daemon/sftp/compat.py quiet_debug_logs rebinds asyncssh.sftp.hide_empty to a lazy one: every call must
+    # still be an argument of a logger call (formatted with %s), or a caller would get an object, not a str.
+    import ast
+
+    import asyncssh.sftp
+
+    tree = ast.parse(inspect.getsource(asyncssh.sftp))
+    in_log_calls: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr.startswith("debug"):
+            in_log_calls.update(id(arg) for arg in node.args)
+    uses = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "hide_empty"
+    ]
+    assert uses, "asyncssh.sftp no longer calls hide_empty: the override is dead code"
+    assert all(id(node) in in_log_calls for node in uses), [
+        node.lineno for node in uses if id(node) not in in_log_calls
+    ]
+
+
+def test_the_lazy_hide_empty_writes_what_asyncssh_wrote(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncssh.sftp
+    from asyncssh.misc import hide_empty
+
+    from daemon.sftp import compat
+
+    monkeypatch.setattr(asyncssh.sftp, "hide_empty", asyncssh.sftp.hide_empty)
+    compat.quiet_debug_logs()
+    attrs = asyncssh.SFTPAttrs(size=12, permissions=0o644)
+    for value in (attrs, asyncssh.SFTPAttrs(), ""):
+        # What the logging module makes of the argument when it writes the line.
+        record = logging.LogRecord(
+            "asyncssh", logging.DEBUG, "", 0, "open x%s", (asyncssh.sftp.hide_empty(value),), None
+        )
+        assert record.getMessage() == "open x" + hide_empty(value)
