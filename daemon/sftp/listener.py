@@ -221,7 +221,9 @@ class SFTPListener:
             agent_forwarding=False,
             x11_forwarding=False,
             rdns_lookup=False,
-            # Channel window and packet size stay at asyncssh's defaults: larger ones measured no better.
+            # Channel window and packet size stay at asyncssh's defaults: larger ones measured no better
+            # (OpenSSH's client sends at most 32 KiB per channel packet whatever we allow: a 100 KiB file is
+            # six SSH packets in, three out, with 32 KiB or with 128 KiB).
             encryption_algs=algorithms.ciphers,
             mac_algs=algorithms.macs,
             kex_algs=algorithms.kex_algorithms,
