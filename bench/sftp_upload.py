@@ -396,6 +396,10 @@ def run_clients(
     return 0
 
 
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, epilog=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -471,6 +475,7 @@ def main() -> int:
         ingestd = servers[1]
         processes = re.search(r"\((\d+) processes\)", getattr(ingestd, "banner", ""))
         print(f"ingestd SFTP processes: {processes.group(1) if processes else 1}")
+        print(f"load average at start: {load_average()}  (the figures are only comparable on a quiet machine)")
         if args.clients:
             return run_clients(args, servers, client_keys, big, small, size, files)
 
@@ -534,6 +539,7 @@ def main() -> int:
         for server in servers:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
+        print(f"load average at end: {load_average()}")
 
 
 if __name__ == "__main__":

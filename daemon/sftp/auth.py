@@ -16,7 +16,7 @@ from asyncssh.stream import SFTPServerFactory, SSHServerStreamSession
 
 from daemon.logs import event
 from daemon.sftp.algorithms import move_to_fast_cipher
-from daemon.sftp.compat import accept_repeated_userauth, skip_empty_ignore
+from daemon.sftp.compat import accept_repeated_userauth, lazy_keepalive, skip_empty_ignore
 from daemon.sftp.limits import StartupGate
 from daemon.sftp.messages import (
     BANNED,
@@ -248,6 +248,7 @@ class AccountSSHServer(asyncssh.SSHServer):
         self._conn = conn
         accept_repeated_userauth(conn)  # paramiko with several keys (daemon/sftp/compat.py)
         skip_empty_ignore(conn)  # no CBC countermeasure with AEAD ciphers (daemon/sftp/compat.py)
+        lazy_keepalive(conn)  # one keepalive timer per interval, not one per read (daemon/sftp/compat.py)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.address = str(peer[0])
         self._ctx.gate.opened(self.address, self, self._drop)

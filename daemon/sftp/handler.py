@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -130,6 +131,10 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         self._account = account
         self._connection_id = connection_id
         self._policy = policy
+        self._uploads = 0  # uploads this session opened
+        self._in_flight = 0  # of which still open
+        self._spare: tuple[int, bytes] | None = None  # an empty temp file for its next upload
+        self._exited = False
 
     # -- paths ----------------------------------------------------------------------------------
 
@@ -169,7 +174,9 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         self._policy.take_file(self._account)
         try:
             if pflags & _WRITE_FLAGS:
-                return self._open_upload(path, pflags)
+                upload = self._open_upload(path, pflags)
+                self._in_flight += 1
+                return upload
             return self._open_download(path)
         except BaseException:
             self._policy.release_file(self._account)
@@ -219,8 +226,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         if partials.folder_ok(self._root):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(partial)  # the partner starts this name over: its broken upload is obsolete
-        temp = temp_path(self._root, name)
-        fd = create_temp(temp)
+        fd, temp = self._temp_file()
         upload = Upload(
             fd=fd,
             temp=temp,
@@ -233,7 +239,31 @@ class DropFolderSFTP(asyncssh.SFTPServer):
             count=self._policy.count,
         )
         self._policy.started(upload)
+        self._uploads += 1
+        if self._uploads > 1 and self._in_flight == 0:
+            # A session sending several files one after the other (OpenSSH's `put` of many): make the temp
+            # file of its next upload once this open's reply is out, while the partner sends this file.
+            # Creating a file in a watched folder is one of the dearest steps of a small upload (the inode,
+            # the watcher's inotify event), and the partner's next open would otherwise wait for it.
+            asyncio.get_running_loop().call_soon(self._make_spare)
         return upload
+
+    def _temp_file(self) -> tuple[int, bytes]:
+        """The open descriptor and path of a new empty temp file: the spare made ahead, or a new one."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            return spare
+        temp = temp_path(self._root)
+        return create_temp(temp), temp
+
+    def _make_spare(self) -> None:
+        if self._spare is not None or self._exited or self._policy.stopping:
+            return
+        temp = temp_path(self._root)
+        try:
+            self._spare = (create_temp(temp), temp)
+        except OSError:
+            return  # the next upload then creates its own, and reports whatever fails at that point
 
     def _resume(self, name: bytes, final: bytes, partial: bytes, pflags: int) -> Upload | None:
         """The kept partial of `name`, opened and locked for continuing; None when there is none."""
@@ -294,6 +324,7 @@ class DropFolderSFTP(asyncssh.SFTPServer):
                 upload.discard("error", DISCARDED.format(reason=exc.strerror or str(exc)))
                 raise SFTPFailure(upload.failed or "") from None
         finally:
+            self._in_flight -= 1
             self._policy.finished(upload)
             self._policy.release_file(self._account)
         elapsed_ms = int((time.monotonic() - upload.started) * 1000)
@@ -312,7 +343,14 @@ class DropFolderSFTP(asyncssh.SFTPServer):
         )
 
     def exit(self) -> None:
-        return None
+        """The session ended (asyncssh calls this after closing its open files): remove the spare temp file."""
+        self._exited = True
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            fd, temp = spare
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
 
     # -- data -----------------------------------------------------------------------------------
 

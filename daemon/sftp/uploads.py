@@ -15,7 +15,6 @@ from asyncssh import SFTPAttrs, SFTPFailure
 from daemon.logs import event
 from daemon.sftp import partials
 from daemon.sftp.messages import DISCARDED, NOT_A_FILE, RESUME_BUSY
-from daemon.sftp.paths import NAME_MAX
 from daemon.sftp.policy import Count
 
 log = logging.getLogger("ingestd.sftp")
@@ -26,12 +25,11 @@ _MAX_AHEAD = 1024  # out-of-order writes remembered per upload
 _DISCONNECTED = DISCARDED.format(reason="the connection ended before the file was closed")
 
 
-def temp_path(root: bytes, name: bytes) -> bytes:
-    """A new hidden temp name next to the final one (so the rename stays on one file system)."""
-    # Keep the temp name within NAME_MAX; the random part alone keeps it unique.
-    keep = NAME_MAX - len(TEMP_PREFIX) - 17 - len(TEMP_SUFFIX)
-    temp_name = f"{TEMP_PREFIX}{secrets.token_hex(8)}.".encode() + name[:keep] + TEMP_SUFFIX.encode()
-    return os.path.join(root, temp_name)
+def temp_path(root: bytes) -> bytes:
+    """A new hidden temp name in the account's folder (so the rename into place stays on one file system).
+
+    The name does not carry the final one: a session's next temp file is made before its name is known."""
+    return os.path.join(root, f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}".encode())
 
 
 def create_temp(temp: bytes) -> int:

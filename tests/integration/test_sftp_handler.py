@@ -142,7 +142,7 @@ def test_an_upload_appears_under_its_name_only_when_closed_and_replaces_a_file_w
             # Written so far, but not under its name: not on disk, not listed, not found by stat.
             assert "late.csv" not in os.listdir(drop) and "late.csv" not in await sftp.listdir(".")
             assert not await sftp.exists("late.csv")
-            assert [name.endswith(".late.csv.part") for name in temp_files(drop)] == [True]
+            assert len(temp_files(drop)) == 1  # the hidden temp file it is written to
             assert not [name for name in await sftp.listdir(".") if name.startswith(".") and name not in (".", "..")]
             await remote.close()
             assert (drop / "late.csv").stat().st_size == 9000 and temp_files(drop) == []
@@ -156,6 +156,61 @@ def test_an_upload_appears_under_its_name_only_when_closed_and_replaces_a_file_w
             # Changing a complete file in place is refused: the watcher may be importing it.
             with pytest.raises(asyncssh.SFTPOpUnsupported):
                 await sftp.open("late.csv", "r+b")
+
+    serve(tmp_path, sftp_host_keys, scenario)
+
+
+def test_a_session_sending_many_files_gets_each_whole_and_leaves_no_temp_file_behind(
+    tmp_path: Path, sftp_host_keys: Path
+) -> None:
+    # From its second upload on, a session gets the temp file of its next upload made ahead (one at most).
+    async def scenario(server: Server) -> None:
+        acme = server.partner()
+        drop = server.drop("acme")
+        sent = {f"f{index:02d}.csv": os.urandom(index * 997) for index in range(12)}  # f00.csv is empty
+        async with server.sftp(acme) as sftp:
+            for name, data in sent.items():
+                async with sftp.open(name, "wb") as remote:
+                    await remote.write(data)
+                assert (drop / name).read_bytes() == data
+                spares = temp_files(drop)
+                assert len(spares) <= 1 and all((drop / spare).stat().st_size == 0 for spare in spares)
+                assert not [entry for entry in await sftp.listdir(".") if entry.startswith(".ingestd-")]
+            assert len(temp_files(drop)) == 1  # ready for a next upload
+        for _ in range(100):  # the session's end removes it
+            if not temp_files(drop):
+                break
+            await asyncio.sleep(0.02)
+        assert temp_files(drop) == [] and sorted(os.listdir(drop)) == sorted(sent)
+        assert server.counted("UPLOADS") == len(sent) and server.counted("UPLOAD_BYTES") == sum(map(len, sent.values()))
+        # A connection dropped without closing the session removes its spare too; a later upload is whole.
+        async with asyncssh.connect(
+            "127.0.0.1", server.port, username="acme", client_keys=[acme.key], known_hosts=None, config=None
+        ) as conn:
+            sftp = await conn.start_sftp_client()
+            for name in ("g1.csv", "g2.csv", "g3.csv"):
+                async with sftp.open(name, "wb") as remote:
+                    await remote.write(name.encode())
+            conn.abort()
+        for _ in range(100):
+            if not temp_files(drop):
+                break
+            await asyncio.sleep(0.02)
+        assert temp_files(drop) == [] and (drop / "g3.csv").read_bytes() == b"g3.csv"
+        # OpenSSH's sftp putting several files in one session, as partners do.
+        source = tmp_path / "batch"
+        source.mkdir()
+        for index in range(5):
+            (source / f"b{index}.csv").write_bytes(b"identity\n%d\n" % index)
+        result = await server.openssh(acme, [f"put {source}/*"])
+        assert result.returncode == 0, result.stderr
+        for index in range(5):
+            assert (drop / f"b{index}.csv").read_bytes() == b"identity\n%d\n" % index
+        for _ in range(100):
+            if not temp_files(drop):
+                break
+            await asyncio.sleep(0.02)
+        assert temp_files(drop) == []
 
     serve(tmp_path, sftp_host_keys, scenario)
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
+from typing import Any
 
 import asyncssh
+import pytest
+from asyncssh.connection import SSHConnection
 from asyncssh.stream import SSHServerStreamSession
 
 
@@ -152,3 +157,246 @@ def test_a_real_session_over_aes_gcm_gets_no_empty_ignore_packets(tmp_path) -> N
     (tmp_path / "seen.csv").write_text("x\n")
     assert asyncio.run(session(skip=False)) > 20  # asyncssh alone: one before each packet
     assert asyncio.run(session(skip=True)) == 0  # the same session without them
+
+
+def test_asyncssh_still_resets_the_keepalive_timer_through_self_on_every_read() -> None:
+    # daemon/sftp/compat.py lazy_keepalive replaces these three on the connection: if asyncssh stops calling
+    # them through `self` (or renames the state they use), the override is dead code or breaks keepalives.
+    from asyncssh.connection import SSHConnection
+
+    assert "self._reset_keepalive_timer()" in inspect.getsource(SSHConnection._recv_data)
+    assert "self._keepalive_timer_callback" in inspect.getsource(SSHConnection._set_keepalive_timer)
+    reset = inspect.getsource(SSHConnection._reset_keepalive_timer)
+    assert "self._cancel_keepalive_timer()" in reset and "self._set_keepalive_timer()" in reset
+    callback = inspect.getsource(SSHConnection._keepalive_timer_callback)
+    assert "self._keepalive_count += 1" in callback and "self._set_keepalive_timer()" in callback
+    init = inspect.getsource(SSHConnection.__init__)
+    assert "self._keepalive_timer" in init and "self._loop" in init
+
+
+class _KeepaliveConnection:
+    """The keepalive part of asyncssh's SSHConnection (its own methods), with the request counted."""
+
+    _cancel_keepalive_timer: Any = SSHConnection._cancel_keepalive_timer
+    _set_keepalive_timer: Any = SSHConnection._set_keepalive_timer
+    _reset_keepalive_timer: Any = SSHConnection._reset_keepalive_timer
+    _keepalive_timer_callback: Any = SSHConnection._keepalive_timer_callback
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self._loop = loop
+        self._keepalive_interval = interval
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._keepalive_count = 0
+        self._keepalive_count_max = 3
+        self._auth_complete = True
+        self.requests = 0
+        self.lost: Exception | None = None
+
+    async def _make_keepalive_request(self) -> None:
+        self.requests += 1
+        self._keepalive_count = 0  # the client answered
+
+    def create_task(self, coro: Any) -> asyncio.Task[None]:
+        return self._loop.create_task(coro)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc
+
+
+def test_a_busy_connection_gets_no_keepalive_request_and_one_timer_per_interval_not_one_per_read() -> None:
+    from daemon.sftp.compat import lazy_keepalive
+
+    async def busy_then_quiet(lazy: bool) -> tuple[int, int, int]:
+        loop = asyncio.get_running_loop()
+        conn = _KeepaliveConnection(loop, interval=0.5)
+        if lazy:
+            lazy_keepalive(conn)  # type: ignore[arg-type]
+        timers: list[object] = []  # each timer the connection held (kept, so no id is reused)
+
+        def seen() -> None:
+            if conn._keepalive_timer is not None and all(conn._keepalive_timer is not t for t in timers):
+                timers.append(conn._keepalive_timer)
+
+        try:
+            conn._set_keepalive_timer()  # logged in
+            for _ in range(40):  # data arriving every 25 ms for a second: never a quiet interval
+                conn._reset_keepalive_timer()
+                seen()
+                await asyncio.sleep(0.025)
+                seen()
+            busy = conn.requests
+            for _ in range(100):  # then quiet: asyncssh's own callback asks the client
+                if conn.requests:
+                    break
+                await asyncio.sleep(0.05)
+            return busy, conn.requests, len(timers)
+        finally:
+            conn._cancel_keepalive_timer()
+
+    busy, quiet, timers = asyncio.run(busy_then_quiet(lazy=True))
+    assert busy == 0 and quiet == 1
+    assert timers <= 6  # one per interval (and the first); asyncssh alone makes one per read
+    busy, quiet, timers = asyncio.run(busy_then_quiet(lazy=False))
+    assert busy == 0 and quiet == 1 and timers >= 40  # the same behaviour, the cost the override removes
+
+
+def test_a_real_idle_session_with_the_lazy_keepalive_still_gets_keepalive_requests(tmp_path) -> None:
+    from asyncssh.constants import MSG_GLOBAL_REQUEST
+
+    from daemon.sftp.compat import lazy_keepalive
+
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+
+    async def session() -> tuple[int, int]:
+        class Server(asyncssh.SSHServer):
+            def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+                lazy_keepalive(conn)
+
+            def begin_auth(self, username: str) -> bool:
+                return True
+
+            def public_key_auth_supported(self) -> bool:
+                return True
+
+            def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+                return key.public_data == client_key.public_data
+
+        server = await asyncssh.listen(
+            "127.0.0.1",
+            0,
+            server_factory=Server,
+            server_host_keys=[host_key],
+            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(tmp_path).encode()),
+            keepalive_interval=0.5,
+        )
+        received: list[int] = []
+        try:
+            async with asyncssh.connect(
+                "127.0.0.1", server.get_port(), username="acme", client_keys=[client_key], known_hosts=None
+            ) as conn:
+                log = conn.log_received_packet
+
+                def counting(pkttype: int, *args: Any, **kwargs: Any) -> None:
+                    received.append(pkttype)
+                    log(pkttype, *args, **kwargs)
+
+                conn.log_received_packet = counting  # type: ignore[method-assign]
+                async with conn.start_sftp_client() as sftp:
+                    for _ in range(30):  # busy for about as long as two intervals
+                        assert "seen.csv" in await sftp.listdir(".")
+                        await asyncio.sleep(0.03)
+                    busy = received.count(MSG_GLOBAL_REQUEST)
+                    for _ in range(100):
+                        if received.count(MSG_GLOBAL_REQUEST) > busy:
+                            break
+                        await asyncio.sleep(0.05)
+                    # Answered: the connection is still there and works.
+                    assert "seen.csv" in await sftp.listdir(".")
+        finally:
+            server.close()
+        return busy, received.count(MSG_GLOBAL_REQUEST)
+
+    (tmp_path / "seen.csv").write_text("x\n")
+    busy, total = asyncio.run(session())
+    assert busy == 0 and total >= 1
+
+
+def test_asyncssh_logs_through_the_two_methods_quiet_debug_logs_wraps() -> None:
+    # daemon/sftp/compat.py quiet_debug_logs: SSHLogger.log converts the arguments before the level check,
+    # and packets are logged only at debug level 3 via _log_packet -> logger.packet. If that changes, review.
+    from asyncssh.logging import SSHLogger
+    from asyncssh.packet import SSHPacketLogger
+
+    from daemon.sftp import compat
+
+    assert compat._ORIGINAL_LOG.__qualname__ == "SSHLogger.log"
+    assert compat._ORIGINAL_LOG_PACKET.__qualname__ == "SSHPacketLogger._log_packet"
+    assert "super().log(level, msg, *log_args, **kwargs)" in inspect.getsource(compat._ORIGINAL_LOG)
+    assert "self.log(logging.DEBUG" in inspect.getsource(SSHLogger.debug1)
+    assert "if self._debug_level >= 3:" in inspect.getsource(SSHLogger.packet)
+    assert "self.logger.packet(" in inspect.getsource(compat._ORIGINAL_LOG_PACKET)
+    for name in ("log_sent_packet", "log_received_packet"):
+        assert "self._log_packet(" in inspect.getsource(getattr(SSHPacketLogger, name))
+
+
+def test_asyncssh_debug_lines_cost_nothing_while_off_and_are_written_when_on(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncssh.sftp
+    from asyncssh.logging import SSHLogger
+    from asyncssh.packet import SSHPacketLogger
+
+    from daemon.sftp import compat
+
+    monkeypatch.setattr(SSHLogger, "log", SSHLogger.log)  # restored after the test
+    monkeypatch.setattr(SSHPacketLogger, "_log_packet", SSHPacketLogger._log_packet)
+    monkeypatch.setattr(asyncssh.sftp, "hide_empty", asyncssh.sftp.hide_empty)
+    monkeypatch.setattr(SSHLogger, "_debug_level", 1)
+    compat.quiet_debug_logs()
+    converted: list[str] = []
+
+    class Probe:
+        def __str__(self) -> str:
+            converted.append("probe")
+            return "probe-text"
+
+    class Handler(SSHPacketLogger):
+        logger = asyncssh.logging.logger.get_child("test")
+
+        def __init__(self) -> None:
+            self._handler_names = {94: "MSG_CHANNEL_DATA"}
+
+    logger = asyncssh.logging.logger.get_child("test")
+    caplog.set_level(logging.WARNING, logger="asyncssh")
+    logger.debug1("Received %s", [Probe()])
+    Handler().log_received_packet(94, 7, b"payload")
+    assert converted == [] and caplog.records == []
+    caplog.set_level(logging.DEBUG, logger="asyncssh")
+    logger.debug1("Received %s", [Probe()])
+    assert converted == ["probe"] and "Received probe-text" in caplog.text
+    Handler().log_received_packet(94, 7, b"payload")
+    assert "MSG_CHANNEL_DATA" not in caplog.text  # packets only at debug level 3, as asyncssh does
+    monkeypatch.setattr(SSHLogger, "_debug_level", 3)
+    Handler().log_received_packet(94, 7, b"payload")
+    assert "Received MSG_CHANNEL_DATA (94), 7 bytes" in caplog.text
+
+
+def test_asyncssh_sftp_uses_hide_empty_only_in_log_calls() -> None:
+    # daemon/sftp/compat.py quiet_debug_logs rebinds asyncssh.sftp.hide_empty to a lazy one: every call must
+    # still be an argument of a logger call (formatted with %s), or a caller would get an object, not a str.
+    import ast
+
+    import asyncssh.sftp
+
+    tree = ast.parse(inspect.getsource(asyncssh.sftp))
+    in_log_calls: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr.startswith("debug"):
+            in_log_calls.update(id(arg) for arg in node.args)
+    uses = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "hide_empty"
+    ]
+    assert uses, "asyncssh.sftp no longer calls hide_empty: the override is dead code"
+    assert all(id(node) in in_log_calls for node in uses), [
+        node.lineno for node in uses if id(node) not in in_log_calls
+    ]
+
+
+def test_the_lazy_hide_empty_writes_what_asyncssh_wrote(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncssh.sftp
+    from asyncssh.misc import hide_empty
+
+    from daemon.sftp import compat
+
+    monkeypatch.setattr(asyncssh.sftp, "hide_empty", asyncssh.sftp.hide_empty)
+    compat.quiet_debug_logs()
+    attrs = asyncssh.SFTPAttrs(size=12, permissions=0o644)
+    for value in (attrs, asyncssh.SFTPAttrs(), ""):
+        # What the logging module makes of the argument when it writes the line.
+        record = logging.LogRecord(
+            "asyncssh", logging.DEBUG, "", 0, "open x%s", (asyncssh.sftp.hide_empty(value),), None
+        )
+        assert record.getMessage() == "open x" + hide_empty(value)
