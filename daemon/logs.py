@@ -74,5 +74,5 @@ def setup_logging(fmt: str = "text", level: str = "info", stream: TextIO | None 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("asyncssh", "watchdog", "elastic_transport", "aiohttp.access", "mail.log"):
+    for noisy in ("asyncssh", "elastic_transport", "aiohttp.access", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

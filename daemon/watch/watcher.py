@@ -9,24 +9,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileDeletedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
-
 from daemon.logs import event
 from daemon.sftp import partials
 from daemon.store.jobs import JobStore
 from daemon.store.keys import ACCOUNT_RE
 from daemon.text import has_surrogates, safe
+from daemon.watch.inotify import Events
 
 log = logging.getLogger("ingestd.watch")
 
@@ -54,7 +42,8 @@ RESCAN_MIN_AGE = 5.0  # a periodic rescan leaves alone files still being written
 
 
 class DropWatcher:
-    """Turns manifests into jobs from watchdog's thread; `on_change` wakes the scheduler for any file.
+    """Turns manifests into jobs from the inotify thread (daemon/watch/inotify.py); `on_change` wakes the
+    scheduler for any file.
 
     Every `rescan_interval` seconds it also rescans the drop folders: inotify sees only this machine's writes,
     not those of other nodes on a shared file system (NFS, EFS), and it can overflow. Queuing is idempotent
@@ -73,7 +62,7 @@ class DropWatcher:
         self.on_change = on_change
         self.rescan_interval = rescan_interval  # 0: no periodic rescan
         self.resume_window = resume_window  # broken uploads older than this are removed by each rescan
-        self._observer: BaseObserver | None = None
+        self._events: Events | None = None
         self._stop = threading.Event()
         self._rescanner: threading.Thread | None = None
 
@@ -132,16 +121,46 @@ class DropWatcher:
 
     def start(self) -> None:
         self.drop_root.mkdir(parents=True, exist_ok=True)
-        self._observer = Observer()
-        # Only the events the handler acts on: the kernel then stops reporting every open and write of an
-        # upload in progress (about six events per small file, each a trip through watchdog's thread).
-        self._observer.schedule(_Handler(self), str(self.drop_root), recursive=True, event_filter=_EVENTS)
-        self._observer.daemon = True
-        self._observer.start()
+        self._events = Events(self.drop_root, self._file_event, self._new_folder, self._lost)
+        self._events.start()
         if self.rescan_interval > 0:
             self._stop.clear()
             self._rescanner = threading.Thread(target=self._rescan_forever, daemon=True, name="drop-rescan")
             self._rescanner.start()
+
+    def _file_event(self, account: str, name: str, arrived: bool) -> None:
+        """A file in an account's folder is whole under its name (renamed in: an SFTP upload completed; or
+        closed after writing: a copy by other means), or has left it."""
+        queued = False
+        if arrived:
+            match = manifest_of(self.drop_root, os.path.join(self.drop_root, account, name))
+            if match:
+                try:
+                    queued = self.arrived(*match) is not None
+                except Exception:
+                    log.exception("could not queue %s/%s", account, safe(name))
+        # Only a whole, visible file (or one leaving the folder) can unblock a job; the temp files of uploads
+        # in progress must not wake the scheduler. A new job is started at once; other changes may wait for
+        # the next scheduling pass of a burst.
+        if not name.startswith("."):
+            self.on_change(urgent=queued)
+
+    def _new_folder(self, account: str) -> None:
+        # Files may land in a new account folder before its watch is in place: look at what is there.
+        try:
+            if self.rescan(account=account):
+                self.on_change(urgent=True)
+        except Exception:
+            log.exception("could not scan the new folder %s", safe(account))
+
+    def _lost(self) -> None:
+        """The kernel dropped events (its queue overflowed): every folder is looked at again."""
+        event(log, "watch.overflow", logging.WARNING)
+        try:
+            self.rescan()
+        except Exception:
+            log.exception("rescanning the drop folders failed")
+        self.on_change(urgent=True)
 
     def _rescan_forever(self) -> None:
         while not self._stop.wait(self.rescan_interval):
@@ -160,54 +179,6 @@ class DropWatcher:
         if self._rescanner is not None:
             self._rescanner.join(timeout=30)  # a rescan of a slow shared file system may be under way
             self._rescanner = None
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5)
-            self._observer = None
-
-
-_EVENTS = [FileMovedEvent, DirMovedEvent, FileClosedEvent, FileDeletedEvent, DirDeletedEvent, DirCreatedEvent]
-
-
-class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: DropWatcher) -> None:
-        self.watcher = watcher
-
-    def on_any_event(self, fs_event: FileSystemEvent) -> None:
-        if fs_event.is_directory:
-            if fs_event.event_type == "created":
-                self._new_folder(os.fsdecode(fs_event.src_path))
-            return
-        # A rename (an SFTP upload completed) or a closed write (a copy by other means): the file is whole.
-        # "created" alone is too early for a copy, its bytes may still be coming.
-        path = fs_event.dest_path if fs_event.event_type == "moved" else fs_event.src_path
-        queued = False
-        if fs_event.event_type in ("moved", "closed"):
-            match = manifest_of(self.watcher.drop_root, path)
-            if match:
-                try:
-                    queued = self.watcher.arrived(*match) is not None
-                except Exception:
-                    log.exception("could not queue %s", safe(os.fsdecode(path)))
-        # Only a whole, visible file in an account's folder (or one leaving it) can unblock a job; the
-        # temp files of uploads in progress (many events per upload) must not wake the scheduler. A new job
-        # is started at once; other changes may wait for the next scheduling pass of a burst.
-        if fs_event.event_type in ("moved", "closed", "deleted") and self._visible(path):
-            self.watcher.on_change(urgent=queued)
-
-    def _visible(self, path: str | bytes) -> bool:
-        try:
-            parts = Path(os.fsdecode(path)).relative_to(self.watcher.drop_root).parts
-        except ValueError:
-            return False
-        return len(parts) == 2 and not parts[1].startswith(".")
-
-    def _new_folder(self, path: str) -> None:
-        # Files may land in a new account folder before its watch is in place: look at what is there.
-        folder = Path(path)
-        if folder.parent == self.watcher.drop_root and ACCOUNT.match(folder.name):
-            try:
-                if self.watcher.rescan(account=folder.name):
-                    self.watcher.on_change(urgent=True)
-            except Exception:
-                log.exception("could not scan the new folder %s", path)
+        if self._events is not None:
+            self._events.stop()
+            self._events = None

@@ -96,6 +96,49 @@ def test_a_new_accounts_folder_is_watched_too(running: Running) -> None:
     assert job["account"] == "newco"
 
 
+def test_an_account_folder_moved_into_the_drop_root_is_watched_and_one_moved_out_is_not(
+    running: Running, tmp_path: Path
+) -> None:
+    made = tmp_path / "moved"
+    made.mkdir()
+    (made / "m.csv").write_text("identity,Name\nmo,Mo\n")
+    (made / "m.manifest").write_text(manifest("m.csv"))
+    folder = running.config.drop_root / "moved"
+    os.rename(made, folder)  # its files were there before it was watched
+    running.until("the moved-in folder's job", lambda: any(j["finished_at"] for j in running.jobs()))
+    (folder / "later.csv").write_text("identity,Name\nli,Li\n")
+    (folder / "later.manifest").write_text(manifest("later.csv"))  # after: its own event
+    running.until("the later manifest's job", lambda: len([j for j in running.jobs() if j["finished_at"]]) == 2)
+    gone = tmp_path / "gone"
+    os.rename(running.config.drop_root / "acme", gone)
+    (gone / "g.csv").write_text("identity,Name\ngi,Gi\n")
+    (gone / "g.manifest").write_text(manifest("g.csv"))  # outside the drop root now: no arrival
+    (folder / "last.csv").write_text("identity,Name\nla,La\n")
+    (folder / "last.manifest").write_text(manifest("last.csv"))
+    running.until("the last manifest's job", lambda: len([j for j in running.jobs() if j["finished_at"]]) == 3)
+    assert [(job["account"], job["manifest_name"]) for job in running.jobs()] == [
+        ("moved", "m.manifest"),
+        ("moved", "later.manifest"),
+        ("moved", "last.manifest"),
+    ]
+
+
+def test_after_the_kernel_drops_events_every_folder_is_looked_at_again(running: Running) -> None:
+    from inotify_simple import flags
+
+    events = running.manager.watcher._events
+    assert events is not None
+    events._unwatch("acme")  # as if its events were lost
+    folder = running.config.drop_root / "acme"
+    (folder / "o.csv").write_text("identity,Name\nola,Ola\n")
+    (folder / "o.manifest").write_text(manifest("o.csv"))
+    time.sleep(0.5)
+    assert running.jobs() == []
+    events._dispatch(-1, flags.Q_OVERFLOW, "")  # what the kernel reports when its queue overflowed
+    [job] = running.until("the manifest's job", running.jobs)
+    assert job["manifest_name"] == "o.manifest"
+
+
 def test_hidden_files_nested_folders_and_other_names_are_not_arrivals(running: Running) -> None:
     folder = running.config.drop_root / "acme"
     (folder / ".ingestd-upload-2.x.manifest.part").write_text(manifest("x.csv"))
