@@ -596,7 +596,10 @@ def _compile(plan: Plan, stats: Stats) -> Compiled:
         ts_cell = pl.lit("")
     outputs: dict[str, pl.Expr] = {"line": pl.col("line").cast(pl.Int64), "identity": identity}
     if plan.kind == "profile":
-        outputs.update(ts=ts_ms, ops=_ops(plan, stats))
+        # Without `.operation` columns every operation is a $set of another property: the row's new profile is
+        # also a JSON object, which a sink stores (or merges) as it is instead of reading it out of `ops`.
+        sets = _properties(plan, stats) if not plan.op_indexes else pl.lit(None, dtype=pl.String)
+        outputs.update(ts=ts_ms, ops=_ops(plan, stats), sets=sets)
         first, shared = _shared(plan, stats)
         return Compiled(_checks(plan, stats), outputs, None, shared, first)
     name = plan.event_name.raw if plan.event_name is not None else pl.lit("")

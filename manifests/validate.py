@@ -33,7 +33,9 @@ EVENTS_SCHEMA = {
     "ts": pl.Int64,
     "properties": pl.String,
 }
-PROFILES_SCHEMA = {"line": pl.Int64, "identity": pl.String, "ts": pl.Int64, "ops": pl.String}
+# `sets`: the row's operations as one JSON object when they are all $set (a file without `.operation` columns),
+# else null.
+PROFILES_SCHEMA = {"line": pl.Int64, "identity": pl.String, "ts": pl.Int64, "ops": pl.String, "sets": pl.String}
 
 
 @dataclass(slots=True)

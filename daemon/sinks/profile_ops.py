@@ -171,29 +171,35 @@ def quick(frame: pl.DataFrame, unique: pl.Series | None = None, offset: int = 0)
     `frame` may be a slice of the batch, its first row at `offset`: `unique` then says, per row, whether its
     identity is on no other row of the whole batch."""
     present = pl.col("identity").is_not_null() & pl.col("ts").is_not_null() & pl.col("ops").is_not_null()
+    # The engine's `sets` (a row of $set only, as one JSON object): the new profile as it is, no cell to read.
+    given = pl.col("sets").is_not_null() if "sets" in frame.columns else pl.lit(False)
     indexed = frame.with_row_index("pos", offset=offset).with_columns(
         quick=present
         & (pl.col("identity").is_unique() if unique is None else pl.lit(unique))
-        & pl.col("ops").str.contains(TIGHT)
-        & ~pl.col("ops").str.contains(_COMMA_FIRST, literal=True)
+        & (given | (pl.col("ops").str.contains(TIGHT) & ~pl.col("ops").str.contains(_COMMA_FIRST, literal=True)))
     )
-    ops = pl.col("ops")
-    candidates = (
-        indexed.filter(pl.col("quick"))
-        .select(
-            "pos",
-            "identity",
-            "ts",
-            "ops",
-            # `","key",` is in every element once: a key named twice is in the list twice.
-            twice=ops.str.extract_all(r'","[^"]*",').list.n_unique()
-            < ops.str.count_matches('],["$', literal=True) + 1 - (ops == "[]").cast(pl.UInt32),
-            adds=ops.str.contains('["$add"', literal=True),
-            removes=ops.str.contains('["$remove"', literal=True),
-            deletes=ops.str.contains('["$delete"', literal=True),
+    chosen = indexed.filter(pl.col("quick"))
+    direct = None
+    if "sets" in frame.columns:
+        direct = chosen.filter(given).select(
+            "pos", "identity", "ts", "ops", grows=False, removes=False, properties="sets", given=True
         )
-        .with_columns(grows=pl.col("adds") | pl.col("removes"), drops=pl.col("removes") | pl.col("deletes"))
-    )
+        chosen = chosen.filter(~given)
+        if chosen.is_empty():  # every quick row given (a file without `.operation` columns)
+            return Quick(direct, indexed)
+    ops = pl.col("ops")
+    candidates = chosen.select(
+        "pos",
+        "identity",
+        "ts",
+        "ops",
+        # `","key",` is in every element once: a key named twice is in the list twice.
+        twice=ops.str.extract_all(r'","[^"]*",').list.n_unique()
+        < ops.str.count_matches('],["$', literal=True) + 1 - (ops == "[]").cast(pl.UInt32),
+        adds=ops.str.contains('["$add"', literal=True),
+        removes=ops.str.contains('["$remove"', literal=True),
+        deletes=ops.str.contains('["$delete"', literal=True),
+    ).with_columns(grows=pl.col("adds") | pl.col("removes"), drops=pl.col("removes") | pl.col("deletes"))
     twice = candidates.filter(pl.col("twice"))["pos"]
     rows = candidates.filter(~pl.col("twice"))
     cell = ops
@@ -202,15 +208,24 @@ def quick(frame: pl.DataFrame, unique: pl.Series | None = None, offset: int = 0)
     if rows["grows"].any():
         cell = cell.str.replace_all(_ADD, _ADDED)
     rows = rows.with_columns(cell=cell).select(
-        "pos", "identity", "ts", "ops", "grows", "removes", properties=_members()
+        "pos", "identity", "ts", "ops", "grows", "removes", properties=_members(), given=False
     )
+    if direct is not None and not direct.is_empty():
+        rows = pl.concat([direct, rows]).sort("pos")  # in frame order, as `prepare` expects
     if not twice.is_empty():
         indexed = indexed.with_columns(quick=pl.col("quick") & ~pl.col("pos").is_in(twice.implode()))
     return Quick(rows, indexed)
 
 
 # `prepare`'s columns: Quick.indexed's pos and quick, Quick.rows' grows, removes and properties (null if not quick).
-_PREPARED = {"pos": "_pos", "quick": "_quick", "grows": "_grows", "removes": "_removes", "properties": "_properties"}
+_PREPARED = {
+    "pos": "_pos",
+    "quick": "_quick",
+    "grows": "_grows",
+    "removes": "_removes",
+    "properties": "_properties",
+    "given": "_given",
+}
 
 
 # Rows from which `prepare` works on the two halves of a frame at once: two cores for the regexes of a large batch.
@@ -233,7 +248,7 @@ def prepare(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _prepared(found: Quick) -> pl.DataFrame:
-    rows = found.rows.select("pos", "grows", "removes", "properties")
+    rows = found.rows.select("pos", "grows", "removes", "properties", "given")
     if rows.height == found.indexed.height:  # every row quick (most often): the same rows in the same order
         return pl.concat([found.indexed, rows.drop("pos")], how="horizontal").rename(_PREPARED)
     return found.indexed.join(rows, on="pos", how="left", maintain_order="left").rename(_PREPARED)
@@ -251,17 +266,21 @@ def quick_of(frame: pl.DataFrame) -> Quick:
         "ops",
         *(pl.col(new).alias(names[new]) for new in names if new not in ("_pos", "_quick")),
     )
-    return Quick(rows, frame.drop("_grows", "_removes", "_properties").rename({"_pos": "pos", "_quick": "quick"}))
+    return Quick(
+        rows, frame.drop("_grows", "_removes", "_properties", "_given").rename({"_pos": "pos", "_quick": "quick"})
+    )
 
 
 def patches(rows: pl.DataFrame) -> pl.DataFrame:
     """(identity, ts, properties) of quick rows with no $remove, for identities with a stored profile: properties a
     JSON merge patch for `json_patch` ($set, and null for $delete); their $add elements are left to `stored_adds`."""
+    if rows["given"].all():  # the engine's objects of $set only: each its own merge patch
+        return rows.select("identity", "ts", "properties")
     cell = pl.col("ops")
     if rows["grows"].any():
         cell = pl.when(pl.col("grows")).then(cell.str.replace_all(_dropped("add"), "")).otherwise(cell)
     return rows.with_columns(cell=cell.str.replace_all(_DELETE, _DELETED)).select(
-        "identity", "ts", properties=_members()
+        "identity", "ts", properties=pl.when(pl.col("given")).then(pl.col("properties")).otherwise(_members())
     )
 
 

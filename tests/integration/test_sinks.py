@@ -110,16 +110,46 @@ def hand_over_prepared(sink: Sink) -> None:
         setattr(sink, name, prepared)
 
 
-@pytest.fixture(params=["sqlite", "sqlite-prepared", "elasticsearch"])
+def with_sets(frame: pl.DataFrame) -> pl.DataFrame:
+    """The engine's `sets` column: a row's operations as one JSON object when they are all $set of distinct
+    properties (as in a file without `.operation` columns), else null."""
+
+    def sets(ops: str | None) -> str | None:
+        try:
+            elements = json.loads(ops or "")
+            keys = [key for op, key, _ in elements if op == "$set"]
+        except (ValueError, TypeError):
+            return None  # not the engine's cell (a sink test of a broken one): no object either
+        if len(keys) < len(elements) or len(set(keys)) < len(keys) or None in [v for _, _, v in elements]:
+            return None
+        return json.dumps({key: value for _, key, value in elements}, separators=(",", ":"))
+
+    return frame.with_columns(sets=pl.Series([sets(ops) for ops in frame["ops"]], dtype=pl.String))
+
+
+def hand_over_sets(sink: Sink) -> None:
+    """Make the sink's profile writes get the engine's `sets` column beside `ops` (with_sets)."""
+    write = sink.write_profiles
+
+    async def given(account: str, frame: pl.DataFrame) -> Any:
+        return await write(account, with_sets(frame))
+
+    sink.write_profiles = given  # type: ignore[method-assign]
+
+
+@pytest.fixture(params=["sqlite", "sqlite-prepared", "sqlite-sets", "elasticsearch"])
 def run(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[SinkRunner]:
     """`run(run.sink.write_events(...))`: a started sink of each driver, stopped at teardown; `sqlite-prepared`:
-    the sqlite sink given frames as the worker hands them over (hand_over_prepared)."""
+    the sqlite sink given frames as the worker hands them over (hand_over_prepared); `sqlite-sets`: profile frames
+    with the engine's `sets` objects where a row only sets (hand_over_sets)."""
     if request.param == "elasticsearch":
         server: Noida = request.getfixturevalue("noida")
         config = sink_config(data_dir, "elasticsearch", server.url, request.getfixturevalue("es_prefix"))
     else:
         config = sink_config(data_dir, "sqlite")
     runner = SinkRunner(config)
+    if request.param == "sqlite-sets":
+        hand_over_sets(runner.sink)
     if request.param == "sqlite-prepared":
         hand_over_prepared(runner.sink)
         # Frames of a few rows prepared in two halves at once too, as large ones are.

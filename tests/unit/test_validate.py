@@ -254,7 +254,7 @@ def test_the_frames_follow_the_interface(tmp_path):
     assert (line, identity, name, ts, json.loads(properties)) == (2, "a", "Buy", 1574668407000, {"x": "1"})
     assert event_id.isdigit() and int(event_id) < 2**128
     profiles = run(tmp_path, "identity,x\na,1\n", manifest("profile")).batches[0].profiles
-    assert list(profiles.columns) == ["line", "identity", "ts", "ops"]
+    assert list(profiles.columns) == ["line", "identity", "ts", "ops", "sets"]
 
 
 @pytest.mark.parametrize("data", ["identity,Age", "identity,Age\na,1", "identity,Age\r\na,1\r\n"])
