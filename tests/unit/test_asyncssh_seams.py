@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import asyncssh
@@ -113,24 +114,10 @@ def test_a_real_session_over_aes_gcm_gets_no_empty_ignore_packets(tmp_path) -> N
     client_key = asyncssh.generate_private_key("ssh-ed25519")
 
     async def session(skip: bool) -> int:
-        class Server(asyncssh.SSHServer):
-            def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-                if skip:
-                    skip_empty_ignore(conn)
-
-            def begin_auth(self, username: str) -> bool:
-                return True
-
-            def public_key_auth_supported(self) -> bool:
-                return True
-
-            def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-                return key.public_data == client_key.public_data
-
         server = await asyncssh.listen(
             "127.0.0.1",
             0,
-            server_factory=Server,
+            server_factory=_key_server(client_key, skip_empty_ignore if skip else None),
             server_host_keys=[host_key],
             sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(tmp_path).encode()),
             encryption_algs=["aes128-gcm@openssh.com"],
@@ -249,23 +236,10 @@ def test_a_real_idle_session_with_the_lazy_keepalive_still_gets_keepalive_reques
     client_key = asyncssh.generate_private_key("ssh-ed25519")
 
     async def session() -> tuple[int, int]:
-        class Server(asyncssh.SSHServer):
-            def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-                lazy_keepalive(conn)
-
-            def begin_auth(self, username: str) -> bool:
-                return True
-
-            def public_key_auth_supported(self) -> bool:
-                return True
-
-            def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-                return key.public_data == client_key.public_data
-
         server = await asyncssh.listen(
             "127.0.0.1",
             0,
-            server_factory=Server,
+            server_factory=_key_server(client_key, lazy_keepalive),
             server_host_keys=[host_key],
             sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(tmp_path).encode()),
             keepalive_interval=0.5,
@@ -400,3 +374,26 @@ def test_the_lazy_hide_empty_writes_what_asyncssh_wrote(monkeypatch: pytest.Monk
             "asyncssh", logging.DEBUG, "", 0, "open x%s", (asyncssh.sftp.hide_empty(value),), None
         )
         assert record.getMessage() == "open x" + hide_empty(value)
+
+
+def _key_server(
+    client_key: asyncssh.SSHKey, on_connection: Callable[[asyncssh.SSHServerConnection], None] | None
+) -> type[asyncssh.SSHServer]:
+    """A plain asyncssh server that lets `client_key` in, `on_connection` (an override) applied to each
+    connection."""
+
+    class Server(asyncssh.SSHServer):
+        def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+            if on_connection is not None:
+                on_connection(conn)
+
+        def begin_auth(self, username: str) -> bool:
+            return True
+
+        def public_key_auth_supported(self) -> bool:
+            return True
+
+        def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+            return key.public_data == client_key.public_data
+
+    return Server
