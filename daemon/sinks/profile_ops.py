@@ -171,18 +171,23 @@ def quick(frame: pl.DataFrame, unique: pl.Series | None = None, offset: int = 0)
     `frame` may be a slice of the batch, its first row at `offset`: `unique` then says, per row, whether its
     identity is on no other row of the whole batch."""
     present = pl.col("identity").is_not_null() & pl.col("ts").is_not_null() & pl.col("ops").is_not_null()
-    # The engine's `sets` (a row of $set only, as one JSON object): the new profile as it is, no cell to read.
+    tight = pl.col("ops").str.contains(TIGHT) & ~pl.col("ops").str.contains(_COMMA_FIRST, literal=True)
+    # The engine's `sets` (the new profile of a row without $remove or $delete, as one JSON object): stored as it
+    # is, no cell to read. A row that also $adds is read for a stored profile (patches, stored_adds): tight only.
     given = pl.col("sets").is_not_null() if "sets" in frame.columns else pl.lit(False)
+    adds = pl.col("ops").str.contains('["$add"', literal=True)
+    if "sets" in frame.columns:
+        shaped = (given & ~adds) | tight if bool(frame.select((~given | adds).any()).item()) else given
+    else:
+        shaped = tight
     indexed = frame.with_row_index("pos", offset=offset).with_columns(
-        quick=present
-        & (pl.col("identity").is_unique() if unique is None else pl.lit(unique))
-        & (given | (pl.col("ops").str.contains(TIGHT) & ~pl.col("ops").str.contains(_COMMA_FIRST, literal=True)))
+        quick=present & (pl.col("identity").is_unique() if unique is None else pl.lit(unique)) & shaped
     )
     chosen = indexed.filter(pl.col("quick"))
     direct = None
     if "sets" in frame.columns:
         direct = chosen.filter(given).select(
-            "pos", "identity", "ts", "ops", grows=False, removes=False, properties="sets", given=True
+            "pos", "identity", "ts", "ops", grows=adds, removes=False, properties="sets", given=True
         )
         chosen = chosen.filter(~given)
         if chosen.is_empty():  # every quick row given (a file without `.operation` columns)
@@ -274,13 +279,14 @@ def quick_of(frame: pl.DataFrame) -> Quick:
 def patches(rows: pl.DataFrame) -> pl.DataFrame:
     """(identity, ts, properties) of quick rows with no $remove, for identities with a stored profile: properties a
     JSON merge patch for `json_patch` ($set, and null for $delete); their $add elements are left to `stored_adds`."""
-    if rows["given"].all():  # the engine's objects of $set only: each its own merge patch
+    whole = pl.col("given") & ~pl.col("grows")  # the engine's object of $set only: its own merge patch
+    if rows.select(whole.all()).item():
         return rows.select("identity", "ts", "properties")
     cell = pl.col("ops")
     if rows["grows"].any():
         cell = pl.when(pl.col("grows")).then(cell.str.replace_all(_dropped("add"), "")).otherwise(cell)
     return rows.with_columns(cell=cell.str.replace_all(_DELETE, _DELETED)).select(
-        "identity", "ts", properties=pl.when(pl.col("given")).then(pl.col("properties")).otherwise(_members())
+        "identity", "ts", properties=pl.when(whole).then(pl.col("properties")).otherwise(_members())
     )
 
 

@@ -111,18 +111,18 @@ def hand_over_prepared(sink: Sink) -> None:
 
 
 def with_sets(frame: pl.DataFrame) -> pl.DataFrame:
-    """The engine's `sets` column: a row's operations as one JSON object when they are all $set of distinct
-    properties (as in a file without `.operation` columns), else null."""
+    """The engine's `sets` column: a row's new profile as one JSON object ($set: the value, $add: a list of it)
+    when it has no $remove or $delete and names each property once (as the engine's rows do), else null."""
 
     def sets(ops: str | None) -> str | None:
         try:
             elements = json.loads(ops or "")
-            keys = [key for op, key, _ in elements if op == "$set"]
+            made = {key: [value] if op == "$add" else value for op, key, value in elements if op in ("$set", "$add")}
         except (ValueError, TypeError):
             return None  # not the engine's cell (a sink test of a broken one): no object either
-        if len(keys) < len(elements) or len(set(keys)) < len(keys) or None in [v for _, _, v in elements]:
+        if len(made) < len(elements) or None in [value for _, _, value in elements]:
             return None
-        return json.dumps({key: value for _, key, value in elements}, separators=(",", ":"))
+        return json.dumps(made, separators=(",", ":"))
 
     return frame.with_columns(sets=pl.Series([sets(ops) for ops in frame["ops"]], dtype=pl.String))
 
@@ -775,6 +775,30 @@ def test_adds_to_stored_profiles_in_compact_rows_give_the_row_by_row_result(run:
         assert run(run.sink.write_profiles(ACCOUNT, frame)) == []
         line += len(rows)
     for identity, (ts, properties) in _reference([first, second, third]).items():
+        profile = run(run.sink.get_profile(ACCOUNT, identity))
+        assert json.dumps(profile["properties"], sort_keys=True) == json.dumps(properties, sort_keys=True), identity
+        assert profile["ts"] == iso_ms(ts)
+
+
+def test_adds_beside_escaped_strings_over_stored_profiles_give_the_row_by_row_result(run: SinkRunner) -> None:
+    """Compact cells whose strings hold escapes (a quote, a backslash, a newline) beside $add, for new and for
+    stored profiles: each profile is what base.apply_ops makes of the rows."""
+    first: list[tuple[str, int, list[list[Any]]]] = [
+        ("a", 1, [["$set", "Name", 'A "q"'], ["$add", "Tags", "x"]]),
+        ("b", 1, [["$set", "Path", "c:\\d"], ["$set", "Tags", ["y"]]]),
+    ]
+    second: list[tuple[str, int, list[list[Any]]]] = [
+        ("a", 2, [["$set", "Name", "line\nbreak"], ["$add", "Tags", 'z "w"']]),
+        ("b", 2, [["$set", "Path", 'e"f'], ["$add", "Tags", "y"], ["$add", "Tags2", "\\"]]),
+        ("c", 2, [["$set", "Name", '"C"'], ["$add", "Tags", "t"]]),
+    ]
+    line = 2
+    for rows in (first, second):
+        frame = profiles_frame(rows, first_line=line)
+        frame = frame.with_columns(ops=pl.Series([json.dumps(row[2], separators=(",", ":")) for row in rows]))
+        assert run(run.sink.write_profiles(ACCOUNT, frame)) == []
+        line += len(rows)
+    for identity, (ts, properties) in _reference([first, second]).items():
         profile = run(run.sink.get_profile(ACCOUNT, identity))
         assert json.dumps(profile["properties"], sort_keys=True) == json.dumps(properties, sort_keys=True), identity
         assert profile["ts"] == iso_ms(ts)
