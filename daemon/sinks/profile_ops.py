@@ -171,15 +171,13 @@ def quick(frame: pl.DataFrame, unique: pl.Series | None = None, offset: int = 0)
     `frame` may be a slice of the batch, its first row at `offset`: `unique` then says, per row, whether its
     identity is on no other row of the whole batch."""
     present = pl.col("identity").is_not_null() & pl.col("ts").is_not_null() & pl.col("ops").is_not_null()
-    tight = pl.col("ops").str.contains(TIGHT) & ~pl.col("ops").str.contains(_COMMA_FIRST, literal=True)
+    tight = _tight(pl.col("ops"))
     # The engine's `sets` (the new profile of a row without $remove or $delete, as one JSON object): stored as it
-    # is, no cell to read. A row that also $adds is read for a stored profile (patches, stored_adds): tight only.
+    # is, no cell to read. (A row that also $adds over a stored profile has its cell read after all: `loose`.)
     given = pl.col("sets").is_not_null() if "sets" in frame.columns else pl.lit(False)
     adds = pl.col("ops").str.contains('["$add"', literal=True)
-    if "sets" in frame.columns:
-        shaped = (given & ~adds) | tight if bool(frame.select((~given | adds).any()).item()) else given
-    else:
-        shaped = tight
+    every = "sets" in frame.columns and frame["sets"].null_count() == 0  # no cell needs the regex at all
+    shaped = given if every else given | tight
     indexed = frame.with_row_index("pos", offset=offset).with_columns(
         quick=present & (pl.col("identity").is_unique() if unique is None else pl.lit(unique)) & shaped
     )
@@ -274,6 +272,16 @@ def quick_of(frame: pl.DataFrame) -> Quick:
     return Quick(
         rows, frame.drop("_grows", "_removes", "_properties", "_given").rename({"_pos": "pos", "_quick": "quick"})
     )
+
+
+def _tight(cell: pl.Expr) -> pl.Expr:
+    return cell.str.contains(TIGHT) & ~cell.str.contains(_COMMA_FIRST, literal=True)
+
+
+def loose(rows: pl.DataFrame) -> pl.Series:
+    """The positions of quick rows given as `sets` that $add and whose cell is not tight: for a stored profile
+    their $add elements cannot be read out of the cell by `patches` and `stored_adds`, so they fold row by row."""
+    return rows.filter(pl.col("given") & pl.col("grows") & ~_tight(pl.col("ops")))["pos"]
 
 
 def patches(rows: pl.DataFrame) -> pl.DataFrame:

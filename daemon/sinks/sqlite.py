@@ -307,9 +307,11 @@ class SQLiteSink(Sink):
                     known = known.filter(pl.col("identity").is_in(stored.implode()))
                 # $remove folds below; $set and $delete by merge patch, then each $add by an update, in SQL.
                 simple = known.filter(~pl.col("removes"))
-                adds, odd = profile_ops.stored_adds(simple)
+                odd = profile_ops.loose(simple)
                 simple = simple.filter(~pl.col("pos").is_in(odd.implode()))
-                slow = pl.concat([known.filter(pl.col("removes"))["pos"], odd])
+                adds, more = profile_ops.stored_adds(simple)
+                simple = simple.filter(~pl.col("pos").is_in(more.implode()))
+                slow = pl.concat([known.filter(pl.col("removes"))["pos"], odd, more])
                 self._insert_frame(conn, _patch_profiles, account, profile_ops.patches(simple), change)
                 for part in adds.iter_slices(_PYTHON_ROWS):
                     conn.executemany(
