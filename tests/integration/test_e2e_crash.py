@@ -103,7 +103,8 @@ def test_a_daemon_stopped_mid_import_resumes_and_ends_with_exact_counts(
     if how == "SIGTERM":
         assert re.search(r"job\.interrupted account=acme job_id=\d+$", daemon.log(), re.MULTILINE)
     elif how == "SIGTERM, no grace":
-        assert "job.interrupted account=acme job_id=1 forced=True" in daemon.log()
+        # Cut in its batch in hand (forced), or, when the stop came just as a batch ended, at that checkpoint.
+        assert re.search(r"job\.interrupted account=acme job_id=1( forced=True)?$", daemon.log(), re.MULTILINE)
 
 
 PROFILE_ROWS = 60_000

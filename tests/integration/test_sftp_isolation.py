@@ -328,6 +328,11 @@ def test_names_that_are_not_utf8_or_hold_control_characters_are_refused(
         # A name in UTF-8 is fine.
         with sftp.open("café.csv", "wb") as remote:
             remote.write(b"identity\n")
+    # The session's spare temp file (made for a next upload) goes when the server has seen the session end.
+    wait_for(
+        lambda: not any(name.startswith(b".ingestd-upload-") for name in os.listdir(os.fsencode(drop))),
+        "the session's spare temp file to be removed",
+    )
     assert sorted(os.listdir(os.fsencode(drop))) == sorted(["café.csv".encode(), b"ok.csv"])
     assert "Traceback" not in daemon.log()
 
