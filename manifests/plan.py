@@ -585,40 +585,6 @@ def _ops(plan: Plan, stats: Stats) -> pl.Expr:
     return _join(items, "[", "]")
 
 
-def _sets(plan: Plan, stats: Stats) -> pl.Expr:
-    """A profile row's new profile as one JSON object, which a sink stores as it is instead of reading it out of
-    `ops`: each $set property its value, each $add property a list of its value. Null for a row with a $remove
-    or $delete (a profile cannot be made of it). Without `.operation` columns, every row's (all $set)."""
-    if not plan.op_indexes:
-        return _properties(plan, stats)
-    items: list[tuple[bool, list[pl.Expr | str]]] = []
-    blocked: list[pl.Expr] = []
-    for k, p in enumerate(plan.props):
-        if p in plan.ids and stats.first_id_always and p is plan.ids[0]:
-            continue
-        key = json.dumps(p.name)
-        if p.op_index is None:
-            prefix, value, suffix = _value(p, k, stats, plan)
-            always = not stats.empty[k] and _kept_when_present(plan, p, stats)
-            keep = value if always else pl.when(_keeps(plan, p, stats)).then(value)
-            items.append((always, [f"{key}:{prefix}", *_pieces(p, k, stats, always, keep), suffix]))
-            continue
-        cell = _op_cell(plan, stats, plan.op_indexes.index(p.op_index), p.op_index)
-        blocked.append((cell.str.len_bytes() > 0) & (cell != "$set") & (cell != "$add"))
-        if not p.value:
-            continue  # an operation column without its column: only its $delete means something
-        prefix, value, suffix = _value(p, k, stats, plan)
-        kept = _keeps(plan, p, stats)
-        member = (
-            pl.when(kept & (cell == "$add"))
-            .then(_concat([f"{key}:[{prefix}", value, f"{suffix}]"]))
-            .when(kept)
-            .then(_concat([f"{key}:{prefix}", value, suffix]))
-        )
-        items.append((False, [member]))
-    return pl.when(~pl.any_horizontal(blocked)).then(_join(items, "{", "}"))
-
-
 def _compile(plan: Plan, stats: Stats) -> Compiled:
     identity = _identity(plan, stats)
     if plan.ts is not None:
@@ -630,7 +596,10 @@ def _compile(plan: Plan, stats: Stats) -> Compiled:
         ts_cell = pl.lit("")
     outputs: dict[str, pl.Expr] = {"line": pl.col("line").cast(pl.Int64), "identity": identity}
     if plan.kind == "profile":
-        outputs.update(ts=ts_ms, ops=_ops(plan, stats), sets=_sets(plan, stats))
+        # Without `.operation` columns every operation is a $set of another property: the row's new profile is
+        # also a JSON object, which a sink stores (or merges) as it is instead of reading it out of `ops`.
+        sets = _properties(plan, stats) if not plan.op_indexes else pl.lit(None, dtype=pl.String)
+        outputs.update(ts=ts_ms, ops=_ops(plan, stats), sets=sets)
         first, shared = _shared(plan, stats)
         return Compiled(_checks(plan, stats), outputs, None, shared, first)
     name = plan.event_name.raw if plan.event_name is not None else pl.lit("")

@@ -33,8 +33,8 @@ EVENTS_SCHEMA = {
     "ts": pl.Int64,
     "properties": pl.String,
 }
-# `sets`: the row's new profile as one JSON object ($set: the value, $add: a list of it; plan._sets), null for a
-# row that removes or deletes.
+# `sets`: the row's operations as one JSON object when they are all $set (a file without `.operation` columns),
+# else null.
 PROFILES_SCHEMA = {"line": pl.Int64, "identity": pl.String, "ts": pl.Int64, "ops": pl.String, "sets": pl.String}
 
 

@@ -207,10 +207,9 @@ def test_buffer_facts_give_the_same_batches_as_assuming_everything(csv_file, man
 
 @SETTINGS
 @given(st.one_of(csv_files(), fast_path_files(), fast_path_files(UNIFORM_CELLS)), MANIFESTS, st.integers(1, 4))
-def test_a_profile_rows_sets_object_holds_what_its_operations_make(csv_file, manifest_data, batch_rows):
+def test_a_profile_rows_sets_object_holds_what_its_operations_set(csv_file, manifest_data, batch_rows):
     """`sets` (the new profile as one JSON object, for a sink to store as it is) says what `ops` says, key for
-    key in the same order: a $set its value, an $add a list of it; it is null exactly for a row that removes or
-    deletes."""
+    key in the same order, wherever it is given; it is given for every row of a file without `.operation`."""
     raw, delimiter = csv_file
     manifest = load_manifest(json.dumps({**manifest_data, "type": "profile", "delimiter": delimiter}).encode())
     with tempfile.TemporaryDirectory() as folder:
@@ -222,11 +221,13 @@ def test_a_profile_rows_sets_object_holds_what_its_operations_make(csv_file, man
             return
     for batch in batches:
         assert batch.profiles is not None
+        operations = any(name.lower().endswith(".operation") for name in batch.header)
         for ops, sets in zip(batch.profiles["ops"], batch.profiles["sets"], strict=True):
-            elements = json.loads(ops)
-            if any(op in ("$remove", "$delete") for op, _, _ in elements):
+            if operations:
                 assert sets is None
                 continue
+            elements = json.loads(ops)
+            assert all(op == "$set" for op, _, _ in elements)
             assert list(json.loads(sets, object_pairs_hook=lambda pairs: pairs)) == [
-                (key, [value] if op == "$add" else value) for op, key, value in elements
+                (key, value) for _, key, value in elements
             ]
