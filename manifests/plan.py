@@ -14,6 +14,8 @@ from manifests.model import Manifest
 
 # JSON string escapes, applied in one Aho-Corasick pass only to columns that need them.
 _ESCAPES = ["\\", '"', "\n", "\r", "\t"] + [chr(c) for c in range(32) if chr(c) not in "\n\r\t"]
+# A `.operation` cell that may remove or delete (rules.OPERATIONS, in any case).
+_DROPS = "(?i)remove|delete"
 _ESCAPED = ["\\\\", '\\"', "\\n", "\\r", "\\t"] + [f"\\u{c:04x}" for c in range(32) if chr(c) not in "\n\r\t"]
 
 
@@ -71,6 +73,7 @@ class Stats:
     undated: tuple[bool, ...] = ()  # a cell may be neither empty nor a `$D_` date
     worded: tuple[bool, ...] = ()  # a cell may be other than empty, "true" or "false"
     padded: tuple[bool, ...] = ()  # a whole number may be written otherwise than polars writes it ("+5", "007")
+    op_drops: tuple[bool, ...] = ()  # per `.operation` column: may hold a $remove or $delete
 
     def get(self, name: str, k: int) -> bool:
         values: tuple[bool, ...] = getattr(self, name)
@@ -149,6 +152,7 @@ class Plan:
                 undated=tuple(f.undated for f in facts),
                 worded=tuple(f.worded for f in facts),
                 padded=tuple(f.padded for f in facts),
+                op_drops=self._op_drops(frame),
             )
         row = frame.select(self.stats_exprs()).row(0, named=True) if self.props or self.ids else {}
         return Stats(
@@ -156,7 +160,16 @@ class Plan:
             tuple(bool(row[f"d{k}"]) for k in n),
             tuple(bool(row[f"x{k}"]) for k in n),
             bool(row.get("first_id", False)),
+            op_drops=self._op_drops(frame),
         )
+
+    def _op_drops(self, frame: pl.DataFrame) -> tuple[bool, ...]:
+        """Per `.operation` column, whether a cell may be a $remove or $delete (any case; also a cell that only
+        holds such a word, which is refused): a batch without them has the `sets` of every row, and no `ops`."""
+        if not self.op_indexes:
+            return ()
+        found = frame.select(pl.col(f"f{i}").str.contains(_DROPS).any().alias(str(i)) for i in self.op_indexes)
+        return tuple(bool(value) for value in found.row(0))
 
     def wanted_facts(self) -> dict[int, Facts]:
         """Per column, the facts (see reader.Facts) that stats() and the compiled rules read; the reader skips the rest."""
@@ -585,6 +598,42 @@ def _ops(plan: Plan, stats: Stats) -> pl.Expr:
     return _join(items, "[", "]")
 
 
+def _sets(plan: Plan, stats: Stats) -> pl.Expr:
+    """A profile row's new profile as one JSON object, for a batch whose rows neither remove nor delete: each $set
+    (or empty operation) property its value, each $add property a list of its value. A sink stores or merges it
+    as it is; `ops` is then null (a sink that needs the operations reads them out of it: profile_ops.with_ops)."""
+    if not plan.op_indexes:
+        return _properties(plan, stats)
+    items: list[tuple[bool, list[pl.Expr | str]]] = []
+    for k, p in enumerate(plan.props):
+        if p in plan.ids and stats.first_id_always and p is plan.ids[0]:
+            continue
+        key = json.dumps(p.name)
+        if not p.value:
+            continue  # an operation column without its column: only its $delete means something
+        prefix, value, suffix = _value(p, k, stats, plan)
+        if p.op_index is None:
+            always = not stats.empty[k] and _kept_when_present(plan, p, stats)
+            keep = value if always else pl.when(_keeps(plan, p, stats)).then(value)
+            items.append((always, [f"{key}:{prefix}", *_pieces(p, k, stats, always, keep), suffix]))
+            continue
+        cell = _op_cell(plan, stats, plan.op_indexes.index(p.op_index), p.op_index)
+        kept = _keeps(plan, p, stats)
+        member = (
+            pl.when(kept & (cell == "$add"))
+            .then(_concat([f"{key}:[{prefix}", value, f"{suffix}]"]))
+            .when(kept)
+            .then(_concat([f"{key}:{prefix}", value, suffix]))
+        )
+        items.append((False, [member]))
+    return _join(items, "{", "}")
+
+
+def _gives_ops(plan: Plan, stats: Stats) -> bool:
+    """Whether a profile batch gives `ops` (a row may remove or delete) rather than `sets`."""
+    return any(stats.get("op_drops", n) for n in range(len(plan.op_indexes)))
+
+
 def _compile(plan: Plan, stats: Stats) -> Compiled:
     identity = _identity(plan, stats)
     if plan.ts is not None:
@@ -596,10 +645,13 @@ def _compile(plan: Plan, stats: Stats) -> Compiled:
         ts_cell = pl.lit("")
     outputs: dict[str, pl.Expr] = {"line": pl.col("line").cast(pl.Int64), "identity": identity}
     if plan.kind == "profile":
-        # Without `.operation` columns every operation is a $set of another property: the row's new profile is
-        # also a JSON object, which a sink stores (or merges) as it is instead of reading it out of `ops`.
-        sets = _properties(plan, stats) if not plan.op_indexes else pl.lit(None, dtype=pl.String)
-        outputs.update(ts=ts_ms, ops=_ops(plan, stats), sets=sets)
+        # A batch whose rows neither remove nor delete (every batch of a file without `.operation` columns): each
+        # row's new profile as one JSON object, `sets`, and no `ops`. Else `ops` only: one JSON text per row.
+        none = pl.lit(None, dtype=pl.String)
+        if _gives_ops(plan, stats):
+            outputs.update(ts=ts_ms, ops=_ops(plan, stats), sets=none)
+        else:
+            outputs.update(ts=ts_ms, ops=none, sets=_sets(plan, stats))
         first, shared = _shared(plan, stats)
         return Compiled(_checks(plan, stats), outputs, None, shared, first)
     name = plan.event_name.raw if plan.event_name is not None else pl.lit("")

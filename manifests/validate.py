@@ -33,8 +33,9 @@ EVENTS_SCHEMA = {
     "ts": pl.Int64,
     "properties": pl.String,
 }
-# `sets`: the row's operations as one JSON object when they are all $set (a file without `.operation` columns),
-# else null.
+# A profile row's operations are `sets` or `ops`, by batch: `sets`, its new profile as one JSON object ($set: the
+# value, $add: a list of it), when no row of the batch removes or deletes (plan._sets); else `ops`, the list of
+# [operation, property, value]. The other is null.
 PROFILES_SCHEMA = {"line": pl.Int64, "identity": pl.String, "ts": pl.Int64, "ops": pl.String, "sets": pl.String}
 
 

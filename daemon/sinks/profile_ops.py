@@ -84,6 +84,56 @@ def _dropped(ops: str) -> str:
 
 _RESETS = ["$set", "$delete"]
 
+# A `sets` object in the engine's compact form with no backslash (no string in it holds a quote or an escape) as
+# its operations: one regex replacement takes the members one after the other, each from the `{` or `,` before it
+# (so no match starts inside a string), marking each \x01, then [ for an $add's list, then \x02 (no such object
+# holds a control character); literal replacements make the marks operations, the braces the list's brackets.
+_MEMBER = r'([{,])("[^"]*"):(\[?)("[^"]*"|[^",}\]]+)\]?'
+_VALUE = r'(?:"[^"]*"|[^",}\[\]]+)'
+_COMPACT = rf'^\{{(?:"[^"]*":(?:{_VALUE}|\[{_VALUE}\])(?:,"[^"]*":(?:{_VALUE}|\[{_VALUE}\]))*)?\}}$'
+
+
+def with_ops(frame: pl.DataFrame, source: str = "sets", only: pl.Expr | None = None) -> pl.DataFrame:
+    """The frame with each null `ops` cell made from the row's `source` column (the engine's `sets`: a row given
+    as its new profile), for the paths that read operations: folding, a stored profile's $add, Elasticsearch's
+    script; `only`: in the rows it selects. Column-wise, but for an object with an escape (or not in the compact
+    form), which is decoded."""
+    if source not in frame.columns or frame["ops"].null_count() == 0:
+        return frame
+    sets = pl.col(source)
+    need = pl.col("ops").is_null() & sets.is_not_null() & (pl.lit(True) if only is None else only)
+    plain = ~sets.str.contains("\\", literal=True) & sets.str.contains(_COMPACT)
+    marked = sets.str.replace_all(_MEMBER, "${1}\x01${3}\x02${2},${4}]")
+    members = marked.str.replace_many(["\x01[\x02", "\x01\x02"], ['["$add",', '["$set",'])
+    made = frame.select(
+        pl.when(need & plain)
+        .then(pl.lit("[") + members.str.slice(1).str.head(-1) + pl.lit("]"))
+        .otherwise(pl.col("ops"))
+        .alias("ops"),
+        (need & ~plain).fill_null(False).alias("decode"),
+    )
+    ops = made["ops"]
+    if made["decode"].any():
+        at = made["decode"].arg_true()
+        ops = ops.scatter(at, [_ops_text(text) for text in frame[source].gather(at).to_list()])
+    return frame.with_columns(ops)
+
+
+def _ops_text(text: str) -> str:
+    """A `sets` object's operations (with_ops), decoded; text that is not an object is left for check_ops to refuse."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(value, dict):
+        return text
+    ops = [
+        op
+        for key, given in value.items()
+        for op in (([["$add", key, item] for item in given]) if isinstance(given, list) else [["$set", key, given]])
+    ]
+    return json.dumps(ops, ensure_ascii=False, separators=(",", ":"))
+
 
 @dataclass
 class ProfileBatch:
@@ -104,6 +154,7 @@ class ProfileBatch:
 
 def split(frame: pl.DataFrame) -> ProfileBatch:
     """Rows lacking an identity, ts or ops fail; an identity goes row by row when any of its cells is not plain."""
+    frame = with_ops(frame)
     present = pl.col("identity").is_not_null() & pl.col("ts").is_not_null() & pl.col("ops").is_not_null()
     indexed = frame.select("line", "identity", "ts", "ops").with_row_index("pos")
     failures = [RowFailure(line, INCOMPLETE_PROFILE) for line in indexed.filter(~present)["line"].to_list()]
@@ -170,12 +221,15 @@ def quick(frame: pl.DataFrame, unique: pl.Series | None = None, offset: int = 0)
 
     `frame` may be a slice of the batch, its first row at `offset`: `unique` then says, per row, whether its
     identity is on no other row of the whole batch."""
-    present = pl.col("identity").is_not_null() & pl.col("ts").is_not_null() & pl.col("ops").is_not_null()
-    tight = _tight(pl.col("ops"))
     # The engine's `sets` (the new profile of a row without $remove or $delete, as one JSON object): stored as it
-    # is, no cell to read. (A row that also $adds over a stored profile has its cell read after all: `loose`.)
+    # is, no cell to read. (Over a stored profile, a row that also $adds has its operations read after all.)
     given = pl.col("sets").is_not_null() if "sets" in frame.columns else pl.lit(False)
+    present = pl.col("identity").is_not_null() & pl.col("ts").is_not_null() & (pl.col("ops").is_not_null() | given)
+    tight = _tight(pl.col("ops"))
+    # An $add is a list in `sets` (every other value a scalar): `:[` may also be in a string, a false alarm.
     adds = pl.col("ops").str.contains('["$add"', literal=True)
+    if "sets" in frame.columns:
+        adds = pl.coalesce(adds, pl.col("sets").str.contains(":[", literal=True))
     every = "sets" in frame.columns and frame["sets"].null_count() == 0  # no cell needs the regex at all
     shaped = given if every else given | tight
     indexed = frame.with_row_index("pos", offset=offset).with_columns(
@@ -348,6 +402,7 @@ def checked(frame: pl.DataFrame) -> tuple[list[RowFailure], pl.DataFrame]:
     """(failures, rows): rows lacking a column or whose ops cell is not a list of known operations fail, each alone
     and with the message of check_ops; the others (line, identity, ts, ops) stay, in frame order. Only cells that
     are not plain are read one by one."""
+    frame = with_ops(frame)
     present = pl.col("identity").is_not_null() & pl.col("ts").is_not_null() & pl.col("ops").is_not_null()
     indexed = frame.select("line", "identity", "ts", "ops").with_row_index("pos")
     indexed = indexed.with_columns(plain=present & pl.col("ops").str.contains(CELL))

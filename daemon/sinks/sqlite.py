@@ -305,7 +305,9 @@ class SQLiteSink(Sink):
                         list(_stored(conn, account, known["identity"].to_list(), change)), dtype=pl.String
                     )
                     known = known.filter(pl.col("identity").is_in(stored.implode()))
-                # $remove folds below; $set and $delete by merge patch, then each $add by an update, in SQL.
+                # $remove folds below; $set and $delete by merge patch, then each $add by an update, in SQL: a row
+                # given only as `sets` (its `properties`) that adds has its operations read out of it for that.
+                known = profile_ops.with_ops(known, "properties", only=pl.col("given") & pl.col("grows"))
                 simple = known.filter(~pl.col("removes"))
                 odd = profile_ops.loose(simple)
                 simple = simple.filter(~pl.col("pos").is_in(odd.implode()))

@@ -111,8 +111,9 @@ def hand_over_prepared(sink: Sink) -> None:
 
 
 def with_sets(frame: pl.DataFrame) -> pl.DataFrame:
-    """The engine's `sets` column: a row's new profile as one JSON object ($set: the value, $add: a list of it)
-    when it has no $remove or $delete and names each property once (as the engine's rows do), else null."""
+    """Each row as the engine gives it in a batch that neither removes nor deletes: its new profile as one JSON
+    object, `sets` ($set: the value, $add: a list of it), and no `ops`, when it only sets and adds and names each
+    property once (as the engine's rows do); else its `ops`, and no `sets`."""
 
     def sets(ops: str | None) -> str | None:
         try:
@@ -122,13 +123,14 @@ def with_sets(frame: pl.DataFrame) -> pl.DataFrame:
             return None  # not the engine's cell (a sink test of a broken one): no object either
         if len(made) < len(elements) or None in [value for _, _, value in elements]:
             return None
-        return json.dumps(made, separators=(",", ":"))
+        return json.dumps(made, separators=(",", ":"), ensure_ascii=False)
 
-    return frame.with_columns(sets=pl.Series([sets(ops) for ops in frame["ops"]], dtype=pl.String))
+    given = frame.with_columns(sets=pl.Series([sets(ops) for ops in frame["ops"]], dtype=pl.String))
+    return given.with_columns(ops=pl.when(pl.col("sets").is_null()).then(pl.col("ops")))
 
 
 def hand_over_sets(sink: Sink) -> None:
-    """Make the sink's profile writes get the engine's `sets` column beside `ops` (with_sets)."""
+    """Make the sink's profile writes get rows as the engine's `sets` where it can (with_sets)."""
     write = sink.write_profiles
 
     async def given(account: str, frame: pl.DataFrame) -> Any:
@@ -137,18 +139,18 @@ def hand_over_sets(sink: Sink) -> None:
     sink.write_profiles = given  # type: ignore[method-assign]
 
 
-@pytest.fixture(params=["sqlite", "sqlite-prepared", "sqlite-sets", "elasticsearch"])
+@pytest.fixture(params=["sqlite", "sqlite-prepared", "sqlite-sets", "elasticsearch", "elasticsearch-sets"])
 def run(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[SinkRunner]:
     """`run(run.sink.write_events(...))`: a started sink of each driver, stopped at teardown; `sqlite-prepared`:
     the sqlite sink given frames as the worker hands them over (hand_over_prepared); `sqlite-sets`: profile frames
-    with the engine's `sets` objects where a row only sets (hand_over_sets)."""
-    if request.param == "elasticsearch":
+    given as the engine's `sets` objects where a row only sets and adds (hand_over_sets), also to elasticsearch."""
+    if request.param.startswith("elasticsearch"):
         server: Noida = request.getfixturevalue("noida")
         config = sink_config(data_dir, "elasticsearch", server.url, request.getfixturevalue("es_prefix"))
     else:
         config = sink_config(data_dir, "sqlite")
     runner = SinkRunner(config)
-    if request.param == "sqlite-sets":
+    if request.param.endswith("-sets"):
         hand_over_sets(runner.sink)
     if request.param == "sqlite-prepared":
         hand_over_prepared(runner.sink)

@@ -6,10 +6,12 @@ import json
 import tempfile
 from pathlib import Path
 
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from daemon.sinks.profile_ops import with_ops
 from manifests.model import ManifestError, load_manifest
 from manifests.validate import FileError, validate_csv
 
@@ -205,29 +207,68 @@ def test_buffer_facts_give_the_same_batches_as_assuming_everything(csv_file, man
     assert fast == slow
 
 
+OPERATIONS = st.sampled_from(["", "$add", "$set", "$ADD", " $add", "$add ", "$remove", "$delete", "$bogus"])
+
+
+@st.composite
+def operation_files(draw: st.DrawFn) -> tuple[bytes, str]:
+    """Profile files with `.operation` columns: most batches without a $remove or $delete (given as `sets`)."""
+    header = ["identity", "P", "P.operation", *draw(st.sampled_from([[], ["Age"], ["Age", "Age.operation"]]))]
+    ops = OPERATIONS if draw(st.booleans()) else st.sampled_from(["", "$add", "$set"])
+    cells = {"P": FAST_PATH_CELLS, "Age": st.sampled_from(["", "7", "-1", "x"])}
+    rows = draw(
+        st.lists(
+            st.tuples(*[ops if name.endswith(".operation") else cells.get(name, CELLS) for name in header]),
+            max_size=8,
+        )
+    )
+    lines = [",".join(_quote(c, ",") for c in row) for row in [header, *rows]]
+    return ("\n".join(lines) + "\n").encode("utf-8"), ","
+
+
 @SETTINGS
 @given(st.one_of(csv_files(), fast_path_files(), fast_path_files(UNIFORM_CELLS)), MANIFESTS, st.integers(1, 4))
 def test_a_profile_rows_sets_object_holds_what_its_operations_set(csv_file, manifest_data, batch_rows):
-    """`sets` (the new profile as one JSON object, for a sink to store as it is) says what `ops` says, key for
-    key in the same order, wherever it is given; it is given for every row of a file without `.operation`."""
+    """A batch gives each row's operations as `sets` (its new profile as one JSON object, for a sink to store as
+    it is) or as `ops`; `sets`, and the operations a sink reads out of it (with_ops), say what `ops` says, key
+    for key in the same order: checked against the same file with `ops` made for every batch."""
+    _sets_say_what_ops_say(csv_file, manifest_data, batch_rows)
+
+
+@SETTINGS
+@given(operation_files(), st.integers(1, 4))
+def test_sets_with_adds_say_what_the_operations_say(csv_file, batch_rows):
+    """As above, for files with `.operation` columns: $add (a list in `sets`), $set, and batches that remove."""
+    _sets_say_what_ops_say(csv_file, {"fileName": "data.csv", "clientEmail": "p@example.com"}, batch_rows)
+
+
+def _sets_say_what_ops_say(csv_file: tuple[bytes, str], manifest_data: dict[str, object], batch_rows: int) -> None:
     raw, delimiter = csv_file
     manifest = load_manifest(json.dumps({**manifest_data, "type": "profile", "delimiter": delimiter}).encode())
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "data.csv"
-        path.write_bytes(raw)
-        try:
+
+    def frames() -> list[pl.DataFrame]:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "data.csv"
+            path.write_bytes(raw)
             batches = list(validate_csv(path, manifest, account="a", processing_ts=1, batch_rows=batch_rows))
-        except FileError:
-            return
-    for batch in batches:
-        assert batch.profiles is not None
-        operations = any(name.lower().endswith(".operation") for name in batch.header)
-        for ops, sets in zip(batch.profiles["ops"], batch.profiles["sets"], strict=True):
-            if operations:
-                assert sets is None
-                continue
-            elements = json.loads(ops)
-            assert all(op == "$set" for op, _, _ in elements)
+        return [batch.profiles for batch in batches if batch.profiles is not None]
+
+    try:
+        given_frames = frames()
+    except FileError:
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("manifests.plan._gives_ops", lambda plan, stats: True)  # `ops` for every batch
+        reference = pl.concat(frames())
+    given = pl.concat(given_frames)
+    assert reference["sets"].null_count() == reference.height
+    assert given.select("line", "identity", "ts").equals(reference.select("line", "identity", "ts"))
+    for ops, sets, made, expected in zip(
+        given["ops"], given["sets"], with_ops(given)["ops"], reference["ops"], strict=True
+    ):
+        assert (ops is None) != (sets is None)
+        assert json.loads(made) == json.loads(expected)
+        if sets is not None:
             assert list(json.loads(sets, object_pairs_hook=lambda pairs: pairs)) == [
-                (key, value) for _, key, value in elements
+                (key, [value] if op == "$add" else value) for op, key, value in json.loads(expected)
             ]

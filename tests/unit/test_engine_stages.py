@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.sinks.profile_ops import with_ops
 from manifests.validate import FileError, validate_csv
 from tests.fixtures.engine import PROCESSING_TS, manifest
 
@@ -113,9 +114,8 @@ def test_booleans_are_written_as_json_whether_or_not_the_partner_wrote_them_so(t
         path = tmp_path / "profiles.csv"
         path.write_text("identity,Married\n" + body)
         batches = list(validate_csv(path, spec, account="acme", processing_ts=PROCESSING_TS))
-        return [json.loads(o) for b in batches if b.profiles is not None for o in b.profiles["ops"]], [
-            r.line for b in batches for r in b.bad
-        ]
+        frames = [with_ops(b.profiles) for b in batches if b.profiles is not None]  # given as sets or ops
+        return [json.loads(o) for frame in frames for o in frame["ops"]], [r.line for b in batches for r in b.bad]
 
     as_json = [[["$set", "Married", True]], [["$set", "Married", False]], []]
     assert ops("u1,true\nu2,false\nu3,\n") == (as_json, [])
