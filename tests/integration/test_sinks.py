@@ -125,8 +125,10 @@ def with_sets(frame: pl.DataFrame) -> pl.DataFrame:
             return None
         return json.dumps(made, separators=(",", ":"), ensure_ascii=False)
 
-    given = frame.with_columns(sets=pl.Series([sets(ops) for ops in frame["ops"]], dtype=pl.String))
-    return given.with_columns(ops=pl.when(pl.col("sets").is_null()).then(pl.col("ops")))
+    made = pl.Series([sets(ops) for ops in frame["ops"]], dtype=pl.String)
+    if "sets" in frame.columns:  # the engine's own frame: its rows given as sets stay so
+        made = frame["sets"].fill_null(made)
+    return frame.with_columns(sets=made).with_columns(ops=pl.when(pl.col("sets").is_null()).then(pl.col("ops")))
 
 
 def hand_over_sets(sink: Sink) -> None:
@@ -885,3 +887,38 @@ def test_sqlite_writes_larger_than_a_slice_of_python_values_store_every_row(data
         assert stored == (count, count)
     finally:
         runner.close()
+
+
+def test_the_engines_frames_imported_twice_give_the_row_by_row_profiles(run: SinkRunner, tmp_path: Path) -> None:
+    """A profile file validated by the engine, in batches given as `sets` (only $set and $add: $add values as
+    lists, strings with quotes, brackets and `":`) and as `ops` (a batch that removes), written twice: each
+    profile is what applying the rows one by one, twice, gives (base.apply_ops)."""
+    from daemon.sinks.base import apply_ops
+    from manifests.model import load_manifest
+    from manifests.validate import validate_csv
+
+    values = ["plain", 'say "hi"', 'a":[b', "x,y]", "é", "back\\slash", "7"]
+    lines = ["identity,Name,Tags,Tags.operation,Score"]
+    for i in range(60):
+        op = "$remove" if 40 <= i < 45 else ("$add" if i % 3 else "")
+        lines.append(f'u{i % 13},"{values[i % 7].replace(chr(34), chr(34) * 2)}",{values[(i * 5) % 7]},{op},{i}')
+    path = tmp_path / "profiles.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    manifest = load_manifest(
+        json.dumps({"fileName": "profiles.csv", "type": "profile", "clientEmail": "p@example.com"}).encode()
+    )
+    batches = [
+        batch.profiles
+        for batch in validate_csv(path, manifest, account=ACCOUNT, processing_ts=JAN_8_2020, batch_rows=9)
+        if batch.profiles is not None
+    ]
+    assert any(frame["ops"].null_count() == frame.height for frame in batches)  # batches given as sets
+    assert any(frame["sets"].null_count() == frame.height for frame in batches)  # and as ops
+    expected: dict[str, dict[str, Any]] = {}
+    for _ in range(2):
+        for frame in batches:
+            assert run(run.sink.write_profiles(ACCOUNT, frame)) == []
+            for identity, ops in profile_ops.with_ops(frame).select("identity", "ops").iter_rows():
+                apply_ops(expected.setdefault(identity, {}), json.loads(ops))
+    for identity, properties in expected.items():
+        assert run(run.sink.get_profile(ACCOUNT, identity))["properties"] == properties
