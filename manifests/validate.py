@@ -9,14 +9,13 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import polars as pl
-import xxhash
 
 from manifests import rules
 from manifests.batch import Dialect, FileError, Ragged, RawBatch, Reader
+from manifests.hashes import event_ids
 from manifests.model import Manifest
 from manifests.plan import Check, Compiled, Plan, build_plan
 from manifests.reader import CsvReader
@@ -289,7 +288,7 @@ def _finish(evaluated: _Evaluated, reader: Reader) -> Batch:
     good = outputs.filter(~mask) if any_bad else outputs
     if compiled.hash_input is not None:
         keys = good.select(compiled.hash_input).to_series()
-        result = good.with_columns(_event_ids(keys).alias("event_id")).select(list(EVENTS_SCHEMA))
+        result = good.with_columns(event_ids(keys).alias("event_id")).select(list(EVENTS_SCHEMA))
     else:
         result = good.select(list(PROFILES_SCHEMA))
     failed = frame.select(["line", *flags]).filter(mask) if any_bad else None
@@ -360,29 +359,3 @@ def _bad_rows(
 
 def _found(check: Check, cell: str, decimal: str) -> str:
     return rules.found(check.message, cell.strip(), check.data_type, decimal)
-
-
-def _event_ids(keys: pl.Series) -> pl.Series:
-    """The 128-bit xxh3 of each key as a decimal string: polars-hash's plugin when it loads, else xxhash (same ids).
-
-    xxh3 rather than sha256: the key is the partner's own data in their own account, so nothing is gained by a
-    cryptographic hash, and sha256 with hex formatting was a sixth of the engine's CPU."""
-    if _plh is not None:
-        return keys.to_frame("k").select(_plh.col("k").nchash.xxh3_128().cast(pl.String)).to_series()
-    digest = xxhash.xxh3_128_intdigest
-    return pl.Series([str(digest(key.encode())) for key in keys.to_list()], dtype=pl.String)
-
-
-def _load_polars_hash() -> ModuleType | None:
-    try:
-        import polars_hash
-    except ImportError:
-        return None
-    try:
-        probe = pl.DataFrame({"k": ["abc"]}).select(polars_hash.col("k").nchash.xxh3_128()).item()
-    except Exception:  # an ABI mismatch with this polars: fall back to xxhash rather than fail
-        return None
-    return polars_hash if probe == xxhash.xxh3_128_intdigest(b"abc") else None
-
-
-_plh = _load_polars_hash()

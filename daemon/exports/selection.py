@@ -110,8 +110,8 @@ class SQLiteSelection:
         batch_rows: int,
     ) -> Iterator[pl.DataFrame]:
         after, until = int(low.get("seq", 0)), int(high.get("seq", 0))
-        # "+account": not through the (account, identity, id) index, which would make SQLite sort the account's
-        # whole selection by rowid for every batch; the rowid range is the cheap way in.
+        # "+account": never through an index on the account (sink files before 2026-12-02 had one), which would
+        # make SQLite sort the account's whole selection by rowid for every batch; the rowid range is the cheap way.
         where = "rowid > ? AND rowid <= ? AND +account = ?"
         extra: list[Any] = [account]
         if names:

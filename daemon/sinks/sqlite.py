@@ -31,6 +31,7 @@ from daemon.sinks.base import (
     valid_events,
 )
 from daemon.store.db import rollback
+from manifests.hashes import signed_xxh3_64, signed_xxh3_64_of
 
 T = TypeVar("T")
 log = logging.getLogger("ingestd.sink")
@@ -40,10 +41,15 @@ _scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set i
 
 # An event id (128 bits) is kept as two signed 64-bit integers, id_hi and id_lo: 16 bytes in the unique index
 # where its 39 decimal digits took 40, and a commit rewrites every index page it touches.
+# The unique index leads with identity_hash (the identity's 64-bit xxh3, manifests/hashes.py), not the account
+# and identity texts: an insert compares integers down the index, and its entries are a third smaller (1M events:
+# 0.4 s less of the sink's CPU in a 3.5 s write). It still finds an identity's events (list_events: the hash,
+# then the texts compared); the id already holds account and identity, so uniqueness is unchanged.
 EVENTS_TABLE = """
 CREATE TABLE IF NOT EXISTS events (
     account TEXT NOT NULL,
     identity TEXT NOT NULL,
+    identity_hash INTEGER NOT NULL,
     id_hi INTEGER NOT NULL,
     id_lo INTEGER NOT NULL,
     name TEXT NOT NULL,
@@ -51,7 +57,7 @@ CREATE TABLE IF NOT EXISTS events (
     line INTEGER NOT NULL,
     properties TEXT NOT NULL
 )"""
-EVENTS_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (account, identity, id_hi, id_lo)"
+EVENTS_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (identity_hash, id_hi, id_lo, account)"
 SCHEMA = f"""
 {EVENTS_TABLE};
 {EVENTS_INDEX};
@@ -85,9 +91,9 @@ _TAIL_ROWS = 16  # the rows left over go in statements of this many, then of one
 # Rows turned into Python values at a time within one write (50,000 rows of 7 values held about 50 MiB).
 _PYTHON_ROWS = 10_000
 _TWO_64 = pl.lit(2**64, dtype=pl.UInt128)
-_ID_HI, _ID_LO, _COMPLETE = "_id_hi", "_id_lo", "_complete"
+_HASH, _ID_HI, _ID_LO, _COMPLETE = "_identity_hash", "_id_hi", "_id_lo", "_complete"
 # prepare_events' frame: the values of a row in the order the INSERT binds them, and whether it is complete.
-PREPARED_EVENTS = ("identity", _ID_HI, _ID_LO, "name", "ts", "line", "properties", _COMPLETE)
+PREPARED_EVENTS = ("identity", _HASH, _ID_HI, _ID_LO, "name", "ts", "line", "properties", _COMPLETE)
 _SELECT_PROFILES = (
     "SELECT identity, properties FROM profiles WHERE account = ? AND identity IN (SELECT value FROM json_each(?))"
 )
@@ -196,6 +202,8 @@ class SQLiteSink(Sink):
         columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
         if "event_id" in columns:
             _migrate_event_ids(conn)
+        elif columns and "identity_hash" not in columns:
+            _migrate_identity_hashes(conn)
         profile_columns = {row[1] for row in conn.execute("PRAGMA table_info(profiles)")}
         if profile_columns and "changed" not in profile_columns:
             conn.execute(PROFILES_CHANGED)
@@ -272,7 +280,7 @@ class SQLiteSink(Sink):
         # A slice at a time as one flat list of values in row order (cheaper than a tuple per row), so
         # the Python objects of a large write never all exist at once.
         for part in rows.iter_slices(_PYTHON_ROWS):
-            _insert_chunked(conn, _insert_events, account, _flat(part), 7)
+            _insert_chunked(conn, _insert_events, account, _flat(part), 8)
         # INSERT OR IGNORE changes only the rows it inserted: the others were already there.
         inserted = conn.total_changes - before
         return Written(failures, duplicates=rows.height - inserted)
@@ -388,9 +396,9 @@ class SQLiteSink(Sink):
         rows = (
             self._connection()
             .execute(
-                "SELECT name, ts, properties FROM events WHERE account = ? AND identity = ? "
+                "SELECT name, ts, properties FROM events WHERE identity_hash = ? AND account = ? AND identity = ? "
                 "ORDER BY ts, line, id_hi, id_lo LIMIT ?",
-                (account, identity, limit),
+                (signed_xxh3_64_of(identity), account, identity, limit),
             )
             .fetchall()
         )
@@ -477,6 +485,7 @@ def _migrate_event_ids(conn: sqlite3.Connection) -> None:
         return part - 2**64 if part >= 2**63 else part
 
     conn.create_function("id_half", 2, half, deterministic=True)
+    conn.create_function("identity_hash", 1, signed_xxh3_64_of, deterministic=True)
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute("ALTER TABLE events RENAME TO events_before_id_columns")
@@ -484,9 +493,9 @@ def _migrate_event_ids(conn: sqlite3.Connection) -> None:
         conn.execute(EVENTS_TABLE)
         conn.execute(EVENTS_INDEX)
         moved = conn.execute(
-            "INSERT OR IGNORE INTO events (account, identity, id_hi, id_lo, name, ts, line, properties) "
-            "SELECT account, identity, id_half(event_id, 1), id_half(event_id, 0), name, ts, line, properties "
-            "FROM events_before_id_columns ORDER BY rowid"
+            "INSERT OR IGNORE INTO events (account, identity, identity_hash, id_hi, id_lo, name, ts, line, "
+            "properties) SELECT account, identity, identity_hash(identity), id_half(event_id, 1), "
+            "id_half(event_id, 0), name, ts, line, properties FROM events_before_id_columns ORDER BY rowid"
         ).rowcount
         conn.execute("DROP TABLE events_before_id_columns")
         conn.execute("COMMIT")  # a failed COMMIT (a full disk) is rolled back too
@@ -494,6 +503,23 @@ def _migrate_event_ids(conn: sqlite3.Connection) -> None:
         rollback(conn)
         raise
     event(log, "sink.migrated", logging.WARNING, table="events", layout="id_hi/id_lo", rows=moved)
+
+
+def _migrate_identity_hashes(conn: sqlite3.Connection) -> None:
+    """Events stored before 2026-12-02 (a unique index on account, identity and id) get their identity_hash and
+    the index on it, in one transaction; an interrupted start leaves them as they were."""
+    conn.create_function("identity_hash", 1, signed_xxh3_64_of, deterministic=True)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE events ADD COLUMN identity_hash INTEGER NOT NULL DEFAULT 0")
+        rows = conn.execute("UPDATE events SET identity_hash = identity_hash(identity)").rowcount
+        conn.execute("DROP INDEX IF EXISTS events_key")
+        conn.execute(EVENTS_INDEX)
+        conn.execute("COMMIT")
+    except BaseException:
+        rollback(conn)
+        raise
+    event(log, "sink.migrated", logging.WARNING, table="events", column="identity_hash", rows=rows)
 
 
 def prepare_events(frame: pl.DataFrame) -> pl.DataFrame:
@@ -510,6 +536,7 @@ def prepare_events(frame: pl.DataFrame) -> pl.DataFrame:
     event_id = pl.col("event_id").cast(pl.UInt128)
     rows = rows.select(
         "identity",
+        signed_xxh3_64("identity").alias(_HASH),
         (event_id // _TWO_64).cast(pl.UInt64).reinterpret(signed=True).alias(_ID_HI),
         event_id.cast(pl.UInt64, wrap_numerical=True).reinterpret(signed=True).alias(_ID_LO),
         "name",
@@ -517,7 +544,7 @@ def prepare_events(frame: pl.DataFrame) -> pl.DataFrame:
         "line",
         "properties",
         pl.lit(True).alias(_COMPLETE),
-    ).sort("identity", _ID_HI, _ID_LO, "line")
+    ).sort(_HASH, _ID_HI, _ID_LO, "line")
     if whole:
         return rows
     rest = frame.filter(~complete).select("line", pl.lit(False).alias(_COMPLETE))
@@ -654,11 +681,11 @@ def _patch_profiles(account: str, rows: int) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _insert_events(account: str, rows: int) -> str:
-    """INSERT OR IGNORE of `rows` events; the batch's account is a quoted literal, so each row binds seven values."""
-    row = f"({_sql_text(account)}, ?, ?, ?, ?, ?, ?, ?)"
+    """INSERT OR IGNORE of `rows` events; the batch's account is a quoted literal, so each row binds eight values."""
+    row = f"({_sql_text(account)}, ?, ?, ?, ?, ?, ?, ?, ?)"
     return (
-        "INSERT OR IGNORE INTO events (account, identity, id_hi, id_lo, name, ts, line, properties) VALUES "
-        + ", ".join([row] * rows)
+        "INSERT OR IGNORE INTO events (account, identity, identity_hash, id_hi, id_lo, name, ts, line, properties) "
+        "VALUES " + ", ".join([row] * rows)
     )
 
 

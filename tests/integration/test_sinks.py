@@ -394,6 +394,46 @@ def test_sqlite_events_stored_with_an_older_id_column_are_kept_at_start(data_dir
     assert names == ["Old", "Newer", "Purchased"]
 
 
+def test_sqlite_events_stored_before_identity_hashes_are_found_and_not_stored_twice(data_dir: Path) -> None:
+    """A sink file from before 2026-12-02 (the unique index on account, identity and id) gets its identity hashes
+    at start: an identity's events are still listed (also a non-ASCII one, and not another account's), and
+    importing a stored event again stores nothing."""
+    config = sink_config(data_dir, "sqlite")
+    config.sink_db.parent.mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(config.sink_db)
+    old.executescript(
+        "CREATE TABLE events (account TEXT NOT NULL, identity TEXT NOT NULL, id_hi INTEGER NOT NULL, "
+        "id_lo INTEGER NOT NULL, name TEXT NOT NULL, ts INTEGER NOT NULL, line INTEGER NOT NULL, "
+        "properties TEXT NOT NULL);"
+        "CREATE UNIQUE INDEX events_key ON events (account, identity, id_hi, id_lo);"
+    )
+    stored: list[EventRow] = [("a", "Stored", JAN_8_2020, {"n": 1}), ("Zoë", "Stored", JAN_8_2020, {})]
+    for account in (ACCOUNT, "other"):
+        frame = events_frame(stored, account)
+        columns = ["identity", pl.col("event_id").cast(pl.UInt128), "line", "ts", "properties"]
+        for identity, number, line, ts, properties in frame.select(columns).iter_rows():
+            halves = [(number >> shift) & (2**64 - 1) for shift in (64, 0)]
+            id_hi, id_lo = (half - 2**64 if half >= 2**63 else half for half in halves)
+            old.execute(
+                "INSERT INTO events VALUES (?, ?, ?, ?, 'Stored', ?, ?, ?)",
+                (account, identity, id_hi, id_lo, ts, line, properties),
+            )
+    old.commit()
+    old.close()
+    runner = SinkRunner(config)
+    try:
+        runner(runner.sink.start())
+        again = runner(runner.sink.write_events(ACCOUNT, events_frame([*stored, ("a", "New", JAN_8_2020, {})])))
+        listed = {identity: runner(runner.sink.list_events(ACCOUNT, identity)) for identity in ("a", "Zoë", "zoë")}
+    finally:
+        runner.close()
+    assert again == [] and again.duplicates == 2
+    assert [event["name"] for event in listed["a"]] == ["Stored", "New"]
+    assert listed["a"][0]["properties"] == {"n": 1}
+    assert [event["name"] for event in listed["Zoë"]] == ["Stored"]
+    assert listed["zoë"] == []
+
+
 def _get_json(url: str) -> Any:
     import urllib.request
 
