@@ -6,3 +6,8 @@ __version__ = "0.1.0"
 from daemon.jobs import memory as _memory
 
 _memory.apply()
+
+# Before anything imports sqlite3: the module initializes the library, which fixes its threading mode.
+from daemon import sqlite_mode as _sqlite_mode  # noqa: E402
+
+_sqlite_mode.apply()
