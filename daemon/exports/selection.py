@@ -145,30 +145,36 @@ class SQLiteSelection:
                 return
 
     def profiles_watermark(self, account: str) -> dict[str, Any]:
-        try:
-            rows = self._query("SELECT max(changed) FROM profiles WHERE account = ?", (account,))
-        except SelectionError as exc:
-            if "no such column" not in str(exc):
-                raise
-            rows = []  # a sink file the daemon has not opened since the column came: nothing changed yet
+        # A sink file the daemon has not opened since the counter came (no profile_changes table) has the numbers
+        # in its profiles; one from before the column came has none: nothing changed yet.
+        rows = self._query("SELECT last FROM profile_changes WHERE account = ?", (account,))
+        if not rows:
+            try:
+                rows = self._query("SELECT max(changed) FROM profiles WHERE account = ?", (account,))
+            except SelectionError as exc:
+                if "no such column" not in str(exc):
+                    raise
         return {"seq": int(rows[0][0] or 0) if rows else 0}
 
     def changed_profiles(
         self, account: str, low: dict[str, Any], high: dict[str, Any], batch_rows: int
     ) -> Iterator[pl.DataFrame]:
         after, until = int(low.get("seq", 0)), int(high.get("seq", 0))
-        # By (changed, identity) through the (account, changed) index, a page at a time from where the last ended.
+        if until <= after:
+            return
+        # In identity order along the primary key, a page at a time from where the last ended: one pass over the
+        # account's profiles per run (there is no index on `changed`: see the sqlite sink's profile_changes).
         sql = (
-            "SELECT identity, ts, properties, changed FROM profiles WHERE account = ? AND changed > ? "
-            "AND changed <= ? AND (changed, identity) > (?, ?) ORDER BY changed, identity LIMIT ?"
+            "SELECT identity, ts, properties FROM profiles WHERE account = ? AND identity > ? "
+            "AND changed > ? AND changed <= ? ORDER BY identity LIMIT ?"
         )
-        position: tuple[int, str] = (after, "")
+        position = ""
         while True:
-            rows = self._query(sql, (account, after, until, *position, batch_rows))
+            rows = self._query(sql, (account, position, after, until, batch_rows))
             if not rows:
                 return
-            position = (rows[-1][3], rows[-1][0])
-            yield pl.DataFrame([row[:3] for row in rows], schema=PROFILE_SCHEMA, orient="row")
+            position = rows[-1][0]
+            yield pl.DataFrame(rows, schema=PROFILE_SCHEMA, orient="row")
             if len(rows) < batch_rows:
                 return
 

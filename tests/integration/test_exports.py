@@ -367,6 +367,53 @@ def test_a_sink_file_from_before_profile_changes_opens_and_its_profiles_are_in_t
         env.close()
 
 
+def test_a_sink_file_with_change_numbers_but_no_counter_goes_on_numbering_after_its_last_change(
+    data_dir: Path,
+) -> None:
+    """A sqlite sink file from before 2026-12-02 (change numbers in the profiles, each account's last one found
+    through an index on them): a recurring run that ended at an account's last number takes the next write and
+    nothing older, each account numbering on from its own last change."""
+    import sqlite3
+
+    from daemon.exports.selection import SQLiteSelection
+
+    environ = {"INGESTD_DATA_DIR": str(data_dir), "INGESTD_SINK__DRIVER": "sqlite"}
+    config = load_config(environ=environ)
+    config.sink_db.parent.mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(config.sink_db)
+    old.executescript(
+        "CREATE TABLE profiles (account TEXT NOT NULL, identity TEXT NOT NULL, ts INTEGER NOT NULL, "
+        "properties TEXT NOT NULL, changed INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (account, identity)) WITHOUT ROWID;"
+        "CREATE INDEX profiles_changed ON profiles (account, changed);"
+    )
+    stored = [(ACCOUNT, "p1", 1), (ACCOUNT, "p2", 3), (ACCOUNT, "p3", 2), ("other", "q1", 7)]
+    old.executemany(
+        "INSERT INTO profiles VALUES (?, ?, ?, '{\"Age\":1}', ?)",
+        [(account, identity, NOW * 1000, changed) for account, identity, changed in stored],
+    )
+    old.commit()
+    old.close()
+    selection = SQLiteSelection(config.sink_db)
+    try:
+        assert selection.profiles_watermark(ACCOUNT) == {"seq": 3}  # read before the daemon opened the file
+        runner = SinkRunner(config)
+        try:
+            runner(runner.sink.start())
+            for account in (ACCOUNT, "other"):
+                frame = profiles_frame([("p3" if account == ACCOUNT else "q2", NOW, [["$set", "Age", 2]])])
+                assert runner(runner.sink.write_profiles(account, frame)) == []
+        finally:
+            runner.close()
+        assert selection.profiles_watermark(ACCOUNT) == {"seq": 4}
+        assert selection.profiles_watermark("other") == {"seq": 8}
+        since_last_run = selection.changed_profiles(ACCOUNT, {"seq": 3}, {"seq": 4}, batch_rows=1)
+        assert [frame["identity"].to_list() for frame in since_last_run] == [["p3"]]
+        every = selection.changed_profiles(ACCOUNT, {"seq": 0}, {"seq": 4}, batch_rows=2)
+        assert [frame["identity"].to_list() for frame in every] == [["p1", "p2"], ["p3"]]
+    finally:
+        selection.close()
+
+
 def test_an_elasticsearch_profiles_index_from_before_profile_changes_learns_them(
     noida: Noida, es_prefix: str, data_dir: Path
 ) -> None:
