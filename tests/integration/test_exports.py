@@ -21,11 +21,12 @@ from daemon.config import Config, load_config
 from daemon.errors import UsageError
 from daemon.exports import texts
 from daemon.exports.model import make_spec
+from daemon.exports.selection import SQLiteSelection
 from daemon.exports.service import ExportService
 from daemon.exports.store import ExportStore
 from daemon.store import StateDB
 from tests.fixtures.noida import Noida
-from tests.integration.test_sinks import SinkRunner, events_frame, profiles_frame
+from tests.integration.test_sinks import SinkRunner, events_frame, old_sqlite_sink, profiles_frame
 
 ACCOUNT = "acme"
 NOW = int(time.time())
@@ -335,15 +336,10 @@ def test_a_sink_file_from_before_profile_changes_opens_and_its_profiles_are_in_t
 ) -> None:
     """A sqlite sink file made before profiles recorded their changes: the column is added at start (twice is
     harmless), the first recurring run takes every profile, the next one only those written since."""
-    import sqlite3
-
-    environ = {"INGESTD_DATA_DIR": str(data_dir), "INGESTD_SINK__DRIVER": "sqlite"}
-    config = load_config(environ=environ)
-    config.sink_db.parent.mkdir(parents=True, exist_ok=True)
-    old = sqlite3.connect(config.sink_db)
-    old.executescript(
+    config, old = old_sqlite_sink(
+        data_dir,
         "CREATE TABLE profiles (account TEXT NOT NULL, identity TEXT NOT NULL, ts INTEGER NOT NULL, "
-        "properties TEXT NOT NULL, PRIMARY KEY (account, identity)) WITHOUT ROWID;"
+        "properties TEXT NOT NULL, PRIMARY KEY (account, identity)) WITHOUT ROWID;",
     )
     old.executemany(
         "INSERT INTO profiles VALUES (?, ?, ?, ?)",
@@ -373,18 +369,11 @@ def test_a_sink_file_with_change_numbers_but_no_counter_goes_on_numbering_after_
     """A sqlite sink file from before 2026-12-02 (change numbers in the profiles, each account's last one found
     through an index on them): a recurring run that ended at an account's last number takes the next write and
     nothing older, each account numbering on from its own last change."""
-    import sqlite3
-
-    from daemon.exports.selection import SQLiteSelection
-
-    environ = {"INGESTD_DATA_DIR": str(data_dir), "INGESTD_SINK__DRIVER": "sqlite"}
-    config = load_config(environ=environ)
-    config.sink_db.parent.mkdir(parents=True, exist_ok=True)
-    old = sqlite3.connect(config.sink_db)
-    old.executescript(
+    config, old = old_sqlite_sink(
+        data_dir,
         "CREATE TABLE profiles (account TEXT NOT NULL, identity TEXT NOT NULL, ts INTEGER NOT NULL, "
         "properties TEXT NOT NULL, changed INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (account, identity)) WITHOUT ROWID;"
-        "CREATE INDEX profiles_changed ON profiles (account, changed);"
+        "CREATE INDEX profiles_changed ON profiles (account, changed);",
     )
     stored = [(ACCOUNT, "p1", 1), (ACCOUNT, "p2", 3), (ACCOUNT, "p3", 2), ("other", "q1", 7)]
     old.executemany(

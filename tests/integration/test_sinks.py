@@ -94,6 +94,15 @@ def sink_config(data_dir: Path, driver: str, url: str = "", prefix: str = "") ->
     return load_config(environ=environ)
 
 
+def old_sqlite_sink(data_dir: Path, script: str) -> tuple[Config, sqlite3.Connection]:
+    """The sqlite sink's config, and its file made in an earlier layout by `script`, open for the test to fill."""
+    config = sink_config(data_dir, "sqlite")
+    config.sink_db.parent.mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(config.sink_db)
+    old.executescript(script)
+    return config, old
+
+
 def hand_over_prepared(sink: Sink) -> None:
     """Make the sink's writes get their frames as the worker hands them over: through Sink.prepare (which the
     validation thread runs), the first rows and the rest prepared apart, then together (as joined batches are)."""
@@ -367,13 +376,11 @@ def test_sqlite_sink_uses_its_own_database_file(data_dir: Path) -> None:
 def test_sqlite_events_stored_with_an_older_id_column_are_kept_at_start(data_dir: Path) -> None:
     """A sink file from before 2026-11-30 (one event_id column: sha256 bytes, or a decimal string) still lists its
     events after an upgrade, and new imports de-duplicate as usual."""
-    config = sink_config(data_dir, "sqlite")
-    config.sink_db.parent.mkdir(parents=True, exist_ok=True)
-    old = sqlite3.connect(config.sink_db)
-    old.executescript(
+    config, old = old_sqlite_sink(
+        data_dir,
         "CREATE TABLE events (account TEXT NOT NULL, identity TEXT NOT NULL, event_id BLOB NOT NULL, "
         "name TEXT NOT NULL, ts INTEGER NOT NULL, line INTEGER NOT NULL, properties TEXT NOT NULL);"
-        "CREATE UNIQUE INDEX events_key ON events (account, identity, event_id);"
+        "CREATE UNIQUE INDEX events_key ON events (account, identity, event_id);",
     )
     ts = JAN_8_2020 * 1000
     old.executemany(
@@ -398,14 +405,12 @@ def test_sqlite_events_stored_before_identity_hashes_are_found_and_not_stored_tw
     """A sink file from before 2026-12-02 (the unique index on account, identity and id) gets its identity hashes
     at start: an identity's events are still listed (also a non-ASCII one, and not another account's), and
     importing a stored event again stores nothing."""
-    config = sink_config(data_dir, "sqlite")
-    config.sink_db.parent.mkdir(parents=True, exist_ok=True)
-    old = sqlite3.connect(config.sink_db)
-    old.executescript(
+    config, old = old_sqlite_sink(
+        data_dir,
         "CREATE TABLE events (account TEXT NOT NULL, identity TEXT NOT NULL, id_hi INTEGER NOT NULL, "
         "id_lo INTEGER NOT NULL, name TEXT NOT NULL, ts INTEGER NOT NULL, line INTEGER NOT NULL, "
         "properties TEXT NOT NULL);"
-        "CREATE UNIQUE INDEX events_key ON events (account, identity, id_hi, id_lo);"
+        "CREATE UNIQUE INDEX events_key ON events (account, identity, id_hi, id_lo);",
     )
     stored: list[EventRow] = [("a", "Stored", JAN_8_2020, {"n": 1}), ("Zoë", "Stored", JAN_8_2020, {})]
     for account in (ACCOUNT, "other"):
